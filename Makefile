@@ -1,0 +1,79 @@
+# moe2onnx — one make for everything.
+#   make            release build: build/moe2onnx
+#   make asan       same sources with ASan+UBSan: build-asan/moe2onnx
+#   make test       full test suite (release + sanitizer unit tests, ONNX Runtime end-to-end)
+#   make bench      benchmark programs
+# Sources are found by wildcard, so adding a file to a src/ folder needs no Makefile edit.
+
+CC      ?= cc
+PKGS    := libprotobuf-c libcjson
+CSTD    := -std=c11 -D_GNU_SOURCE
+WARN    := -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter -Wvla
+OPT     ?= -O2 -g
+CFLAGS_ALL = $(CSTD) $(WARN) $(OPT) -pthread $(shell pkg-config --cflags $(PKGS)) -Isrc -I$(BUILD)/gen $(EXTRA_CFLAGS)
+LDLIBS  := $(shell pkg-config --libs $(PKGS)) -lm -pthread
+
+BUILD   ?= build
+ONNX_PROTO ?= /usr/include/onnx/onnx.proto
+
+LIB_SRC  := $(filter-out src/cli/main.c,$(wildcard src/*/*.c))
+GEN_SRC  := $(BUILD)/gen/onnx/onnx.pb-c.c
+LIB_OBJ  := $(patsubst src/%.c,$(BUILD)/obj/%.o,$(LIB_SRC)) $(BUILD)/obj/gen/onnx.pb-c.o
+TEST_SRC := $(wildcard tests/unit/test_*.c)
+TEST_BIN := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(TEST_SRC))
+BENCH_SRC:= $(wildcard bench/*.c)
+BENCH_BIN:= $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
+
+
+.PHONY: all asan setup test bench clean tests valgrind fuzz
+all: $(BUILD)/moe2onnx tests
+
+tests: $(TEST_BIN)
+
+$(BUILD)/gen/onnx/onnx.pb-c.c $(BUILD)/gen/onnx/onnx.pb-c.h: $(ONNX_PROTO)
+	@mkdir -p $(BUILD)/gen/onnx
+	cp $(ONNX_PROTO) $(BUILD)/gen/onnx/onnx.proto
+	cd $(BUILD)/gen && protoc-c --c_out=. onnx/onnx.proto
+
+# Generated code is not ours: compile it without -Werror's extra warnings.
+$(BUILD)/obj/gen/onnx.pb-c.o: $(GEN_SRC)
+	@mkdir -p $(dir $@)
+	$(CC) $(CSTD) $(OPT) $(EXTRA_CFLAGS) $(shell pkg-config --cflags libprotobuf-c) -I$(BUILD)/gen -c $< -o $@
+
+$(BUILD)/obj/%.o: src/%.c $(BUILD)/gen/onnx/onnx.pb-c.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -MMD -MP -c $< -o $@
+
+$(BUILD)/libmoe2onnx.a: $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/moe2onnx: src/cli/main.c $(BUILD)/libmoe2onnx.a
+	$(CC) $(CFLAGS_ALL) $< $(BUILD)/libmoe2onnx.a $(LDLIBS) -o $@
+
+$(BUILD)/tests/%: tests/unit/%.c tests/unit/test.h $(BUILD)/libmoe2onnx.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -Itests/unit $< $(BUILD)/libmoe2onnx.a $(LDLIBS) -o $@
+
+$(BUILD)/bench/%: bench/%.c $(BUILD)/libmoe2onnx.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) $< $(BUILD)/libmoe2onnx.a $(LDLIBS) -o $@
+
+bench: $(BENCH_BIN)
+
+asan:
+	$(MAKE) BUILD=build-asan OPT="-O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all"
+
+setup:
+	bash scripts/setup.sh
+
+# The whole suite; CI runs exactly this (.ci/run).
+test: setup
+	$(MAKE) all
+	$(MAKE) asan
+	bash tests/run.sh
+
+clean:
+	rm -rf build build-asan build-valgrind build-fuzz
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

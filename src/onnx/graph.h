@@ -1,0 +1,104 @@
+/* In-memory ONNX graph under construction, and its writer.
+ *
+ * The graph (nodes, attributes, inputs/outputs, initializer *descriptions*) is small and held in
+ * memory. Large initializers are not: each is described by a producer callback that fills one
+ * chunk at a time (e.g. one expert). graph_write() runs the producers on a thread pool and appends
+ * their bytes to the external data file in a fixed order (each tensor at the next 64-byte
+ * boundary), so the output is byte-identical whatever the thread count and resident memory is
+ * bounded by the chunks in flight. The writer knows nothing about MoE. */
+#ifndef M2O_GRAPH_H
+#define M2O_GRAPH_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/err.h"
+
+/* ONNX TensorProto.DataType values used here. */
+enum {
+    ONNX_FLOAT = 1, ONNX_UINT8 = 2, ONNX_INT8 = 3, ONNX_INT32 = 6, ONNX_INT64 = 7, ONNX_BOOL = 9,
+    ONNX_FLOAT16 = 10, ONNX_BFLOAT16 = 16, ONNX_FLOAT8E8M0 = 24,
+};
+size_t onnx_dtype_size(int elem_type); /* bytes per element; 0 if unknown */
+const char *onnx_dtype_name(int elem_type);
+
+#define GRAPH_MAX_DIMS 8
+
+typedef struct graph graph;
+typedef struct graph_node graph_node;
+
+graph *graph_new(const char *name);
+void graph_free(graph *g);
+
+/* A dimension is either fixed (dims[i] >= 0, dim_params NULL or dim_params[i] NULL) or symbolic
+ * (dim_params[i] = "batch_size"). Strings are copied. */
+void graph_add_input(graph *g, const char *name, int elem_type, int ndim, const int64_t *dims,
+                     const char *const *dim_params);
+void graph_add_output(graph *g, const char *name, int elem_type, int ndim, const int64_t *dims,
+                      const char *const *dim_params);
+
+/* Adds a node. inputs may contain "" for omitted optional inputs. domain NULL/"" = default ONNX
+ * domain, "com.microsoft" for contrib ops. Names and strings are copied. */
+graph_node *graph_add_node(graph *g, const char *op_type, const char *domain, const char *name,
+                           int n_in, const char *const *inputs, int n_out,
+                           const char *const *outputs);
+void node_attr_int(graph_node *n, const char *name, int64_t v);
+void node_attr_float(graph_node *n, const char *name, float v);
+void node_attr_string(graph_node *n, const char *name, const char *v);
+void node_attr_ints(graph_node *n, const char *name, int n_vals, const int64_t *vals);
+void node_attr_floats(graph_node *n, const char *name, int n_vals, const float *vals);
+/* A tensor attribute (e.g. Constant's `value`); data is copied. */
+void node_attr_tensor(graph_node *n, const char *name, int elem_type, int ndim,
+                      const int64_t *dims, const void *data, size_t nbytes);
+
+/* Initializer whose bytes are known now (small tensors: norms, biases, rotary caches, shape
+ * constants). Data is copied. The writer keeps it inline in model.onnx when below the external
+ * threshold, else appends it to the data file. */
+void graph_add_initializer(graph *g, const char *name, int elem_type, int ndim,
+                           const int64_t *dims, const void *data, size_t nbytes);
+
+/* Fills chunk `chunk` (0 <= chunk < n_chunks) of a streamed initializer into out, exactly
+ * chunk_bytes bytes. Called from worker threads, possibly concurrently for different chunks of
+ * the same tensor: it must only read shared state. */
+typedef int (*init_producer_fn)(void *ctx, int64_t chunk, void *out, m2o_err *err);
+
+/* Initializer produced at write time, n_chunks × chunk_bytes bytes in total, which must equal
+ * the element count × element size of dims. ctx is owned by the graph from here on and released
+ * with ctx_free (may be NULL) once the tensor is written or the graph is freed. */
+void graph_add_streamed_initializer(graph *g, const char *name, int elem_type, int ndim,
+                                    const int64_t *dims, int64_t n_chunks, size_t chunk_bytes,
+                                    init_producer_fn produce, void *ctx, void (*ctx_free)(void *));
+
+/* Checks the graph: node names unique, every value produced at most once (SSA), no name both an
+ * initializer and a graph input, every node input produced by a node, an initializer or a graph
+ * input, every graph output produced, dims of streamed initializers consistent. The first
+ * problem is the error, naming the node/value. */
+int graph_check(const graph *g, m2o_err *err);
+
+size_t graph_node_count(const graph *g);
+size_t graph_initializer_count(const graph *g);
+uint64_t graph_initializer_bytes(const graph *g);
+
+typedef struct graph_write_opts {
+    const char *model_filename;    /* "model.onnx" */
+    const char *data_filename;     /* "model.onnx.data" */
+    int threads;                   /* worker threads for producers; <= 0 = all cores */
+    size_t external_threshold;     /* initializers of at least this many bytes go external (1024) */
+    int64_t ir_version;            /* 0 = derive: 10, or 11 when a FLOAT8E8M0 tensor is present */
+    const char *producer_name;     /* "moe2onnx" */
+    const char *producer_version;
+    /* Called after each tensor is committed (from the writing thread). May be NULL. */
+    void (*progress)(void *user, const char *tensor, uint64_t bytes_done, uint64_t bytes_total);
+    void *progress_user;
+    /* Polled between chunks; when it returns true the write stops with an error. May be NULL. */
+    bool (*cancelled)(void *user);
+} graph_write_opts;
+
+void graph_write_opts_init(graph_write_opts *o);
+
+/* Writes dir/model_filename and dir/data_filename (dir must exist). Runs graph_check first.
+ * On failure the partially written files in dir are removed. */
+int graph_write(graph *g, const char *dir, const graph_write_opts *opts, m2o_err *err);
+
+#endif

@@ -1,0 +1,85 @@
+/* Pure numeric kernels for every expert-weight encoding (SPEC §3–§6): buffers in, buffers out,
+ * no I/O, no globals beyond the CPU-feature dispatch. Each kernel has a plain `_ref` version that
+ * mirrors SPEC.md line by line and, where speed matters, an optimized version chosen at run time
+ * that must give identical bytes. Every function validates its arguments and returns 0, or -1
+ * with a message in err (nothing asserts or aborts).
+ *
+ * Conventions: a weight matrix is float32 [N][K] row-major, N = output features, K = input
+ * features (the nn.Linear layout). Codes are packed along K. */
+#ifndef M2O_QUANT_H
+#define M2O_QUANT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/err.h"
+
+/* ---- Blockwise integer quantization (ONNX Runtime quantize_matmul_4bits/8bits, SPEC §4) ---- */
+
+typedef enum qscale_type { QSCALE_F32, QSCALE_F16, QSCALE_BF16 } qscale_type;
+
+typedef struct qb_params {
+    int bits;               /* 4 or 8 */
+    int block_size;         /* 16, 32, 64, 128 or 256 */
+    bool symmetric;         /* true: signed scales, no zero points */
+    qscale_type scale_type; /* scales are rounded to this type before quantizing */
+} qb_params;
+
+/* Output sizes for an [N][K] matrix. */
+size_t qb_codes_bytes(int64_t N, int64_t K, const qb_params *p);       /* N*K*bits/8 */
+size_t qb_scales_count(int64_t N, int64_t K, const qb_params *p);      /* N*K/bs */
+size_t qb_zero_points_bytes(int64_t N, int64_t K, const qb_params *p); /* 0 when symmetric */
+size_t qscale_size(qscale_type t);                                      /* 4 or 2 */
+
+/* Checks p, N, K (K % block_size == 0, ...) with a message naming the bad value. */
+int qb_check(int64_t N, int64_t K, const qb_params *p, m2o_err *err);
+
+/* codes: [N][K/bs][bs*bits/8]; scales: [N][K/bs] of scale_type; zero_points (asymmetric only,
+ * else may be NULL): 4-bit [N][ceil((K/bs)/2)] two per byte, even block in the low nibble;
+ * 8-bit [N][K/bs]. */
+int qb_quantize_ref(const float *w, int64_t N, int64_t K, const qb_params *p,
+                    uint8_t *codes, void *scales, uint8_t *zero_points, m2o_err *err);
+int qb_quantize(const float *w, int64_t N, int64_t K, const qb_params *p,
+                uint8_t *codes, void *scales, uint8_t *zero_points, m2o_err *err);
+/* Inverse: (q - zp) * scale → float32 [N][K]. */
+int qb_dequantize(const uint8_t *codes, const void *scales, const uint8_t *zero_points,
+                  int64_t N, int64_t K, const qb_params *p, float *out, m2o_err *err);
+
+/* ---- CUTLASS fpA_intB SM80 prepacked layout (SPEC §5) ---- */
+/* raw: [N][K*bits/8] codes as produced by qb_quantize; out: N*K*bits/8 bytes. K % 64 == 0. */
+int cutlass_sm80_pack_ref(const uint8_t *raw, int64_t N, int64_t K, int bits, uint8_t *out,
+                          m2o_err *err);
+int cutlass_sm80_pack(const uint8_t *raw, int64_t N, int64_t K, int bits, uint8_t *out,
+                      m2o_err *err);
+int cutlass_sm80_unpack(const uint8_t *packed, int64_t N, int64_t K, int bits, uint8_t *raw,
+                        m2o_err *err);
+
+/* ---- fp4 CUDA MoE layout (SPEC §5): nibble transpose [N][K/2] -> [K][N/2] ---- */
+int fp4_cuda_pack(const uint8_t *raw, int64_t N, int64_t K, uint8_t *out, m2o_err *err);
+int fp4_cuda_unpack(const uint8_t *packed, int64_t N, int64_t K, uint8_t *raw, m2o_err *err);
+
+/* ---- MXFP4 (OCP MX v1.0, SPEC §6) ---- */
+/* codes: [N][K/2] (low nibble = even k), scales: [N][K/32] E8M0 bytes. A gpt-oss checkpoint's
+ * `*_blocks` [N, K/32, 16] are exactly these codes and `*_scales` exactly these scales, so the
+ * passthrough path copies them unchanged. */
+int mxfp4_decode(const uint8_t *codes, const uint8_t *scales, int64_t N, int64_t K, float *out,
+                 m2o_err *err);
+/* OCP rule: e = floor(log2(amax)) - 2, round to nearest representable, ties to even code. */
+int mxfp4_encode_ref(const float *w, int64_t N, int64_t K, uint8_t *codes, uint8_t *scales,
+                     m2o_err *err);
+int mxfp4_encode(const float *w, int64_t N, int64_t K, uint8_t *codes, uint8_t *scales,
+                 m2o_err *err);
+
+/* ---- Conversions used around the kernels ---- */
+void convert_bf16_to_f32(const uint16_t *src, float *dst, size_t n);
+void convert_f16_to_f32(const uint16_t *src, float *dst, size_t n);
+void convert_f32_to_f16(const float *src, uint16_t *dst, size_t n);
+void convert_f32_to_bf16(const float *src, uint16_t *dst, size_t n);
+/* dst[c][r] = src[r][c] for a rows x cols float matrix. */
+void transpose_f32(const float *src, int64_t rows, int64_t cols, float *dst);
+
+/* Name of the optimized code path chosen at run time ("avx2", "scalar"), for benchmarks. */
+const char *quant_dispatch_name(void);
+
+#endif
