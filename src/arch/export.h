@@ -1,0 +1,26 @@
+/* Export pipeline for one checkpoint: model description + opened checkpoint + resolved options →
+ * a complete ONNX Runtime GenAI folder (model.onnx, model.onnx.data, genai_config.json,
+ * tokenizer files) written into out_dir. The caller (cli/) owns atomicity: out_dir is a
+ * temporary directory that it renames into place only when this returns 0. */
+#ifndef M2O_EXPORT_H
+#define M2O_EXPORT_H
+
+#include "checkpoint/config.h"
+#include "checkpoint/safetensors.h"
+#include "common/err.h"
+#include "graph/export_opts.h"
+#include "onnx/graph.h"
+
+/* Builds the decoder graph for md->arch into g (no bytes are produced yet: expert and weight
+ * initializers are streamed producers reading ck). Fails, naming the tensor, when a tensor the
+ * architecture needs is missing or has the wrong shape/dtype. */
+int arch_build_graph(const model_desc *md, const st_checkpoint *ck, const export_opts *o,
+                     graph *g, m2o_err *err);
+
+/* Everything: arch_build_graph, graph_write (with wo: threads, progress, cancellation),
+ * genai_config.json, tokenizer files copied from ckpt_dir. */
+int export_model(const char *ckpt_dir, const model_desc *md, const st_checkpoint *ck,
+                 const export_opts *o, const char *out_dir, const graph_write_opts *wo,
+                 m2o_err *err);
+
+#endif
