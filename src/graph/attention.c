@@ -1,0 +1,68 @@
+/* Attention block: packed QKV projection → GroupQueryAttention (rotary inside, KV cache,
+ * optional sliding window and attention sinks) → output projection. */
+#include "graph/blocks.h"
+
+#include <math.h>
+
+int gqa_local_window_size(int window)
+{
+    /* ONNX Runtime's GQA lets query position p see keys p - local_window_size .. p
+     * (local_window_size + 1 keys); transformers' sliding window W lets it see keys
+     * p - W + 1 .. p (W keys, kv > q - W). */
+    return window > 0 ? window - 1 : -1;
+}
+
+int gb_attention(gb *b, const attn_desc *a, const char *input, gname *out, m2o_err *err)
+{
+    const model_desc *md = b->md;
+    int L = a->layer;
+    int64_t want_n = (int64_t)(md->num_heads + 2 * md->num_kv_heads) * md->head_dim;
+    if (linear_src_n(&a->qkv) != want_n)
+        return m2o_fail(err, "layer %d: q/k/v projections give %lld rows, expected (%d + 2 x "
+                             "%d heads) x head_dim %d = %lld",
+                        L, (long long)linear_src_n(&a->qkv), md->num_heads, md->num_kv_heads,
+                        md->head_dim, (long long)want_n);
+    if (!b->seqlens_k.s[0] || !b->cos_cache.s[0])
+        return m2o_fail(err, "internal: gb_attention needs gb_attention_mask and "
+                             "gb_rotary_caches first");
+    bool q = gb_quantize_linears(b);
+    gname qkv;
+    gname base = gname_fmt("/model/layers.%d/attn/qkv_proj", L);
+    gname init = gname_fmt("model.layers.%d.attn.qkv_proj", L);
+    if (gb_linear(b, base.s, init.s, &a->qkv, q, input, &qkv, err))
+        return -1;
+
+    gname sinks = {{0}};
+    if (a->sinks) {
+        int64_t nh = md->num_heads;
+        if (a->sinks->numel != nh)
+            return m2o_fail(err, "tensor %s: %lld elements, expected num_attention_heads %lld",
+                            a->sinks->name, (long long)a->sinks->numel, (long long)nh);
+        sinks = gname_fmt("model.layers.%d.attn.sinks", L);
+        if (gb_add_small(b, sinks.s, 1, &a->sinks, 0.0f, 1, &nh, err))
+            return -1;
+    }
+
+    gname past_k = gname_fmt("past_key_values.%d.key", L);
+    gname past_v = gname_fmt("past_key_values.%d.value", L);
+    gname pres_k = gname_fmt("present.%d.key", L);
+    gname pres_v = gname_fmt("present.%d.value", L);
+    gname node = gname_fmt("/model/layers.%d/attn/GroupQueryAttention", L);
+    gname o0 = gname_out(node.s, 0);
+    const char *in[12] = {qkv.s, "", "", past_k.s, past_v.s, b->seqlens_k.s,
+                          b->total_seq_len.s, b->cos_cache.s, b->sin_cache.s, "", "", sinks.s};
+    const char *outs[3] = {o0.s, pres_k.s, pres_v.s};
+    graph_node *n = graph_add_node(b->g, "GroupQueryAttention", "com.microsoft", node.s,
+                                   a->sinks ? 12 : 9, in, 3, outs);
+    node_attr_int(n, "num_heads", md->num_heads);
+    node_attr_int(n, "kv_num_heads", md->num_kv_heads);
+    node_attr_float(n, "scale", 1.0f / sqrtf((float)md->head_dim));
+    node_attr_int(n, "do_rotary", 1);
+    node_attr_int(n, "rotary_interleaved", 0);
+    node_attr_int(n, "local_window_size", gqa_local_window_size(a->window));
+    node_attr_float(n, "softcap", 0.0f);
+
+    base = gname_fmt("/model/layers.%d/attn/o_proj", L);
+    init = gname_fmt("model.layers.%d.attn.o_proj", L);
+    return gb_linear(b, base.s, init.s, &a->o, q, o0.s, out, err);
+}

@@ -1,0 +1,356 @@
+#include "graph/weights.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/half.h"
+#include "quant/quant.h"
+
+#define CHUNK_TARGET_BYTES ((size_t)16 << 20)
+
+int64_t linear_src_n(const linear_src *s)
+{
+    int64_t n = 0;
+    for (int i = 0; i < s->n_parts; i++)
+        n += s->w[i]->shape[0];
+    return n;
+}
+
+int64_t linear_src_k(const linear_src *s)
+{
+    return s->w[0]->shape[1];
+}
+
+int tensor_read_f32(const st_tensor *t, int64_t first, int64_t count, float *out, m2o_err *err)
+{
+    if (first < 0 || count < 0 || first + count > t->numel)
+        return m2o_fail(err, "tensor %s: elements [%lld, %lld) out of range (numel %lld)",
+                        t->name, (long long)first, (long long)(first + count),
+                        (long long)t->numel);
+    const uint8_t *p = t->data + (size_t)first * st_dtype_size(t->dtype);
+    /* The conversion kernels take aligned 16-bit arrays; a tensor at an odd offset (legal in
+     * safetensors) goes through the reader's own element-wise path. */
+    switch (t->dtype) {
+    case ST_BF16:
+        if (((uintptr_t)p & 1) == 0) {
+            convert_bf16_to_f32((const uint16_t *)(const void *)p, out, (size_t)count);
+            return 0;
+        }
+        break;
+    case ST_F16:
+        if (((uintptr_t)p & 1) == 0) {
+            convert_f16_to_f32((const uint16_t *)(const void *)p, out, (size_t)count);
+            return 0;
+        }
+        break;
+    case ST_F32:
+        memcpy(out, p, (size_t)count * sizeof(float));
+        return 0;
+    default:
+        return m2o_fail(err, "tensor %s (%s): expected a BF16, F16 or F32 tensor", t->name,
+                        st_dtype_name(t->dtype));
+    }
+    return st_read_f32(t, first, count, out, err);
+}
+
+void f32_to_dtype(const float *src, void *dst, size_t n, int dtype)
+{
+    switch (dtype) {
+    case ONNX_FLOAT16:
+        convert_f32_to_f16(src, dst, n);
+        break;
+    case ONNX_BFLOAT16:
+        convert_f32_to_bf16(src, dst, n);
+        break;
+    default:
+        memcpy(dst, src, n * sizeof(float));
+        break;
+    }
+}
+
+int check_finite(const float *v, size_t n, int64_t first_index, const char *tensor, bool allow,
+                 m2o_err *err)
+{
+    if (allow)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(v[i]))
+            return m2o_fail(err, "tensor %s: element %lld is %s; fix the checkpoint or pass "
+                                 "--extra_options allow_nonfinite=1 to keep it",
+                            tensor, (long long)(first_index + (int64_t)i),
+                            isnan(v[i]) ? "NaN" : "Inf");
+    return 0;
+}
+
+int64_t chunk_rows(int64_t rows, size_t row_bytes, size_t target)
+{
+    int64_t best = 1;
+    for (int64_t d = 1; d <= rows; d++) {
+        if (rows % d)
+            continue;
+        if ((size_t)d * row_bytes > target)
+            break;
+        best = d;
+    }
+    return best;
+}
+
+/* ---- small tensors ---- */
+
+static int add_small(gb *b, const char *name, int n_parts, const st_tensor *const *parts,
+                     float offset, int dtype, int ndim, const int64_t *dims, m2o_err *err)
+{
+    int64_t total = 0, want = 1;
+    for (int i = 0; i < n_parts; i++)
+        total += parts[i]->numel;
+    for (int i = 0; i < ndim; i++)
+        want *= dims[i];
+    if (total != want)
+        return m2o_fail(err, "initializer %s: source tensors hold %lld elements, shape needs %lld",
+                        name, (long long)total, (long long)want);
+    float *f = m2o_malloc((size_t)total * sizeof(float), err);
+    if (!f)
+        return -1;
+    void *out = m2o_malloc((size_t)total * onnx_dtype_size(dtype), err);
+    if (!out) {
+        free(f);
+        return -1;
+    }
+    int64_t off = 0;
+    int rc = 0;
+    for (int i = 0; i < n_parts && !rc; i++) {
+        rc = tensor_read_f32(parts[i], 0, parts[i]->numel, f + off, err);
+        if (!rc)
+            rc = check_finite(f + off, (size_t)parts[i]->numel, 0, parts[i]->name,
+                              b->o->allow_nonfinite, err);
+        off += parts[i]->numel;
+    }
+    if (!rc) {
+        if (offset != 0.0f)
+            for (int64_t i = 0; i < total; i++)
+                f[i] += offset;
+        f32_to_dtype(f, out, (size_t)total, dtype);
+        graph_add_initializer(b->g, name, dtype, ndim, dims, out,
+                              (size_t)total * onnx_dtype_size(dtype));
+    }
+    free(f);
+    free(out);
+    return rc;
+}
+
+int gb_add_small(gb *b, const char *name, int n_parts, const st_tensor *const *parts,
+                 float offset, int ndim, const int64_t *dims, m2o_err *err)
+{
+    return add_small(b, name, n_parts, parts, offset, b->io, ndim, dims, err);
+}
+
+int gb_add_small_f32(gb *b, const char *name, int n_parts, const st_tensor *const *parts,
+                     int ndim, const int64_t *dims, m2o_err *err)
+{
+    return add_small(b, name, n_parts, parts, 0.0f, ONNX_FLOAT, ndim, dims, err);
+}
+
+/* ---- streamed: whole tensor converted by rows ---- */
+
+typedef struct convert_ctx {
+    const st_tensor *t;
+    int64_t rows_per_chunk, cols;
+    int dtype;
+    bool allow_nonfinite;
+} convert_ctx;
+
+static int produce_convert(void *vctx, int64_t chunk, void *out, m2o_err *err)
+{
+    const convert_ctx *c = vctx;
+    int64_t first = chunk * c->rows_per_chunk * c->cols, n = c->rows_per_chunk * c->cols;
+    float *f = m2o_malloc((size_t)n * sizeof(float), err);
+    if (!f)
+        return -1;
+    int rc = tensor_read_f32(c->t, first, n, f, err);
+    if (!rc)
+        rc = check_finite(f, (size_t)n, first, c->t->name, c->allow_nonfinite, err);
+    if (!rc)
+        f32_to_dtype(f, out, (size_t)n, c->dtype);
+    st_release(c->t, (size_t)first * st_dtype_size(c->t->dtype),
+               (size_t)n * st_dtype_size(c->t->dtype));
+    free(f);
+    return rc;
+}
+
+int gb_add_converted(gb *b, const char *name, const st_tensor *t, m2o_err *err)
+{
+    if (t->ndim < 1)
+        return m2o_fail(err, "tensor %s: expected at least one dimension", t->name);
+    convert_ctx *c = m2o_calloc(1, sizeof *c, err);
+    if (!c)
+        return -1;
+    int64_t rows = t->shape[0];
+    c->t = t;
+    c->cols = rows ? t->numel / rows : 0;
+    c->dtype = b->io;
+    c->allow_nonfinite = b->o->allow_nonfinite;
+    size_t row_bytes = (size_t)c->cols * gb_io_size(b);
+    c->rows_per_chunk = chunk_rows(rows, row_bytes, CHUNK_TARGET_BYTES);
+    graph_add_streamed_initializer(b->g, name, b->io, t->ndim, t->shape,
+                                   rows / c->rows_per_chunk, (size_t)c->rows_per_chunk * row_bytes,
+                                   produce_convert, c, free);
+    return 0;
+}
+
+/* ---- row access over a stacked linear source ---- */
+
+/* Reads rows [r0, r0 + nr) of the stacked [N, K] source as float32. */
+static int linear_read_rows(const linear_src *s, int64_t r0, int64_t nr, float *out,
+                            bool allow_nonfinite, bool release, m2o_err *err)
+{
+    int64_t K = linear_src_k(s), base = 0;
+    for (int i = 0; i < s->n_parts && nr > 0; i++) {
+        int64_t n_i = s->w[i]->shape[0];
+        if (r0 < base + n_i) {
+            int64_t lr = r0 - base, take = n_i - lr < nr ? n_i - lr : nr;
+            if (tensor_read_f32(s->w[i], lr * K, take * K, out, err) ||
+                check_finite(out, (size_t)(take * K), lr * K, s->w[i]->name, allow_nonfinite,
+                             err))
+                return -1;
+            if (release)
+                st_release(s->w[i], (size_t)(lr * K) * st_dtype_size(s->w[i]->dtype),
+                           (size_t)(take * K) * st_dtype_size(s->w[i]->dtype));
+            out += take * K;
+            r0 += take;
+            nr -= take;
+        }
+        base += n_i;
+    }
+    return 0;
+}
+
+/* ---- streamed: MatMul weight [K, N] ---- */
+
+typedef struct linear_t_ctx {
+    linear_src s;
+    int64_t N, K, k_per_chunk;
+    int dtype;
+    bool allow_nonfinite;
+} linear_t_ctx;
+
+/* Output rows [k0, k0 + kc) of W^T: each source row contributes kc consecutive elements. Rows are
+ * read in groups so the float staging stays bounded. */
+static int produce_linear_t(void *vctx, int64_t chunk, void *out, m2o_err *err)
+{
+    const linear_t_ctx *c = vctx;
+    int64_t kc = c->k_per_chunk, k0 = chunk * kc;
+    float *t = m2o_malloc((size_t)(kc * c->N) * sizeof(float), err);
+    float *row = m2o_malloc((size_t)c->K * sizeof(float), err);
+    int rc = (t && row) ? 0 : -1;
+    int64_t n_global = 0;
+    for (int p = 0; p < c->s.n_parts && !rc; p++) {
+        const st_tensor *w = c->s.w[p];
+        for (int64_t n = 0; n < w->shape[0] && !rc; n++, n_global++) {
+            rc = tensor_read_f32(w, n * c->K + k0, kc, row, err);
+            if (!rc)
+                rc = check_finite(row, (size_t)kc, n * c->K + k0, w->name, c->allow_nonfinite,
+                                  err);
+            for (int64_t k = 0; k < kc && !rc; k++)
+                t[k * c->N + n_global] = row[k];
+        }
+    }
+    if (!rc)
+        f32_to_dtype(t, out, (size_t)(kc * c->N), c->dtype);
+    free(t);
+    free(row);
+    return rc;
+}
+
+int gb_add_linear_t(gb *b, const char *name, const linear_src *s, m2o_err *err)
+{
+    linear_t_ctx *c = m2o_calloc(1, sizeof *c, err);
+    if (!c)
+        return -1;
+    c->s = *s;
+    c->N = linear_src_n(s);
+    c->K = linear_src_k(s);
+    c->dtype = b->io;
+    c->allow_nonfinite = b->o->allow_nonfinite;
+    size_t row_bytes = (size_t)c->N * gb_io_size(b);
+    c->k_per_chunk = chunk_rows(c->K, row_bytes, CHUNK_TARGET_BYTES);
+    int64_t dims[2] = {c->K, c->N};
+    graph_add_streamed_initializer(b->g, name, b->io, 2, dims, c->K / c->k_per_chunk,
+                                   (size_t)c->k_per_chunk * row_bytes, produce_linear_t, c, free);
+    return 0;
+}
+
+/* ---- streamed: MatMulNBits codes and scales ---- */
+
+typedef struct nbits_ctx {
+    linear_src s;
+    int64_t N, K, rows_per_chunk;
+    qb_params p;
+    bool want_scales; /* false: this producer writes the codes */
+    bool allow_nonfinite;
+} nbits_ctx;
+
+static qscale_type qscale_of(int io)
+{
+    return io == ONNX_FLOAT16 ? QSCALE_F16 : io == ONNX_BFLOAT16 ? QSCALE_BF16 : QSCALE_F32;
+}
+
+/* Both tensors come from one quantization of the same rows; each producer recomputes it so
+ * they stay independent jobs (quantizing costs far less than reading the weights). */
+static int produce_nbits(void *vctx, int64_t chunk, void *out, m2o_err *err)
+{
+    const nbits_ctx *c = vctx;
+    int64_t nr = c->rows_per_chunk, r0 = chunk * nr;
+    float *w = m2o_malloc((size_t)(nr * c->K) * sizeof(float), err);
+    uint8_t *codes = c->want_scales ? m2o_malloc(qb_codes_bytes(nr, c->K, &c->p), err) : out;
+    void *scales = c->want_scales ? out
+                                  : m2o_malloc(qb_scales_count(nr, c->K, &c->p) *
+                                                   qscale_size(c->p.scale_type), err);
+    int rc = (w && codes && scales) ? 0 : -1;
+    if (!rc)
+        rc = linear_read_rows(&c->s, r0, nr, w, c->allow_nonfinite, true, err);
+    if (!rc)
+        rc = qb_quantize(w, nr, c->K, &c->p, codes, scales, NULL, err);
+    free(w);
+    if (c->want_scales)
+        free(codes);
+    else
+        free(scales);
+    return rc;
+}
+
+int gb_add_nbits(gb *b, const char *codes_name, const char *scales_name, const linear_src *s,
+                 int bits, int block_size, m2o_err *err)
+{
+    qb_params p = {.bits = bits, .block_size = block_size, .symmetric = true,
+                   .scale_type = qscale_of(b->io)};
+    int64_t N = linear_src_n(s), K = linear_src_k(s);
+    if (qb_check(N, K, &p, err))
+        return m2o_wrap(err, "quantizing %s to MatMulNBits", s->w[0]->name);
+    size_t code_row = qb_codes_bytes(1, K, &p);
+    int64_t rpc = chunk_rows(N, code_row + (size_t)K * sizeof(float), CHUNK_TARGET_BYTES);
+    for (int which = 0; which < 2; which++) {
+        nbits_ctx *c = m2o_calloc(1, sizeof *c, err);
+        if (!c)
+            return -1;
+        c->s = *s;
+        c->N = N;
+        c->K = K;
+        c->p = p;
+        c->rows_per_chunk = rpc;
+        c->want_scales = which == 1;
+        c->allow_nonfinite = b->o->allow_nonfinite;
+        if (!c->want_scales) {
+            int64_t dims[3] = {N, K / block_size, (int64_t)block_size * bits / 8};
+            graph_add_streamed_initializer(b->g, codes_name, ONNX_UINT8, 3, dims, N / rpc,
+                                           (size_t)rpc * code_row, produce_nbits, c, free);
+        } else {
+            int64_t dims[1] = {N * (K / block_size)};
+            graph_add_streamed_initializer(b->g, scales_name, b->io, 1, dims, N / rpc,
+                                           (size_t)rpc * (size_t)(K / block_size) *
+                                               gb_io_size(b),
+                                           produce_nbits, c, free);
+        }
+    }
+    return 0;
+}

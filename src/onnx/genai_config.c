@@ -1,0 +1,188 @@
+#include "onnx/genai_config.h"
+
+#include <cJSON.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+const char *genai_model_type(arch_kind a)
+{
+    switch (a) {
+    case ARCH_GPT_OSS:
+        return "gptoss";
+    case ARCH_QWEN3_MOE:
+        return "qwen3";
+    case ARCH_QWEN2_MOE:
+        return "qwen2";
+    case ARCH_QWEN3_5_MOE:
+        return "qwen3_5";
+    }
+    return "decoder";
+}
+
+static cJSON *provider_options(const export_opts *o)
+{
+    cJSON *arr = cJSON_CreateArray();
+    if (o->ep == EP_CUDA) {
+        cJSON *entry = cJSON_CreateObject(), *cuda = cJSON_AddObjectToObject(entry, "cuda");
+        cJSON_AddStringToObject(cuda, "enable_cuda_graph", "0");
+        cJSON_AddStringToObject(cuda, "enable_skip_layer_norm_strict_mode", "1");
+        cJSON_AddItemToArray(arr, entry);
+    }
+    return arr;
+}
+
+static void add_decoder(cJSON *model, const model_desc *md, const export_opts *o,
+                        const char *model_filename)
+{
+    cJSON *dec = cJSON_AddObjectToObject(model, "decoder");
+    cJSON *so = cJSON_AddObjectToObject(dec, "session_options");
+    cJSON_AddStringToObject(so, "log_id", "onnxruntime-genai");
+    cJSON_AddItemToObject(so, "provider_options", provider_options(o));
+    cJSON_AddStringToObject(dec, "filename", model_filename);
+    cJSON_AddNumberToObject(dec, "head_size", md->head_dim);
+    cJSON_AddNumberToObject(dec, "hidden_size", md->hidden_size);
+    cJSON *in = cJSON_AddObjectToObject(dec, "inputs");
+    cJSON_AddStringToObject(in, "input_ids", "input_ids");
+    cJSON_AddStringToObject(in, "attention_mask", "attention_mask");
+    cJSON_AddStringToObject(in, "past_key_names", "past_key_values.%d.key");
+    cJSON_AddStringToObject(in, "past_value_names", "past_key_values.%d.value");
+    cJSON *out = cJSON_AddObjectToObject(dec, "outputs");
+    cJSON_AddStringToObject(out, "logits", "logits");
+    cJSON_AddStringToObject(out, "present_key_names", "present.%d.key");
+    cJSON_AddStringToObject(out, "present_value_names", "present.%d.value");
+    cJSON_AddNumberToObject(dec, "num_attention_heads", md->num_heads);
+    cJSON_AddNumberToObject(dec, "num_hidden_layers", md->num_layers);
+    cJSON_AddNumberToObject(dec, "num_key_value_heads", md->num_kv_heads);
+}
+
+static void add_search(cJSON *root, const model_desc *md)
+{
+    cJSON *s = cJSON_AddObjectToObject(root, "search");
+    cJSON_AddNumberToObject(s, "diversity_penalty", 0.0);
+    cJSON_AddBoolToObject(s, "do_sample", md->do_sample);
+    cJSON_AddBoolToObject(s, "early_stopping", 1);
+    cJSON_AddNumberToObject(s, "length_penalty", 1.0);
+    cJSON_AddNumberToObject(s, "max_length", md->context_length);
+    cJSON_AddNumberToObject(s, "min_length", 0);
+    cJSON_AddNumberToObject(s, "no_repeat_ngram_size", 0);
+    cJSON_AddNumberToObject(s, "num_beams", 1);
+    cJSON_AddNumberToObject(s, "num_return_sequences", 1);
+    /* GroupQueryAttention updates the cache in place when past and present share a buffer */
+    cJSON_AddBoolToObject(s, "past_present_share_buffer", 1);
+    cJSON_AddNumberToObject(s, "repetition_penalty", 1.0);
+    cJSON_AddNumberToObject(s, "temperature", md->temperature);
+    cJSON_AddNumberToObject(s, "top_k", md->top_k_sampling);
+    cJSON_AddNumberToObject(s, "top_p", md->top_p);
+}
+
+char *genai_config_json(const model_desc *md, const export_opts *o, const char *model_filename,
+                        m2o_err *err)
+{
+    cJSON *root = cJSON_CreateObject();
+    if (!root) {
+        m2o_fail(err, "out of memory building genai_config.json");
+        return NULL;
+    }
+    cJSON *model = cJSON_AddObjectToObject(root, "model");
+    /* A null bos_token_id (gpt-oss) is left out: onnxruntime-genai then uses its default. */
+    if (md->bos_token_id >= 0)
+        cJSON_AddNumberToObject(model, "bos_token_id", (double)md->bos_token_id);
+    cJSON_AddNumberToObject(model, "context_length", md->context_length);
+    add_decoder(model, md, o, model_filename);
+    if (md->n_eos == 1) {
+        cJSON_AddNumberToObject(model, "eos_token_id", (double)md->eos_token_ids[0]);
+    } else if (md->n_eos > 1) {
+        cJSON *eos = cJSON_AddArrayToObject(model, "eos_token_id");
+        for (int i = 0; i < md->n_eos; i++)
+            cJSON_AddItemToArray(eos, cJSON_CreateNumber((double)md->eos_token_ids[i]));
+    }
+    int64_t pad = md->pad_token_id >= 0 ? md->pad_token_id
+                  : md->n_eos > 0       ? md->eos_token_ids[0]
+                                        : -1;
+    if (pad >= 0)
+        cJSON_AddNumberToObject(model, "pad_token_id", (double)pad);
+    cJSON_AddStringToObject(model, "type", genai_model_type(md->arch));
+    cJSON_AddNumberToObject(model, "vocab_size", md->vocab_size);
+    add_search(root, md);
+    char *text = cJSON_Print(root);
+    cJSON_Delete(root);
+    if (!text)
+        m2o_fail(err, "out of memory printing genai_config.json");
+    return text;
+}
+
+static int write_text(const char *path, const char *text, m2o_err *err)
+{
+    FILE *f = fopen(path, "wb");
+    if (!f)
+        return m2o_fail(err, "cannot create %s: %s", path, strerror(errno));
+    size_t n = strlen(text);
+    int bad = fwrite(text, 1, n, f) != n || fputc('\n', f) == EOF;
+    if (fclose(f) != 0 || bad)
+        return m2o_fail(err, "cannot write %s: %s (disk full?)", path, strerror(errno));
+    return 0;
+}
+
+int genai_config_write(const char *out_dir, const model_desc *md, const export_opts *o,
+                       const char *model_filename, m2o_err *err)
+{
+    char *text = genai_config_json(md, o, model_filename, err);
+    if (!text)
+        return -1;
+    char path[4096];
+    snprintf(path, sizeof path, "%s/genai_config.json", out_dir);
+    int rc = write_text(path, text, err);
+    free(text);
+    return rc;
+}
+
+static int copy_file(const char *src, const char *dst, m2o_err *err)
+{
+    FILE *in = fopen(src, "rb");
+    if (!in)
+        return m2o_fail(err, "cannot read %s: %s", src, strerror(errno));
+    FILE *out = fopen(dst, "wb");
+    if (!out) {
+        fclose(in);
+        return m2o_fail(err, "cannot create %s: %s", dst, strerror(errno));
+    }
+    char buf[1 << 16];
+    size_t n;
+    int bad = 0;
+    while (!bad && (n = fread(buf, 1, sizeof buf, in)) > 0)
+        bad = fwrite(buf, 1, n, out) != n;
+    bad |= ferror(in);
+    fclose(in);
+    if (fclose(out) != 0 || bad)
+        return m2o_fail(err, "cannot copy %s to %s: %s", src, dst, strerror(errno));
+    return 0;
+}
+
+int genai_copy_tokenizer(const char *ckpt_dir, const char *out_dir, m2o_err *err)
+{
+    static const char *const files[] = {
+        "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+        "chat_template.jinja", "chat_template.json", "added_tokens.json",
+        "tokenizer.model", "vocab.json", "merges.txt",
+    };
+    int have_tokenizer = 0;
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+        char src[4096], dst[4096];
+        struct stat st;
+        snprintf(src, sizeof src, "%s/%s", ckpt_dir, files[i]);
+        if (stat(src, &st) != 0 || !S_ISREG(st.st_mode))
+            continue;
+        snprintf(dst, sizeof dst, "%s/%s", out_dir, files[i]);
+        if (copy_file(src, dst, err))
+            return -1;
+        if (i == 0 || !strcmp(files[i], "tokenizer.model"))
+            have_tokenizer = 1;
+    }
+    if (!have_tokenizer)
+        return m2o_fail(err, "%s: no tokenizer.json (or tokenizer.model); copy the tokenizer "
+                             "files of the model into the checkpoint folder", ckpt_dir);
+    return 0;
+}

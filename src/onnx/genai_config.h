@@ -1,0 +1,26 @@
+/* genai_config.json (what onnxruntime-genai reads to run the folder, SPEC §2) and the tokenizer
+ * files copied next to the model. */
+#ifndef M2O_GENAI_CONFIG_H
+#define M2O_GENAI_CONFIG_H
+
+#include "checkpoint/config.h"
+#include "common/err.h"
+#include "graph/export_opts.h"
+
+/* onnxruntime-genai's model.type for an architecture ("gptoss", ...). */
+const char *genai_model_type(arch_kind a);
+
+/* The JSON text (caller frees), or NULL with err set. model_filename: "model.onnx". */
+char *genai_config_json(const model_desc *md, const export_opts *o, const char *model_filename,
+                        m2o_err *err);
+
+/* Writes out_dir/genai_config.json. */
+int genai_config_write(const char *out_dir, const model_desc *md, const export_opts *o,
+                       const char *model_filename, m2o_err *err);
+
+/* Copies the tokenizer files present in ckpt_dir (tokenizer.json, tokenizer_config.json,
+ * special_tokens_map.json, chat templates, vocab/merges files) into out_dir. tokenizer.json or
+ * tokenizer.model must exist: a folder without a tokenizer cannot run. */
+int genai_copy_tokenizer(const char *ckpt_dir, const char *out_dir, m2o_err *err);
+
+#endif
