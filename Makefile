@@ -8,7 +8,7 @@
 CC      ?= cc
 PKGS    := libprotobuf-c libcjson
 CSTD    := -std=c11 -D_GNU_SOURCE
-WARN    := -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter -Wvla
+WARN    := -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter -Wvla -Wno-format-truncation
 OPT     ?= -O2 -g
 CFLAGS_ALL = $(CSTD) $(WARN) $(OPT) -pthread $(shell pkg-config --cflags $(PKGS)) -Isrc -I$(BUILD)/gen $(EXTRA_CFLAGS)
 LDLIBS  := $(shell pkg-config --libs $(PKGS)) -lm -pthread
