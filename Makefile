@@ -25,7 +25,7 @@ BENCH_SRC:= $(wildcard bench/*.c)
 BENCH_BIN:= $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 
 
-.PHONY: all asan setup test bench clean tests valgrind fuzz
+.PHONY: all asan setup test bench clean tests valgrind fuzz example
 all: $(BUILD)/moe2onnx tests
 
 tests: $(TEST_BIN)
@@ -72,6 +72,17 @@ test: setup
 	$(MAKE) all
 	$(MAKE) asan
 	bash tests/run.sh
+
+# Memcheck over the unit tests and small real conversions (also part of `make test`).
+valgrind: all
+	bash tests/valgrind.sh
+
+# The README's first command ends here: convert a built-in synthetic checkpoint and verify it.
+example: all
+	rm -rf build/example
+	build/moe2onnx synth --preset gpt-oss-tiny --seed 1 -o build/example/checkpoint
+	build/moe2onnx -i build/example/checkpoint -o build/example/model -p int4 -e cpu
+	build/moe2onnx verify -i build/example/checkpoint -o build/example/model
 
 clean:
 	rm -rf build build-asan build-valgrind build-fuzz
