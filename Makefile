@@ -8,7 +8,7 @@
 CC      ?= cc
 PKGS    := libprotobuf-c libcjson
 CSTD    := -std=c11 -D_GNU_SOURCE
-WARN    := -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter -Wvla
+WARN    := -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter -Wvla -Wno-format-truncation
 OPT     ?= -O2 -g
 CFLAGS_ALL = $(CSTD) $(WARN) $(OPT) -pthread $(shell pkg-config --cflags $(PKGS)) -Isrc -I$(BUILD)/gen $(EXTRA_CFLAGS)
 LDLIBS  := $(shell pkg-config --libs $(PKGS)) -lm -pthread
@@ -25,7 +25,7 @@ BENCH_SRC:= $(wildcard bench/*.c)
 BENCH_BIN:= $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 
 
-.PHONY: all asan setup test bench clean tests valgrind fuzz
+.PHONY: all asan setup test bench clean tests valgrind fuzz example
 all: $(BUILD)/moe2onnx tests
 
 tests: $(TEST_BIN)
@@ -72,6 +72,17 @@ test: setup
 	$(MAKE) all
 	$(MAKE) asan
 	bash tests/run.sh
+
+# Memcheck over the unit tests and small real conversions (also part of `make test`).
+valgrind: all
+	bash tests/valgrind.sh
+
+# The README's first command ends here: convert a built-in synthetic checkpoint and verify it.
+example: all
+	rm -rf build/example
+	build/moe2onnx synth --preset gpt-oss-tiny --seed 1 -o build/example/checkpoint
+	build/moe2onnx -i build/example/checkpoint -o build/example/model -p int4 -e cpu
+	build/moe2onnx verify -i build/example/checkpoint -o build/example/model
 
 clean:
 	rm -rf build build-asan build-valgrind build-fuzz

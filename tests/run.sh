@@ -35,6 +35,9 @@ for t in tests/e2e/*.test.sh tests/e2e/*.test.mjs; do
     esac
 done
 
+# Memcheck stage: plain build's unit tests and small conversions under Valgrind.
+run_binary "valgrind" bash tests/valgrind.sh
+
 for b in "${broken[@]}"; do echo "broken: $b"; done
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

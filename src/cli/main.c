@@ -1,12 +1,157 @@
+/* moe2onnx: command line entry. Subcommands: build (default), verify, synth. */
+#include <limits.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
+
+#include "arch/export.h"
+#include "cli/options.h"
+#include "cli/outdir.h"
+#include "cli/progress.h"
+#include "cli/subcommands.h"
+
+#define M2O_VERSION "0.1.0"
+
+static volatile sig_atomic_t g_interrupted;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    g_interrupted = 1;
+}
+
+static bool interrupted(void *user)
+{
+    (void)user;
+    return g_interrupted != 0;
+}
+
+static void install_signal_handlers(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
+}
+
+/* Samples RssAnon while the build runs: the kernel keeps no anonymous high-water mark. */
+static atomic_bool g_sampling;
+static void *anon_sampler(void *arg)
+{
+    (void)arg;
+    struct timespec ts = {0, 20 * 1000 * 1000};
+    while (atomic_load(&g_sampling)) {
+        peak_anon_bytes();
+        nanosleep(&ts, NULL);
+    }
+    return NULL;
+}
+
+static int fail(const char *msg, int code)
+{
+    fprintf(stderr, "moe2onnx: error: %s\n", msg);
+    return code;
+}
+
+static int run_export(const build_args *a, const char *in_dir, const model_desc *md, const export_opts *o,
+                      m2o_err *err)
+{
+    out_dir od;
+    if (outdir_prepare(a->output, a->overwrite, &od, err))
+        return -1;
+    st_checkpoint *ck = NULL;
+    if (ckpt_open(in_dir, &ck, err)) {
+        outdir_abort(&od);
+        return -1;
+    }
+    progress pr;
+    progress_init(&pr, a->quiet, md->num_layers);
+    graph_write_opts wo;
+    graph_write_opts_init(&wo);
+    wo.threads = a->threads;
+    wo.producer_version = M2O_VERSION;
+    wo.progress = progress_update;
+    wo.progress_user = &pr;
+    wo.cancelled = interrupted;
+
+    int rc = export_model(in_dir, md, ck, o, od.tmp_path, &wo, err);
+    progress_finish(&pr);
+    if (rc == 0 && g_interrupted)
+        rc = m2o_fail(err, "interrupted");
+    if (rc == 0)
+        rc = outdir_commit(&od, err);
+    if (rc) {
+        outdir_abort(&od);
+        if (g_interrupted)
+            m2o_fail(err, "interrupted; nothing was written to %s", a->output);
+    } else {
+        double secs = now_seconds() - pr.start;
+        double in_gb = (double)ckpt_total_bytes(ck) / 1e9;
+        printf("moe2onnx: wrote %s (%s, %s) in %.2f s; input %.2f GB at %.2f GB/s; peak RSS %.0f MB "
+               "(anonymous %.0f MB)\n",
+               od.final_path, md->model_type, a->precision, secs, in_gb, secs > 0 ? in_gb / secs : 0,
+               (double)peak_rss_bytes() / 1048576.0, (double)peak_anon_bytes() / 1048576.0);
+    }
+    ckpt_close(ck);
+    return rc;
+}
+
+static int cmd_build(int argc, char **argv)
+{
+    m2o_err err = {{0}};
+    build_args a;
+    if (build_args_parse(argc, argv, &a, &err))
+        return fail(err.msg, 2);
+    if (a.help) {
+        build_usage(stdout);
+        return 0;
+    }
+    export_opts o;
+    if (options_validate(&a, &o, &err))
+        return fail(err.msg, 2);
+    char in_dir[PATH_MAX];
+    if (options_input_dir(&a, in_dir, sizeof in_dir, &err))
+        return fail(err.msg, 2);
+    model_desc md;
+    if (config_load(in_dir, &md, &err))
+        return fail(err.msg, 1);
+    if (options_resolve(&a, &md, &o, &err))
+        return fail(err.msg, 2);
+
+    install_signal_handlers();
+    atomic_store(&g_sampling, true);
+    pthread_t sampler;
+    bool sampling = pthread_create(&sampler, NULL, anon_sampler, NULL) == 0;
+    int rc = run_export(&a, in_dir, &md, &o, &err);
+    atomic_store(&g_sampling, false);
+    if (sampling)
+        pthread_join(sampler, NULL);
+    if (rc)
+        return fail(err.msg, g_interrupted ? 130 : 1);
+    return 0;
+}
 
 int main(int argc, char **argv)
 {
-    if (argc > 1 && !strcmp(argv[1], "--version")) {
-        puts("moe2onnx 0.1.0");
+    if (argc < 2) {
+        build_usage(stderr);
+        return 2;
+    }
+    if (!strcmp(argv[1], "--version") || !strcmp(argv[1], "-V")) {
+        printf("moe2onnx %s\n", M2O_VERSION);
         return 0;
     }
-    fputs("moe2onnx: command line under construction\n", stderr);
-    return 2;
+    if (!strcmp(argv[1], "verify"))
+        return cmd_verify(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "synth"))
+        return cmd_synth(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "build"))
+        return cmd_build(argc - 2, argv + 2);
+    return cmd_build(argc - 1, argv + 1);
 }

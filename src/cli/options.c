@@ -1,0 +1,424 @@
+#include "cli/options.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "onnx/graph.h"
+
+/* ---------- argv ---------- */
+
+static int need_value(int argc, char **argv, int i, m2o_err *err)
+{
+    if (i + 1 >= argc || argv[i + 1][0] == 0)
+        return m2o_fail(err, "option %s needs a value (see --help)", argv[i]);
+    return 0;
+}
+
+static int parse_threads(const char *s, int *out, m2o_err *err)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || *end || end == s || v < 0 || v > 1024)
+        return m2o_fail(err, "--threads '%s' is not a thread count: use an integer from 0 (all cores) to 1024", s);
+    *out = (int)v;
+    return 0;
+}
+
+int build_args_parse(int argc, char **argv, build_args *a, m2o_err *err)
+{
+    memset(a, 0, sizeof *a);
+    for (int i = 0; i < argc; i++) {
+        const char *s = argv[i];
+        if (!strcmp(s, "-h") || !strcmp(s, "--help")) {
+            a->help = true;
+        } else if (!strcmp(s, "-i") || !strcmp(s, "--input")) {
+            if (need_value(argc, argv, i, err)) return -1;
+            a->input = argv[++i];
+        } else if (!strcmp(s, "-o") || !strcmp(s, "--output")) {
+            if (need_value(argc, argv, i, err)) return -1;
+            a->output = argv[++i];
+        } else if (!strcmp(s, "-m") || !strcmp(s, "--model_name")) {
+            if (need_value(argc, argv, i, err)) return -1;
+            a->model_name = argv[++i];
+        } else if (!strcmp(s, "-c") || !strcmp(s, "--cache_dir")) {
+            if (need_value(argc, argv, i, err)) return -1;
+            a->cache_dir = argv[++i];
+        } else if (!strcmp(s, "-p") || !strcmp(s, "--precision")) {
+            if (need_value(argc, argv, i, err)) return -1;
+            a->precision = argv[++i];
+        } else if (!strcmp(s, "-e") || !strcmp(s, "--execution_provider")) {
+            if (need_value(argc, argv, i, err)) return -1;
+            a->ep = argv[++i];
+        } else if (!strcmp(s, "--extra_options")) {
+            /* Like the reference builder: every following argument up to the next option. */
+            int taken = 0;
+            while (i + 1 < argc && argv[i + 1][0] != '-') {
+                if (a->n_extra == CLI_MAX_EXTRA)
+                    return m2o_fail(err, "--extra_options: more than %d KEY=VALUE pairs", CLI_MAX_EXTRA);
+                a->extra[a->n_extra++] = argv[++i];
+                taken++;
+            }
+            if (!taken)
+                return m2o_fail(err, "--extra_options needs at least one KEY=VALUE (see --help)");
+        } else if (!strcmp(s, "--threads")) {
+            if (need_value(argc, argv, i, err) || parse_threads(argv[i + 1], &a->threads, err)) return -1;
+            i++;
+        } else if (!strncmp(s, "--threads=", 10)) {
+            if (parse_threads(s + 10, &a->threads, err)) return -1;
+        } else if (!strcmp(s, "-q") || !strcmp(s, "--quiet")) {
+            a->quiet = true;
+        } else if (!strcmp(s, "--overwrite")) {
+            a->overwrite = true;
+        } else if (!strcmp(s, "--allow-nonfinite")) {
+            a->allow_nonfinite = true;
+        } else {
+            return m2o_fail(err, "unknown argument '%s' (see moe2onnx --help)", s);
+        }
+    }
+    return 0;
+}
+
+/* ---------- values ---------- */
+
+/* Booleans accept only true/false/1/0: the reference builder read "false" as on. */
+static int parse_bool(const char *key, const char *v, bool *out, m2o_err *err)
+{
+    if (!strcmp(v, "true") || !strcmp(v, "1")) { *out = true; return 0; }
+    if (!strcmp(v, "false") || !strcmp(v, "0")) { *out = false; return 0; }
+    return m2o_fail(err, "extra option %s=%s: expected true, false, 1 or 0", key, v);
+}
+
+static int parse_int_in(const char *key, const char *v, const int *allowed, int n_allowed,
+                        const char *allowed_text, int *out, m2o_err *err)
+{
+    char *end;
+    errno = 0;
+    long x = strtol(v, &end, 10);
+    if (errno || *end || end == v)
+        return m2o_fail(err, "extra option %s=%s: not an integer; allowed: %s", key, v, allowed_text);
+    for (int i = 0; i < n_allowed; i++)
+        if (x == allowed[i]) { *out = (int)x; return 0; }
+    return m2o_fail(err, "extra option %s=%s: allowed values are %s", key, v, allowed_text);
+}
+
+typedef struct extra_values {
+    int int4_block_size;        /* 0 = unset */
+    int int4_accuracy_level;    /* -1 = unset */
+    int moe_quant_set;          /* moe_quant_type given */
+    moe_quant moe_quant_type;
+    int use_8bits_moe;          /* -1 unset, else 0/1 */
+    int use_fp4_moe;
+    int qmoe_block_size;        /* 0 = unset */
+    int qmoe_prepacked;         /* -2 = unset, else -1/0/1 */
+    bool use_cuda_bf16, exclude_lm_head, exclude_embeds;
+} extra_values;
+
+static const char *const EXTRA_KEYS =
+    "int4_block_size, int4_accuracy_level, moe_quant_type, use_8bits_moe, use_fp4_moe, "
+    "qmoe_block_size, qmoe_weights_prepacked, use_cuda_bf16, exclude_lm_head, exclude_embeds";
+
+static int parse_one_extra(const char *key, const char *v, extra_values *x, m2o_err *err)
+{
+    static const int blocks[] = {16, 32, 64, 128, 256};
+    static const int levels[] = {0, 1, 2, 3, 4};
+    static const int prepacked[] = {-1, 0, 1};
+    bool b;
+    if (!strcmp(key, "int4_block_size"))
+        return parse_int_in(key, v, blocks, 5, "16, 32, 64, 128, 256", &x->int4_block_size, err);
+    if (!strcmp(key, "int4_accuracy_level"))
+        return parse_int_in(key, v, levels, 5, "0, 1, 2, 3, 4", &x->int4_accuracy_level, err);
+    if (!strcmp(key, "qmoe_block_size"))
+        return parse_int_in(key, v, blocks, 5, "16, 32, 64, 128, 256 (and what the provider allows)",
+                            &x->qmoe_block_size, err);
+    if (!strcmp(key, "qmoe_weights_prepacked"))
+        return parse_int_in(key, v, prepacked, 3, "-1 (provider default), 0 (raw), 1 (prepacked)",
+                            &x->qmoe_prepacked, err);
+    if (!strcmp(key, "moe_quant_type")) {
+        x->moe_quant_set = 1;
+        if (!strcmp(v, "int4")) x->moe_quant_type = MOE_QUANT_INT4;
+        else if (!strcmp(v, "int8")) x->moe_quant_type = MOE_QUANT_INT8;
+        else if (!strcmp(v, "mxfp4")) x->moe_quant_type = MOE_QUANT_MXFP4;
+        else return m2o_fail(err, "extra option moe_quant_type=%s: allowed values are int4, int8, mxfp4", v);
+        return 0;
+    }
+    if (!strcmp(key, "use_8bits_moe")) {
+        if (parse_bool(key, v, &b, err)) return -1;
+        x->use_8bits_moe = b;
+        return 0;
+    }
+    if (!strcmp(key, "use_fp4_moe")) {
+        if (parse_bool(key, v, &b, err)) return -1;
+        x->use_fp4_moe = b;
+        return 0;
+    }
+    if (!strcmp(key, "use_cuda_bf16")) return parse_bool(key, v, &x->use_cuda_bf16, err);
+    if (!strcmp(key, "exclude_lm_head")) return parse_bool(key, v, &x->exclude_lm_head, err);
+    if (!strcmp(key, "exclude_embeds")) return parse_bool(key, v, &x->exclude_embeds, err);
+    return m2o_fail(err, "unknown extra option '%s'; valid ones: %s", key, EXTRA_KEYS);
+}
+
+static int parse_extras(const build_args *a, extra_values *x, m2o_err *err)
+{
+    memset(x, 0, sizeof *x);
+    x->int4_accuracy_level = -1;
+    x->use_8bits_moe = x->use_fp4_moe = -1;
+    x->qmoe_prepacked = -2;
+    for (int i = 0; i < a->n_extra; i++) {
+        const char *kv = a->extra[i];
+        const char *eq = strchr(kv, '=');
+        if (!eq || eq == kv || !eq[1])
+            return m2o_fail(err, "extra option '%s' is not KEY=VALUE; valid keys: %s", kv, EXTRA_KEYS);
+        char key[64];
+        size_t klen = (size_t)(eq - kv);
+        if (klen >= sizeof key)
+            return m2o_fail(err, "unknown extra option '%.*s'; valid ones: %s", (int)klen, kv, EXTRA_KEYS);
+        memcpy(key, kv, klen);
+        key[klen] = 0;
+        for (int j = 0; j < i; j++)
+            if (!strncmp(a->extra[j], kv, klen + 1))
+                return m2o_fail(err, "extra option %s given twice; keep one", key);
+        if (parse_one_extra(key, eq + 1, x, err))
+            return -1;
+    }
+    return 0;
+}
+
+/* moe_quant_type and its two legacy aliases must agree. */
+static int resolve_moe_quant(const extra_values *x, moe_quant *out, m2o_err *err)
+{
+    if (x->use_8bits_moe == 1 && x->use_fp4_moe == 1)
+        return m2o_fail(err, "extra options use_8bits_moe=true and use_fp4_moe=true conflict: "
+                             "MXFP4 experts are 4-bit; choose one (or moe_quant_type=int4|int8|mxfp4)");
+    moe_quant alias = MOE_QUANT_INT4;
+    bool alias_set = false;
+    if (x->use_8bits_moe == 1) { alias = MOE_QUANT_INT8; alias_set = true; }
+    if (x->use_fp4_moe == 1) { alias = MOE_QUANT_MXFP4; alias_set = true; }
+    if (x->moe_quant_set && alias_set && alias != x->moe_quant_type)
+        return m2o_fail(err, "extra option moe_quant_type contradicts use_8bits_moe/use_fp4_moe; "
+                             "give only moe_quant_type=int4|int8|mxfp4");
+    *out = x->moe_quant_set ? x->moe_quant_type : alias;
+    return 0;
+}
+
+static int io_dtype_for(precision p, exec_provider ep, bool cuda_bf16)
+{
+    if (p == PREC_FP32 || (p == PREC_INT4 && ep == EP_CPU))
+        return ONNX_FLOAT;
+    if (p == PREC_BF16 || (p == PREC_INT4 && cuda_bf16))
+        return ONNX_BFLOAT16;
+    return ONNX_FLOAT16;
+}
+
+int options_validate(const build_args *a, export_opts *o, m2o_err *err)
+{
+    memset(o, 0, sizeof *o);
+    if (!a->output)
+        return m2o_fail(err, "missing -o/--output: the folder to write the ONNX model into");
+    if (!a->input && !a->model_name)
+        return m2o_fail(err, "missing -i/--input: the Hugging Face checkpoint folder to convert "
+                             "(or -m NAME to find it in the local Hugging Face cache)");
+    if (!a->precision)
+        return m2o_fail(err, "missing -p/--precision: one of fp32, fp16, bf16, int4");
+    if (!a->ep)
+        return m2o_fail(err, "missing -e/--execution_provider: one of cpu, cuda");
+
+    if (!strcmp(a->precision, "fp32")) o->precision = PREC_FP32;
+    else if (!strcmp(a->precision, "fp16")) o->precision = PREC_FP16;
+    else if (!strcmp(a->precision, "bf16")) o->precision = PREC_BF16;
+    else if (!strcmp(a->precision, "int4")) o->precision = PREC_INT4;
+    else return m2o_fail(err, "-p/--precision '%s' is not supported: use fp32, fp16, bf16 or int4", a->precision);
+
+    if (!strcmp(a->ep, "cpu")) o->ep = EP_CPU;
+    else if (!strcmp(a->ep, "cuda")) o->ep = EP_CUDA;
+    else return m2o_fail(err, "-e/--execution_provider '%s' is not supported: use cpu or cuda", a->ep);
+
+    extra_values x;
+    if (parse_extras(a, &x, err) || resolve_moe_quant(&x, &o->moe_quant_type, err))
+        return -1;
+
+    bool int4 = o->precision == PREC_INT4;
+    if (!int4) {
+        if (x.moe_quant_set || x.use_8bits_moe == 1 || x.use_fp4_moe == 1 || x.qmoe_block_size ||
+            x.qmoe_prepacked != -2)
+            return m2o_fail(err, "expert quantization options (moe_quant_type, use_8bits_moe, use_fp4_moe, "
+                                 "qmoe_block_size, qmoe_weights_prepacked) need -p int4; -p %s keeps experts "
+                                 "in floating point", a->precision);
+        if (x.int4_block_size || x.int4_accuracy_level >= 0)
+            return m2o_fail(err, "extra options int4_block_size/int4_accuracy_level need -p int4");
+    }
+    if (x.use_cuda_bf16 && o->ep != EP_CUDA)
+        return m2o_fail(err, "extra option use_cuda_bf16=true needs -e cuda (the CPU build uses float32 inputs)");
+    if (x.use_cuda_bf16 && !int4)
+        return m2o_fail(err, "extra option use_cuda_bf16=true applies to -p int4; for bfloat16 weights use -p bf16");
+    if (o->ep == EP_CPU && o->precision == PREC_BF16)
+        return m2o_fail(err, "-p bf16 with -e cpu: ONNX Runtime's CPU GroupQueryAttention/MoE have no bfloat16 "
+                             "kernels; use -p fp32 or -p int4 for cpu, or -e cuda");
+    if (o->moe_quant_type == MOE_QUANT_MXFP4 && o->ep == EP_CPU)
+        return m2o_fail(err, "moe_quant_type=mxfp4: ONNX Runtime's CPU QMoE has no fp4 kernel; use -e cuda, "
+                             "or moe_quant_type=int4|int8 for cpu");
+    if (o->ep == EP_CPU && x.qmoe_prepacked == 1)
+        return m2o_fail(err, "qmoe_weights_prepacked=1 with -e cpu: the CPU QMoE kernel reads the raw layout "
+                             "only; use 0 or -1 (or -e cuda)");
+    if (o->moe_quant_type == MOE_QUANT_MXFP4 && (x.qmoe_prepacked == 0 || x.qmoe_prepacked == 1))
+        return m2o_fail(err, "qmoe_weights_prepacked applies to int4/int8 experts; MXFP4 experts always use "
+                             "the CUDA fp4 layout (remove the option)");
+    if (o->moe_quant_type == MOE_QUANT_MXFP4 && x.qmoe_block_size && x.qmoe_block_size != 32)
+        return m2o_fail(err, "qmoe_block_size=%d with moe_quant_type=mxfp4: MXFP4 blocks are always 32",
+                        x.qmoe_block_size);
+    if (int4 && x.qmoe_block_size) {
+        if (o->ep == EP_CPU && x.qmoe_block_size > 128)
+            return m2o_fail(err, "qmoe_block_size=%d with -e cpu: the CPU QMoE kernel allows 16, 32, 64, 128",
+                            x.qmoe_block_size);
+        if (o->ep == EP_CUDA && o->moe_quant_type != MOE_QUANT_MXFP4 &&
+            (x.qmoe_block_size < 32 || x.qmoe_block_size > 128))
+            return m2o_fail(err, "qmoe_block_size=%d with -e cuda: the CUDA QMoE kernel allows 32, 64, 128",
+                            x.qmoe_block_size);
+    }
+
+    o->io_dtype = io_dtype_for(o->precision, o->ep, x.use_cuda_bf16);
+    o->int4_block_size = x.int4_block_size ? x.int4_block_size : 32;
+    o->int4_accuracy_level = x.int4_accuracy_level >= 0 ? x.int4_accuracy_level : (o->ep == EP_CPU ? 4 : 0);
+    o->qmoe_block_size = o->moe_quant_type == MOE_QUANT_MXFP4 ? 32 : x.qmoe_block_size;
+    if (o->ep == EP_CPU || o->moe_quant_type == MOE_QUANT_MXFP4)
+        o->qmoe_weights_prepacked = 0;
+    else
+        o->qmoe_weights_prepacked = x.qmoe_prepacked == 0 ? 0 : 1;
+    o->use_cuda_bf16 = x.use_cuda_bf16;
+    o->exclude_lm_head = x.exclude_lm_head;
+    o->exclude_embeds = x.exclude_embeds;
+    o->allow_nonfinite = a->allow_nonfinite;
+    return 0;
+}
+
+/* ---------- dims-dependent ---------- */
+
+static int expert_width(const model_desc *md)
+{
+    return md->arch == ARCH_GPT_OSS ? md->intermediate_size : md->moe_intermediate_size;
+}
+
+int options_resolve(const build_args *a, const model_desc *md, export_opts *o, m2o_err *err)
+{
+    (void)a;
+    if (o->precision != PREC_INT4)
+        return 0;
+    int H = md->hidden_size, I = expert_width(md);
+    bool cuda_int = o->ep == EP_CUDA && o->moe_quant_type != MOE_QUANT_MXFP4;
+    if (o->moe_quant_type == MOE_QUANT_MXFP4) {
+        if (H % 32 || I % 32)
+            return m2o_fail(err, "moe_quant_type=mxfp4: hidden_size %d and expert intermediate size %d must be "
+                                 "multiples of 32 (MXFP4 block)", H, I);
+        return 0;
+    }
+    if (cuda_int && (H % 64 || I % 64))
+        return m2o_fail(err, "-e cuda int%d experts: hidden_size %d and expert intermediate size %d must be "
+                             "multiples of 64 for ONNX Runtime's CUDA QMoE kernel; use -e cpu",
+                        o->moe_quant_type == MOE_QUANT_INT8 ? 8 : 4, H, I);
+    if (o->qmoe_block_size) {
+        int bs = o->qmoe_block_size;
+        if (H % bs || I % bs)
+            return m2o_fail(err, "qmoe_block_size=%d does not divide hidden_size %d and expert intermediate size "
+                                 "%d; pick a block size that divides both", bs, H, I);
+        return 0;
+    }
+    /* Default: CPU uses 32 like int4_block_size (most accurate common choice); CUDA the largest
+     * block its kernel allows that divides both widths (gpt-oss's 2880 is not a multiple of 128). */
+    static const int cpu_pref[] = {32, 128, 64, 16};
+    static const int cuda_pref[] = {128, 64, 32};
+    const int *pref = o->ep == EP_CPU ? cpu_pref : cuda_pref;
+    int n = o->ep == EP_CPU ? 4 : 3;
+    for (int i = 0; i < n; i++)
+        if (H % pref[i] == 0 && I % pref[i] == 0) {
+            o->qmoe_block_size = pref[i];
+            return 0;
+        }
+    return m2o_fail(err, "no QMoE block size allowed for -e %s divides hidden_size %d and expert intermediate "
+                         "size %d; use -p fp16/fp32 for this model",
+                    o->ep == EP_CPU ? "cpu" : "cuda", H, I);
+}
+
+/* ---------- input location ---------- */
+
+static bool is_dir(const char *p)
+{
+    struct stat st;
+    return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+int options_input_dir(const build_args *a, char *buf, size_t len, m2o_err *err)
+{
+    if (a->input) {
+        if (!is_dir(a->input))
+            return m2o_fail(err, "-i/--input %s: not a directory; pass the folder holding config.json and "
+                                 "the *.safetensors files", a->input);
+        if ((size_t)snprintf(buf, len, "%s", a->input) >= len)
+            return m2o_fail(err, "-i/--input: path too long");
+        return 0;
+    }
+    /* -m org/name: look for a snapshot in the Hugging Face hub cache (no downloads). */
+    char cache[PATH_MAX];
+    const char *hf = getenv("HF_HOME"), *home = getenv("HOME");
+    if (a->cache_dir) snprintf(cache, sizeof cache, "%s", a->cache_dir);
+    else if (hf) snprintf(cache, sizeof cache, "%s/hub", hf);
+    else snprintf(cache, sizeof cache, "%s/.cache/huggingface/hub", home ? home : ".");
+    char repo[512]; /* the cache names "org/name" as "models--org--name" */
+    size_t r = 0;
+    for (const char *p = a->model_name; *p && r + 3 < sizeof repo; p++) {
+        if (*p == '/') { repo[r++] = '-'; repo[r++] = '-'; }
+        else repo[r++] = *p;
+    }
+    repo[r] = 0;
+    char ref_path[PATH_MAX + 600], commit[128] = "";
+    snprintf(ref_path, sizeof ref_path, "%s/models--%s/refs/main", cache, repo);
+    FILE *f = fopen(ref_path, "r");
+    if (f) {
+        if (!fgets(commit, sizeof commit, f)) commit[0] = 0;
+        fclose(f);
+        commit[strcspn(commit, "\r\n")] = 0;
+    }
+    if (!commit[0])
+        return m2o_fail(err, "-m %s: not found in the Hugging Face cache %s (moe2onnx does not download); "
+                             "download it first or pass -i DIR", a->model_name, cache);
+    if ((size_t)snprintf(buf, len, "%s/models--%s/snapshots/%s", cache, repo, commit) >= len || !is_dir(buf))
+        return m2o_fail(err, "-m %s: the cache entry %s/models--%s names snapshot %s, which is missing; "
+                             "re-download it or pass -i DIR", a->model_name, cache, repo, commit);
+    return 0;
+}
+
+void build_usage(FILE *f)
+{
+    fputs(
+        "usage: moe2onnx [build] -i CHECKPOINT_DIR -o OUTPUT_DIR -p PRECISION -e PROVIDER [options]\n"
+        "       moe2onnx verify -i CHECKPOINT_DIR -o MODEL_DIR [--json]\n"
+        "       moe2onnx synth --preset NAME -o DIR [--layers N] [--experts mxfp4|bf16]\n"
+        "\n"
+        "Converts a Hugging Face Mixture-of-Experts checkpoint (gpt_oss, qwen3_moe, qwen2_moe,\n"
+        "qwen3_5_moe) into an ONNX Runtime GenAI model folder.\n"
+        "\n"
+        "  -i, --input DIR             checkpoint folder (config.json + *.safetensors)\n"
+        "  -m, --model_name NAME       find the checkpoint in the local Hugging Face cache instead\n"
+        "  -c, --cache_dir DIR         Hugging Face cache for -m (default $HF_HOME/hub)\n"
+        "  -o, --output DIR            output folder (written under a temporary name, renamed at the end)\n"
+        "  -p, --precision P           fp32 | fp16 | bf16 | int4\n"
+        "  -e, --execution_provider E  cpu | cuda\n"
+        "  --extra_options K=V ...     int4_block_size=16|32|64|128|256 (default 32)\n"
+        "                              int4_accuracy_level=0..4 (default 4 on cpu, 0 on cuda)\n"
+        "                              moe_quant_type=int4|int8|mxfp4 (default int4; mxfp4 needs cuda)\n"
+        "                              use_8bits_moe=BOOL, use_fp4_moe=BOOL (aliases of moe_quant_type)\n"
+        "                              qmoe_block_size=N (cpu 16..128, default 32; cuda 32|64|128,\n"
+        "                                default the largest dividing hidden and expert sizes)\n"
+        "                              qmoe_weights_prepacked=-1|0|1 (cuda int: 1/-1 CUTLASS SM80, 0 raw)\n"
+        "                              use_cuda_bf16=BOOL, exclude_lm_head=BOOL, exclude_embeds=BOOL\n"
+        "                              BOOL is true|false|1|0\n"
+        "  --threads N                 worker threads (default: all cores)\n"
+        "  -q, --quiet                 only the final summary line\n"
+        "  --overwrite                 replace an existing model in OUTPUT_DIR\n"
+        "  --allow-nonfinite           pass NaN/Inf weights through instead of failing\n"
+        "  -h, --help, --version\n",
+        f);
+}

@@ -1,0 +1,30 @@
+/* Progress on a terminal (tensor, layer i/L, bytes, rate, ETA) and the one-line summary. */
+#ifndef M2O_PROGRESS_H
+#define M2O_PROGRESS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+typedef struct progress {
+    FILE *out;
+    bool enabled;        /* a terminal and not --quiet */
+    int num_layers;
+    double start;        /* seconds, monotonic */
+    double last_draw;
+    int last_width;
+} progress;
+
+double now_seconds(void);
+void progress_init(progress *p, bool quiet, int num_layers);
+/* graph_write_opts.progress callback. */
+void progress_update(void *user, const char *tensor, uint64_t done, uint64_t total);
+void progress_finish(progress *p);
+
+/* Peak resident memory of this process in bytes: total (ru_maxrss, page-cache mappings
+ * included) and anonymous (RssAnon high-water approximated by VmHWM - file pages when the
+ * kernel does not report it). */
+uint64_t peak_rss_bytes(void);
+uint64_t peak_anon_bytes(void);
+
+#endif
