@@ -16,8 +16,8 @@ int arch_build_graph(const model_desc *md, const st_checkpoint *ck, const export
         rc = gpt_oss_build_graph(&b, err);
         break;
     default:
-        rc = m2o_fail(err, "%s (model_type %s): no graph builder for this architecture yet",
-                      arch_name(md->arch), md->model_type);
+        rc = m2o_fail(err, "model_type %s: no graph builder for this architecture yet",
+                      md->model_type);
         break;
     }
     gb_free(&b);
