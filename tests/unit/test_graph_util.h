@@ -10,8 +10,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-/* A fresh empty directory under $TMPDIR (or /tmp); the returned path is static per call site
- * buffer given by the caller. Returns false when it cannot be made. */
+/* Makes a fresh empty directory under $TMPDIR (or /tmp) and writes its path into buf. Returns
+ * false when it cannot be made. */
 static inline bool make_temp_dir(char *buf, size_t n)
 {
     const char *base = getenv("TMPDIR");
