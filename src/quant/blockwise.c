@@ -157,7 +157,9 @@ int qb_quantize_rows_ref(const float *w, int64_t r0, int64_t r1, int64_t K, cons
                 float t = v[i] * recip;
                 t = t + (float)zp;
                 float q = roundf(t);
-                q = q < 0.0f ? 0.0f : (q > qmax ? qmax : q);
+                /* NaN (0 times an infinite reciprocal of a subnormal scale) becomes 0, as the
+                 * float-to-uint8 conversion of ONNX Runtime's x86 build makes it. */
+                q = !(q > 0.0f) ? 0.0f : (q > qmax ? qmax : q);
                 put_code(crow, b * bs + i, bits, (uint8_t)q);
             }
         }
