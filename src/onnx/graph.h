@@ -70,10 +70,14 @@ void graph_add_streamed_initializer(graph *g, const char *name, int elem_type, i
                                     const int64_t *dims, int64_t n_chunks, size_t chunk_bytes,
                                     init_producer_fn produce, void *ctx, void (*ctx_free)(void *));
 
-/* Checks the graph: node names unique, every value produced at most once (SSA), no name both an
- * initializer and a graph input, every node input produced by a node, an initializer or a graph
- * input, every graph output produced, dims of streamed initializers consistent. The first
- * problem is the error, naming the node/value. */
+/* Checks the graph: first any problem met while building it (the add functions cannot fail:
+ * out of memory, rank above GRAPH_MAX_DIMS, a streamed initializer without producer or chunks is
+ * remembered and reported here), then: element types writable, byte counts of all initializers
+ * equal to their dims (streamed: n_chunks × chunk_bytes), node names unique (unnamed nodes
+ * allowed), attribute names unique per node, every value produced at most once (SSA), no name
+ * both an initializer and a graph input, every node input produced by a node, an initializer or
+ * a graph input (in any order), every graph output produced. The first problem is the error,
+ * naming the node/value. */
 int graph_check(const graph *g, m2o_err *err);
 
 size_t graph_node_count(const graph *g);
@@ -97,8 +101,13 @@ typedef struct graph_write_opts {
 
 void graph_write_opts_init(graph_write_opts *o);
 
-/* Writes dir/model_filename and dir/data_filename (dir must exist). Runs graph_check first.
- * On failure the partially written files in dir are removed. */
+/* Writes dir/model_filename and dir/data_filename (dir must exist; the data file is written even
+ * when no tensor is external, then empty). Runs graph_check first. Both files are fsynced before
+ * success. On failure (check, producer error prefixed with the tensor name, cancel, write error
+ * naming the file) the partially written files in dir are removed. progress counts the bytes of
+ * all initializers, inline ones included; cancelled receives progress_user. A streamed
+ * initializer's producer context is released once the tensor is written, so a graph with streamed
+ * initializers can be written only once. */
 int graph_write(graph *g, const char *dir, const graph_write_opts *opts, m2o_err *err);
 
 #endif

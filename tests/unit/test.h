@@ -30,8 +30,8 @@ static char g_fail_msg[2048];
 #define FAIL_AT(...)                                                                        \
     do {                                                                                    \
         if (!g_failed_now) {                                                                \
-            int n_ = snprintf(g_fail_msg, sizeof g_fail_msg, "%s:%d: ", __FILE__, __LINE__); \
-            snprintf(g_fail_msg + n_, sizeof g_fail_msg - (size_t)n_, __VA_ARGS__);         \
+            int fail_n_ = snprintf(g_fail_msg, sizeof g_fail_msg, "%s:%d: ", __FILE__, __LINE__); \
+            snprintf(g_fail_msg + fail_n_, sizeof g_fail_msg - (size_t)fail_n_, __VA_ARGS__);         \
         }                                                                                   \
         g_failed_now = 1;                                                                   \
         return;                                                                             \
