@@ -42,6 +42,11 @@ int qb_quantize_ref(const float *w, int64_t N, int64_t K, const qb_params *p,
                     uint8_t *codes, void *scales, uint8_t *zero_points, m2o_err *err);
 int qb_quantize(const float *w, int64_t N, int64_t K, const qb_params *p,
                 uint8_t *codes, void *scales, uint8_t *zero_points, m2o_err *err);
+/* Same bytes as qb_quantize with the rows split over nthreads threads (<= 0: one per online CPU).
+ * Every kernel here works row by row, so E experts stored back to back are one call with
+ * N = E * rows. A non-finite weight is an error (its row and column are named). */
+int qb_quantize_mt(const float *w, int64_t N, int64_t K, const qb_params *p, uint8_t *codes,
+                   void *scales, uint8_t *zero_points, int nthreads, m2o_err *err);
 /* Inverse: (q - zp) * scale → float32 [N][K]. */
 int qb_dequantize(const uint8_t *codes, const void *scales, const uint8_t *zero_points,
                   int64_t N, int64_t K, const qb_params *p, float *out, m2o_err *err);
@@ -52,10 +57,13 @@ int cutlass_sm80_pack_ref(const uint8_t *raw, int64_t N, int64_t K, int bits, ui
                           m2o_err *err);
 int cutlass_sm80_pack(const uint8_t *raw, int64_t N, int64_t K, int bits, uint8_t *out,
                       m2o_err *err);
+int cutlass_sm80_pack_mt(const uint8_t *raw, int64_t N, int64_t K, int bits, uint8_t *out,
+                         int nthreads, m2o_err *err);
 int cutlass_sm80_unpack(const uint8_t *packed, int64_t N, int64_t K, int bits, uint8_t *raw,
                         m2o_err *err);
 
 /* ---- fp4 CUDA MoE layout (SPEC §5): nibble transpose [N][K/2] -> [K][N/2] ---- */
+int fp4_cuda_pack_ref(const uint8_t *raw, int64_t N, int64_t K, uint8_t *out, m2o_err *err);
 int fp4_cuda_pack(const uint8_t *raw, int64_t N, int64_t K, uint8_t *out, m2o_err *err);
 int fp4_cuda_unpack(const uint8_t *packed, int64_t N, int64_t K, uint8_t *raw, m2o_err *err);
 
@@ -63,6 +71,8 @@ int fp4_cuda_unpack(const uint8_t *packed, int64_t N, int64_t K, uint8_t *raw, m
 /* codes: [N][K/2] (low nibble = even k), scales: [N][K/32] E8M0 bytes. A gpt-oss checkpoint's
  * `*_blocks` [N, K/32, 16] are exactly these codes and `*_scales` exactly these scales, so the
  * passthrough path copies them unchanged. */
+int mxfp4_decode_ref(const uint8_t *codes, const uint8_t *scales, int64_t N, int64_t K, float *out,
+                     m2o_err *err);
 int mxfp4_decode(const uint8_t *codes, const uint8_t *scales, int64_t N, int64_t K, float *out,
                  m2o_err *err);
 /* OCP rule: e = floor(log2(amax)) - 2, round to nearest representable, ties to even code. */
@@ -70,6 +80,17 @@ int mxfp4_encode_ref(const float *w, int64_t N, int64_t K, uint8_t *codes, uint8
                      m2o_err *err);
 int mxfp4_encode(const float *w, int64_t N, int64_t K, uint8_t *codes, uint8_t *scales,
                  m2o_err *err);
+int mxfp4_encode_mt(const float *w, int64_t N, int64_t K, uint8_t *codes, uint8_t *scales,
+                    int nthreads, m2o_err *err);
+/* The reference builder's rule, kept only to measure what the OCP rule changes (see mxfp4.c):
+ * e = round(log2(amax / 6)), values clamped to ±6, ties toward the smaller magnitude. */
+int mxfp4_encode_builder_rule(const float *w, int64_t N, int64_t K, uint8_t *codes,
+                              uint8_t *scales, m2o_err *err);
+/* gpt-oss `*_blocks` [E, N, K/32, 16] + `*_scales` [E, N, K/32] → QMoE fp4 (CUDA) initializers:
+ * weights [E, K, N/2] (fp4_cuda_pack per expert) and scales [E, N, K/32] (the same bytes).
+ * Lossless: no value is decoded. */
+int mxfp4_repack_qmoe_fp4(const uint8_t *blocks, const uint8_t *scales, int64_t E, int64_t N,
+                          int64_t K, uint8_t *out_weights, uint8_t *out_scales, m2o_err *err);
 
 /* ---- Conversions used around the kernels ---- */
 void convert_bf16_to_f32(const uint16_t *src, float *dst, size_t n);
@@ -81,5 +102,14 @@ void transpose_f32(const float *src, int64_t rows, int64_t cols, float *dst);
 
 /* Name of the optimized code path chosen at run time ("avx2", "scalar"), for benchmarks. */
 const char *quant_dispatch_name(void);
+/* Tests and benchmarks only: true forces the optimized entry points onto the scalar path. */
+void quant_force_scalar(bool on);
+
+/* Runs fn(ctx, begin, end) over [0, count) split into contiguous chunks (multiples of `align`)
+ * on up to nthreads threads (<= 0: one per online CPU). Returns the first nonzero fn result
+ * (its message in that chunk's err is copied to err), or -1 when a thread cannot start. */
+typedef int (*quant_range_fn)(void *ctx, int64_t begin, int64_t end, m2o_err *err);
+int quant_parallel_for(int64_t count, int64_t align, int nthreads, quant_range_fn fn, void *ctx,
+                       m2o_err *err);
 
 #endif

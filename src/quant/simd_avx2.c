@@ -1,0 +1,425 @@
+/* AVX2 (+F16C) versions of the kernels. Each function carries a target attribute and is only
+ * called after quant_use_avx2() said the CPU has those instructions. Every one must give the
+ * same bytes as its scalar reference (the unit tests check it):
+ *   - float steps are the reference's steps in the same order, without FMA (the target has no
+ *     "fma", so the compiler cannot fuse v * r + zp);
+ *   - roundf (half away from zero) is trunc(t) plus ±1 when |t - trunc(t)| >= 0.5; that
+ *     difference is exact for every float;
+ *   - block min/max may meet +0 and -0 in another order than the scalar scan; only an all-zero
+ *     block can see the difference, and there the scalar scan's answer (the first element) is
+ *     used. */
+#include "quant/quant_internal.h"
+
+#if M2O_HAVE_X86
+
+#include <float.h>
+#include <immintrin.h>
+#include <pthread.h>
+#include <math.h>
+#include <string.h>
+
+/* ---- small helpers ---- */
+
+M2O_TARGET_AVX2 static inline float hmin8(__m256 v)
+{
+    __m128 m = _mm_min_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    m = _mm_min_ps(m, _mm_movehl_ps(m, m));
+    m = _mm_min_ss(m, _mm_shuffle_ps(m, m, 1));
+    return _mm_cvtss_f32(m);
+}
+
+M2O_TARGET_AVX2 static inline float hmax8(__m256 v)
+{
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    m = _mm_max_ss(m, _mm_shuffle_ps(m, m, 1));
+    return _mm_cvtss_f32(m);
+}
+
+/* Lanes that are NaN or ±inf. */
+M2O_TARGET_AVX2 static inline __m256 non_finite_mask(__m256 v)
+{
+    const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    const __m256 inf = _mm256_castsi256_ps(_mm256_set1_epi32(0x7f800000));
+    return _mm256_cmp_ps(_mm256_and_ps(v, abs_mask), inf, _CMP_NLT_UQ);
+}
+
+/* Sixteen int32 codes (two vectors, values 0..255) to sixteen bytes in order. */
+M2O_TARGET_AVX2 static inline __m128i codes16_to_bytes(__m256i a, __m256i b)
+{
+    __m128i a16 = _mm_packs_epi32(_mm256_castsi256_si128(a), _mm256_extracti128_si256(a, 1));
+    __m128i b16 = _mm_packs_epi32(_mm256_castsi256_si128(b), _mm256_extracti128_si256(b, 1));
+    return _mm_packus_epi16(a16, b16);
+}
+
+/* Sixteen bytes holding 4-bit codes to eight bytes, even element in the low nibble. */
+M2O_TARGET_AVX2 static inline __m128i nibble_pairs(__m128i bytes)
+{
+    __m128i x = _mm_or_si128(bytes, _mm_srli_epi16(bytes, 4));
+    x = _mm_and_si128(x, _mm_set1_epi16(0x00ff));
+    return _mm_packus_epi16(x, x);
+}
+
+/* roundf(t), then clamp to [0, qmax] (NaN becomes 0, as the scalar path makes it). */
+M2O_TARGET_AVX2 static inline __m256i round_clamp(__m256 t, __m256 qmax)
+{
+    const __m256 sign = _mm256_castsi256_ps(_mm256_set1_epi32((int)0x80000000u));
+    const __m256 half = _mm256_set1_ps(0.5f), one = _mm256_set1_ps(1.0f);
+    __m256 tr = _mm256_round_ps(t, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+    __m256 frac = _mm256_andnot_ps(sign, _mm256_sub_ps(t, tr));
+    __m256 away = _mm256_or_ps(one, _mm256_and_ps(t, sign)); /* ±1 with t's sign */
+    __m256 q = _mm256_add_ps(tr, _mm256_and_ps(_mm256_cmp_ps(frac, half, _CMP_GE_OQ), away));
+    q = _mm256_max_ps(q, _mm256_setzero_ps()); /* first operand NaN -> second (0) */
+    q = _mm256_min_ps(q, qmax);
+    return _mm256_cvttps_epi32(q);
+}
+
+/* ---- blockwise integer quantization ---- */
+
+M2O_TARGET_AVX2 int qb_quantize_rows_avx2(const float *w, int64_t r0, int64_t r1, int64_t K,
+                                          const qb_params *p, uint8_t *codes, void *scales,
+                                          uint8_t *zero_points, m2o_err *err)
+{
+    const int bs = p->block_size, bits = p->bits;
+    const int64_t blocks = K / bs, row_bytes = K * bits / 8;
+    const int64_t zrow_bytes = bits == 4 ? (blocks + 1) / 2 : blocks;
+    const __m256 qmax = _mm256_set1_ps((float)((1 << bits) - 1));
+    for (int64_t n = r0; n < r1; n++) {
+        const float *wr = w + n * K;
+        uint8_t *crow = codes + n * row_bytes;
+        uint8_t *zrow = p->symmetric ? NULL : zero_points + n * zrow_bytes;
+        if (zrow) /* pad nibble of an odd block count: 8, as ONNX Runtime leaves it */
+            memset(zrow, bits == 4 ? 0x88 : 0, (size_t)zrow_bytes);
+        for (int64_t b = 0; b < blocks; b++) {
+            const float *v = wr + b * bs;
+            __m256 vmin = _mm256_set1_ps(FLT_MAX), vmax = _mm256_set1_ps(-FLT_MAX);
+            __m256 bad = _mm256_setzero_ps();
+            for (int i = 0; i < bs; i += 8) {
+                __m256 x = _mm256_loadu_ps(v + i);
+                vmin = _mm256_min_ps(vmin, x);
+                vmax = _mm256_max_ps(vmax, x);
+                bad = _mm256_or_ps(bad, non_finite_mask(x));
+            }
+            if (_mm256_movemask_ps(bad)) /* let the reference name the bad element */
+                return qb_quantize_rows_ref(w, n, n + 1, K, p, codes, scales, zero_points, err);
+            float mn = hmin8(vmin), mx = hmax8(vmax);
+            if (mn == 0.0f && mx == 0.0f)
+                mn = mx = v[0];
+            uint8_t zp;
+            float scale = qb_block_params(mn, mx, p, &zp);
+            float stored = qscale_store(scales, p->scale_type, n * blocks + b, scale);
+            float recip = stored != 0.0f ? 1.0f / stored : 0.0f;
+            if (zrow && bits == 8)
+                zrow[b] = zp;
+            else if (zrow)
+                zrow[b / 2] = (uint8_t)(b % 2 ? (zrow[b / 2] & 0x0f) | (zp << 4)
+                                              : (zrow[b / 2] & 0xf0) | zp);
+            const __m256 r = _mm256_set1_ps(recip), z = _mm256_set1_ps((float)zp);
+            uint8_t *dst = crow + b * bs * bits / 8;
+            for (int i = 0; i < bs; i += 16) {
+                __m256 t0 = _mm256_add_ps(_mm256_mul_ps(_mm256_loadu_ps(v + i), r), z);
+                __m256 t1 = _mm256_add_ps(_mm256_mul_ps(_mm256_loadu_ps(v + i + 8), r), z);
+                __m128i q = codes16_to_bytes(round_clamp(t0, qmax), round_clamp(t1, qmax));
+                if (bits == 8)
+                    _mm_storeu_si128((__m128i *)(dst + i), q);
+                else
+                    _mm_storel_epi64((__m128i *)(dst + i / 2), nibble_pairs(q));
+            }
+        }
+    }
+    return 0;
+}
+
+/* ---- CUTLASS SM80 pack ---- */
+
+/* Every 16-byte group of a packed 64-element run comes from the same 16-byte group of the
+ * source run (the tile permutation and the in-word reorder both stay inside it), so one
+ * in-lane byte shuffle per group does the 8-bit case; the 4-bit case picks each output nibble
+ * from the source's low or high nibbles with two shuffles and a blend. */
+typedef struct cutlass_masks {
+    __m256i idx8[2];            /* 8-bit: shuffle for bytes 0..31 and 32..63 of a run */
+    __m256i lo_idx, lo_from_hi; /* 4-bit: output low nibbles */
+    __m256i hi_idx, hi_from_hi; /* 4-bit: output high nibbles */
+} cutlass_masks;
+
+static cutlass_masks g_masks;
+static pthread_once_t g_masks_once = PTHREAD_ONCE_INIT;
+
+static void build_masks(void)
+{
+    const uint8_t *s8 = cutlass_run_table(8), *s4 = cutlass_run_table(4);
+    uint8_t idx8[64], lo[32], lo_h[32], hi[32], hi_h[32];
+    for (int j = 0; j < 64; j++)
+        idx8[j] = (uint8_t)(s8[j] % 16);
+    for (int b = 0; b < 32; b++) {
+        /* Output byte b = nibbles 2b (low) and 2b+1 (high); source nibble e is byte e/2 of the
+         * run, its low half when e is even. Byte e/2 stays in b's 16-byte group. */
+        lo[b] = (uint8_t)((s4[2 * b] / 2) % 16);
+        lo_h[b] = s4[2 * b] % 2 ? 0xff : 0;
+        hi[b] = (uint8_t)((s4[2 * b + 1] / 2) % 16);
+        hi_h[b] = s4[2 * b + 1] % 2 ? 0xff : 0;
+    }
+    memcpy(&g_masks.idx8[0], idx8, 32);
+    memcpy(&g_masks.idx8[1], idx8 + 32, 32);
+    memcpy(&g_masks.lo_idx, lo, 32);
+    memcpy(&g_masks.lo_from_hi, lo_h, 32);
+    memcpy(&g_masks.hi_idx, hi, 32);
+    memcpy(&g_masks.hi_from_hi, hi_h, 32);
+}
+
+M2O_TARGET_AVX2 void cutlass_pack_rows_avx2(const uint8_t *raw, int64_t r0, int64_t r1,
+                                            int64_t K, int bits, uint8_t *out)
+{
+    pthread_once(&g_masks_once, build_masks);
+    const int inter = bits == 4 ? 4 : 2;
+    const int64_t row_bytes = K * bits / 8, runs = K / 64, run_bytes = 64 * bits / 8;
+    const __m256i m0f = _mm256_set1_epi8(0x0f);
+    const __m256i lo_idx = _mm256_loadu_si256(&g_masks.lo_idx);
+    const __m256i lo_h = _mm256_loadu_si256(&g_masks.lo_from_hi);
+    const __m256i hi_idx = _mm256_loadu_si256(&g_masks.hi_idx);
+    const __m256i hi_h = _mm256_loadu_si256(&g_masks.hi_from_hi);
+    const __m256i i8a = _mm256_loadu_si256(&g_masks.idx8[0]);
+    const __m256i i8b = _mm256_loadu_si256(&g_masks.idx8[1]);
+    for (int64_t n = r0; n < r1; n++) {
+        const uint8_t *row = raw + n * row_bytes;
+        uint8_t *dst = out + ((n / inter) * (K * inter) + (n % inter) * 64) * bits / 8;
+        for (int64_t kt = 0; kt < runs; kt++, dst += inter * run_bytes) {
+            const uint8_t *s = row + kt * run_bytes;
+            if (bits == 8) {
+                __m256i a = _mm256_loadu_si256((const __m256i *)s);
+                __m256i b = _mm256_loadu_si256((const __m256i *)(s + 32));
+                _mm256_storeu_si256((__m256i *)dst, _mm256_shuffle_epi8(a, i8a));
+                _mm256_storeu_si256((__m256i *)(dst + 32), _mm256_shuffle_epi8(b, i8b));
+            } else {
+                __m256i x = _mm256_loadu_si256((const __m256i *)s);
+                __m256i lo = _mm256_and_si256(x, m0f);
+                __m256i hi = _mm256_and_si256(_mm256_srli_epi16(x, 4), m0f);
+                __m256i ol = _mm256_blendv_epi8(_mm256_shuffle_epi8(lo, lo_idx),
+                                                _mm256_shuffle_epi8(hi, lo_idx), lo_h);
+                __m256i oh = _mm256_blendv_epi8(_mm256_shuffle_epi8(lo, hi_idx),
+                                                _mm256_shuffle_epi8(hi, hi_idx), hi_h);
+                __m256i o = _mm256_or_si256(ol, _mm256_slli_epi16(oh, 4));
+                _mm256_storeu_si256((__m256i *)dst, o);
+            }
+        }
+    }
+}
+
+/* ---- fp4 CUDA layout: nibble transpose [N][K/2] -> [K][N/2] ---- */
+
+/* Scalar nibble transpose of rows [n0, n1) x columns [k0, k1) (all even). */
+static void fp4_rect_scalar(const uint8_t *in, int64_t N, int64_t K, uint8_t *out, int64_t n0,
+                            int64_t n1, int64_t k0, int64_t k1)
+{
+    const int64_t in_row = K / 2, out_row = N / 2;
+    for (int64_t n = n0; n < n1; n += 2) {
+        const uint8_t *a = in + n * in_row, *b = a + in_row;
+        for (int64_t k = k0; k < k1; k += 2) {
+            uint8_t x = a[k / 2], y = b[k / 2];
+            out[k * out_row + n / 2] = (uint8_t)((x & 0x0f) | (y << 4));
+            out[(k + 1) * out_row + n / 2] = (uint8_t)((x >> 4) | (y & 0xf0));
+        }
+    }
+}
+
+/* 16 x 16 byte transpose (rows r[0..15] in, r[i] becomes column i). */
+M2O_TARGET_AVX2 static inline void transpose16x16(__m128i r[16])
+{
+    __m128i t[16];
+    for (int i = 0; i < 8; i++) {
+        t[i] = _mm_unpacklo_epi8(r[2 * i], r[2 * i + 1]);
+        t[i + 8] = _mm_unpackhi_epi8(r[2 * i], r[2 * i + 1]);
+    }
+    for (int i = 0; i < 4; i++) {
+        r[i] = _mm_unpacklo_epi16(t[2 * i], t[2 * i + 1]);
+        r[i + 4] = _mm_unpackhi_epi16(t[2 * i], t[2 * i + 1]);
+        r[i + 8] = _mm_unpacklo_epi16(t[8 + 2 * i], t[8 + 2 * i + 1]);
+        r[i + 12] = _mm_unpackhi_epi16(t[8 + 2 * i], t[8 + 2 * i + 1]);
+    }
+    for (int g = 0; g < 4; g++) {
+        for (int i = 0; i < 2; i++) {
+            t[4 * g + i] = _mm_unpacklo_epi32(r[4 * g + 2 * i], r[4 * g + 2 * i + 1]);
+            t[4 * g + i + 2] = _mm_unpackhi_epi32(r[4 * g + 2 * i], r[4 * g + 2 * i + 1]);
+        }
+    }
+    /* t[4g + half + 2h]: rows 8*half..+7 of columns 4g + 2h and 4g + 2h + 1. */
+    for (int g = 0; g < 4; g++) {
+        for (int h = 0; h < 2; h++) {
+            __m128i a = t[4 * g + 2 * h], b = t[4 * g + 2 * h + 1];
+            r[4 * g + 2 * h] = _mm_unpacklo_epi64(a, b);
+            r[4 * g + 2 * h + 1] = _mm_unpackhi_epi64(a, b);
+        }
+    }
+}
+
+M2O_TARGET_AVX2 void fp4_cuda_pack_avx2(const uint8_t *raw, int64_t N, int64_t K, uint8_t *out)
+{
+    /* Row pair p (rows 2p, 2p+1) gives output byte [k][p] = nibble k of row 2p (low) and of row
+     * 2p+1 (high): build those bytes in k order for 16 pairs x 16 k, then transpose bytes. */
+    const int64_t in_row = K / 2, out_row = N / 2;
+    const int64_t P16 = (N / 2) / 16 * 16, K16 = K / 16 * 16;
+    const __m128i m0f = _mm_set1_epi8(0x0f), mf0 = _mm_set1_epi8((char)0xf0);
+    for (int64_t p0 = 0; p0 < P16; p0 += 16) {
+        for (int64_t k0 = 0; k0 < K16; k0 += 16) {
+            __m128i r[16];
+            for (int i = 0; i < 16; i++) {
+                const uint8_t *a = raw + (2 * (p0 + i)) * in_row + k0 / 2;
+                __m128i x = _mm_loadl_epi64((const __m128i *)a);
+                __m128i y = _mm_loadl_epi64((const __m128i *)(a + in_row));
+                __m128i ev = _mm_or_si128(_mm_and_si128(x, m0f),
+                                          _mm_and_si128(_mm_slli_epi16(y, 4), mf0));
+                __m128i od = _mm_or_si128(_mm_and_si128(_mm_srli_epi16(x, 4), m0f),
+                                          _mm_and_si128(y, mf0));
+                r[i] = _mm_unpacklo_epi8(ev, od);
+            }
+            transpose16x16(r);
+            for (int i = 0; i < 16; i++)
+                _mm_storeu_si128((__m128i *)(out + (k0 + i) * out_row + p0), r[i]);
+        }
+    }
+    if (K16 < K)
+        fp4_rect_scalar(raw, N, K, out, 0, 2 * P16, K16, K);
+    if (2 * P16 < N)
+        fp4_rect_scalar(raw, N, K, out, 2 * P16, N, 0, K);
+}
+
+/* ---- MXFP4 ---- */
+
+M2O_TARGET_AVX2 int mxfp4_encode_rows_avx2(const float *w, int64_t r0, int64_t r1, int64_t K,
+                                           uint8_t *codes, uint8_t *scales, m2o_err *err)
+{
+    const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    /* Code = number of thresholds passed; > for ties going down, >= for ties going up (RNE). */
+    const __m256 t1 = _mm256_set1_ps(0.25f), t2 = _mm256_set1_ps(0.75f);
+    const __m256 t3 = _mm256_set1_ps(1.25f), t4 = _mm256_set1_ps(1.75f);
+    const __m256 t5 = _mm256_set1_ps(2.5f), t6 = _mm256_set1_ps(3.5f);
+    const __m256 t7 = _mm256_set1_ps(5.0f), zero = _mm256_setzero_ps();
+    const __m256i eight = _mm256_set1_epi32(8);
+    for (int64_t n = r0; n < r1; n++) {
+        for (int64_t b = 0; b < K / 32; b++) {
+            const float *v = w + n * K + b * 32;
+            __m256 x[4], amax = zero, bad = zero;
+            for (int i = 0; i < 4; i++) {
+                x[i] = _mm256_loadu_ps(v + 8 * i);
+                amax = _mm256_max_ps(amax, _mm256_and_ps(x[i], abs_mask));
+                bad = _mm256_or_ps(bad, non_finite_mask(x[i]));
+            }
+            if (_mm256_movemask_ps(bad))
+                return mxfp4_encode_rows_ref(w, n, n + 1, K, codes, scales, err);
+            float am = hmax8(amax);
+            int e = am == 0.0f ? -127 : ilogbf(am) - 2;
+            e = e < -127 ? -127 : (e > 127 ? 127 : e);
+            scales[n * (K / 32) + b] = (uint8_t)(e + 127);
+            const __m256 inv = _mm256_set1_ps(ldexpf(1.0f, -e)); /* exact power of two */
+            __m256i c[4];
+            for (int i = 0; i < 4; i++) {
+                __m256 s = _mm256_mul_ps(x[i], inv);
+                __m256 a = _mm256_and_ps(s, abs_mask);
+                __m256i m = _mm256_setzero_si256();
+                m = _mm256_sub_epi32(m, _mm256_castps_si256(_mm256_cmp_ps(a, t1, _CMP_GT_OQ)));
+                m = _mm256_sub_epi32(m, _mm256_castps_si256(_mm256_cmp_ps(a, t2, _CMP_GE_OQ)));
+                m = _mm256_sub_epi32(m, _mm256_castps_si256(_mm256_cmp_ps(a, t3, _CMP_GT_OQ)));
+                m = _mm256_sub_epi32(m, _mm256_castps_si256(_mm256_cmp_ps(a, t4, _CMP_GE_OQ)));
+                m = _mm256_sub_epi32(m, _mm256_castps_si256(_mm256_cmp_ps(a, t5, _CMP_GT_OQ)));
+                m = _mm256_sub_epi32(m, _mm256_castps_si256(_mm256_cmp_ps(a, t6, _CMP_GE_OQ)));
+                m = _mm256_sub_epi32(m, _mm256_castps_si256(_mm256_cmp_ps(a, t7, _CMP_GT_OQ)));
+                __m256i neg = _mm256_castps_si256(_mm256_cmp_ps(s, zero, _CMP_LT_OQ));
+                __m256i nonzero = _mm256_xor_si256(_mm256_cmpeq_epi32(m, _mm256_setzero_si256()),
+                                                   _mm256_set1_epi32(-1));
+                c[i] = _mm256_or_si256(m, _mm256_and_si256(_mm256_and_si256(neg, nonzero), eight));
+            }
+            __m128i lo = nibble_pairs(codes16_to_bytes(c[0], c[1]));
+            __m128i hi = nibble_pairs(codes16_to_bytes(c[2], c[3]));
+            _mm_storeu_si128((__m128i *)(codes + (n * K + b * 32) / 2),
+                             _mm_unpacklo_epi64(lo, hi));
+        }
+    }
+    return 0;
+}
+
+M2O_TARGET_AVX2 void mxfp4_decode_rows_avx2(const uint8_t *codes, const uint8_t *scales,
+                                            int64_t r0, int64_t r1, int64_t K, float *out)
+{
+    const __m256 table = _mm256_setr_ps(0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f);
+    const __m128i m0f = _mm_set1_epi8(0x0f);
+    const __m256i seven = _mm256_set1_epi32(7), eight = _mm256_set1_epi32(8);
+    for (int64_t n = r0; n < r1; n++) {
+        for (int64_t b = 0; b < K / 32; b++) {
+            uint8_t s = scales[n * (K / 32) + b];
+            /* 2^(s-127) as float bits: normal for s >= 1, 2^-127 is the subnormal 0x00400000. */
+            uint32_t bits = s == 255 ? 0x7fc00000u : s == 0 ? 0x00400000u : (uint32_t)s << 23;
+            const __m256 sc = _mm256_castsi256_ps(_mm256_set1_epi32((int)bits));
+            __m128i packed = _mm_loadu_si128((const __m128i *)(codes + (n * K + b * 32) / 2));
+            __m128i lo = _mm_and_si128(packed, m0f);
+            __m128i hi = _mm_and_si128(_mm_srli_epi16(packed, 4), m0f);
+            __m128i seq[2] = {_mm_unpacklo_epi8(lo, hi), _mm_unpackhi_epi8(lo, hi)};
+            float *dst = out + n * K + b * 32;
+            for (int h = 0; h < 2; h++) {
+                __m128i part[2] = {seq[h], _mm_srli_si128(seq[h], 8)};
+                for (int q = 0; q < 2; q++) {
+                    __m256i c = _mm256_cvtepu8_epi32(part[q]);
+                    __m256 mag = _mm256_permutevar8x32_ps(table, _mm256_and_si256(c, seven));
+                    __m256i sign = _mm256_slli_epi32(_mm256_and_si256(c, eight), 28);
+                    __m256 val = _mm256_xor_ps(mag, _mm256_castsi256_ps(sign));
+                    _mm256_storeu_ps(dst + 16 * h + 8 * q, _mm256_mul_ps(val, sc));
+                }
+            }
+        }
+    }
+}
+
+/* ---- conversions ---- */
+
+M2O_TARGET_AVX2 void convert_bf16_to_f32_avx2(const uint16_t *src, float *dst, size_t n)
+{
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256i h = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(src + i)));
+        _mm256_storeu_ps(dst + i, _mm256_castsi256_ps(_mm256_slli_epi32(h, 16)));
+    }
+    for (; i < n; i++)
+        dst[i] = bf16_to_f32(src[i]);
+}
+
+M2O_TARGET_AVX2 void convert_f16_to_f32_avx2(const uint16_t *src, float *dst, size_t n)
+{
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + i))));
+    for (; i < n; i++)
+        dst[i] = f16_to_f32(src[i]);
+}
+
+M2O_TARGET_AVX2 void convert_f32_to_f16_avx2(const float *src, uint16_t *dst, size_t n)
+{
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m128i h = _mm256_cvtps_ph(_mm256_loadu_ps(src + i),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        _mm_storeu_si128((__m128i *)(dst + i), h);
+    }
+    for (; i < n; i++)
+        dst[i] = f32_to_f16(src[i]);
+}
+
+M2O_TARGET_AVX2 void convert_f32_to_bf16_avx2(const float *src, uint16_t *dst, size_t n)
+{
+    const __m256i abs_mask = _mm256_set1_epi32(0x7fffffff), inf = _mm256_set1_epi32(0x7f800000);
+    const __m256i bias = _mm256_set1_epi32(0x7fff), one = _mm256_set1_epi32(1);
+    const __m256i quiet = _mm256_set1_epi32(0x40);
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256i u = _mm256_loadu_si256((const __m256i *)(src + i));
+        __m256i is_nan = _mm256_cmpgt_epi32(_mm256_and_si256(u, abs_mask), inf);
+        __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), one);
+        __m256i rounded = _mm256_srli_epi32(_mm256_add_epi32(u, _mm256_add_epi32(bias, lsb)), 16);
+        __m256i nan = _mm256_or_si256(_mm256_srli_epi32(u, 16), quiet);
+        __m256i r = _mm256_blendv_epi8(rounded, nan, is_nan);
+        __m128i packed = _mm_packus_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1));
+        _mm_storeu_si128((__m128i *)(dst + i), packed);
+    }
+    for (; i < n; i++)
+        dst[i] = f32_to_bf16(src[i]);
+}
+
+#endif
