@@ -1,0 +1,444 @@
+/* Synthetic Hub-layout checkpoints: presets, the tensor plan, sharding and the shard files. */
+#include "synth/synth.h"
+
+#include <cJSON.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "checkpoint/st_writer.h"
+#include "synth/synth_internal.h"
+
+#define SYNTH_MAX_LAYERS 512
+
+/* ---- presets ---------------------------------------------------------------------------------
+ * Dimensions and token ids of the public configs (SPEC §1); the tiny ones match the fixtures. */
+
+#define GPT_OSS_TOKENS                                                                          \
+    .bos = -1, .eos = 200002, .pad = 199999, .gen_bos = 199998, .gen_pad = 199999,              \
+    .gen_eos = {200002, 199999, 200012}, .n_gen_eos = 3, .do_sample = true,                     \
+    .eos_text = "<|return|>", .pad_text = "<|endoftext|>",                                      \
+    .specials = {{199998, "<|startoftext|>"}, {199999, "<|endoftext|>"}, {200002, "<|return|>"}, \
+                 {200005, "<|channel|>"}, {200006, "<|start|>"}, {200007, "<|end|>"},             \
+                 {200008, "<|message|>"}, {200012, "<|call|>"}},                                 \
+    .n_specials = 8
+
+#define GPT_OSS_WIDTHS                                                                          \
+    .family = SYNTH_GPT_OSS, .hidden = 2880, .intermediate = 2880, .moe_intermediate = 2880,     \
+    .top_k = 4, .heads = 64, .kv_heads = 8, .head_dim = 64, .vocab = 201088,                     \
+    .sliding_window = 128, .rope_theta = 150000.0, .rms_eps = 1e-5, .max_position = 131072,      \
+    .zero_based_shards = true
+
+static const synth_preset k_presets[] = {
+    {.name = "gpt-oss-20b", .about = "GptOss: hidden 2880, 24 layers, 32 experts top-4, MXFP4 experts",
+     GPT_OSS_WIDTHS, .layers = 24, .experts = 32, GPT_OSS_TOKENS},
+    {.name = "gpt-oss-120b", .about = "GptOss: hidden 2880, 36 layers, 128 experts top-4, MXFP4 experts",
+     GPT_OSS_WIDTHS, .layers = 36, .experts = 128, GPT_OSS_TOKENS},
+    {.name = "qwen3-30b-a3b",
+     .about = "Qwen3-MoE: hidden 2048, 48 layers, 128 experts top-8 of width 768, BF16",
+     .family = SYNTH_QWEN3_MOE, .hidden = 2048, .intermediate = 6144, .moe_intermediate = 768,
+     .layers = 48, .experts = 128, .top_k = 8, .heads = 32, .kv_heads = 4, .head_dim = 128,
+     .vocab = 151936, .rope_theta = 1e6, .rms_eps = 1e-6, .max_position = 40960,
+     .bos = 151643, .eos = 151645, .pad = -1, .gen_bos = 151643, .gen_pad = 151643,
+     .gen_eos = {151645, 151643}, .n_gen_eos = 2, .do_sample = true, .gen_temperature = 0.6,
+     .gen_top_k = 20, .gen_top_p = 0.95, .eos_text = "<|im_end|>", .pad_text = "<|endoftext|>",
+     .specials = {{151643, "<|endoftext|>"}, {151644, "<|im_start|>"}, {151645, "<|im_end|>"}},
+     .n_specials = 3},
+    {.name = "gpt-oss-tiny", .about = "GptOss like tests/fixtures/gpt-oss-tiny: hidden 256, 2 layers, 8 experts top-2",
+     .family = SYNTH_GPT_OSS, .hidden = 256, .intermediate = 256, .moe_intermediate = 256,
+     .layers = 2, .experts = 8, .top_k = 2, .heads = 4, .kv_heads = 2, .head_dim = 64, .vocab = 512,
+     .sliding_window = 4, .rope_theta = 150000.0, .rms_eps = 1e-5, .max_position = 131072,
+     .tiny = true, .bos = -1, .eos = 1, .pad = 0, .gen_bos = -1, .gen_pad = 0, .gen_eos = {1},
+     .n_gen_eos = 1, .eos_text = "<|return|>", .pad_text = "<|endoftext|>",
+     .specials = {{0, "<|endoftext|>"}, {1, "<|return|>"}, {2, "<|start|>"}, {3, "<|end|>"},
+                  {4, "<|message|>"}},
+     .n_specials = 5},
+    {.name = "qwen3-moe-tiny", .about = "Qwen3-MoE like tests/fixtures/qwen3-moe-tiny: hidden 256, 2 layers, 8 experts top-2",
+     .family = SYNTH_QWEN3_MOE, .hidden = 256, .intermediate = 512, .moe_intermediate = 128,
+     .layers = 2, .experts = 8, .top_k = 2, .heads = 4, .kv_heads = 2, .head_dim = 64, .vocab = 512,
+     .rope_theta = 10000.0, .rms_eps = 1e-6, .max_position = 32768, .tiny = true, .bos = -1,
+     .eos = 2, .pad = 0, .gen_bos = -1, .gen_pad = 0, .gen_eos = {2}, .n_gen_eos = 1,
+     .eos_text = "<|im_end|>", .pad_text = "<|endoftext|>",
+     .specials = {{0, "<|endoftext|>"}, {1, "<|im_start|>"}, {2, "<|im_end|>"}},
+     .n_specials = 3},
+};
+#define NPRESETS (sizeof k_presets / sizeof k_presets[0])
+
+size_t synth_preset_count(void) { return NPRESETS; }
+const synth_preset *synth_preset_at(size_t i) { return i < NPRESETS ? &k_presets[i] : NULL; }
+const char *synth_preset_name(size_t i) { return i < NPRESETS ? k_presets[i].name : NULL; }
+const char *synth_preset_about(size_t i) { return i < NPRESETS ? k_presets[i].about : NULL; }
+
+int synth_parse_preset(const char *name, m2o_err *err)
+{
+    char list[256] = "";
+    for (size_t i = 0; i < NPRESETS; i++) {
+        if (name && !strcmp(name, k_presets[i].name))
+            return (int)i;
+        size_t n = strlen(list);
+        snprintf(list + n, sizeof list - n, "%s%s", i ? ", " : "", k_presets[i].name);
+    }
+    return m2o_fail(err, "unknown synth preset \"%s\"; valid presets: %s", name ? name : "(none)", list);
+}
+
+int synth_parse_experts(const char *s, synth_experts *out, m2o_err *err)
+{
+    if (s && !strcmp(s, "mxfp4"))
+        *out = SYNTH_EXPERTS_MXFP4;
+    else if (s && !strcmp(s, "bf16"))
+        *out = SYNTH_EXPERTS_BF16;
+    else if (s && !strcmp(s, "preset"))
+        *out = SYNTH_EXPERTS_PRESET;
+    else
+        return m2o_fail(err, "unknown expert format \"%s\"; valid: mxfp4, bf16, preset", s ? s : "(none)");
+    return 0;
+}
+
+void synth_usage(FILE *f)
+{
+    for (size_t i = 0; i < NPRESETS; i++)
+        fprintf(f, "  %-16s %s\n", k_presets[i].name, k_presets[i].about);
+}
+
+/* ---- the tensor plan ------------------------------------------------------------------------ */
+
+typedef struct plan_tensor {
+    char name[96];
+    st_dtype dtype;
+    int ndim;
+    int64_t shape[4];
+    synth_value_kind kind;
+    synth_dist dist;
+    uint64_t nbytes;
+    int shard;
+} plan_tensor;
+
+typedef struct plan {
+    const synth_preset *preset;
+    int layers;
+    bool mxfp4;
+    plan_tensor *t;
+    size_t n, cap;
+    bool oom;
+    int nshards;
+    uint64_t total_bytes, params;
+} plan;
+
+static void add_tensor(plan *pl, st_dtype dt, synth_value_kind kind, synth_dist dist, int ndim,
+                       const int64_t *shape, const char *name)
+{
+    if (pl->oom)
+        return;
+    if (pl->n == pl->cap) {
+        size_t cap = pl->cap ? 2 * pl->cap : 256;
+        plan_tensor *t = realloc(pl->t, cap * sizeof *t);
+        if (!t) {
+            pl->oom = true;
+            return;
+        }
+        pl->t = t;
+        pl->cap = cap;
+    }
+    plan_tensor *t = &pl->t[pl->n++];
+    memset(t, 0, sizeof *t);
+    snprintf(t->name, sizeof t->name, "%s", name);
+    t->dtype = dt;
+    t->kind = kind;
+    t->dist = dist;
+    t->ndim = ndim;
+    uint64_t numel = 1;
+    for (int d = 0; d < ndim; d++) {
+        t->shape[d] = shape[d];
+        numel *= (uint64_t)shape[d];
+    }
+    t->nbytes = numel * (dt == ST_BF16 ? 2 : 1);
+    pl->total_bytes += t->nbytes;
+    pl->params += kind == SYNTH_MXFP4_BLOCKS ? 2 * numel : kind == SYNTH_BF16 ? numel : 0;
+}
+
+#define S(...) (const int64_t[]){__VA_ARGS__}
+#define NDIM(...) (int)(sizeof((int64_t[]){__VA_ARGS__}) / sizeof(int64_t))
+#define BF16(dist, name, ...)                                                                    \
+    add_tensor(pl, ST_BF16, SYNTH_BF16, SYNTH_DIST_##dist, NDIM(__VA_ARGS__), S(__VA_ARGS__), name)
+#define U8(kind, name, ...)                                                                      \
+    add_tensor(pl, ST_U8, SYNTH_##kind, SYNTH_DIST_WEIGHT, NDIM(__VA_ARGS__), S(__VA_ARGS__), name)
+/* "model.layers.{i}.<suffix>" in the caller's buffer nb. */
+#define LAYER(suffix) (snprintf(nb, sizeof nb, "model.layers.%d." suffix, i), nb)
+
+static void plan_attention(plan *pl, int i, bool biased, bool qk_norm)
+{
+    const synth_preset *p = pl->preset;
+    int64_t H = p->hidden, Q = (int64_t)p->heads * p->head_dim, KV = (int64_t)p->kv_heads * p->head_dim;
+    char nb[96];
+    BF16(NORM, LAYER("input_layernorm.weight"), H);
+    BF16(NORM, LAYER("post_attention_layernorm.weight"), H);
+    BF16(WEIGHT, LAYER("self_attn.q_proj.weight"), Q, H);
+    BF16(WEIGHT, LAYER("self_attn.k_proj.weight"), KV, H);
+    BF16(WEIGHT, LAYER("self_attn.v_proj.weight"), KV, H);
+    BF16(WEIGHT, LAYER("self_attn.o_proj.weight"), H, Q);
+    if (biased) {
+        BF16(WEIGHT, LAYER("self_attn.q_proj.bias"), Q);
+        BF16(WEIGHT, LAYER("self_attn.k_proj.bias"), KV);
+        BF16(WEIGHT, LAYER("self_attn.v_proj.bias"), KV);
+        BF16(WEIGHT, LAYER("self_attn.o_proj.bias"), H);
+    }
+    if (qk_norm) {
+        BF16(NORM, LAYER("self_attn.q_norm.weight"), (int64_t)p->head_dim);
+        BF16(NORM, LAYER("self_attn.k_norm.weight"), (int64_t)p->head_dim);
+    }
+}
+
+static void plan_gpt_oss_layer(plan *pl, int i)
+{
+    const synth_preset *p = pl->preset;
+    int64_t H = p->hidden, I = p->intermediate, E = p->experts;
+    char nb[96];
+    plan_attention(pl, i, true, false);
+    BF16(SINK, LAYER("self_attn.sinks"), (int64_t)p->heads);
+    BF16(WEIGHT, LAYER("mlp.router.weight"), E, H);
+    BF16(WEIGHT, LAYER("mlp.router.bias"), E);
+    BF16(WEIGHT, LAYER("mlp.experts.gate_up_proj_bias"), E, 2 * I);
+    BF16(WEIGHT, LAYER("mlp.experts.down_proj_bias"), E, H);
+    if (pl->mxfp4) {
+        U8(MXFP4_BLOCKS, LAYER("mlp.experts.gate_up_proj_blocks"), E, 2 * I, H / 32, 16);
+        U8(MXFP4_SCALES, LAYER("mlp.experts.gate_up_proj_scales"), E, 2 * I, H / 32);
+        U8(MXFP4_BLOCKS, LAYER("mlp.experts.down_proj_blocks"), E, H, I / 32, 16);
+        U8(MXFP4_SCALES, LAYER("mlp.experts.down_proj_scales"), E, H, I / 32);
+    } else {
+        BF16(WEIGHT, LAYER("mlp.experts.gate_up_proj"), E, H, 2 * I);
+        BF16(WEIGHT, LAYER("mlp.experts.down_proj"), E, I, H);
+    }
+}
+
+static void plan_qwen3_moe_layer(plan *pl, int i)
+{
+    const synth_preset *p = pl->preset;
+    int64_t H = p->hidden, I = p->moe_intermediate;
+    char nb[96];
+    plan_attention(pl, i, false, true);
+    BF16(WEIGHT, LAYER("mlp.gate.weight"), (int64_t)p->experts, H);
+    for (int j = 0; j < p->experts; j++) {
+        const char *names[3] = {"gate_proj", "up_proj", "down_proj"};
+        for (int k = 0; k < 3; k++) {
+            int64_t shape[2] = {k < 2 ? I : H, k < 2 ? H : I};
+            snprintf(nb, sizeof nb, "model.layers.%d.mlp.experts.%d.%s.weight", i, j, names[k]);
+            add_tensor(pl, ST_BF16, SYNTH_BF16, SYNTH_DIST_WEIGHT, 2, shape, nb);
+        }
+    }
+}
+
+/* Module order, as transformers' save_pretrained walks the state dict when it cuts shards. */
+static void plan_tensors(plan *pl)
+{
+    const synth_preset *p = pl->preset;
+    int64_t H = p->hidden, V = p->vocab;
+    BF16(WEIGHT, "model.embed_tokens.weight", V, H);
+    for (int i = 0; i < pl->layers; i++) {
+        if (p->family == SYNTH_GPT_OSS)
+            plan_gpt_oss_layer(pl, i);
+        else
+            plan_qwen3_moe_layer(pl, i);
+    }
+    BF16(NORM, "model.norm.weight", H);
+    BF16(WEIGHT, "lm_head.weight", V, H);
+}
+
+/* Greedy cut like transformers: start a new shard when the next tensor would overflow it. */
+static void assign_shards(plan *pl, uint64_t shard_bytes)
+{
+    uint64_t cur = 0;
+    int shard = 0;
+    for (size_t k = 0; k < pl->n; k++) {
+        if (cur > 0 && cur + pl->t[k].nbytes > shard_bytes) {
+            shard++;
+            cur = 0;
+        }
+        pl->t[k].shard = shard;
+        cur += pl->t[k].nbytes;
+    }
+    pl->nshards = shard + 1;
+}
+
+static int build_plan(const synth_opts *o, plan *pl, m2o_err *err)
+{
+    memset(pl, 0, sizeof *pl);
+    int idx = synth_parse_preset(o->preset, err);
+    if (idx < 0)
+        return -1;
+    const synth_preset *p = &k_presets[idx];
+    if (!o->out_dir || !o->out_dir[0])
+        return m2o_fail(err, "synth: no output directory given");
+    if (o->num_layers < 0 || o->num_layers > SYNTH_MAX_LAYERS)
+        return m2o_fail(err, "synth: --layers %d is out of range (1..%d, 0 = the preset's %d)",
+                        o->num_layers, SYNTH_MAX_LAYERS, p->layers);
+    if (o->experts == SYNTH_EXPERTS_MXFP4 && p->family != SYNTH_GPT_OSS)
+        return m2o_fail(err, "synth: MXFP4 experts exist only for gpt-oss presets; %s has BF16 "
+                        "experts (use --experts bf16 or leave it out)", p->name);
+    if ((unsigned)o->experts > SYNTH_EXPERTS_BF16)
+        return m2o_fail(err, "synth: unknown expert format %d", (int)o->experts);
+    pl->preset = p;
+    pl->layers = o->num_layers ? o->num_layers : p->layers;
+    pl->mxfp4 = p->family == SYNTH_GPT_OSS && o->experts != SYNTH_EXPERTS_BF16;
+    plan_tensors(pl);
+    if (pl->oom) {
+        free(pl->t);
+        return m2o_fail(err, "synth: out of memory planning %s", p->name);
+    }
+    assign_shards(pl, o->shard_bytes ? o->shard_bytes : SYNTH_DEFAULT_SHARD_BYTES);
+    return 0;
+}
+
+int synth_describe(const synth_opts *o, synth_summary *out, m2o_err *err)
+{
+    plan pl;
+    if (build_plan(o, &pl, err))
+        return -1;
+    *out = (synth_summary){.num_layers = pl.layers, .num_shards = pl.nshards, .num_tensors = pl.n,
+                           .num_params = pl.params, .tensor_bytes = pl.total_bytes};
+    free(pl.t);
+    return 0;
+}
+
+/* ---- writing -------------------------------------------------------------------------------- */
+
+static void shard_name(const plan *pl, int shard, char *out, size_t cap)
+{
+    if (pl->nshards == 1)
+        snprintf(out, cap, "model.safetensors");
+    else if (pl->preset->zero_based_shards)
+        snprintf(out, cap, "model-%05d-of-%05d.safetensors", shard, pl->nshards - 1);
+    else
+        snprintf(out, cap, "model-%05d-of-%05d.safetensors", shard + 1, pl->nshards);
+}
+
+typedef struct shard_ctx {
+    const plan *pl;
+    const synth_tables *tables;
+    uint64_t seed;
+    const plan_tensor *const *order; /* declaration index → tensor */
+} shard_ctx;
+
+static int fill_tensor(void *ctx, size_t index, uint64_t offset, uint8_t *buf, size_t len,
+                       m2o_err *err)
+{
+    const shard_ctx *c = ctx;
+    const plan_tensor *t = c->order[index];
+    synth_values v = {.kind = t->kind, .table = c->tables->bf16[t->dist],
+                      .key = synth_tensor_key(c->seed, t->name)};
+    synth_fill(&v, offset, buf, len);
+    return 0;
+}
+
+/* Within a file: wider dtypes first, then by name (the order safetensors' own writer uses). */
+static int cmp_in_shard(const void *a, const void *b)
+{
+    const plan_tensor *x = *(const plan_tensor *const *)a, *y = *(const plan_tensor *const *)b;
+    size_t wx = x->dtype == ST_BF16 ? 2 : 1, wy = y->dtype == ST_BF16 ? 2 : 1;
+    if (wx != wy)
+        return wx > wy ? -1 : 1;
+    return strcmp(x->name, y->name);
+}
+
+static int write_shard(const synth_opts *o, const plan *pl, const synth_tables *tables, int shard,
+                       const plan_tensor **order, uint64_t *done, m2o_err *err)
+{
+    size_t n = 0;
+    for (size_t k = 0; k < pl->n; k++)
+        if (pl->t[k].shard == shard)
+            order[n++] = &pl->t[k];
+    qsort(order, n, sizeof *order, cmp_in_shard);
+
+    char name[64], path[4200];
+    shard_name(pl, shard, name, sizeof name);
+    snprintf(path, sizeof path, "%s/%s", o->out_dir, name);
+    st_writer *w;
+    if (st_writer_open(path, o->threads, &w, err))
+        return -1;
+    int rc = st_writer_metadata(w, "format", "pt", err);
+    for (size_t k = 0; k < n && !rc; k++) {
+        const plan_tensor *t = order[k];
+        rc = st_writer_declare(w, t->name, t->dtype, t->ndim, t->shape, err);
+    }
+    if (!rc)
+        rc = st_writer_begin_data(w, err);
+    shard_ctx ctx = {.pl = pl, .tables = tables, .seed = o->seed, .order = order};
+    for (size_t k = 0; k < n && !rc; k++) {
+        const plan_tensor *t = order[k];
+        rc = o->sparse ? st_writer_skip(w, t->nbytes, err) : st_writer_fill(w, k, fill_tensor, &ctx, err);
+        *done += t->nbytes;
+        if (!rc && o->progress)
+            o->progress(o->progress_ctx, name, *done, pl->total_bytes);
+    }
+    if (rc) {
+        st_writer_abort(w);
+        return -1;
+    }
+    return st_writer_finish(w, err);
+}
+
+static int cmp_plan_names(const void *a, const void *b)
+{
+    return strcmp((*(const plan_tensor *const *)a)->name, (*(const plan_tensor *const *)b)->name);
+}
+
+static int write_index(const synth_opts *o, const plan *pl, m2o_err *err)
+{
+    const plan_tensor **sorted = m2o_malloc(pl->n * sizeof *sorted, err);
+    if (!sorted)
+        return -1;
+    for (size_t k = 0; k < pl->n; k++)
+        sorted[k] = &pl->t[k];
+    qsort(sorted, pl->n, sizeof *sorted, cmp_plan_names);
+    cJSON *j = cJSON_CreateObject();
+    cJSON *meta = cJSON_AddObjectToObject(j, "metadata");
+    cJSON_AddNumberToObject(meta, "total_size", (double)pl->total_bytes); /* exact below 2^53 */
+    cJSON *map = cJSON_AddObjectToObject(j, "weight_map");
+    for (size_t k = 0; k < pl->n; k++) {
+        char name[64];
+        shard_name(pl, sorted[k]->shard, name, sizeof name);
+        cJSON_AddStringToObject(map, sorted[k]->name, name);
+    }
+    free(sorted);
+    char *text = cJSON_Print(j);
+    cJSON_Delete(j);
+    if (!text)
+        return m2o_fail(err, "out of memory building %s/model.safetensors.index.json", o->out_dir);
+    int rc = synth_write_text(o->out_dir, "model.safetensors.index.json", text, err);
+    free(text);
+    return rc;
+}
+
+static int write_small_files(const synth_opts *o, const plan *pl, m2o_err *err)
+{
+    char marker[256];
+    snprintf(marker, sizeof marker, "written by moe2onnx synth: preset %s, %d layers, %s experts, "
+             "seed %" PRIu64 "%s\n", pl->preset->name, pl->layers, pl->mxfp4 ? "mxfp4" : "bf16",
+             o->seed, o->sparse ? ", sparse (all tensor data zero)" : "");
+    if (synth_prepare_dir(o->out_dir, marker, err) ||
+        synth_write_config(pl->preset, pl->layers, pl->mxfp4, o->out_dir, err) ||
+        synth_write_generation_config(pl->preset, o->out_dir, err) ||
+        synth_write_tokenizer(pl->preset, o->out_dir, err))
+        return -1;
+    return pl->nshards > 1 ? write_index(o, pl, err) : 0;
+}
+
+int synth_write(const synth_opts *o, m2o_err *err)
+{
+    plan pl;
+    if (build_plan(o, &pl, err))
+        return -1;
+    synth_tables *tables = NULL;
+    const plan_tensor **order = m2o_malloc(pl.n * sizeof *order, err);
+    int rc = order ? 0 : -1;
+    if (!rc)
+        rc = write_small_files(o, &pl, err);
+    if (!rc && !o->sparse)
+        rc = synth_tables_create(&tables, err);
+    uint64_t done = 0;
+    for (int s = 0; s < pl.nshards && !rc; s++)
+        rc = write_shard(o, &pl, tables, s, order, &done, err);
+    free(tables);
+    free(order);
+    free(pl.t);
+    return rc;
+}
