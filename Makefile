@@ -30,7 +30,7 @@ all: $(BUILD)/moe2onnx tests
 
 tests: $(TEST_BIN)
 
-$(BUILD)/gen/onnx/onnx.pb-c.c $(BUILD)/gen/onnx/onnx.pb-c.h: $(ONNX_PROTO)
+$(BUILD)/gen/onnx/onnx.pb-c.c $(BUILD)/gen/onnx/onnx.pb-c.h &: $(ONNX_PROTO)
 	@mkdir -p $(BUILD)/gen/onnx
 	cp $(ONNX_PROTO) $(BUILD)/gen/onnx/onnx.proto
 	cd $(BUILD)/gen && protoc-c --c_out=. onnx/onnx.proto
@@ -51,7 +51,7 @@ $(BUILD)/libmoe2onnx.a: $(LIB_OBJ)
 $(BUILD)/moe2onnx: src/cli/main.c $(BUILD)/libmoe2onnx.a
 	$(CC) $(CFLAGS_ALL) $< $(BUILD)/libmoe2onnx.a $(LDLIBS) -o $@
 
-$(BUILD)/tests/%: tests/unit/%.c tests/unit/test.h $(BUILD)/libmoe2onnx.a
+$(BUILD)/tests/%: tests/unit/%.c $(wildcard tests/unit/*.h) $(BUILD)/libmoe2onnx.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -Itests/unit $< $(BUILD)/libmoe2onnx.a $(LDLIBS) -o $@
 
