@@ -140,16 +140,19 @@ int gb_moe(gb *b, const moe_desc *m, const char *input, gname *out, m2o_err *err
             gb_add_experts(b, s2.s, m->fc2, enc.scales, enc.bits, enc.block_size, err))
             return -1;
     }
+    bool qdq_bias = b->o->qmoe_quantize_bias && enc.weights != ENC_FLOAT && !enc.fp4;
     if (m->fc1_bias) {
         int64_t d[2] = {E, 2 * I};
         b1 = gname_fmt("model.layers.%d.moe.experts.gate_up_proj.bias", L);
-        if (gb_add_small(b, b1.s, 1, &m->fc1_bias, 0.0f, 2, d, err))
+        if (qdq_bias ? gb_add_small_qdq(b, b1.s, m->fc1_bias, E, 2 * I, enc.bits, enc.block_size, err)
+                     : gb_add_small(b, b1.s, 1, &m->fc1_bias, 0.0f, 2, d, err))
             return -1;
     }
     if (m->fc2_bias) {
         int64_t d[2] = {E, H};
         b2 = gname_fmt("model.layers.%d.moe.experts.down_proj.bias", L);
-        if (gb_add_small(b, b2.s, 1, &m->fc2_bias, 0.0f, 2, d, err))
+        if (qdq_bias ? gb_add_small_qdq(b, b2.s, m->fc2_bias, E, H, enc.bits, enc.block_size, err)
+                     : gb_add_small(b, b2.s, 1, &m->fc2_bias, 0.0f, 2, d, err))
             return -1;
     }
     if (enc.fp4) {

@@ -151,6 +151,44 @@ int gb_add_small_f32(gb *b, const char *name, int n_parts, const st_tensor *cons
     return add_small(b, name, n_parts, parts, 0.0f, ONNX_FLOAT, ndim, dims, err);
 }
 
+static qscale_type qscale_of(int io)
+{
+    return io == ONNX_FLOAT16 ? QSCALE_F16 : io == ONNX_BFLOAT16 ? QSCALE_BF16 : QSCALE_F32;
+}
+
+int gb_add_small_qdq(gb *b, const char *name, const st_tensor *t, int64_t rows, int64_t cols,
+                     int bits, int block_size, m2o_err *err)
+{
+    qb_params p = {.bits = bits, .block_size = block_size, .symmetric = true,
+                   .scale_type = qscale_of(b->io)};
+    if (t->numel != rows * cols)
+        return m2o_fail(err, "tensor %s: %lld elements, expected [%lld, %lld]", t->name,
+                        (long long)t->numel, (long long)rows, (long long)cols);
+    if (qb_check(rows, cols, &p, err))
+        return m2o_wrap(err, "quantizing %s", t->name);
+    size_t n = (size_t)(rows * cols);
+    float *f = m2o_malloc(n * sizeof(float), err), *d = m2o_malloc(n * sizeof(float), err);
+    uint8_t *codes = m2o_malloc(qb_codes_bytes(rows, cols, &p), err);
+    void *scales = m2o_malloc(qb_scales_count(rows, cols, &p) * qscale_size(p.scale_type), err);
+    void *out = m2o_malloc(n * gb_io_size(b), err);
+    int rc = (f && d && codes && scales && out) ? 0 : -1;
+    if (!rc)
+        rc = tensor_read_f32(t, 0, (int64_t)n, f, err);
+    if (!rc)
+        rc = check_finite(f, n, 0, t->name, b->o->allow_nonfinite, err);
+    if (!rc)
+        rc = qb_quantize(f, rows, cols, &p, codes, scales, NULL, err);
+    if (!rc)
+        rc = qb_dequantize(codes, scales, NULL, rows, cols, &p, d, err);
+    if (!rc) {
+        int64_t dims[2] = {rows, cols};
+        f32_to_dtype(d, out, n, b->io);
+        graph_add_initializer(b->g, name, b->io, 2, dims, out, n * gb_io_size(b));
+    }
+    free(f), free(d), free(codes), free(scales), free(out);
+    return rc;
+}
+
 /* ---- streamed: whole tensor converted by rows ---- */
 
 typedef struct convert_ctx {
@@ -289,11 +327,6 @@ typedef struct nbits_ctx {
     bool want_scales; /* false: this producer writes the codes */
     bool allow_nonfinite;
 } nbits_ctx;
-
-static qscale_type qscale_of(int io)
-{
-    return io == ONNX_FLOAT16 ? QSCALE_F16 : io == ONNX_BFLOAT16 ? QSCALE_BF16 : QSCALE_F32;
-}
 
 /* Both tensors come from one quantization of the same rows; each producer recomputes it so
  * they stay independent jobs (quantizing costs far less than reading the weights). */

@@ -47,6 +47,11 @@ int gb_add_small(gb *b, const char *name, int n_parts, const st_tensor *const *p
 int gb_add_small_f32(gb *b, const char *name, int n_parts, const st_tensor *const *parts,
                      int ndim, const int64_t *dims, m2o_err *err);
 
+/* A [rows, cols] tensor passed through symmetric blockwise quantization (blocks along cols) and
+ * back, in the io dtype: the values a quantized model would see. */
+int gb_add_small_qdq(gb *b, const char *name, const st_tensor *t, int64_t rows, int64_t cols,
+                     int bits, int block_size, m2o_err *err);
+
 /* A whole [rows, cols] tensor converted to the io dtype, streamed by rows (embeddings). */
 int gb_add_converted(gb *b, const char *name, const st_tensor *t, m2o_err *err);
 
