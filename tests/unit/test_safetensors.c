@@ -759,3 +759,21 @@ TEST(ckpt_directory_without_weights)
     CHECK_EQ(ckpt_count(c), 2);
     ckpt_close(c);
 }
+
+TEST(index_parse_in_memory)
+{
+    const char *j = "{\"metadata\":null,\"weight_map\":{\"z\":\"b.safetensors\",\"m\":\"a.safetensors\","
+                    "\"a\":\"b.safetensors\"}}  \n";
+    st_index *ix = NULL;
+    CHECK_MSG(st_index_parse(j, strlen(j), "ix", &ix, &g_err) == 0, "%s", g_err.msg);
+    CHECK_EQ(ix->n_shards, 2);
+    CHECK(!strcmp(ix->shards[0], "a.safetensors") && !strcmp(ix->shards[1], "b.safetensors"));
+    CHECK_EQ(ix->n_entries, 3);
+    CHECK(!strcmp(ix->entries[0].tensor, "a") && ix->entries[0].shard == 1);
+    CHECK(!strcmp(ix->entries[1].tensor, "m") && ix->entries[1].shard == 0);
+    CHECK(st_index_find(ix, "z") == &ix->entries[2] && st_index_find(ix, "q") == NULL);
+    st_index_free(ix);
+    /* the length bounds the text: a prefix that is not a complete object is refused */
+    CHECK(st_index_parse(j, 20, "ix", &ix, &g_err) == -1 && ix == NULL);
+    CHECK_STR_CONTAINS(g_err.msg, "ix: shard index is not valid JSON");
+}
