@@ -331,10 +331,10 @@ static int check_tiling(const st_file *f, const uint8_t *data, size_t data_len, 
     for (size_t i = 0; i < f->n && !rc; i++) {
         const char *name = f->tensors[sp[i].idx].name;
         if (sp[i].begin > cursor)
-            rc = m2o_fail(err, "%s: tensor '%s': data starts at byte %llu but %s ends at byte %llu "
-                          "— a %llu-byte hole in the data buffer; " CORRUPT, f->path, name,
-                          (unsigned long long)sp[i].begin,
-                          prev ? "the previous tensor" : "the buffer start", (unsigned long long)cursor,
+            rc = m2o_fail(err, "%s: tensor '%s': data starts at byte %llu but %s%s%s ends at byte "
+                          "%llu — a %llu-byte hole in the data buffer; " CORRUPT, f->path, name,
+                          (unsigned long long)sp[i].begin, prev ? "tensor '" : "the data before it",
+                          prev ? prev : "", prev ? "'" : "", (unsigned long long)cursor,
                           (unsigned long long)(sp[i].begin - cursor));
         else if (sp[i].begin < cursor)
             rc = m2o_fail(err, "%s: tensor '%s': data_offsets [%llu, %llu] overlap tensor '%s', "

@@ -564,10 +564,10 @@ TEST(rule_offsets_with_gap)
 {
     const char *e = st_error("gap.st", "{\"a\":{\"dtype\":\"U8\",\"shape\":[4],\"data_offsets\":[0,4]},"
                                        "\"b\":{\"dtype\":\"U8\",\"shape\":[4],\"data_offsets\":[6,10]}}", 10);
-    CHECK_STR_CONTAINS(e, "gap.st: tensor 'b': data starts at byte 6 but the previous tensor ends at byte 4 "
+    CHECK_STR_CONTAINS(e, "gap.st: tensor 'b': data starts at byte 6 but tensor 'a' ends at byte 4 "
                           "— a 2-byte hole in the data buffer");
     e = st_error("gap0.st", "{\"a\":{\"dtype\":\"U8\",\"shape\":[4],\"data_offsets\":[2,6]}}", 6);
-    CHECK_STR_CONTAINS(e, "tensor 'a': data starts at byte 2 but the buffer start ends at byte 0");
+    CHECK_STR_CONTAINS(e, "tensor 'a': data starts at byte 2 but the data before it ends at byte 0 — a 2-byte hole");
 }
 
 TEST(rule_overlapping_offsets)
