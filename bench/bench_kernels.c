@@ -219,7 +219,7 @@ static void bench_shape(const char *model, int64_t N, int64_t K, int threads)
     }
     c.p = (qb_params){4, 32, true, QSCALE_F16};
     qb_quantize(c.w, N, K, &c.p, c.codes, c.scales, c.zp, NULL);
-    row_spec deq = {"dequantize int4 (plain only)", NULL, k_deq, NULL, f32, c.fout, nk * 4};
+    row_spec deq = {"dequantize int4 (scalar)", NULL, k_deq, NULL, f32, c.fout, nk * 4};
     run_row(&deq, &c);
     for (int bits = 4; bits <= 8; bits += 4) {
         c.bits = bits;
@@ -228,7 +228,7 @@ static void bench_shape(const char *model, int64_t N, int64_t K, int threads)
         row_spec r = {bits == 4 ? "CUTLASS SM80 pack int4" : "CUTLASS SM80 pack int8", k_cut_ref,
                       k_cut, k_cut_mt, (double)nk * bits / 8, c.packed, nk * (size_t)bits / 8};
         run_row(&r, &c);
-        row_spec u = {bits == 4 ? "CUTLASS SM80 unpack int4 (plain)" : "CUTLASS SM80 unpack int8 (plain)",
+        row_spec u = {bits == 4 ? "CUTLASS SM80 unpack int4" : "CUTLASS SM80 unpack int8",
                       NULL, k_cut_un, NULL, (double)nk * bits / 8, c.codes2, nk * (size_t)bits / 8};
         run_row(&u, &c);
     }
@@ -236,10 +236,10 @@ static void bench_shape(const char *model, int64_t N, int64_t K, int threads)
         {"MXFP4 encode (OCP, RNE)", k_mxe_ref, k_mxe, k_mxe_mt, f32, c.mx_codes, nk / 2},
         {"MXFP4 decode", k_mxd_ref, k_mxd, NULL, f32, c.fout, nk * 4},
         {"fp4 CUDA pack (nibble transpose)", k_fp4_ref, k_fp4, NULL, (double)nk / 2, c.packed, nk / 2},
-        {"fp4 CUDA unpack (plain)", NULL, k_fp4_un, NULL, (double)nk / 2, c.codes2, nk / 2},
+        {"fp4 CUDA unpack", NULL, k_fp4_un, NULL, (double)nk / 2, c.codes2, nk / 2},
         {"bf16 -> f32", NULL, k_bf16, NULL, f32, c.fout, nk * 4},
         {"f32 -> bf16", NULL, k_f32bf16, NULL, f32, c.h16, nk * 2},
-        {"transpose f32 (plain)", NULL, k_transpose, NULL, f32, c.fout, nk * 4},
+        {"transpose f32", NULL, k_transpose, NULL, f32, c.fout, nk * 4},
     };
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++)
         run_row(&rows[i], &c);

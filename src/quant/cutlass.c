@@ -150,6 +150,12 @@ int cutlass_sm80_unpack(const uint8_t *packed, int64_t N, int64_t K, int bits, u
 {
     if (cutlass_check(packed, raw, N, K, bits, "CUTLASS SM80 unpack", err))
         return -1;
+#if M2O_HAVE_X86
+    if (quant_use_avx2()) {
+        cutlass_unpack_rows_avx2(packed, 0, N, K, bits, raw);
+        return 0;
+    }
+#endif
     const uint8_t *src_of = cutlass_run_table(bits);
     const int64_t row_bytes = K * bits / 8, runs = K / 64;
     for (int64_t n = 0; n < N; n++) {

@@ -71,6 +71,8 @@ int qb_quantize_rows_avx2(const float *w, int64_t r0, int64_t r1, int64_t K, con
                           uint8_t *codes, void *scales, uint8_t *zero_points, m2o_err *err);
 void cutlass_pack_rows_avx2(const uint8_t *raw, int64_t r0, int64_t r1, int64_t K, int bits,
                             uint8_t *out);
+void cutlass_unpack_rows_avx2(const uint8_t *packed, int64_t r0, int64_t r1, int64_t K, int bits,
+                              uint8_t *raw);
 int mxfp4_encode_rows_avx2(const float *w, int64_t r0, int64_t r1, int64_t K, uint8_t *codes,
                            uint8_t *scales, m2o_err *err);
 void mxfp4_decode_rows_avx2(const uint8_t *codes, const uint8_t *scales, int64_t r0, int64_t r1,

@@ -132,76 +132,104 @@ M2O_TARGET_AVX2 int qb_quantize_rows_avx2(const float *w, int64_t r0, int64_t r1
 /* ---- CUTLASS SM80 pack ---- */
 
 /* Every 16-byte group of a packed 64-element run comes from the same 16-byte group of the
- * source run (the tile permutation and the in-word reorder both stay inside it), so one
- * in-lane byte shuffle per group does the 8-bit case; the 4-bit case picks each output nibble
- * from the source's low or high nibbles with two shuffles and a blend. */
-typedef struct cutlass_masks {
+ * source run (the tile permutation and the in-word reorder both stay inside it), and so does
+ * the inverse. So one in-lane byte shuffle per group does the 8-bit case; the 4-bit case picks
+ * each output nibble from the source's low or high nibbles with two shuffles and a blend. */
+typedef struct run_masks {
     __m256i idx8[2];            /* 8-bit: shuffle for bytes 0..31 and 32..63 of a run */
     __m256i lo_idx, lo_from_hi; /* 4-bit: output low nibbles */
     __m256i hi_idx, hi_from_hi; /* 4-bit: output high nibbles */
-} cutlass_masks;
+} run_masks;
 
-static cutlass_masks g_masks;
+static run_masks g_pack_masks, g_unpack_masks;
 static pthread_once_t g_masks_once = PTHREAD_ONCE_INIT;
 
-static void build_masks(void)
+/* src4 / src8: output slot j of a run takes source element src[j]. */
+static void masks_from_tables(const uint8_t *src4, const uint8_t *src8, run_masks *m)
 {
-    const uint8_t *s8 = cutlass_run_table(8), *s4 = cutlass_run_table(4);
     uint8_t idx8[64], lo[32], lo_h[32], hi[32], hi_h[32];
     for (int j = 0; j < 64; j++)
-        idx8[j] = (uint8_t)(s8[j] % 16);
+        idx8[j] = (uint8_t)(src8[j] % 16);
     for (int b = 0; b < 32; b++) {
         /* Output byte b = nibbles 2b (low) and 2b+1 (high); source nibble e is byte e/2 of the
          * run, its low half when e is even. Byte e/2 stays in b's 16-byte group. */
-        lo[b] = (uint8_t)((s4[2 * b] / 2) % 16);
-        lo_h[b] = s4[2 * b] % 2 ? 0xff : 0;
-        hi[b] = (uint8_t)((s4[2 * b + 1] / 2) % 16);
-        hi_h[b] = s4[2 * b + 1] % 2 ? 0xff : 0;
+        lo[b] = (uint8_t)((src4[2 * b] / 2) % 16);
+        lo_h[b] = src4[2 * b] % 2 ? 0xff : 0;
+        hi[b] = (uint8_t)((src4[2 * b + 1] / 2) % 16);
+        hi_h[b] = src4[2 * b + 1] % 2 ? 0xff : 0;
     }
-    memcpy(&g_masks.idx8[0], idx8, 32);
-    memcpy(&g_masks.idx8[1], idx8 + 32, 32);
-    memcpy(&g_masks.lo_idx, lo, 32);
-    memcpy(&g_masks.lo_from_hi, lo_h, 32);
-    memcpy(&g_masks.hi_idx, hi, 32);
-    memcpy(&g_masks.hi_from_hi, hi_h, 32);
+    memcpy(&m->idx8[0], idx8, 32);
+    memcpy(&m->idx8[1], idx8 + 32, 32);
+    memcpy(&m->lo_idx, lo, 32);
+    memcpy(&m->lo_from_hi, lo_h, 32);
+    memcpy(&m->hi_idx, hi, 32);
+    memcpy(&m->hi_from_hi, hi_h, 32);
+}
+
+static void build_masks(void)
+{
+    const uint8_t *s4 = cutlass_run_table(4), *s8 = cutlass_run_table(8);
+    uint8_t inv4[64], inv8[64];
+    for (int j = 0; j < 64; j++) {
+        inv4[s4[j]] = (uint8_t)j;
+        inv8[s8[j]] = (uint8_t)j;
+    }
+    masks_from_tables(s4, s8, &g_pack_masks);
+    masks_from_tables(inv4, inv8, &g_unpack_masks);
+}
+
+/* Permutes one 64-element run from s to d. */
+M2O_TARGET_AVX2 static inline void permute_run(const uint8_t *s, uint8_t *d, int bits,
+                                               const run_masks *m)
+{
+    if (bits == 8) {
+        __m256i a = _mm256_loadu_si256((const __m256i *)s);
+        __m256i b = _mm256_loadu_si256((const __m256i *)(s + 32));
+        _mm256_storeu_si256((__m256i *)d, _mm256_shuffle_epi8(a, m->idx8[0]));
+        _mm256_storeu_si256((__m256i *)(d + 32), _mm256_shuffle_epi8(b, m->idx8[1]));
+        return;
+    }
+    const __m256i m0f = _mm256_set1_epi8(0x0f);
+    __m256i x = _mm256_loadu_si256((const __m256i *)s);
+    __m256i lo = _mm256_and_si256(x, m0f);
+    __m256i hi = _mm256_and_si256(_mm256_srli_epi16(x, 4), m0f);
+    __m256i ol = _mm256_blendv_epi8(_mm256_shuffle_epi8(lo, m->lo_idx),
+                                    _mm256_shuffle_epi8(hi, m->lo_idx), m->lo_from_hi);
+    __m256i oh = _mm256_blendv_epi8(_mm256_shuffle_epi8(lo, m->hi_idx),
+                                    _mm256_shuffle_epi8(hi, m->hi_idx), m->hi_from_hi);
+    _mm256_storeu_si256((__m256i *)d, _mm256_or_si256(ol, _mm256_slli_epi16(oh, 4)));
+}
+
+/* Rows [r0, r1): raw row n's run kt <-> packed run at ((n/I)*K*I + kt*64*I + (n%I)*64) elements. */
+M2O_TARGET_AVX2 static void cutlass_rows_avx2(uint8_t *raw, int64_t r0, int64_t r1, int64_t K,
+                                              int bits, uint8_t *packed, bool pack)
+{
+    pthread_once(&g_masks_once, build_masks);
+    const run_masks m = pack ? g_pack_masks : g_unpack_masks;
+    const int inter = bits == 4 ? 4 : 2;
+    const int64_t row_bytes = K * bits / 8, runs = K / 64, run_bytes = 64 * bits / 8;
+    for (int64_t n = r0; n < r1; n++) {
+        uint8_t *row = raw + n * row_bytes;
+        uint8_t *p = packed + ((n / inter) * (K * inter) + (n % inter) * 64) * bits / 8;
+        for (int64_t kt = 0; kt < runs; kt++, p += inter * run_bytes) {
+            if (pack)
+                permute_run(row + kt * run_bytes, p, bits, &m);
+            else
+                permute_run(p, row + kt * run_bytes, bits, &m);
+        }
+    }
 }
 
 M2O_TARGET_AVX2 void cutlass_pack_rows_avx2(const uint8_t *raw, int64_t r0, int64_t r1,
                                             int64_t K, int bits, uint8_t *out)
 {
-    pthread_once(&g_masks_once, build_masks);
-    const int inter = bits == 4 ? 4 : 2;
-    const int64_t row_bytes = K * bits / 8, runs = K / 64, run_bytes = 64 * bits / 8;
-    const __m256i m0f = _mm256_set1_epi8(0x0f);
-    const __m256i lo_idx = _mm256_loadu_si256(&g_masks.lo_idx);
-    const __m256i lo_h = _mm256_loadu_si256(&g_masks.lo_from_hi);
-    const __m256i hi_idx = _mm256_loadu_si256(&g_masks.hi_idx);
-    const __m256i hi_h = _mm256_loadu_si256(&g_masks.hi_from_hi);
-    const __m256i i8a = _mm256_loadu_si256(&g_masks.idx8[0]);
-    const __m256i i8b = _mm256_loadu_si256(&g_masks.idx8[1]);
-    for (int64_t n = r0; n < r1; n++) {
-        const uint8_t *row = raw + n * row_bytes;
-        uint8_t *dst = out + ((n / inter) * (K * inter) + (n % inter) * 64) * bits / 8;
-        for (int64_t kt = 0; kt < runs; kt++, dst += inter * run_bytes) {
-            const uint8_t *s = row + kt * run_bytes;
-            if (bits == 8) {
-                __m256i a = _mm256_loadu_si256((const __m256i *)s);
-                __m256i b = _mm256_loadu_si256((const __m256i *)(s + 32));
-                _mm256_storeu_si256((__m256i *)dst, _mm256_shuffle_epi8(a, i8a));
-                _mm256_storeu_si256((__m256i *)(dst + 32), _mm256_shuffle_epi8(b, i8b));
-            } else {
-                __m256i x = _mm256_loadu_si256((const __m256i *)s);
-                __m256i lo = _mm256_and_si256(x, m0f);
-                __m256i hi = _mm256_and_si256(_mm256_srli_epi16(x, 4), m0f);
-                __m256i ol = _mm256_blendv_epi8(_mm256_shuffle_epi8(lo, lo_idx),
-                                                _mm256_shuffle_epi8(hi, lo_idx), lo_h);
-                __m256i oh = _mm256_blendv_epi8(_mm256_shuffle_epi8(lo, hi_idx),
-                                                _mm256_shuffle_epi8(hi, hi_idx), hi_h);
-                __m256i o = _mm256_or_si256(ol, _mm256_slli_epi16(oh, 4));
-                _mm256_storeu_si256((__m256i *)dst, o);
-            }
-        }
-    }
+    cutlass_rows_avx2((uint8_t *)raw, r0, r1, K, bits, out, true); /* raw is only read */
+}
+
+M2O_TARGET_AVX2 void cutlass_unpack_rows_avx2(const uint8_t *packed, int64_t r0, int64_t r1,
+                                              int64_t K, int bits, uint8_t *raw)
+{
+    cutlass_rows_avx2(raw, r0, r1, K, bits, (uint8_t *)packed, false); /* packed is only read */
 }
 
 /* ---- fp4 CUDA layout: nibble transpose [N][K/2] -> [K][N/2] ---- */
