@@ -36,8 +36,9 @@ size_t qscale_size(qscale_type t);                                      /* 4 or 
 int qb_check(int64_t N, int64_t K, const qb_params *p, m2o_err *err);
 
 /* codes: [N][K/bs][bs*bits/8]; scales: [N][K/bs] of scale_type; zero_points (asymmetric only,
- * else may be NULL): 4-bit [N][ceil((K/bs)/2)] two per byte, even block in the low nibble;
- * 8-bit [N][K/bs]. */
+ * else may be NULL): 4-bit [N][ceil((K/bs)/2)] two per byte, even block in the low nibble (an
+ * odd block count leaves 8 in the last high nibble, as ONNX Runtime does); 8-bit [N][K/bs].
+ * A tie between the largest positive and negative magnitude anchors on the negative one. */
 int qb_quantize_ref(const float *w, int64_t N, int64_t K, const qb_params *p,
                     uint8_t *codes, void *scales, uint8_t *zero_points, m2o_err *err);
 int qb_quantize(const float *w, int64_t N, int64_t K, const qb_params *p,
