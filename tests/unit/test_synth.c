@@ -725,6 +725,40 @@ TEST(synth_output_is_deterministic)
     remove_tree(d4);
 }
 
+typedef struct progress_log {
+    int calls;
+    uint64_t last, total;
+    bool monotonic;
+    char first_file[64];
+} progress_log;
+
+static void log_progress(void *ctx, const char *file, uint64_t done, uint64_t total)
+{
+    progress_log *p = ctx;
+    if (!p->calls++)
+        snprintf(p->first_file, sizeof p->first_file, "%s", file);
+    p->monotonic &= done > p->last || (done == p->last && p->calls > 1);
+    p->last = done;
+    p->total = total;
+}
+
+TEST(synth_reports_progress_per_tensor)
+{
+    char dir[512];
+    make_tmpdir(dir, sizeof dir);
+    progress_log log = {.monotonic = true};
+    synth_opts o = {.preset = "gpt-oss-tiny", .out_dir = dir, .shard_bytes = 1000000,
+                    .progress = log_progress, .progress_ctx = &log};
+    m2o_err err = {{0}};
+    CHECK_MSG(synth_write(&o, &err) == 0, "%s", err.msg);
+    CHECK_EQ(log.calls, 41);
+    CHECK(log.monotonic);
+    CHECK_EQ(log.last, 3020336);
+    CHECK_EQ(log.total, 3020336);
+    CHECK_STR_CONTAINS(log.first_file, "model-00001-of-00004.safetensors");
+    remove_tree(dir);
+}
+
 /* Full-size gpt-oss-20b, one layer, 200 MB shards, sparse (real headers and sizes, data holes):
  * the shard files, index and tensor shapes are exactly what a converter will see. */
 TEST(synth_gpt_oss_20b_layout_sharded_like_the_hub)
