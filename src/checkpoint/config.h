@@ -68,8 +68,8 @@ typedef struct model_desc {
     double yarn_attention_factor;   /* 0 = derive (0.1 ln(factor) + 1) */
 
     /* gpt-oss SwiGLU */
-    float swiglu_limit;             /* 7.0 */
-    float swiglu_alpha;             /* 1.702 */
+    float swiglu_limit;             /* 7.0; 0 = no clamp (plain SwiGLU models) */
+    float swiglu_alpha;             /* 1.702; 1.0 for plain SwiGLU models */
 
     /* Qwen3.5 linear attention (Gated DeltaNet) */
     int linear_conv_kernel_dim;

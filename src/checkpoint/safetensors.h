@@ -35,8 +35,13 @@ typedef struct st_tensor {
     const st_file *file;
 } st_tensor;
 
-/* One mapped safetensors file. */
+/* One mapped safetensors file. Tensors are listed in name order (st_file_tensor), whatever the
+ * header's order, so everything built from them is deterministic. */
 int st_file_open(const char *path, st_file **out, m2o_err *err);
+/* Parses and validates a whole safetensors file image held in memory (8-byte length, header, data
+ * buffer). The buffer must outlive the st_file, which only points into it; `what` names it in
+ * errors. st_file_open maps the file and calls this; the fuzzers call it directly. */
+int st_file_parse(const uint8_t *buf, size_t len, const char *what, st_file **out, m2o_err *err);
 void st_file_close(st_file *f);
 const char *st_file_path(const st_file *f);
 size_t st_file_count(const st_file *f);
@@ -45,8 +50,27 @@ const st_tensor *st_file_find(const st_file *f, const char *name);
 /* __metadata__ value for key, or NULL. */
 const char *st_file_metadata(const st_file *f, const char *key);
 
+/* model.safetensors.index.json, parsed: {"metadata": {...}, "weight_map": {tensor: shard file}}.
+ * Shard names must be plain file names (no directories); weight_map must not be empty or name a
+ * tensor twice. Entries are sorted by tensor name; shards are listed in order of first mention. */
+typedef struct st_index_entry {
+    const char *tensor;
+    size_t shard; /* index into shards[] */
+} st_index_entry;
+typedef struct st_index {
+    char **shards;
+    size_t n_shards;
+    st_index_entry *entries;
+    size_t n_entries;
+} st_index;
+int st_index_parse(const char *json, size_t len, const char *what, st_index **out, m2o_err *err);
+void st_index_free(st_index *ix);
+const st_index_entry *st_index_find(const st_index *ix, const char *tensor);
+
 /* A whole checkpoint directory: model.safetensors.index.json when present (every shard it names
- * must exist and hold exactly the tensors mapped to it), else a single model.safetensors. */
+ * must exist and hold exactly the tensors mapped to it; a tensor found in a shard but not mapped to
+ * that shard is an error, never silently used or ignored), else a single model.safetensors.
+ * ckpt_tensor lists tensors in name order. */
 typedef struct st_checkpoint st_checkpoint;
 int ckpt_open(const char *dir, st_checkpoint **out, m2o_err *err);
 void ckpt_close(st_checkpoint *c);

@@ -1,0 +1,1011 @@
+/* safetensors reader: see safetensors.h and SPEC §1 for the format and the rules checked here. */
+#include "checkpoint/safetensors.h"
+
+#include <cJSON.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/half.h"
+
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "safetensors data is little-endian and is read in place; a little-endian host is assumed"
+#endif
+
+/* Real headers are a few MB at most (~100k tensors); anything larger is garbage. */
+#define ST_MAX_HEADER_BYTES (100ull * 1024 * 1024)
+/* Index files are small JSON too; refuse to slurp something absurd. */
+#define ST_MAX_INDEX_BYTES (256ull * 1024 * 1024)
+/* JSON numbers arrive as doubles: integers are exact only up to 2^53. */
+#define ST_MAX_EXACT_INT 9007199254740992.0
+
+static const struct {
+    const char *name;
+    size_t size;
+} k_dtypes[ST_DTYPE_COUNT] = {
+    [ST_BOOL] = {"BOOL", 1},       [ST_U8] = {"U8", 1},           [ST_I8] = {"I8", 1},
+    [ST_U16] = {"U16", 2},         [ST_I16] = {"I16", 2},         [ST_F16] = {"F16", 2},
+    [ST_BF16] = {"BF16", 2},       [ST_U32] = {"U32", 4},         [ST_I32] = {"I32", 4},
+    [ST_F32] = {"F32", 4},         [ST_U64] = {"U64", 8},         [ST_I64] = {"I64", 8},
+    [ST_F64] = {"F64", 8},         [ST_F8_E4M3] = {"F8_E4M3", 1}, [ST_F8_E5M2] = {"F8_E5M2", 1},
+    [ST_F8_E8M0] = {"F8_E8M0", 1},
+};
+
+const char *st_dtype_name(st_dtype dt)
+{
+    return (unsigned)dt < ST_DTYPE_COUNT ? k_dtypes[dt].name : "?";
+}
+
+size_t st_dtype_size(st_dtype dt)
+{
+    return (unsigned)dt < ST_DTYPE_COUNT ? k_dtypes[dt].size : 0;
+}
+
+static int dtype_from_name(const char *s, st_dtype *out)
+{
+    for (int i = 0; i < ST_DTYPE_COUNT; i++)
+        if (!strcmp(s, k_dtypes[i].name)) {
+            *out = (st_dtype)i;
+            return 0;
+        }
+    return -1;
+}
+
+struct st_file {
+    char *path;
+    const uint8_t *image; /* whole file: mapped, or the caller's buffer */
+    size_t image_len;
+    bool mapped;          /* we own a read-only map: munmap on close, madvise allowed */
+    st_tensor *tensors;   /* sorted by name */
+    size_t n;
+    char *arena;          /* tensor names, metadata keys and values */
+    const char **meta;    /* key0, value0, key1, value1, ... */
+    size_t n_meta;
+};
+
+/* ---------- small helpers ---------- */
+
+static void format_shape(char *buf, size_t cap, const int64_t *shape, int ndim)
+{
+    size_t n = (size_t)snprintf(buf, cap, "[");
+    for (int i = 0; i < ndim && n < cap; i++)
+        n += (size_t)snprintf(buf + n, cap - n, "%s%lld", i ? ", " : "", (long long)shape[i]);
+    if (n < cap)
+        snprintf(buf + n, cap - n, "]");
+}
+
+static const char *json_type_name(const cJSON *j)
+{
+    if (!j) return "nothing";
+    if (cJSON_IsNull(j)) return "null";
+    if (cJSON_IsBool(j)) return "a boolean";
+    if (cJSON_IsNumber(j)) return "a number";
+    if (cJSON_IsString(j)) return "a string";
+    if (cJSON_IsArray(j)) return "an array";
+    if (cJSON_IsObject(j)) return "an object";
+    return "an unknown JSON value";
+}
+
+/* A JSON number that is a non-negative integer representable exactly. */
+static bool json_uint(const cJSON *j, uint64_t *out)
+{
+    if (!cJSON_IsNumber(j))
+        return false;
+    double v = j->valuedouble;
+    if (!(v >= 0.0) || v > ST_MAX_EXACT_INT || v != floor(v))
+        return false;
+    *out = (uint64_t)v;
+    return true;
+}
+
+/* Strict JSON text checks cJSON does not make: valid UTF-8, no raw control characters (JSON allows
+ * none, and a raw NUL would cut names short), and no \u0000 escape (a C-string name would be
+ * truncated there and could alias another tensor). Returns the offending offset or -1. */
+static long long json_text_problem(const char *text, size_t len, const char **why)
+{
+    const unsigned char *s = (const unsigned char *)text;
+    size_t i = 0;
+    while (i < len) {
+        unsigned c = s[i];
+        if (c < 0x80) {
+            if (c < 0x20 && c != '\t' && c != '\n' && c != '\r') {
+                *why = "a raw control character";
+                return (long long)i;
+            }
+            if (c == '\\' && i + 1 < len) {
+                if (s[i + 1] == 'u' && i + 5 < len && s[i + 2] == '0' && s[i + 3] == '0' &&
+                    s[i + 4] == '0' && s[i + 5] == '0') {
+                    *why = "an escaped NUL (\\u0000)";
+                    return (long long)i;
+                }
+                i += 2;
+                continue;
+            }
+            i++;
+            continue;
+        }
+        size_t need;
+        unsigned cp, min;
+        if (c >= 0xc2 && c <= 0xdf) { need = 1; cp = c & 0x1f; min = 0x80; }
+        else if (c >= 0xe0 && c <= 0xef) { need = 2; cp = c & 0x0f; min = 0x800; }
+        else if (c >= 0xf0 && c <= 0xf4) { need = 3; cp = c & 0x07; min = 0x10000; }
+        else { *why = "invalid UTF-8"; return (long long)i; }
+        if (i + need >= len) { /* the sequence runs past the end */
+            *why = "invalid UTF-8 (truncated sequence)";
+            return (long long)i;
+        }
+        for (size_t k = 1; k <= need; k++) {
+            if ((s[i + k] & 0xc0) != 0x80) {
+                *why = "invalid UTF-8";
+                return (long long)i;
+            }
+            cp = (cp << 6) | (s[i + k] & 0x3f);
+        }
+        if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) {
+            *why = "invalid UTF-8 (overlong, surrogate or out-of-range code point)";
+            return (long long)i;
+        }
+        i += need + 1;
+    }
+    return -1;
+}
+
+static bool is_json_space(char c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+
+/* Parses JSON text of exactly `len` bytes (trailing whitespace allowed, nothing else). On failure
+ * fills err with "<what>: <noun> ..." and returns NULL. */
+static cJSON *parse_json_text(const char *text, size_t len, const char *what, const char *noun,
+                              const char *fix, m2o_err *err)
+{
+    const char *why = NULL;
+    long long bad = json_text_problem(text, len, &why);
+    if (bad >= 0) {
+        m2o_fail(err, "%s: %s holds %s at byte %lld — %s", what, noun, why, bad, fix);
+        return NULL;
+    }
+    const char *end = NULL;
+    cJSON *root = cJSON_ParseWithLengthOpts(text, len, &end, 0);
+    if (!root) {
+        long long at = end && end >= text && end <= text + len ? (long long)(end - text) : -1;
+        m2o_fail(err, "%s: %s is not valid JSON (error near byte %lld) — %s", what, noun, at, fix);
+        return NULL;
+    }
+    for (const char *p = end; p < text + len; p++)
+        if (!is_json_space(*p)) {
+            cJSON_Delete(root);
+            m2o_fail(err, "%s: %s is not valid JSON (unexpected text after the top-level value "
+                     "at byte %lld) — %s", what, noun, (long long)(p - text), fix);
+            return NULL;
+        }
+    return root;
+}
+
+/* ---------- one file ---------- */
+
+typedef struct span {
+    uint64_t begin, end;
+    size_t idx; /* into the name-sorted tensors */
+} span;
+
+static int cmp_tensor_name(const void *a, const void *b)
+{
+    return strcmp(((const st_tensor *)a)->name, ((const st_tensor *)b)->name);
+}
+
+static int cmp_span(const void *a, const void *b)
+{
+    const span *x = a, *y = b;
+    if (x->begin != y->begin) return x->begin < y->begin ? -1 : 1;
+    if (x->end != y->end) return x->end < y->end ? -1 : 1;
+    return 0;
+}
+
+#define CORRUPT "the file is corrupt or truncated; re-download it"
+
+/* Validates one header entry and fills t (name excluded) and its byte range. */
+static int parse_entry(const cJSON *e, const char *what, const char *name, size_t data_len,
+                       st_tensor *t, uint64_t *begin, uint64_t *end, m2o_err *err)
+{
+    if (!cJSON_IsObject(e))
+        return m2o_fail(err, "%s: tensor '%s': header entry is %s, not an object with dtype, "
+                        "shape and data_offsets — " CORRUPT, what, name, json_type_name(e));
+    const cJSON *jdt = NULL, *jshape = NULL, *joff = NULL;
+    for (const cJSON *f = e->child; f; f = f->next) {
+        const cJSON **slot = !strcmp(f->string, "dtype") ? &jdt
+                           : !strcmp(f->string, "shape") ? &jshape
+                           : !strcmp(f->string, "data_offsets") ? &joff : NULL;
+        if (!slot)
+            continue; /* unknown keys are ignored, as the reference reader does */
+        if (*slot)
+            return m2o_fail(err, "%s: tensor '%s': key \"%s\" appears twice in its entry — " CORRUPT,
+                            what, name, f->string);
+        *slot = f;
+    }
+
+    if (!cJSON_IsString(jdt))
+        return m2o_fail(err, "%s: tensor '%s': \"dtype\" is %s, expected a dtype name such as "
+                        "\"BF16\" — " CORRUPT, what, name, jdt ? json_type_name(jdt) : "missing");
+    if (dtype_from_name(jdt->valuestring, &t->dtype))
+        return m2o_fail(err, "%s: tensor '%s': unknown dtype \"%.40s\" (known: BOOL, U8, I8, U16, "
+                        "I16, F16, BF16, U32, I32, F32, U64, I64, F64, F8_E4M3, F8_E5M2, F8_E8M0) — "
+                        "the file uses a type this tool cannot read, or is corrupt",
+                        what, name, jdt->valuestring);
+
+    if (!cJSON_IsArray(jshape))
+        return m2o_fail(err, "%s: tensor '%s': \"shape\" is %s, expected an array of sizes — " CORRUPT,
+                        what, name, jshape ? json_type_name(jshape) : "missing");
+    int ndim = 0;
+    uint64_t numel = 1;
+    for (const cJSON *d = jshape->child; d; d = d->next) {
+        if (ndim == ST_MAX_DIMS)
+            return m2o_fail(err, "%s: tensor '%s': shape has more than %d dimensions — " CORRUPT,
+                            what, name, ST_MAX_DIMS);
+        uint64_t v;
+        if (!json_uint(d, &v))
+            return m2o_fail(err, "%s: tensor '%s': shape entry %d is not a non-negative integer — "
+                            CORRUPT, what, name, ndim);
+        if (v != 0 && numel > (uint64_t)INT64_MAX / v)
+            return m2o_fail(err, "%s: tensor '%s': shape has more elements than fit in 64 bits — "
+                            CORRUPT, what, name);
+        numel *= v;
+        t->shape[ndim++] = (int64_t)v;
+    }
+    t->ndim = ndim;
+    t->numel = (int64_t)numel;
+    size_t esize = k_dtypes[t->dtype].size;
+    if (numel > (uint64_t)SIZE_MAX / esize || numel * esize > (uint64_t)INT64_MAX)
+        return m2o_fail(err, "%s: tensor '%s': shape needs more bytes than fit in memory — " CORRUPT,
+                        what, name);
+    uint64_t need = numel * esize;
+
+    uint64_t b = 0, en = 0;
+    if (!cJSON_IsArray(joff) || cJSON_GetArraySize(joff) != 2 || !json_uint(joff->child, &b) ||
+        !json_uint(joff->child->next, &en))
+        return m2o_fail(err, "%s: tensor '%s': \"data_offsets\" must be [begin, end] with "
+                        "non-negative integers, found %s — " CORRUPT, what, name,
+                        joff ? json_type_name(joff) : "nothing");
+    if (b > en)
+        return m2o_fail(err, "%s: tensor '%s': data_offsets [%llu, %llu] end before they begin — "
+                        CORRUPT, what, name, (unsigned long long)b, (unsigned long long)en);
+    if (en > data_len)
+        return m2o_fail(err, "%s: tensor '%s': data_offsets [%llu, %llu] run past the end of the "
+                        "%zu-byte data buffer — " CORRUPT, what, name, (unsigned long long)b,
+                        (unsigned long long)en, data_len);
+    if (en - b != need) {
+        char sh[256];
+        format_shape(sh, sizeof sh, t->shape, ndim);
+        return m2o_fail(err, "%s: tensor '%s': data_offsets [%llu, %llu] hold %llu bytes but %s %s "
+                        "needs %llu — " CORRUPT, what, name, (unsigned long long)b,
+                        (unsigned long long)en, (unsigned long long)(en - b), k_dtypes[t->dtype].name,
+                        sh, (unsigned long long)need);
+    }
+    t->nbytes = (size_t)need;
+    *begin = b;
+    *end = en;
+    return 0;
+}
+
+static int parse_metadata(const cJSON *m, const char *what, m2o_err *err)
+{
+    if (!cJSON_IsObject(m))
+        return m2o_fail(err, "%s: __metadata__ is %s, expected an object of strings — " CORRUPT,
+                        what, json_type_name(m));
+    for (const cJSON *kv = m->child; kv; kv = kv->next) {
+        if (!cJSON_IsString(kv))
+            return m2o_fail(err, "%s: __metadata__ key '%s' holds %s, expected a string — " CORRUPT,
+                            what, kv->string, json_type_name(kv));
+        for (const cJSON *prev = m->child; prev != kv; prev = prev->next)
+            if (!strcmp(prev->string, kv->string))
+                return m2o_fail(err, "%s: __metadata__ key '%s' appears twice — " CORRUPT, what,
+                                kv->string);
+    }
+    return 0;
+}
+
+/* Every byte of the data buffer belongs to exactly one tensor: sorted by begin, each tensor must
+ * start where the previous one ended, and the last must end at the end of the buffer. */
+static int check_tiling(const st_file *f, const uint8_t *data, size_t data_len, m2o_err *err)
+{
+    span *sp = m2o_malloc(f->n * sizeof *sp, err);
+    if (!sp)
+        return -1;
+    for (size_t i = 0; i < f->n; i++) {
+        uint64_t b = (uint64_t)(f->tensors[i].data - data);
+        sp[i] = (span){b, b + f->tensors[i].nbytes, i};
+    }
+    qsort(sp, f->n, sizeof *sp, cmp_span);
+    uint64_t cursor = 0;
+    const char *prev = NULL;
+    int rc = 0;
+    for (size_t i = 0; i < f->n && !rc; i++) {
+        const char *name = f->tensors[sp[i].idx].name;
+        if (sp[i].begin > cursor)
+            rc = m2o_fail(err, "%s: tensor '%s': data starts at byte %llu but %s ends at byte %llu "
+                          "— a %llu-byte hole in the data buffer; " CORRUPT, f->path, name,
+                          (unsigned long long)sp[i].begin,
+                          prev ? "the previous tensor" : "the buffer start", (unsigned long long)cursor,
+                          (unsigned long long)(sp[i].begin - cursor));
+        else if (sp[i].begin < cursor)
+            rc = m2o_fail(err, "%s: tensor '%s': data_offsets [%llu, %llu] overlap tensor '%s', "
+                          "which ends at byte %llu — " CORRUPT, f->path, name,
+                          (unsigned long long)sp[i].begin, (unsigned long long)sp[i].end,
+                          prev ? prev : "?", (unsigned long long)cursor);
+        cursor = sp[i].end;
+        prev = name;
+    }
+    if (!rc && cursor != data_len)
+        rc = m2o_fail(err, "%s: the data buffer holds %zu bytes but the tensors cover only %llu — "
+                      "%llu trailing bytes belong to no tensor (8 + header + data must equal the "
+                      "file size); " CORRUPT, f->path, data_len, (unsigned long long)cursor,
+                      (unsigned long long)(data_len - cursor));
+    free(sp);
+    return rc;
+}
+
+static int build_file(st_file *f, const cJSON *root, const uint8_t *data, size_t data_len,
+                      m2o_err *err)
+{
+    const cJSON *meta = NULL;
+    size_t arena_len = 0;
+    for (const cJSON *e = root->child; e; e = e->next) {
+        if (!strcmp(e->string, "__metadata__")) {
+            if (meta)
+                return m2o_fail(err, "%s: __metadata__ appears twice in the header — " CORRUPT, f->path);
+            if (parse_metadata(e, f->path, err))
+                return -1;
+            meta = e;
+            for (const cJSON *kv = e->child; kv; kv = kv->next) {
+                arena_len += strlen(kv->string) + strlen(kv->valuestring) + 2;
+                f->n_meta++;
+            }
+            continue;
+        }
+        arena_len += strlen(e->string) + 1;
+        f->n++;
+    }
+    f->tensors = m2o_calloc(f->n, sizeof *f->tensors, err);
+    f->arena = m2o_malloc(arena_len, err);
+    f->meta = m2o_calloc(2 * f->n_meta, sizeof *f->meta, err);
+    if (!f->tensors || !f->arena || !f->meta)
+        return -1;
+
+    char *w = f->arena;
+    size_t i = 0;
+    for (const cJSON *e = root->child; e; e = e->next) {
+        if (e == meta)
+            continue;
+        st_tensor *t = &f->tensors[i++];
+        uint64_t b, en;
+        if (parse_entry(e, f->path, e->string, data_len, t, &b, &en, err))
+            return -1;
+        size_t nl = strlen(e->string) + 1;
+        memcpy(w, e->string, nl);
+        t->name = w;
+        w += nl;
+        t->data = data + b;
+        t->file = f;
+    }
+    size_t m = 0;
+    for (const cJSON *kv = meta ? meta->child : NULL; kv; kv = kv->next) {
+        const char *src[2] = {kv->string, kv->valuestring};
+        for (int k = 0; k < 2; k++) {
+            size_t nl = strlen(src[k]) + 1;
+            memcpy(w, src[k], nl);
+            f->meta[m++] = w;
+            w += nl;
+        }
+    }
+
+    qsort(f->tensors, f->n, sizeof *f->tensors, cmp_tensor_name);
+    for (size_t k = 1; k < f->n; k++)
+        if (!strcmp(f->tensors[k - 1].name, f->tensors[k].name))
+            return m2o_fail(err, "%s: tensor '%s' appears twice in the header — " CORRUPT, f->path,
+                            f->tensors[k].name);
+    return check_tiling(f, data, data_len, err);
+}
+
+int st_file_parse(const uint8_t *buf, size_t len, const char *what, st_file **out, m2o_err *err)
+{
+    *out = NULL;
+    if (len < 8)
+        return m2o_fail(err, "%s: file is %zu bytes, too short to hold the 8-byte header length — "
+                        CORRUPT, what, len);
+    uint64_t hlen;
+    memcpy(&hlen, buf, 8);
+    if (hlen > len - 8)
+        return m2o_fail(err, "%s: header length %llu runs past the end of the file (%zu bytes) — "
+                        "the file is truncated or not a safetensors file; re-download it", what,
+                        (unsigned long long)hlen, len);
+    if (hlen > ST_MAX_HEADER_BYTES)
+        return m2o_fail(err, "%s: header length %llu exceeds the %llu-byte limit — this is not a "
+                        "safetensors file, or it is corrupt", what, (unsigned long long)hlen,
+                        ST_MAX_HEADER_BYTES);
+    cJSON *root = parse_json_text((const char *)buf + 8, (size_t)hlen, what, "header",
+                                  "the file is corrupt or not a safetensors file", err);
+    if (!root)
+        return -1;
+    if (!cJSON_IsObject(root)) {
+        m2o_fail(err, "%s: header is %s, not a JSON object of tensors — the file is corrupt or not "
+                 "a safetensors file", what, json_type_name(root));
+        cJSON_Delete(root);
+        return -1;
+    }
+    st_file *f = m2o_calloc(1, sizeof *f, err);
+    if (!f || !(f->path = strdup(what))) {
+        free(f);
+        cJSON_Delete(root);
+        return m2o_fail(err, "out of memory opening %s", what);
+    }
+    f->image = buf;
+    f->image_len = len;
+    const uint8_t *data = buf + 8 + hlen;
+    int rc = build_file(f, root, data, len - 8 - (size_t)hlen, err);
+    cJSON_Delete(root);
+    if (rc) {
+        st_file_close(f);
+        return -1;
+    }
+    *out = f;
+    return 0;
+}
+
+int st_file_open(const char *path, st_file **out, m2o_err *err)
+{
+    *out = NULL;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return m2o_fail(err, "%s: cannot open: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return m2o_fail(err, "%s: not a regular file — pass a .safetensors file", path);
+    }
+    size_t len = (size_t)st.st_size;
+    if (len < 8) { /* mmap cannot map an empty file; the parser words the error */
+        uint8_t small[8] = {0};
+        ssize_t got = read(fd, small, len);
+        close(fd);
+        st_file *f;
+        return st_file_parse(small, got > 0 ? (size_t)got : 0, path, &f, err);
+    }
+    void *map = mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0);
+    int map_errno = errno;
+    close(fd);
+    if (map == MAP_FAILED)
+        return m2o_fail(err, "%s: cannot map %zu bytes: %s", path, len, strerror(map_errno));
+    if (st_file_parse(map, len, path, out, err)) {
+        munmap(map, len);
+        return -1;
+    }
+    (*out)->mapped = true;
+    return 0;
+}
+
+void st_file_close(st_file *f)
+{
+    if (!f)
+        return;
+    if (f->mapped)
+        munmap((void *)f->image, f->image_len);
+    free(f->tensors);
+    free(f->arena);
+    free(f->meta);
+    free(f->path);
+    free(f);
+}
+
+const char *st_file_path(const st_file *f) { return f->path; }
+size_t st_file_count(const st_file *f) { return f->n; }
+
+const st_tensor *st_file_tensor(const st_file *f, size_t i)
+{
+    return i < f->n ? &f->tensors[i] : NULL;
+}
+
+const st_tensor *st_file_find(const st_file *f, const char *name)
+{
+    st_tensor key = {.name = name};
+    return bsearch(&key, f->tensors, f->n, sizeof *f->tensors, cmp_tensor_name);
+}
+
+const char *st_file_metadata(const st_file *f, const char *key)
+{
+    for (size_t i = 0; i < f->n_meta; i++)
+        if (!strcmp(f->meta[2 * i], key))
+            return f->meta[2 * i + 1];
+    return NULL;
+}
+
+/* ---------- tensor data ---------- */
+
+int st_read_f32(const st_tensor *t, int64_t first, int64_t count, float *out, m2o_err *err)
+{
+    if (first < 0 || count < 0 || first > t->numel || count > t->numel - first)
+        return m2o_fail(err, "%s: tensor '%s': elements [%lld, %lld) are outside its %lld elements",
+                        st_file_path(t->file), t->name, (long long)first, (long long)first + count,
+                        (long long)t->numel);
+    size_t es = k_dtypes[t->dtype].size;
+    const uint8_t *p = t->data + (size_t)first * es;
+    switch (t->dtype) {
+    case ST_BF16:
+        for (int64_t i = 0; i < count; i++) {
+            uint16_t h;
+            memcpy(&h, p + 2 * i, 2);
+            out[i] = bf16_to_f32(h);
+        }
+        return 0;
+    case ST_F16:
+        for (int64_t i = 0; i < count; i++) {
+            uint16_t h;
+            memcpy(&h, p + 2 * i, 2);
+            out[i] = f16_to_f32(h);
+        }
+        return 0;
+    case ST_F32:
+        if (count)
+            memcpy(out, p, (size_t)count * 4);
+        return 0;
+    default:
+        return m2o_fail(err, "%s: tensor '%s' is %s, not a float type (BF16, F16, F32) — this "
+                        "checkpoint layout is not supported here", st_file_path(t->file), t->name,
+                        k_dtypes[t->dtype].name);
+    }
+}
+
+bool st_all_finite(const st_tensor *t, int64_t *bad_index)
+{
+    const uint8_t *p = t->data;
+    for (int64_t i = 0; i < t->numel; i++) {
+        bool bad;
+        if (t->dtype == ST_BF16 || t->dtype == ST_F16) {
+            uint16_t h;
+            memcpy(&h, p + 2 * i, 2);
+            uint16_t expmask = t->dtype == ST_BF16 ? 0x7f80 : 0x7c00;
+            bad = (h & expmask) == expmask;
+        } else if (t->dtype == ST_F32) {
+            uint32_t u;
+            memcpy(&u, p + 4 * i, 4);
+            bad = (u & 0x7f800000u) == 0x7f800000u;
+        } else if (t->dtype == ST_F64) {
+            uint64_t u;
+            memcpy(&u, p + 8 * i, 8);
+            bad = (u & 0x7ff0000000000000ull) == 0x7ff0000000000000ull;
+        } else {
+            return true;
+        }
+        if (bad) {
+            if (bad_index)
+                *bad_index = i;
+            return false;
+        }
+    }
+    return true;
+}
+
+void st_release(const st_tensor *t, size_t offset, size_t len)
+{
+    /* Only our own read-only file map: MADV_DONTNEED on it drops clean page-cache pages (they are
+     * re-read if touched again). On a caller's heap buffer it would zero memory, so never there. */
+    if (!t || !t->file || !t->file->mapped || offset >= t->nbytes)
+        return;
+    if (len > t->nbytes - offset)
+        len = t->nbytes - offset;
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t start = (uintptr_t)(t->data + offset), end = start + len;
+    uintptr_t a = (start + page - 1) & ~(page - 1), b = end & ~(page - 1);
+    if (b > a)
+        madvise((void *)a, b - a, MADV_DONTNEED);
+}
+
+/* ---------- index ---------- */
+
+static int cmp_entry(const void *a, const void *b)
+{
+    return strcmp(((const st_index_entry *)a)->tensor, ((const st_index_entry *)b)->tensor);
+}
+
+void st_index_free(st_index *ix)
+{
+    if (!ix)
+        return;
+    for (size_t i = 0; i < ix->n_shards; i++)
+        free(ix->shards[i]);
+    free(ix->shards);
+    for (size_t i = 0; i < ix->n_entries; i++)
+        free((char *)ix->entries[i].tensor);
+    free(ix->entries);
+    free(ix);
+}
+
+const st_index_entry *st_index_find(const st_index *ix, const char *tensor)
+{
+    st_index_entry key = {.tensor = tensor};
+    return bsearch(&key, ix->entries, ix->n_entries, sizeof key, cmp_entry);
+}
+
+static bool plain_file_name(const char *s)
+{
+    return s[0] && strcmp(s, ".") && strcmp(s, "..") && !strchr(s, '/') && !strchr(s, '\\');
+}
+
+/* Returns the shard's number, adding it on first mention. Shards come in runs, so the last one
+ * matched is tried first. */
+static int shard_id(st_index *ix, const char *name, size_t *last, size_t *cap, size_t *out,
+                    m2o_err *err)
+{
+    if (ix->n_shards && !strcmp(ix->shards[*last], name)) {
+        *out = *last;
+        return 0;
+    }
+    for (size_t i = 0; i < ix->n_shards; i++)
+        if (!strcmp(ix->shards[i], name)) {
+            *out = *last = i;
+            return 0;
+        }
+    if (ix->n_shards == *cap) {
+        size_t nc = *cap ? 2 * *cap : 8;
+        char **ns = realloc(ix->shards, nc * sizeof *ns);
+        if (!ns)
+            return m2o_fail(err, "out of memory reading the shard index");
+        ix->shards = ns;
+        *cap = nc;
+    }
+    if (!(ix->shards[ix->n_shards] = strdup(name)))
+        return m2o_fail(err, "out of memory reading the shard index");
+    *out = *last = ix->n_shards++;
+    return 0;
+}
+
+static int fill_index(st_index *ix, const cJSON *map, const char *what, m2o_err *err)
+{
+    size_t n = 0, cap = 0, last = 0;
+    for (const cJSON *e = map->child; e; e = e->next)
+        n++;
+    if (!n)
+        return m2o_fail(err, "%s: weight_map is empty — the index is corrupt; re-download it", what);
+    ix->entries = m2o_calloc(n, sizeof *ix->entries, err);
+    if (!ix->entries)
+        return -1;
+    for (const cJSON *e = map->child; e; e = e->next) {
+        if (!cJSON_IsString(e))
+            return m2o_fail(err, "%s: weight_map entry for tensor '%s' is %s, expected a shard file "
+                            "name — the index is corrupt; re-download it", what, e->string,
+                            json_type_name(e));
+        if (!plain_file_name(e->valuestring))
+            return m2o_fail(err, "%s: tensor '%s' maps to \"%.200s\", which is not a plain file name "
+                            "in the checkpoint folder — the index is corrupt or unsafe", what,
+                            e->string, e->valuestring);
+        st_index_entry *en = &ix->entries[ix->n_entries];
+        if (shard_id(ix, e->valuestring, &last, &cap, &en->shard, err))
+            return -1;
+        if (!(en->tensor = strdup(e->string)))
+            return m2o_fail(err, "out of memory reading %s", what);
+        ix->n_entries++;
+    }
+    qsort(ix->entries, ix->n_entries, sizeof *ix->entries, cmp_entry);
+    for (size_t i = 1; i < ix->n_entries; i++)
+        if (!strcmp(ix->entries[i - 1].tensor, ix->entries[i].tensor))
+            return m2o_fail(err, "%s: tensor '%s' appears twice in weight_map — the index is "
+                            "corrupt; re-download it", what, ix->entries[i].tensor);
+    return 0;
+}
+
+int st_index_parse(const char *json, size_t len, const char *what, st_index **out, m2o_err *err)
+{
+    *out = NULL;
+    cJSON *root = parse_json_text(json, len, what, "shard index",
+                                  "the index is corrupt; re-download it", err);
+    if (!root)
+        return -1;
+    int rc = -1;
+    st_index *ix = NULL;
+    const cJSON *meta = cJSON_GetObjectItemCaseSensitive(root, "metadata");
+    const cJSON *map = cJSON_GetObjectItemCaseSensitive(root, "weight_map");
+    if (!cJSON_IsObject(root))
+        m2o_fail(err, "%s: shard index is %s, expected a JSON object with \"weight_map\" — the "
+                 "index is corrupt; re-download it", what, json_type_name(root));
+    else if (meta && !cJSON_IsObject(meta) && !cJSON_IsNull(meta))
+        m2o_fail(err, "%s: \"metadata\" is %s, expected an object — the index is corrupt; "
+                 "re-download it", what, json_type_name(meta));
+    else if (!cJSON_IsObject(map))
+        m2o_fail(err, "%s: \"weight_map\" is %s, expected an object of tensor → shard file — the "
+                 "index is corrupt; re-download it", what, map ? json_type_name(map) : "missing");
+    else if ((ix = m2o_calloc(1, sizeof *ix, err)) && !fill_index(ix, map, what, err))
+        rc = 0;
+    cJSON_Delete(root);
+    if (rc) {
+        st_index_free(ix);
+        return -1;
+    }
+    *out = ix;
+    return 0;
+}
+
+/* ---------- checkpoint directory ---------- */
+
+struct st_checkpoint {
+    char *dir;
+    st_file **files;
+    size_t n_files;
+    const st_tensor **by_name;
+    size_t n;
+    uint64_t total_bytes;
+};
+
+static char *join_path(const char *dir, const char *name, m2o_err *err)
+{
+    size_t n = strlen(dir) + strlen(name) + 2;
+    char *p = m2o_malloc(n, err);
+    if (p)
+        snprintf(p, n, "%s/%s", dir, name);
+    return p;
+}
+
+/* 1 = regular file exists, 0 = absent, -1 = error (filled). */
+static int file_exists(const char *path, m2o_err *err)
+{
+    struct stat st;
+    if (stat(path, &st))
+        return errno == ENOENT || errno == ENOTDIR ? 0 : m2o_fail(err, "%s: %s", path, strerror(errno));
+    return S_ISREG(st.st_mode) ? 1 : m2o_fail(err, "%s: exists but is not a regular file", path);
+}
+
+static int read_text_file(const char *path, size_t limit, char **out, size_t *len, m2o_err *err)
+{
+    FILE *fp = fopen(path, "rb");
+    if (!fp)
+        return m2o_fail(err, "%s: cannot open: %s", path, strerror(errno));
+    char *buf = NULL;
+    size_t n = 0, cap = 0;
+    for (;;) {
+        if (n == cap) {
+            if (cap >= limit) {
+                free(buf);
+                fclose(fp);
+                return m2o_fail(err, "%s: larger than %zu bytes — not a checkpoint index", path, limit);
+            }
+            cap = cap ? 2 * cap : 65536;
+            char *nb = realloc(buf, cap + 1);
+            if (!nb) {
+                free(buf);
+                fclose(fp);
+                return m2o_fail(err, "out of memory reading %s", path);
+            }
+            buf = nb;
+        }
+        size_t got = fread(buf + n, 1, cap - n, fp);
+        n += got;
+        if (got == 0)
+            break;
+    }
+    int bad = ferror(fp);
+    fclose(fp);
+    if (bad) {
+        free(buf);
+        return m2o_fail(err, "%s: read error", path);
+    }
+    buf[n] = 0;
+    *out = buf;
+    *len = n;
+    return 0;
+}
+
+static int cmp_tensor_ptr_name(const void *a, const void *b)
+{
+    return strcmp((*(const st_tensor *const *)a)->name, (*(const st_tensor *const *)b)->name);
+}
+
+/* Every shard must hold exactly the tensors the index maps to it. */
+static int check_shards(const st_checkpoint *c, const st_index *ix, const char *ixpath, m2o_err *err)
+{
+    for (size_t i = 0; i < ix->n_entries; i++) {
+        const st_index_entry *e = &ix->entries[i];
+        if (!st_file_find(c->files[e->shard], e->tensor))
+            return m2o_fail(err, "%s maps tensor '%s' to %s, which does not hold it — the index and "
+                            "shards come from different downloads; re-download the checkpoint",
+                            ixpath, e->tensor, ix->shards[e->shard]);
+    }
+    for (size_t s = 0; s < c->n_files; s++) {
+        const st_file *f = c->files[s];
+        for (size_t i = 0; i < f->n; i++) {
+            const st_index_entry *e = st_index_find(ix, f->tensors[i].name);
+            if (!e || e->shard != s)
+                return m2o_fail(err, "%s holds tensor '%s', which %s %s %s — the index and shards "
+                                "come from different downloads; re-download the checkpoint",
+                                f->path, f->tensors[i].name, ixpath,
+                                e ? "maps to another shard:" : "does not list",
+                                e ? ix->shards[e->shard] : "at all");
+        }
+    }
+    return 0;
+}
+
+static int open_sharded(st_checkpoint *c, const char *ixpath, m2o_err *err)
+{
+    char *text = NULL;
+    size_t len = 0;
+    if (read_text_file(ixpath, ST_MAX_INDEX_BYTES, &text, &len, err))
+        return -1;
+    st_index *ix;
+    int rc = st_index_parse(text, len, ixpath, &ix, err);
+    free(text);
+    if (rc)
+        return -1;
+    rc = -1;
+    c->files = m2o_calloc(ix->n_shards, sizeof *c->files, err);
+    if (!c->files)
+        goto out;
+    for (size_t s = 0; s < ix->n_shards; s++) {
+        char *p = join_path(c->dir, ix->shards[s], err);
+        if (!p)
+            goto out;
+        int ex = file_exists(p, err);
+        if (ex == 0)
+            m2o_fail(err, "%s names shard '%s', which is missing from %s — download that shard "
+                     "(or the whole checkpoint) again", ixpath, ix->shards[s], c->dir);
+        int bad = ex != 1 || st_file_open(p, &c->files[s], err);
+        free(p);
+        if (bad)
+            goto out;
+        c->n_files++;
+    }
+    if (check_shards(c, ix, ixpath, err))
+        goto out;
+    c->by_name = m2o_malloc(ix->n_entries * sizeof *c->by_name, err);
+    if (!c->by_name)
+        goto out;
+    for (size_t i = 0; i < ix->n_entries; i++) /* entries are name-sorted already */
+        c->by_name[i] = st_file_find(c->files[ix->entries[i].shard], ix->entries[i].tensor);
+    c->n = ix->n_entries;
+    rc = 0;
+out:
+    st_index_free(ix);
+    return rc;
+}
+
+static int open_single(st_checkpoint *c, const char *path, m2o_err *err)
+{
+    c->files = m2o_calloc(1, sizeof *c->files, err);
+    if (!c->files || st_file_open(path, &c->files[0], err))
+        return -1;
+    c->n_files = 1;
+    const st_file *f = c->files[0];
+    c->by_name = m2o_malloc(f->n * sizeof *c->by_name, err);
+    if (!c->by_name)
+        return -1;
+    for (size_t i = 0; i < f->n; i++)
+        c->by_name[i] = &f->tensors[i];
+    c->n = f->n;
+    return 0;
+}
+
+static size_t count_safetensors_files(const char *dir)
+{
+    DIR *d = opendir(dir);
+    size_t n = 0;
+    if (!d)
+        return 0;
+    for (struct dirent *e; (e = readdir(d));) {
+        size_t l = strlen(e->d_name);
+        n += l > 12 && !strcmp(e->d_name + l - 12, ".safetensors");
+    }
+    closedir(d);
+    return n;
+}
+
+static int open_dir(st_checkpoint *c, m2o_err *err)
+{
+    struct stat st;
+    if (stat(c->dir, &st))
+        return m2o_fail(err, "%s: %s — pass the checkpoint folder that holds config.json and the "
+                        "*.safetensors files", c->dir, strerror(errno));
+    if (!S_ISDIR(st.st_mode))
+        return m2o_fail(err, "%s: not a directory — pass the checkpoint folder that holds "
+                        "config.json and the *.safetensors files", c->dir);
+    char *ixpath = join_path(c->dir, "model.safetensors.index.json", err);
+    char *single = join_path(c->dir, "model.safetensors", err);
+    int rc = -1;
+    if (ixpath && single) {
+        int has_ix = file_exists(ixpath, err), has_single = has_ix ? 0 : file_exists(single, err);
+        if (has_ix == 1)
+            rc = open_sharded(c, ixpath, err);
+        else if (has_single == 1)
+            rc = open_single(c, single, err);
+        else if (has_ix == 0 && has_single == 0) {
+            size_t others = count_safetensors_files(c->dir);
+            m2o_fail(err, "%s: holds neither model.safetensors.index.json nor model.safetensors%s — "
+                     "pass a Hugging Face checkpoint folder%s", c->dir,
+                     others ? " (other *.safetensors files are there)" : "",
+                     others ? " and restore its model.safetensors.index.json" : "");
+        }
+    }
+    free(ixpath);
+    free(single);
+    return rc;
+}
+
+int ckpt_open(const char *dir, st_checkpoint **out, m2o_err *err)
+{
+    *out = NULL;
+    st_checkpoint *c = m2o_calloc(1, sizeof *c, err);
+    if (!c)
+        return -1;
+    if (!(c->dir = strdup(dir)) || open_dir(c, err)) {
+        if (!c->dir)
+            m2o_fail(err, "out of memory opening %s", dir);
+        ckpt_close(c);
+        return -1;
+    }
+    for (size_t i = 0; i < c->n; i++)
+        c->total_bytes += c->by_name[i]->nbytes;
+    *out = c;
+    return 0;
+}
+
+void ckpt_close(st_checkpoint *c)
+{
+    if (!c)
+        return;
+    for (size_t i = 0; i < c->n_files; i++)
+        st_file_close(c->files[i]);
+    free(c->files);
+    free(c->by_name);
+    free(c->dir);
+    free(c);
+}
+
+size_t ckpt_count(const st_checkpoint *c) { return c->n; }
+uint64_t ckpt_total_bytes(const st_checkpoint *c) { return c->total_bytes; }
+
+const st_tensor *ckpt_tensor(const st_checkpoint *c, size_t i)
+{
+    return i < c->n ? c->by_name[i] : NULL;
+}
+
+const st_tensor *ckpt_find(const st_checkpoint *c, const char *name)
+{
+    st_tensor key = {.name = name};
+    const st_tensor *kp = &key;
+    const st_tensor *const *hit = bsearch(&kp, c->by_name, c->n, sizeof *c->by_name,
+                                          cmp_tensor_ptr_name);
+    return hit ? *hit : NULL;
+}
+
+int ckpt_expect(const st_checkpoint *c, const char *name, int ndim, const int64_t *shape,
+                const st_tensor **out, m2o_err *err)
+{
+    const st_tensor *t = ckpt_find(c, name);
+    if (out)
+        *out = t;
+    if (!t)
+        return m2o_fail(err, "%s: checkpoint has no tensor '%s' — the checkpoint does not match its "
+                        "config.json or is not a supported layout", c->dir, name);
+    bool ok = t->ndim == ndim;
+    for (int i = 0; ok && i < ndim; i++)
+        ok = shape[i] == -1 || shape[i] == t->shape[i];
+    if (ok)
+        return 0;
+    char want[256], have[256];
+    size_t n = (size_t)snprintf(want, sizeof want, "[");
+    for (int i = 0; i < ndim && n < sizeof want; i++)
+        n += (size_t)(shape[i] == -1 ? snprintf(want + n, sizeof want - n, "%s*", i ? ", " : "")
+                                     : snprintf(want + n, sizeof want - n, "%s%lld", i ? ", " : "",
+                                                (long long)shape[i]));
+    if (n < sizeof want)
+        snprintf(want + n, sizeof want - n, "]");
+    format_shape(have, sizeof have, t->shape, t->ndim);
+    if (out)
+        *out = NULL;
+    return m2o_fail(err, "%s: tensor '%s' has shape %s, expected %s — the checkpoint does not "
+                    "match its config.json", st_file_path(t->file), name, have, want);
+}
