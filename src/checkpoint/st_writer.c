@@ -37,25 +37,6 @@ struct st_writer {
     uint64_t pos;      /* data bytes written or skipped so far */
 };
 
-static const struct { const char *name; size_t size; } k_dtypes[ST_DTYPE_COUNT] = {
-    [ST_BOOL] = {"BOOL", 1},    [ST_U8] = {"U8", 1},      [ST_I8] = {"I8", 1},
-    [ST_U16] = {"U16", 2},      [ST_I16] = {"I16", 2},    [ST_F16] = {"F16", 2},
-    [ST_BF16] = {"BF16", 2},    [ST_U32] = {"U32", 4},    [ST_I32] = {"I32", 4},
-    [ST_F32] = {"F32", 4},      [ST_U64] = {"U64", 8},    [ST_I64] = {"I64", 8},
-    [ST_F64] = {"F64", 8},      [ST_F8_E4M3] = {"F8_E4M3", 1},
-    [ST_F8_E5M2] = {"F8_E5M2", 1}, [ST_F8_E8M0] = {"F8_E8M0", 1},
-};
-
-const char *st_writer_dtype_name(st_dtype dt)
-{
-    return (unsigned)dt < ST_DTYPE_COUNT ? k_dtypes[dt].name : NULL;
-}
-
-size_t st_writer_dtype_size(st_dtype dt)
-{
-    return (unsigned)dt < ST_DTYPE_COUNT ? k_dtypes[dt].size : 0;
-}
-
 static char *dup_str(const char *s, m2o_err *err)
 {
     size_t n = strlen(s) + 1;
@@ -111,12 +92,12 @@ int st_writer_declare(st_writer *w, const char *name, st_dtype dtype, int ndim,
 {
     if (w->fd >= 0)
         return m2o_fail(err, "%s: tensor %s declared after the header was written", w->path, name);
-    if (!st_writer_dtype_name(dtype))
+    if ((unsigned)dtype >= ST_DTYPE_COUNT)
         return m2o_fail(err, "%s: tensor %s has unknown dtype %d", w->path, name, (int)dtype);
     if (ndim < 0 || ndim > ST_MAX_DIMS)
         return m2o_fail(err, "%s: tensor %s has rank %d (0..%d supported)", w->path, name, ndim,
                         ST_MAX_DIMS);
-    uint64_t nbytes = st_writer_dtype_size(dtype);
+    uint64_t nbytes = st_dtype_size(dtype);
     for (int d = 0; d < ndim; d++) {
         if (shape[d] < 0)
             return m2o_fail(err, "%s: tensor %s has negative dimension %d", w->path, name, d);
@@ -203,7 +184,7 @@ static void sb_tensor_entry(sbuf *b, const st_wtensor *t)
     char num[64];
     sb_json_string(b, t->name);
     sb_puts(b, ":{\"dtype\":\"");
-    sb_puts(b, st_writer_dtype_name(t->dtype));
+    sb_puts(b, st_dtype_name(t->dtype));
     sb_puts(b, "\",\"shape\":[");
     for (int d = 0; d < t->ndim; d++) {
         snprintf(num, sizeof num, "%s%" PRId64, d ? "," : "", t->shape[d]);

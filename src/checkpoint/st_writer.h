@@ -11,7 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "checkpoint/safetensors.h" /* st_dtype */
+#include "checkpoint/safetensors.h" /* st_dtype, st_dtype_name, st_dtype_size */
 #include "common/err.h"
 
 typedef struct st_writer st_writer;
@@ -62,9 +62,5 @@ uint64_t st_writer_header_len(const st_writer *w);
 uint64_t st_writer_data_len(const st_writer *w);
 uint64_t st_writer_file_size(const st_writer *w);
 size_t st_writer_count(const st_writer *w);
-
-/* Name and element size the writer uses for a dtype (NULL / 0 for an unknown value). */
-const char *st_writer_dtype_name(st_dtype dt);
-size_t st_writer_dtype_size(st_dtype dt);
 
 #endif

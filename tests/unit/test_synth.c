@@ -12,6 +12,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "checkpoint/config.h"
+#include "checkpoint/safetensors.h"
 #include "checkpoint/st_writer.h"
 #include "common/half.h"
 #include "synth/synth.h"
@@ -889,5 +891,82 @@ TEST(synth_output_directory_rules)
     CHECK(synth_to("gpt-oss-tiny", foreign, 0, 0, 1, 0, false, &err) != 0);
     CHECK_STR_CONTAINS(err.msg, "is not empty (it holds README.md)");
     CHECK(!file_exists(foreign, "config.json"));
+    remove_tree(dir);
+}
+
+/* ---- read back through the project's own reader and config loader -------------------------- */
+
+TEST(synth_checkpoints_open_in_the_reader_with_their_config)
+{
+    char dir[512];
+    make_tmpdir(dir, sizeof dir);
+    m2o_err err = {{0}};
+    st_checkpoint *c = NULL;
+    model_desc md;
+
+    /* Tiny, real data: full validation, every value finite, norm weights near 1. */
+    CHECK_MSG(synth_to("gpt-oss-tiny", dir, 0, 1000000, 9, 2, false, &err) == 0, "%s", err.msg);
+    CHECK_MSG(ckpt_open(dir, &c, &err) == 0, "%s", err.msg);
+    CHECK_EQ(ckpt_count(c), 41);
+    CHECK_EQ(ckpt_total_bytes(c), 3020336);
+    for (size_t i = 0; i < ckpt_count(c); i++) {
+        int64_t bad = -1;
+        CHECK_MSG(st_all_finite(ckpt_tensor(c, i), &bad), "%s: element %lld not finite",
+                  ckpt_tensor(c, i)->name, (long long)bad);
+    }
+    const st_tensor *t = NULL;
+    CHECK_MSG(ckpt_expect(c, "model.layers.1.mlp.experts.down_proj_scales", 3, (int64_t[]){8, 256, 8}, &t, &err) == 0, "%s", err.msg);
+    float norm[256];
+    CHECK(ckpt_expect(c, "model.norm.weight", 1, (int64_t[]){256}, &t, &err) == 0);
+    CHECK(st_read_f32(t, 0, 256, norm, &err) == 0);
+    for (int i = 0; i < 256; i++)
+        CHECK_MSG(fabsf(norm[i] - 1.0f) < 0.09f, "model.norm.weight[%d] = %g", i, norm[i]);
+    ckpt_close(c);
+    c = NULL;
+    CHECK_MSG(config_load(dir, &md, &err) == 0, "%s", err.msg);
+    CHECK_EQ(md.arch, ARCH_GPT_OSS);
+    CHECK_EQ(md.num_experts, 8);
+
+    /* Full-size gpt-oss-20b, 2 layers, zero-based shards, sparse. */
+    CHECK_MSG(synth_to("gpt-oss-20b", dir, 2, 200000000, 1, 0, true, &err) == 0, "%s", err.msg);
+    CHECK_MSG(ckpt_open(dir, &c, &err) == 0, "%s", err.msg);
+    CHECK_EQ(ckpt_count(c), 3 + 2 * 19);
+    CHECK(ckpt_expect(c, "model.layers.1.mlp.experts.gate_up_proj_blocks", 4, (int64_t[]){32, 5760, 90, 16}, &t, &err) == 0);
+    ckpt_close(c);
+    c = NULL;
+    CHECK_MSG(config_load(dir, &md, &err) == 0, "%s", err.msg);
+    CHECK_EQ(md.hidden_size, 2880);
+    CHECK_EQ(md.num_layers, 2);
+    CHECK_EQ(md.num_heads, 64);
+    CHECK_EQ(md.num_kv_heads, 8);
+    CHECK_EQ(md.head_dim, 64);
+    CHECK_EQ(md.vocab_size, 201088);
+    CHECK_EQ(md.num_experts, 32);
+    CHECK_EQ(md.top_k, 4);
+    CHECK_EQ(md.sliding_window, 128);
+    CHECK_EQ(md.layer_type[0], LAYER_SLIDING_ATTENTION);
+    CHECK_EQ(md.layer_type[1], LAYER_FULL_ATTENTION);
+    CHECK_EQ(md.rope_type, ROPE_YARN);
+    CHECK_NEAR(md.rope_factor, 32.0, 0);
+    CHECK_NEAR(md.rope_theta, 150000.0, 0);
+    CHECK_EQ(md.rope_original_max_position, 4096);
+    CHECK_EQ(md.n_eos, 3);
+    CHECK_EQ(md.eos_token_ids[0], 200002);
+    CHECK_EQ(md.pad_token_id, 199999);
+
+    /* Full-size Qwen3-30B-A3B, 1 layer, sparse. */
+    CHECK_MSG(synth_to("qwen3-30b-a3b", dir, 1, 0, 1, 0, true, &err) == 0, "%s", err.msg);
+    CHECK_MSG(ckpt_open(dir, &c, &err) == 0, "%s", err.msg);
+    CHECK_EQ(ckpt_count(c), 3 + 9 + 128 * 3);
+    ckpt_close(c);
+    CHECK_MSG(config_load(dir, &md, &err) == 0, "%s", err.msg);
+    CHECK_EQ(md.arch, ARCH_QWEN3_MOE);
+    CHECK_EQ(md.hidden_size, 2048);
+    CHECK_EQ(md.moe_intermediate_size, 768);
+    CHECK_EQ(md.num_experts, 128);
+    CHECK_EQ(md.top_k, 8);
+    CHECK(md.norm_topk_prob && md.qk_norm && !md.attention_bias && md.sparse_layer[0]);
+    CHECK_EQ(md.head_dim, 128);
+    CHECK_NEAR(md.rms_norm_eps, 1e-6, 0);
     remove_tree(dir);
 }
