@@ -8,6 +8,7 @@
 #ifndef M2O_ST_WRITER_H
 #define M2O_ST_WRITER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -44,6 +45,22 @@ int st_writer_write(st_writer *w, const void *data, size_t len, m2o_err *err);
  * order. */
 #define ST_WRITER_CHUNK ((size_t)2 << 20)
 int st_writer_fill(st_writer *w, size_t index, st_fill_fn fn, void *ctx, m2o_err *err);
+
+/* Progress of st_writer_fill_all: file bytes done so far out of the file size. */
+typedef void (*st_progress_fn)(void *ctx, uint64_t done, uint64_t total);
+
+/* Asks st_writer_fill_all to write with O_DIRECT (no page cache: steady speed on busy machines,
+ * no gigabytes of dirty pages). Call before st_writer_begin_data. File systems that refuse direct
+ * I/O get ordinary writes. */
+void st_writer_use_direct_io(st_writer *w);
+bool st_writer_is_direct(const st_writer *w); /* after begin_data: direct I/O in effect */
+
+/* Writes the whole data buffer (nothing of it written yet): the file is cut into windows of
+ * ST_WRITER_CHUNK bytes, each built on a worker thread from the header and fn's pieces of the
+ * tensors it crosses, and written with one positional write. progress (may be NULL) is called on
+ * the caller's thread. */
+int st_writer_fill_all(st_writer *w, st_fill_fn fn, void *ctx, st_progress_fn progress,
+                       void *progress_ctx, m2o_err *err);
 
 /* Advances over len bytes without writing them: they read back as zeros and take no disk space
  * on file systems with sparse files. */

@@ -315,6 +315,57 @@ TEST(st_writer_threaded_fill_writes_every_chunk_in_place)
     remove_tree(dir);
 }
 
+/* The whole-file fill: windows cross the header and tensor boundaries (an empty tensor
+ * included), through O_DIRECT and through the page cache, with several threads. */
+static void check_fill_all(bool direct, int threads)
+{
+    char dir[512], path[600];
+    make_tmpdir(dir, sizeof dir);
+    snprintf(path, sizeof path, "%s/w.safetensors", dir);
+    m2o_err err = {{0}};
+    st_writer *w;
+    const int64_t n[4] = {1000, 0, 5 * (int64_t)ST_WRITER_CHUNK / 2 + 3, 7};
+    const st_dtype dt[4] = {ST_U8, ST_F32, ST_U8, ST_BF16};
+    const char *names[4] = {"a", "e", "big", "c"};
+    CHECK(st_writer_open(path, threads, &w, &err) == 0);
+    if (direct)
+        st_writer_use_direct_io(w);
+    for (int i = 0; i < 4; i++)
+        CHECK(st_writer_declare(w, names[i], dt[i], 1, &n[i], &err) == 0);
+    CHECK(st_writer_begin_data(w, &err) == 0);
+    uint64_t data_at = 8 + st_writer_header_len(w), size = st_writer_file_size(w);
+    CHECK_MSG(st_writer_fill_all(w, fill_pattern, NULL, NULL, NULL, &err) == 0, "%s", err.msg);
+    CHECK(st_writer_finish(w, &err) == 0);
+    size_t len = 0;
+    uint8_t *got = slurp(path, &len);
+    CHECK(got);
+    CHECK_EQ(len, size);
+    uint64_t hlen = 0;
+    for (int i = 0; i < 8; i++)
+        hlen |= (uint64_t)got[i] << (8 * i);
+    CHECK_EQ(8 + hlen, data_at);
+    CHECK(got[data_at - 1] == ' ' || got[data_at - 1] == '}');
+    size_t bad = SIZE_MAX;
+    uint64_t pos = data_at;
+    for (int i = 0; i < 4 && bad == SIZE_MAX; i++) {
+        uint64_t nbytes = (uint64_t)n[i] * (dt[i] == ST_BF16 ? 2 : dt[i] == ST_F32 ? 4 : 1);
+        for (uint64_t k = 0; k < nbytes && bad == SIZE_MAX; k++)
+            if (got[pos + k] != pattern((size_t)i, k))
+                bad = (size_t)(pos + k);
+        pos += nbytes;
+    }
+    free(got);
+    CHECK_MSG(bad == SIZE_MAX, "file byte %zu differs from the producer's (direct %d)", bad, direct);
+    remove_tree(dir);
+}
+
+TEST(st_writer_fill_all_direct_and_cached)
+{
+    check_fill_all(true, 3);
+    check_fill_all(false, 2);
+    check_fill_all(true, 1);
+}
+
 TEST(st_writer_reports_misuse_and_leaves_no_file)
 {
     char dir[512], path[600];
@@ -739,12 +790,12 @@ static void log_progress(void *ctx, const char *file, uint64_t done, uint64_t to
     progress_log *p = ctx;
     if (!p->calls++)
         snprintf(p->first_file, sizeof p->first_file, "%s", file);
-    p->monotonic &= done > p->last || (done == p->last && p->calls > 1);
+    p->monotonic &= done >= p->last;
     p->last = done;
     p->total = total;
 }
 
-TEST(synth_reports_progress_per_tensor)
+TEST(synth_reports_progress_per_shard)
 {
     char dir[512];
     make_tmpdir(dir, sizeof dir);
@@ -753,7 +804,7 @@ TEST(synth_reports_progress_per_tensor)
                     .progress = log_progress, .progress_ctx = &log};
     m2o_err err = {{0}};
     CHECK_MSG(synth_write(&o, &err) == 0, "%s", err.msg);
-    CHECK_EQ(log.calls, 41);
+    CHECK_MSG(log.calls >= 4, "%d progress calls for 4 shards", log.calls);
     CHECK(log.monotonic);
     CHECK_EQ(log.last, 3020336);
     CHECK_EQ(log.total, 3020336);
