@@ -1,10 +1,11 @@
 /* Streaming safetensors writer (format: SPEC §1). Tensors are declared first (name, dtype,
  * shape); st_writer_begin_data() then writes the 8-byte little-endian header length and the JSON
  * header (padded with spaces so the data buffer starts at a multiple of 8), with data_offsets
- * tiling the buffer in declaration order. The data is then appended in that same order, either
- * by plain writes or by a producer callback run on worker threads in fixed-size chunks, so memory
- * stays bounded whatever the tensor size. Output goes to "<path>.partial" and is renamed to
- * <path> only by a successful st_writer_finish(). */
+ * tiling the buffer in declaration order. The data then comes from plain writes in that order,
+ * or from a producer callback run on worker threads over fixed-size chunks (per tensor, or over
+ * the whole file at once, optionally with O_DIRECT), so memory stays bounded whatever the tensor
+ * size. Output goes to "<path>.partial" and is renamed to <path> only by a successful
+ * st_writer_finish(). */
 #ifndef M2O_ST_WRITER_H
 #define M2O_ST_WRITER_H
 
@@ -41,8 +42,8 @@ int st_writer_begin_data(st_writer *w, m2o_err *err);
 int st_writer_write(st_writer *w, const void *data, size_t len, m2o_err *err);
 
 /* Writes all of tensor `index`, which must be the next one (nothing of it written yet), by
- * calling fn on chunks of at most ST_WRITER_CHUNK bytes, filled on worker threads and written in
- * order. */
+ * calling fn on chunks of at most ST_WRITER_CHUNK bytes; each worker thread writes the chunks it
+ * filled at their place in the file. */
 #define ST_WRITER_CHUNK ((size_t)2 << 20)
 int st_writer_fill(st_writer *w, size_t index, st_fill_fn fn, void *ctx, m2o_err *err);
 
