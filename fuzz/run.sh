@@ -31,13 +31,15 @@ for h in "${harnesses[@]}"; do
             "$work" "fuzz/corpus/$h" 2>"build-fuzz/$h.log"; then
         failed+=("$h")
         tail -n 40 "build-fuzz/$h.log"
+        echo "FAIL $h"
     else
         grep -E "^(stat::number_of_executed_units|stat::new_units_added)|DONE" "build-fuzz/$h.log" | tail -n 3
+        echo "ok   $h (${secs}s, no crash)"
     fi
 done
 
+echo "$(( ${#harnesses[@]} - ${#failed[@]} )) passed, ${#failed[@]} failed"
 if [ ${#failed[@]} -ne 0 ]; then
     echo "fuzz: crashes in ${failed[*]} (inputs under build-fuzz/crashes/)"
     exit 1
 fi
-echo "fuzz: no crashes"
