@@ -58,6 +58,9 @@ typedef struct attn_desc {
     linear_src qkv;         /* q, k, v projections stacked: packed QKV MatMul */
     linear_src o;
     const st_tensor *sinks; /* [num_heads] attention sink logits (gpt-oss), or NULL */
+    /* Per-head RMSNorm weights [head_dim] applied to q and k before rotary (Qwen3), or NULL.
+     * With them, q/k/v are three MatMuls and GQA takes separate query/key/value. */
+    const st_tensor *q_norm, *k_norm;
     int window;             /* sliding window in transformers' sense (a query sees itself and the
                                window - 1 keys before it); 0 = full attention */
 } attn_desc;
@@ -69,6 +72,21 @@ int gb_attention(gb *b, const attn_desc *a, const char *input, gname *out, m2o_e
 /* GQA's local_window_size for a transformers sliding window (ONNX Runtime counts the keys
  * before the query; transformers counts the query too). */
 int gqa_local_window_size(int window);
+
+/* ---- MLPs (mlp.c) ---- */
+
+/* Dense SwiGLU MLP: down(silu(gate(x)) * up(x)). Nodes under base ("/model/layers.0/mlp"),
+ * initializers under init ("model.layers.0.mlp"): {base}/gate_proj, up_proj, down_proj. */
+int gb_mlp_swiglu(gb *b, const char *base, const char *init, const linear_src *gate,
+                  const linear_src *up, const linear_src *down, bool quantize, const char *input,
+                  gname *out, m2o_err *err);
+
+/* Shared expert beside the routed experts (Qwen2-MoE, Qwen3.5-MoE):
+ * out = moe_out + sigmoid(x Wg^T) * mlp(x), with gate [1, H] (never quantized) and the MLP under
+ * "/model/layers.{i}/shared_expert". */
+int gb_shared_expert(gb *b, int layer, const st_tensor *gate_w, const linear_src *gate,
+                     const linear_src *up, const linear_src *down, const char *input,
+                     const char *moe_out, gname *out, m2o_err *err);
 
 /* ---- mixture of experts (moe.c) ---- */
 

@@ -102,6 +102,43 @@ static int add_global_scales(gb *b, const char *name, int64_t E, m2o_err *err)
     return 0;
 }
 
+/* ONNX Runtime 1.30's float MoE CPU kernel with normalize_routing_weights=0 accumulates into its
+ * output buffer without clearing it: when the memory planner hands it a reused buffer the result
+ * is garbage (measured: relative error 1.0; QMoE is not affected). So un-renormalised routing
+ * (norm_topk_prob=false) runs the kernel renormalised and scales each token by the top-k mass of
+ * the full softmax: (p_i / sum_topk p) * sum_topk p = p_i. Returns the [.., 1] scale to multiply. */
+static gname topk_mass(gb *b, const moe_desc *m, const char *probs, const char *input)
+{
+    int L = m->layer;
+    gname sm = gname_fmt("/model/layers.%d/moe/topk_mass/Softmax", L);
+    const char *in_sm[1] = {probs};
+    node_attr_int(gb_node(b, "Softmax", NULL, sm.s, 1, in_sm, 1), "axis", -1);
+    gname tk = gname_fmt("/model/layers.%d/moe/topk_mass/TopK", L), sm_out = gname_out(sm.s, 0);
+    gname k = gb_const_i64(b, 1, 1, &m->top_k);
+    const char *in_tk[2] = {sm_out.s, k.s};
+    graph_node *n = gb_node(b, "TopK", NULL, tk.s, 2, in_tk, 2);
+    node_attr_int(n, "axis", -1);
+    gname rs = gname_fmt("/model/layers.%d/moe/topk_mass/ReduceSum", L), tk_out = gname_out(tk.s, 0);
+    int64_t minus1 = -1;
+    gname axes = gb_const_i64(b, 1, 1, &minus1);
+    const char *in_rs[2] = {tk_out.s, axes.s};
+    node_attr_int(gb_node(b, "ReduceSum", NULL, rs.s, 2, in_rs, 1), "keepdims", 1);
+    /* [tokens, 1] → the input's leading dims + [1], so it broadcasts over the hidden axis */
+    gname shp = gname_fmt("/model/layers.%d/moe/topk_mass/Shape", L);
+    const char *in_shp[1] = {input};
+    node_attr_int(gb_node(b, "Shape", NULL, shp.s, 1, in_shp, 1), "end", -1);
+    gname cat = gname_fmt("/model/layers.%d/moe/topk_mass/Concat", L), shp_out = gname_out(shp.s, 0);
+    int64_t one = 1;
+    gname c1 = gb_const_i64(b, 1, 1, &one);
+    const char *in_cat[2] = {shp_out.s, c1.s};
+    node_attr_int(gb_node(b, "Concat", NULL, cat.s, 2, in_cat, 1), "axis", 0);
+    gname rsh = gname_fmt("/model/layers.%d/moe/topk_mass/Reshape", L);
+    gname rs_out = gname_out(rs.s, 0), cat_out = gname_out(cat.s, 0);
+    const char *in_rsh[2] = {rs_out.s, cat_out.s};
+    gb_node(b, "Reshape", NULL, rsh.s, 2, in_rsh, 1);
+    return gname_out(rsh.s, 0);
+}
+
 int gb_moe(gb *b, const moe_desc *m, const char *input, gname *out, m2o_err *err)
 {
     int L = m->layer;
@@ -163,6 +200,7 @@ int gb_moe(gb *b, const moe_desc *m, const char *input, gname *out, m2o_err *err
     }
 
     gname node = gname_fmt("/model/layers.%d/moe/%s", L, enc.op);
+    bool mass_fix = enc.weights == ENC_FLOAT && !m->normalize_routing;
     graph_node *n;
     if (enc.weights == ENC_FLOAT) {
         const char *in[6] = {input, probs.s, w1.s, b1.s, w2.s, b2.s};
@@ -190,7 +228,14 @@ int gb_moe(gb *b, const moe_desc *m, const char *input, gname *out, m2o_err *err
         node_attr_float(n, "swiglu_limit", m->swiglu_limit);
     node_attr_float(n, "activation_alpha", m->alpha);
     node_attr_float(n, "activation_beta", m->beta);
-    node_attr_int(n, "normalize_routing_weights", m->normalize_routing ? 1 : 0);
+    node_attr_int(n, "normalize_routing_weights", m->normalize_routing || mass_fix ? 1 : 0);
     *out = gname_out(node.s, 0);
+    if (mass_fix) {
+        gname scale = topk_mass(b, m, probs.s, input);
+        gname mul = gname_fmt("/model/layers.%d/moe/topk_mass/Mul", L);
+        const char *in[2] = {out->s, scale.s};
+        gb_node(b, "Mul", NULL, mul.s, 2, in, 1);
+        *out = gname_out(mul.s, 0);
+    }
     return 0;
 }
