@@ -154,7 +154,13 @@ void venc_element(const venc *e, int64_t K, int64_t n, int64_t k, float expected
     switch (e->kind) {
     case VENC_FLOAT: {
         *decoded = load_float(e->w, e->elem_type, (size_t)(n * K + k));
-        double b = fabs((double)expected) * vx_type_unit(e->elem_type);
+        /* half an ulp of expected's binade: |x| = m 2^ex, m in [0.5, 1) */
+        double b = 0.0;
+        if (expected != 0.0f) {
+            int ex;
+            frexp(fabs((double)expected), &ex);
+            b = ldexp(vx_type_unit(e->elem_type), ex - 1);
+        }
         *bound = b > type_floor(e->elem_type) ? b : type_floor(e->elem_type);
         if (e->elem_type == ONNX_FLOAT)
             *bound = b; /* float32 holds every expected value exactly */
@@ -281,13 +287,13 @@ void vx_anchor_scale_signs(const float *expected, int64_t N, int64_t K, int bloc
     for (int64_t n = 0; n < N; n++) {
         for (int64_t b = 0; b < nb; b++) {
             const float *blk = expected + n * K + b * block_size;
-            float anchor = 0.0f, amax = 0.0f;
-            for (int i = 0; i < block_size; i++) {
-                if (fabsf(blk[i]) > amax) {
-                    amax = fabsf(blk[i]);
-                    anchor = blk[i];
-                }
+            float vmin = blk[0], vmax = blk[0];
+            for (int i = 1; i < block_size; i++) {
+                vmin = blk[i] < vmin ? blk[i] : vmin;
+                vmax = blk[i] > vmax ? blk[i] : vmax;
             }
+            /* ONNX Runtime's rule: the maximum only when strictly larger in magnitude */
+            float anchor = fabsf(vmax) > fabsf(vmin) ? vmax : vmin;
             out[n * nb + b] = (int8_t)(anchor > 0 ? -1 : anchor < 0 ? 1 : 0);
         }
     }

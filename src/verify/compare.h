@@ -2,8 +2,9 @@
  * the error the encoding allows (verify's numeric core; buffers in, statistics out).
  *
  * Per-element bounds, derived from the formats (SPEC §4, §6):
- *   float (io dtype):  |x| * u + floor, u = 2^-24 / 2^-11 / 2^-8 for float32 / float16 / bfloat16
- *                      (round to nearest), floor = half the smallest subnormal (float16).
+ *   float (io dtype):  half an ulp of x's binade (2^floor(log2|x|) * u, u = 2^-24 / 2^-11 / 2^-8
+ *                      for float32 / float16 / bfloat16: round to nearest), at least half the
+ *                      smallest subnormal (float16); float32 must hold x exactly.
  *   int b-bit blockwise, stored scale s (after its own rounding), code q, zero point z:
  *                      interior codes |s| * (0.5 + 2^(b-1) * 2^-21)   (round to nearest, plus the
  *                      float32 multiply by 1/s), extreme codes 0 and 2^b - 1
@@ -85,8 +86,10 @@ void vx_untransposed(const float *in, int64_t N, int64_t K, float *out);
 /* Block scales as float32 (from ONNX_FLOAT/FLOAT16/BFLOAT16). */
 void vx_scales_to_f32(const void *scales, int elem_type, size_t n, float *out);
 /* For the "scales made positive" diagnosis: the sign each block's scale must have (-1, 0, +1)
- * under symmetric quantization of expected (the anchor, the signed element of largest magnitude,
- * first on ties, maps to code 0, so scale = -anchor / 2^(bits-1)). out: [N][K/bs]. */
+ * under symmetric quantization of expected: the anchor maps to code 0, so scale =
+ * -anchor / 2^(bits-1). The anchor is ONNX Runtime's: the block maximum when its magnitude is
+ * strictly larger than the minimum's, else the minimum (SPEC §4 says "first on ties"; the
+ * runtime's code, which quant/ reproduces byte for byte, picks the minimum). out: [N][K/bs]. */
 void vx_anchor_scale_signs(const float *expected, int64_t N, int64_t K, int block_size,
                            int8_t *out);
 

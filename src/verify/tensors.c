@@ -780,9 +780,15 @@ static void diagnose(const vplan *p, int64_t e, int64_t r0, int64_t nr, vscratch
     /* 3. nibble order */
     if ((v->kind == VENC_INT && v->bits == 4) || v->kind == VENC_MXFP4) {
         size_t nbytes = (size_t)(nr * K / 2);
-        vx_swap_nibbles(v->codes, nbytes, s->alt_codes);
         alt = *v;
         alt.codes = s->alt_codes;
+        if (p->layout == VL_FP4_CUDA) { /* swapped in the transposed bytes the file holds */
+            vx_swap_nibbles(w, nbytes, s->codes);
+            if (fp4_cuda_unpack(s->codes, N, K, s->alt_codes, NULL))
+                alt.codes = v->codes;
+        } else {
+            vx_swap_nibbles(v->codes, nbytes, s->alt_codes);
+        }
         if (venc_passes(s->exp, nr, K, &alt)) {
             res->diag = VF_NIBBLE_ORDER;
             snprintf(res->msg, sizeof res->msg,
