@@ -63,6 +63,7 @@ static void to_io(const float *src, void *dst, size_t n, int io)
 static float *read_stack(const mini *m, const char *const *names, int n, int64_t *N, int64_t *K)
 {
     *N = 0;
+    *K = 0;
     const st_tensor *t[4];
     for (int i = 0; i < n; i++) {
         t[i] = ckpt_find(m->ck, names[i]);
@@ -85,7 +86,7 @@ static float *read_stack(const mini *m, const char *const *names, int n, int64_t
 static void mini_linear(mini *m, const char *base, const char *init, const char *const *names,
                         int n, bool quantize, const char *out)
 {
-    int64_t N, K;
+    int64_t N = 0, K = 0;
     float *w = read_stack(m, names, n, &N, &K);
     if (!w)
         return;
