@@ -25,6 +25,8 @@
 
 /* Row chunk of a linear weight: bounded staging whatever the vocabulary size. */
 #define LINEAR_CHUNK_ELEMS ((int64_t)1 << 22)
+/* Scratch of all jobs in flight together (gpt-oss-120b fc1: 166 MB per expert job). */
+#define VERIFY_INFLIGHT_BYTES ((int64_t)2 << 30)
 
 typedef enum vlayout {
     VL_FLOAT,     /* [E][N][K] float */
@@ -964,7 +966,17 @@ int vcheck_tensors(vctx *c, m2o_err *err)
     if (!rc && jobs > 0) {
         vrun run = {c, &ps};
         int threads = c->o->threads > 0 ? c->o->threads : m2o_cpu_count();
-        rc = m2o_ordered_run(threads, 0, jobs, produce, commit, discard, &run, err);
+        /* each job in flight holds ~10 bytes per element of its unit (two float matrices, two
+         * code buffers): keep the jobs in flight under VERIFY_INFLIGHT_BYTES */
+        int64_t unit = 1;
+        for (size_t i = 0; i < ps.n; i++)
+            if (ps.p[i].rows_per_job * ps.p[i].K > unit)
+                unit = ps.p[i].rows_per_job * ps.p[i].K;
+        int64_t fit = VERIFY_INFLIGHT_BYTES / (unit * 10);
+        int window = fit < 1 ? 1 : fit > 2 * threads ? 2 * threads : (int)fit;
+        if (threads > window)
+            threads = window;
+        rc = m2o_ordered_run(threads, window, jobs, produce, commit, discard, &run, err);
     }
     for (size_t i = 0; i < ps.n && !rc; i++)
         finish_plan(c, &ps.p[i]);
