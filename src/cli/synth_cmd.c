@@ -1,0 +1,114 @@
+/* `moe2onnx synth`: write a synthetic Hub-layout checkpoint (real names and shapes, random
+ * values) for benchmarks and the built-in example. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/progress.h"
+#include "cli/subcommands.h"
+#include "synth/synth.h"
+
+static void synth_help(FILE *f)
+{
+    fputs("usage: moe2onnx synth --preset NAME -o DIR [--layers N] [--experts mxfp4|bf16]\n"
+          "                      [--shard-gb G] [--seed S] [--threads N] [--sparse] [-q]\n"
+          "Writes a checkpoint with the real tensor names, dtypes and shapes of a known model and\n"
+          "deterministic random values. Presets:\n",
+          f);
+    synth_usage(f);
+}
+
+static int parse_u64(const char *opt, const char *v, unsigned long long max, unsigned long long *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long long x = strtoull(v, &end, 10);
+    if (errno || *end || end == v || v[0] == '-' || x > max) {
+        fprintf(stderr, "moe2onnx synth: error: %s '%s' is not an integer in 0..%llu\n", opt, v, max);
+        return -1;
+    }
+    *out = x;
+    return 0;
+}
+
+static void synth_progress(void *ctx, const char *file, uint64_t done, uint64_t total)
+{
+    (void)file;
+    progress_update(ctx, "", done, total);
+}
+
+int cmd_synth(int argc, char **argv)
+{
+    synth_opts o;
+    memset(&o, 0, sizeof o);
+    m2o_err err = {{0}};
+    bool quiet = false;
+    for (int i = 0; i < argc; i++) {
+        const char *s = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        unsigned long long x;
+        if (!strcmp(s, "-h") || !strcmp(s, "--help")) {
+            synth_help(stdout);
+            return 0;
+        } else if (!strcmp(s, "-q") || !strcmp(s, "--quiet")) {
+            quiet = true;
+        } else if (!strcmp(s, "--sparse")) {
+            o.sparse = true;
+        } else if (!v) {
+            fprintf(stderr, "moe2onnx synth: error: %s needs a value (see moe2onnx synth --help)\n", s);
+            return 2;
+        } else if (!strcmp(s, "--preset")) {
+            o.preset = v, i++;
+        } else if (!strcmp(s, "-o") || !strcmp(s, "--output")) {
+            o.out_dir = v, i++;
+        } else if (!strcmp(s, "--layers")) {
+            if (parse_u64(s, v, 512, &x)) return 2;
+            o.num_layers = (int)x, i++;
+        } else if (!strcmp(s, "--experts")) {
+            if (synth_parse_experts(v, &o.experts, &err)) break;
+            i++;
+        } else if (!strcmp(s, "--shard-gb")) {
+            if (parse_u64(s, v, 1000, &x)) return 2;
+            o.shard_bytes = x * 1000000000ull, i++;
+        } else if (!strcmp(s, "--seed")) {
+            if (parse_u64(s, v, ~0ull, &x)) return 2;
+            o.seed = x, i++;
+        } else if (!strcmp(s, "--threads")) {
+            if (parse_u64(s, v, 1024, &x)) return 2;
+            o.threads = (int)x, i++;
+        } else {
+            fprintf(stderr, "moe2onnx synth: error: unknown argument '%s' (see moe2onnx synth --help)\n", s);
+            return 2;
+        }
+    }
+    if (err.msg[0]) {
+        fprintf(stderr, "moe2onnx synth: error: %s\n", err.msg);
+        return 2;
+    }
+    if (!o.preset || !o.out_dir) {
+        fprintf(stderr, "moe2onnx synth: error: --preset NAME and -o DIR are required (see moe2onnx synth --help)\n");
+        return 2;
+    }
+    if (synth_parse_preset(o.preset, &err) < 0) {
+        fprintf(stderr, "moe2onnx synth: error: %s\n", err.msg);
+        return 2;
+    }
+    progress pr;
+    progress_init(&pr, quiet, 0);
+    o.progress = synth_progress;
+    o.progress_ctx = &pr;
+    synth_summary sum;
+    int rc = synth_describe(&o, &sum, &err);
+    if (rc == 0)
+        rc = synth_write(&o, &err);
+    progress_finish(&pr);
+    if (rc) {
+        fprintf(stderr, "moe2onnx synth: error: %s\n", err.msg);
+        return 1;
+    }
+    double secs = now_seconds() - pr.start;
+    printf("moe2onnx synth: wrote %s (%s, %d layers, %d shard%s, %.2f GB) in %.2f s\n", o.out_dir, o.preset,
+           sum.num_layers, sum.num_shards, sum.num_shards == 1 ? "" : "s", (double)sum.tensor_bytes / 1e9, secs);
+    return 0;
+}
