@@ -73,3 +73,21 @@ void transpose_f32(const float *src, int64_t rows, int64_t cols, float *dst)
         }
     }
 }
+
+void convert_bf16_to_f32_transposed(const uint16_t *src, int64_t ld_src, int64_t rows,
+                                    int64_t cols, float *dst, int64_t ld_dst)
+{
+#if M2O_HAVE_X86
+    if (quant_use_avx2()) {
+        convert_bf16_to_f32_transposed_avx2(src, ld_src, rows, cols, dst, ld_dst);
+        return;
+    }
+#endif
+    const int64_t T = 32;
+    for (int64_t r0 = 0; r0 < rows; r0 += T) {
+        int64_t r1 = r0 + T < rows ? r0 + T : rows;
+        for (int64_t c = 0; c < cols; c++)
+            for (int64_t r = r0; r < r1; r++)
+                dst[c * ld_dst + r] = bf16_to_f32(src[r * ld_src + c]);
+    }
+}
