@@ -1,3 +1,12 @@
+/* Expert producers. One job is one expert: its matrix is read in bands of rows ("tiles", a few
+ * hundred KiB of float32, so they stay in the core's cache), each band is encoded straight into
+ * the output chunk(s), and the expert's checkpoint pages are released at the end. A quantized
+ * encoding's codes and scales are one group (graph_add_streamed_group), so every expert is
+ * quantized once. Every encoding works row by row, which is what makes the bands exact:
+ *   - blockwise int and MXFP4: rows are independent;
+ *   - CUTLASS SM80: rows n..n+I-1 (I = 4 for 4-bit, 2 for 8-bit) land in one contiguous range,
+ *     so a band of a multiple of I rows packs into its own slice of the output;
+ *   - fp4 CUDA is a transpose of the whole expert: its raw codes are gathered first. */
 #include "graph/experts.h"
 
 #include <stdlib.h>
@@ -6,73 +15,214 @@
 #include "graph/weights.h"
 #include "quant/quant.h"
 
+/* ---- reading expert rows ---- */
+
+/* Rows per band: a multiple of 8 (CUTLASS interleave, gate/up pairs, 8x8 transposes) whose
+ * float32 band stays within about 512 KiB. */
+static int64_t band_rows(int64_t N, int64_t K)
+{
+    int64_t r = ((int64_t)512 << 10) / (K * (int64_t)sizeof(float)) / 8 * 8;
+    r = r < 8 ? 8 : r > 64 ? 64 : r;
+    return r < N ? r : N;
+}
+
+/* Element index in t of the first non-finite value in band rows, or -1 when all are finite. */
+static int64_t first_nonfinite(const float *v, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, &v[i], 4);
+        if ((u & 0x7f800000u) == 0x7f800000u)
+            return i;
+    }
+    return -1;
+}
+
+static int report_nonfinite(const st_tensor *t, int64_t index, float v, m2o_err *err)
+{
+    return check_finite(&v, 1, index, t->name, false, err);
+}
+
+/* Rows [r0, r0 + nr) of an [rows, K] tensor region starting at element `base`, as float32. */
+static int read_nk_rows(const st_tensor *t, int64_t base, int64_t r0, int64_t nr, int64_t K,
+                        float *out, bool allow, m2o_err *err)
+{
+    int64_t first = base + r0 * K;
+    if (tensor_read_f32(t, first, nr * K, out, err))
+        return -1;
+    int64_t bad = allow ? -1 : first_nonfinite(out, nr * K);
+    return bad < 0 ? 0 : report_nonfinite(t, first + bad, out[bad], err);
+}
+
+/* Expert e's [K, N] input-major block, columns [n0, n0 + nr), as float32 rows [nr][K]. */
+static int read_kn_band(const expert_src *s, int64_t e, int64_t n0, int64_t nr, float *out,
+                        bool allow, m2o_err *err)
+{
+    const st_tensor *t = s->t;
+    int64_t N = s->N, K = s->K, base = e * N * K;
+    if (base + N * K > t->numel || e < 0)
+        return m2o_fail(err, "tensor %s: expert %lld is out of range", t->name, (long long)e);
+    const uint8_t *p = t->data + (size_t)(base + n0) * 2;
+    if (t->dtype == ST_BF16 && ((uintptr_t)p & 1) == 0) {
+        convert_bf16_to_f32_transposed((const uint16_t *)(const void *)p, N, K, nr, out, K);
+    } else {
+        /* F16/F32 or an odd offset: row by row through the element reader */
+        float row[64];
+        for (int64_t k = 0; k < K; k++) {
+            for (int64_t c = 0; c < nr; c += 64) {
+                int64_t m = nr - c < 64 ? nr - c : 64;
+                if (tensor_read_f32(t, base + k * N + n0 + c, m, row, err))
+                    return -1;
+                for (int64_t j = 0; j < m; j++)
+                    out[(c + j) * K + k] = row[j];
+            }
+        }
+    }
+    int64_t bad = allow ? -1 : first_nonfinite(out, nr * K);
+    if (bad < 0)
+        return 0;
+    int64_t n = n0 + bad / K, k = bad % K;
+    return report_nonfinite(t, base + k * N + n, out[bad], err);
+}
+
+/* Band rows [n0, n0 + nr) (n0, nr even) of a matrix whose gate rows come from g (rows
+ * n0/2 ..) and up rows from u, interleaved: gate0, up0, gate1, up1, ... */
+static int read_interleaved(const st_tensor *g, int64_t gbase, const st_tensor *u,
+                            int64_t ubase, int64_t n0, int64_t nr, int64_t K, float *out,
+                            bool allow, m2o_err *err)
+{
+    for (int64_t i = 0; i < nr / 2; i++) {
+        int64_t h = n0 / 2 + i;
+        if (read_nk_rows(g, gbase, h, 1, K, out + (2 * i) * K, allow, err) ||
+            read_nk_rows(u, ubase, h, 1, K, out + (2 * i + 1) * K, allow, err))
+            return -1;
+    }
+    return 0;
+}
+
+/* Rows [n0, n0 + nr) of expert e as float32 [nr][K]; releases nothing. */
+static int expert_read_band(const expert_src *s, int64_t e, int64_t n0, int64_t nr, float *out,
+                            bool allow, m2o_err *err)
+{
+    int64_t N = s->N, K = s->K, nk = N * K;
+    if (s->interleave || (s->kind == EXPERT_PER_EXPERT && s->up[e])) {
+        if (n0 % 2 || nr % 2)
+            return m2o_fail(err, "%s: internal: interleaved band [%lld, +%lld) not even",
+                            s->what, (long long)n0, (long long)nr);
+    }
+    switch (s->kind) {
+    case EXPERT_MXFP4:
+        if (mxfp4_decode(s->t->data + (size_t)((e * nk + n0 * K) / 2),
+                         s->scales->data + (size_t)((e * nk + n0 * K) / 32), nr, K, out, err))
+            return m2o_wrap(err, "decoding %s expert %lld", s->what, (long long)e);
+        return 0;
+    case EXPERT_FUSED_KN:
+        return read_kn_band(s, e, n0, nr, out, allow, err);
+    case EXPERT_FUSED_NK:
+        if (!s->interleave)
+            return read_nk_rows(s->t, e * nk, n0, nr, K, out, allow, err);
+        return read_interleaved(s->t, e * nk, s->t, e * nk + (N / 2) * K, n0, nr, K, out, allow,
+                                err);
+    case EXPERT_PER_EXPERT:
+        if (!s->up[e])
+            return read_nk_rows(s->per[e], 0, n0, nr, K, out, allow, err);
+        return read_interleaved(s->per[e], 0, s->up[e], 0, n0, nr, K, out, allow, err);
+    }
+    return m2o_fail(err, "%s: unknown expert source kind", s->what);
+}
+
 static void release_elems(const st_tensor *t, int64_t first, int64_t count)
 {
     size_t es = st_dtype_size(t->dtype);
     st_release(t, (size_t)first * es, (size_t)count * es);
 }
 
-/* rows [gate(h); up(h)] in src → interleaved gate0, up0, gate1, up1, ... in dst */
-static void interleave_halves(const float *src, int64_t N, int64_t K, float *dst)
+/* Drops expert e's checkpoint pages from this process's memory (they stay in the page cache). */
+static void expert_release(const expert_src *s, int64_t e)
 {
-    int64_t h = N / 2;
-    for (int64_t i = 0; i < h; i++) {
-        memcpy(dst + (2 * i) * K, src + i * K, (size_t)K * sizeof(float));
-        memcpy(dst + (2 * i + 1) * K, src + (h + i) * K, (size_t)K * sizeof(float));
-    }
-}
-
-static int read_checked(const expert_src *s, const st_tensor *t, int64_t first, int64_t count,
-                        float *out, bool allow, m2o_err *err)
-{
-    if (tensor_read_f32(t, first, count, out, err) ||
-        check_finite(out, (size_t)count, first, t->name, allow, err))
-        return -1;
-    release_elems(t, first, count);
-    return 0;
-}
-
-static int expert_read_impl(const expert_src *s, int64_t e, float *out, float *tmp, bool allow,
-                            m2o_err *err)
-{
-    int64_t N = s->N, K = s->K, nk = N * K;
+    int64_t nk = s->N * s->K;
     switch (s->kind) {
-    case EXPERT_MXFP4: {
-        const uint8_t *codes = s->t->data + (size_t)(e * nk / 2);
-        const uint8_t *sc = s->scales->data + (size_t)(e * nk / 32);
-        if (mxfp4_decode(codes, sc, N, K, out, err))
-            return m2o_wrap(err, "decoding %s expert %lld", s->what, (long long)e);
+    case EXPERT_MXFP4:
         st_release(s->t, (size_t)(e * nk / 2), (size_t)(nk / 2));
         st_release(s->scales, (size_t)(e * nk / 32), (size_t)(nk / 32));
-        return 0;
+        break;
+    case EXPERT_FUSED_KN:
+    case EXPERT_FUSED_NK:
+        release_elems(s->t, e * nk, nk);
+        break;
+    case EXPERT_PER_EXPERT:
+        release_elems(s->per[e], 0, s->per[e]->numel);
+        if (s->up[e])
+            release_elems(s->up[e], 0, s->up[e]->numel);
+        break;
+    }
+}
+
+/* Release cursors of the (up to two) forward streams a band-by-band read of expert e goes
+ * through: codes + scales (MXFP4), gate + up rows (halves), or one stream. An input-major
+ * (KN) expert touches all its pages in every band, so it is released only at the end. */
+typedef struct expert_cursor {
+    const st_tensor *t[2];
+    size_t base[2], row_bytes[2], released[2];
+} expert_cursor;
+
+static void expert_cursor_init(const expert_src *s, int64_t e, expert_cursor *c)
+{
+    int64_t N = s->N, K = s->K, nk = N * K;
+    memset(c, 0, sizeof *c);
+    switch (s->kind) {
+    case EXPERT_MXFP4:
+        *c = (expert_cursor){{s->t, s->scales}, {(size_t)(e * nk / 2), (size_t)(e * nk / 32)},
+                             {(size_t)K / 2, (size_t)K / 32}, {0, 0}};
+        break;
+    case EXPERT_FUSED_NK: {
+        size_t es = st_dtype_size(s->t->dtype), row = (size_t)K * es;
+        if (s->interleave) /* gate rows n/2 and up rows N/2 + n/2 advance at half speed */
+            *c = (expert_cursor){{s->t, s->t}, {(size_t)(e * nk) * es,
+                                                (size_t)(e * nk + (N / 2) * K) * es},
+                                 {row / 2, row / 2}, {0, 0}};
+        else
+            *c = (expert_cursor){{s->t, NULL}, {(size_t)(e * nk) * es, 0}, {row, 0}, {0, 0}};
+        break;
+    }
+    case EXPERT_PER_EXPERT: {
+        size_t row = (size_t)K * st_dtype_size(s->per[e]->dtype);
+        if (s->up[e])
+            *c = (expert_cursor){{s->per[e], s->up[e]}, {0, 0}, {row / 2, row / 2}, {0, 0}};
+        else
+            *c = (expert_cursor){{s->per[e], NULL}, {0, 0}, {row, 0}, {0, 0}};
+        break;
     }
     case EXPERT_FUSED_KN:
-        if (read_checked(s, s->t, e * nk, nk, tmp, allow, err))
-            return -1;
-        transpose_f32(tmp, K, N, out);
-        return 0;
-    case EXPERT_FUSED_NK:
-        if (read_checked(s, s->t, e * nk, nk, s->interleave ? tmp : out, allow, err))
-            return -1;
-        if (s->interleave)
-            interleave_halves(tmp, N, K, out);
-        return 0;
-    case EXPERT_PER_EXPERT:
-        if (!s->up[e])
-            return read_checked(s, s->per[e], 0, nk, out, allow, err);
-        if (read_checked(s, s->per[e], 0, nk / 2, tmp, allow, err) ||
-            read_checked(s, s->up[e], 0, nk / 2, tmp + nk / 2, allow, err))
-            return -1;
-        interleave_halves(tmp, N, K, out);
-        return 0;
+        break;
     }
-    return m2o_fail(err, "%s: unknown expert source kind", s->what);
+    for (int i = 0; i < 2; i++)
+        c->released[i] = c->base[i];
+}
+
+/* Rows [0, n_done) of the expert are finished. */
+static void expert_release_behind(expert_cursor *c, int64_t n_done)
+{
+    for (int i = 0; i < 2; i++)
+        if (c->t[i])
+            st_release_behind(c->t[i], &c->released[i],
+                              c->base[i] + (size_t)n_done * c->row_bytes[i]);
 }
 
 int expert_read_f32(const expert_src *s, int64_t e, float *out, float *tmp, m2o_err *err)
 {
-    return expert_read_impl(s, e, out, tmp, false, err);
+    (void)tmp;
+    int64_t R = band_rows(s->N, s->K);
+    for (int64_t n0 = 0; n0 < s->N; n0 += R) {
+        int64_t nr = s->N - n0 < R ? s->N - n0 : R;
+        if (expert_read_band(s, e, n0, nr, out + n0 * s->K, false, err))
+            return -1;
+    }
+    expert_release(s, e);
+    return 0;
 }
+
+/* ---- encoding bands ---- */
 
 size_t expert_chunk_bytes(int64_t N, int64_t K, expert_enc enc, int bits, int block_size,
                           int io_dtype)
@@ -103,95 +253,192 @@ static qb_params int_params(int bits, int block_size, int io_dtype)
     return p;
 }
 
+static bool enc_is_fp4(expert_enc enc) { return enc == ENC_FP4 || enc == ENC_FP4_SCALES; }
+static bool enc_is_int(expert_enc enc)
+{
+    return enc == ENC_INT_RAW || enc == ENC_INT_SM80 || enc == ENC_INT_SCALES;
+}
+
+/* Where one expert's encoding goes: `weights` (float / codes, NULL when only scales are wanted)
+ * and `scales` (NULL when not wanted), plus the scratch the bands need. */
+typedef struct band_encoder {
+    expert_enc enc; /* the weights' encoding, or a scales encoding when only scales are wanted */
+    int64_t N, K;
+    int io;
+    qb_params p;
+    uint8_t *weights;
+    uint8_t *scales;
+    uint8_t *codes_tmp;  /* int: one band's raw codes when they do not go out as they are */
+    uint8_t *scales_tmp; /* one band's scales when the scales are not wanted */
+    uint8_t *fp4_raw;    /* fp4: the whole expert's raw codes [N][K/2], transposed at the end */
+} band_encoder;
+
+static void band_encoder_free(band_encoder *b)
+{
+    free(b->codes_tmp);
+    free(b->scales_tmp);
+    free(b->fp4_raw);
+}
+
+static int band_encoder_init(band_encoder *b, expert_enc enc, int64_t N, int64_t K, int bits,
+                             int block_size, int io, void *weights, void *scales, m2o_err *err)
+{
+    *b = (band_encoder){.enc = enc, .N = N, .K = K, .io = io, .weights = weights,
+                        .scales = scales, .p = int_params(bits, block_size, io)};
+    int64_t R = band_rows(N, K);
+    bool ok = true;
+    /* a scales encoding is the weights' computation with the codes dropped band by band */
+    if (enc_is_int(enc)) {
+        if (enc != ENC_INT_RAW)
+            ok = (b->codes_tmp = m2o_malloc(qb_codes_bytes(R, K, &b->p), err)) != NULL;
+        if (ok && !scales)
+            ok = (b->scales_tmp = m2o_malloc(qb_scales_count(R, K, &b->p) *
+                                                 qscale_size(b->p.scale_type), err)) != NULL;
+    } else if (enc_is_fp4(enc)) {
+        if (enc == ENC_FP4)
+            ok = (b->fp4_raw = m2o_malloc((size_t)(N * K / 2), err)) != NULL;
+        else
+            ok = (b->codes_tmp = m2o_malloc((size_t)(R * K / 2), err)) != NULL;
+        if (ok && !scales)
+            ok = (b->scales_tmp = m2o_malloc((size_t)(R * K / 32), err)) != NULL;
+    }
+    if (!ok)
+        band_encoder_free(b);
+    return ok ? 0 : -1;
+}
+
+/* Encodes rows [n0, n0 + nr) given as float32 [nr][K]. */
+static int encode_band(band_encoder *b, const float *w, int64_t n0, int64_t nr, m2o_err *err)
+{
+    int64_t K = b->K;
+    if (b->enc == ENC_FLOAT) {
+        f32_to_dtype(w, b->weights + (size_t)(n0 * K) * onnx_dtype_size(b->io), (size_t)(nr * K),
+                     b->io);
+        return 0;
+    }
+    if (enc_is_int(b->enc)) {
+        const qb_params *p = &b->p;
+        size_t code_off = qb_codes_bytes(n0, K, p);
+        uint8_t *codes = b->enc == ENC_INT_RAW ? b->weights + code_off : b->codes_tmp;
+        void *sc = b->scales ? b->scales + qb_scales_count(n0, K, p) * qscale_size(p->scale_type)
+                             : b->scales_tmp;
+        if (qb_quantize(w, nr, K, p, codes, sc, NULL, err))
+            return -1;
+        if (b->enc == ENC_INT_SM80)
+            return cutlass_sm80_pack(codes, nr, K, p->bits, b->weights + code_off, err);
+        return 0;
+    }
+    uint8_t *codes = b->enc == ENC_FP4 ? b->fp4_raw + (size_t)(n0 * K / 2) : b->codes_tmp;
+    uint8_t *sc = b->scales ? b->scales + (size_t)(n0 * K / 32) : b->scales_tmp;
+    return mxfp4_encode(w, nr, K, codes, sc, err);
+}
+
+static int encode_finish(band_encoder *b, m2o_err *err)
+{
+    if (b->enc == ENC_FP4)
+        return fp4_cuda_pack(b->fp4_raw, b->N, b->K, b->weights, err);
+    return 0;
+}
+
 int expert_encode(const float *w, int64_t N, int64_t K, expert_enc enc, int bits, int block_size,
                   int io_dtype, void *out, m2o_err *err)
 {
-    if (enc == ENC_FLOAT) {
-        f32_to_dtype(w, out, (size_t)(N * K), io_dtype);
-        return 0;
-    }
-    uint8_t *codes = NULL;
-    void *scales = NULL;
-    int rc = -1;
-    if (enc == ENC_FP4 || enc == ENC_FP4_SCALES) {
-        codes = enc == ENC_FP4_SCALES ? m2o_malloc((size_t)(N * K / 2), err) : NULL;
-        uint8_t *raw = enc == ENC_FP4 ? m2o_malloc((size_t)(N * K / 2), err) : codes;
-        scales = enc == ENC_FP4 ? m2o_malloc((size_t)(N * K / 32), err) : out;
-        if (raw && scales && !mxfp4_encode(w, N, K, raw, scales, err))
-            rc = enc == ENC_FP4 ? fp4_cuda_pack(raw, N, K, out, err) : 0;
-        if (enc == ENC_FP4) {
-            free(raw);
-            free(scales);
-        } else {
-            free(codes);
-        }
-        return rc;
-    }
-    qb_params p = int_params(bits, block_size, io_dtype);
-    bool want_codes = enc != ENC_INT_SCALES;
-    codes = (enc == ENC_INT_RAW) ? out : m2o_malloc(qb_codes_bytes(N, K, &p), err);
-    scales = want_codes ? m2o_malloc(qb_scales_count(N, K, &p) * qscale_size(p.scale_type), err)
-                        : out;
-    if (codes && scales && !qb_quantize(w, N, K, &p, codes, scales, NULL, err))
-        rc = enc == ENC_INT_SM80 ? cutlass_sm80_pack(codes, N, K, bits, out, err) : 0;
-    if (enc != ENC_INT_RAW)
-        free(codes);
-    if (want_codes)
-        free(scales);
+    bool scales_only = enc == ENC_INT_SCALES || enc == ENC_FP4_SCALES;
+    band_encoder b;
+    if (band_encoder_init(&b, enc, N, K, bits, block_size, io_dtype, scales_only ? NULL : out,
+                          scales_only ? out : NULL, err))
+        return -1;
+    int64_t R = band_rows(N, K);
+    int rc = 0;
+    for (int64_t n0 = 0; n0 < N && !rc; n0 += R)
+        rc = encode_band(&b, w + n0 * K, n0, N - n0 < R ? N - n0 : R, err);
+    if (!rc)
+        rc = encode_finish(&b, err);
+    band_encoder_free(&b);
     return rc;
 }
 
+/* ---- streamed producers ---- */
+
 typedef struct experts_ctx {
     expert_src src;
-    expert_enc enc;
+    expert_enc enc;  /* weights encoding, or a scales encoding for a scales-only tensor */
+    bool with_scales; /* group [weights, scales] */
     int bits, block_size, io;
     bool allow_nonfinite;
 } experts_ctx;
 
 /* MXFP4 checkpoint → MXFP4 op: the codes and scale bytes pass through (no decode/encode). */
-static int produce_fp4_passthrough(const experts_ctx *c, int64_t e, void *out, m2o_err *err)
+static int produce_fp4_passthrough(const expert_src *s, int64_t e, uint8_t *weights,
+                                   uint8_t *scales, m2o_err *err)
 {
-    const expert_src *s = &c->src;
     int64_t nk = s->N * s->K;
-    int rc;
-    if (c->enc == ENC_FP4) {
-        rc = fp4_cuda_pack(s->t->data + (size_t)(e * nk / 2), s->N, s->K, out, err);
-        st_release(s->t, (size_t)(e * nk / 2), (size_t)(nk / 2));
-    } else {
-        memcpy(out, s->scales->data + (size_t)(e * nk / 32), (size_t)(nk / 32));
-        st_release(s->scales, (size_t)(e * nk / 32), (size_t)(nk / 32));
-        rc = 0;
-    }
+    int rc = 0;
+    if (weights)
+        rc = fp4_cuda_pack(s->t->data + (size_t)(e * nk / 2), s->N, s->K, weights, err);
+    if (scales)
+        memcpy(scales, s->scales->data + (size_t)(e * nk / 32), (size_t)(nk / 32));
+    expert_release(s, e);
     return rc;
 }
 
-static int produce_experts(void *vctx, int64_t e, void *out, m2o_err *err)
+/* Expert e into weights and/or scales (either may be NULL). */
+static int produce_expert(const experts_ctx *c, int64_t e, void *weights, void *scales,
+                          m2o_err *err)
+{
+    const expert_src *s = &c->src;
+    if (expert_src_is_mxfp4(s) && enc_is_fp4(c->enc))
+        return produce_fp4_passthrough(s, e, weights, scales, err);
+    expert_enc enc = c->enc; /* a scales encoding: quantized like the weights, codes dropped */
+    int64_t N = s->N, K = s->K, R = band_rows(N, K);
+    band_encoder b;
+    float *band = m2o_malloc((size_t)(R * K) * sizeof(float), err);
+    if (!band)
+        return -1;
+    if (band_encoder_init(&b, enc, N, K, c->bits, c->block_size, c->io, weights, scales, err)) {
+        free(band);
+        return -1;
+    }
+    expert_cursor cur;
+    expert_cursor_init(s, e, &cur);
+    int rc = 0;
+    for (int64_t n0 = 0; n0 < N && !rc; n0 += R) {
+        int64_t nr = N - n0 < R ? N - n0 : R;
+        rc = expert_read_band(s, e, n0, nr, band, c->allow_nonfinite, err);
+        if (!rc && encode_band(&b, band, n0, nr, err))
+            rc = m2o_wrap(err, "encoding %s expert %lld", s->what, (long long)e);
+        expert_release_behind(&cur, n0 + nr);
+    }
+    if (!rc && encode_finish(&b, err))
+        rc = m2o_wrap(err, "encoding %s expert %lld", s->what, (long long)e);
+    expert_release(s, e);
+    band_encoder_free(&b);
+    free(band);
+    return rc;
+}
+
+static int produce_single(void *vctx, int64_t e, void *out, m2o_err *err)
 {
     const experts_ctx *c = vctx;
-    const expert_src *s = &c->src;
-    if (expert_src_is_mxfp4(s) && (c->enc == ENC_FP4 || c->enc == ENC_FP4_SCALES))
-        return produce_fp4_passthrough(c, e, out, err);
-    size_t nk = (size_t)(s->N * s->K);
-    float *w = m2o_malloc(nk * sizeof(float), err);
-    float *tmp = m2o_malloc(nk * sizeof(float), err);
-    int rc = (w && tmp) ? 0 : -1;
-    if (!rc)
-        rc = expert_read_impl(s, e, w, tmp, c->allow_nonfinite, err);
-    free(tmp);
-    if (!rc && expert_encode(w, s->N, s->K, c->enc, c->bits, c->block_size, c->io, out, err))
-        rc = m2o_wrap(err, "encoding %s expert %lld", s->what, (long long)e);
-    free(w);
-    return rc;
+    bool scales = c->enc == ENC_INT_SCALES || c->enc == ENC_FP4_SCALES;
+    return produce_expert(c, e, scales ? NULL : out, scales ? out : NULL, err);
 }
 
-int gb_add_experts(gb *b, const char *name, const expert_src *src, expert_enc enc, int bits,
-                   int block_size, m2o_err *err)
+static int produce_pair(void *vctx, int64_t e, void *const *outs, m2o_err *err)
+{
+    return produce_expert(vctx, e, outs[0], outs[1], err);
+}
+
+/* ---- registering the initializers ---- */
+
+static int check_encoding(const gb *b, const expert_src *src, expert_enc enc, int bits,
+                          int block_size, m2o_err *err)
 {
     int64_t E = src->E, N = src->N, K = src->K;
     if (E < 1 || E > EXPERT_MAX)
         return m2o_fail(err, "%s: %lld experts (supported: 1..%d)", src->what, (long long)E,
                         EXPERT_MAX);
-    if (enc == ENC_FP4 || enc == ENC_FP4_SCALES) {
+    if (enc_is_fp4(enc)) {
         if (K % 32 || N % 2)
             return m2o_fail(err, "%s: MXFP4 needs the input width %lld to be a multiple of 32 "
                                  "and the output width %lld even",
@@ -204,45 +451,109 @@ int gb_add_experts(gb *b, const char *name, const expert_src *src, expert_enc en
             return m2o_fail(err, "%s: the CUTLASS SM80 layout needs the input width %lld to be "
                                  "a multiple of 64; use qmoe_weights_prepacked=0",
                             src->what, (long long)K);
+        if (enc == ENC_INT_SM80 && N % (bits == 4 ? 4 : 2))
+            return m2o_fail(err, "%s: the CUTLASS SM80 layout needs the output width %lld to "
+                                 "be a multiple of %d",
+                            src->what, (long long)N, bits == 4 ? 4 : 2);
     }
+    bool halves = src->interleave;
+    for (int64_t e = 0; e < E && src->kind == EXPERT_PER_EXPERT; e++)
+        halves = halves || src->up[e];
+    if (halves && N % 2)
+        return m2o_fail(err, "%s: gate/up halves need an even output width, got %lld", src->what,
+                        (long long)N);
+    return 0;
+}
+
+/* Declared shape and element type of one encoding's initializer. */
+static int enc_shape(const gb *b, const expert_src *src, expert_enc enc, int bits,
+                     int block_size, int64_t dims[3])
+{
+    int64_t E = src->E, N = src->N, K = src->K;
+    dims[0] = E, dims[1] = N, dims[2] = K;
+    switch (enc) {
+    case ENC_FLOAT:
+        return b->io;
+    case ENC_INT_RAW:
+        dims[2] = K * bits / 8;
+        return ONNX_UINT8;
+    case ENC_INT_SM80:
+        dims[1] = K;
+        dims[2] = N * bits / 8;
+        return ONNX_UINT8;
+    case ENC_INT_SCALES:
+        dims[2] = K / block_size;
+        return b->io;
+    case ENC_FP4:
+        dims[1] = K;
+        dims[2] = N / 2;
+        return ONNX_UINT8;
+    case ENC_FP4_SCALES:
+        dims[2] = K / 32;
+        return ONNX_FLOAT8E8M0;
+    }
+    return ONNX_UINT8;
+}
+
+static experts_ctx *new_ctx(const gb *b, const expert_src *src, expert_enc enc, bool with_scales,
+                            int bits, int block_size, m2o_err *err)
+{
     experts_ctx *c = m2o_malloc(sizeof *c, err);
     if (!c)
-        return -1;
+        return NULL;
     c->src = *src;
     c->enc = enc;
+    c->with_scales = with_scales;
     c->bits = bits;
     c->block_size = block_size;
     c->io = b->io;
     c->allow_nonfinite = b->o->allow_nonfinite;
+    return c;
+}
 
-    int elem = ONNX_UINT8;
-    int64_t dims[3] = {E, N, K};
-    switch (enc) {
-    case ENC_FLOAT:
-        elem = b->io;
-        break;
-    case ENC_INT_RAW:
-        dims[2] = K * bits / 8;
-        break;
-    case ENC_INT_SM80:
-        dims[1] = K;
-        dims[2] = N * bits / 8;
-        break;
-    case ENC_INT_SCALES:
-        elem = b->io;
-        dims[2] = K / block_size;
-        break;
-    case ENC_FP4:
-        dims[1] = K;
-        dims[2] = N / 2;
-        break;
-    case ENC_FP4_SCALES:
-        elem = ONNX_FLOAT8E8M0;
-        dims[2] = K / 32;
-        break;
-    }
-    graph_add_streamed_initializer(b->g, name, elem, 3, dims, E,
-                                   expert_chunk_bytes(N, K, enc, bits, block_size, b->io),
-                                   produce_experts, c, free);
+/* The weights encoding a scales encoding belongs to (for the shape checks). */
+static expert_enc weights_of(expert_enc enc)
+{
+    return enc == ENC_INT_SCALES ? ENC_INT_RAW : enc == ENC_FP4_SCALES ? ENC_FP4 : enc;
+}
+
+int gb_add_experts(gb *b, const char *name, const expert_src *src, expert_enc enc, int bits,
+                   int block_size, m2o_err *err)
+{
+    if (check_encoding(b, src, weights_of(enc), bits, block_size, err))
+        return -1;
+    experts_ctx *c = new_ctx(b, src, enc, false, bits, block_size, err);
+    if (!c)
+        return -1;
+    int64_t dims[3];
+    int elem = enc_shape(b, src, enc, bits, block_size, dims);
+    graph_add_streamed_initializer(b->g, name, elem, 3, dims, src->E,
+                                   expert_chunk_bytes(src->N, src->K, enc, bits, block_size, b->io),
+                                   produce_single, c, free);
+    return 0;
+}
+
+int gb_add_experts_quantized(gb *b, const char *weights_name, const char *scales_name,
+                             const expert_src *src, expert_enc enc, int bits, int block_size,
+                             m2o_err *err)
+{
+    if (enc != ENC_INT_RAW && enc != ENC_INT_SM80 && enc != ENC_FP4)
+        return m2o_fail(err, "%s: internal: encoding %d has no scales", src->what, (int)enc);
+    if (check_encoding(b, src, enc, bits, block_size, err))
+        return -1;
+    experts_ctx *c = new_ctx(b, src, enc, true, bits, block_size, err);
+    if (!c)
+        return -1;
+    expert_enc senc = enc == ENC_FP4 ? ENC_FP4_SCALES : ENC_INT_SCALES;
+    int64_t wdims[3], sdims[3];
+    graph_stream_member m[2] = {
+        {.name = weights_name, .elem_type = enc_shape(b, src, enc, bits, block_size, wdims),
+         .ndim = 3, .dims = wdims,
+         .chunk_bytes = expert_chunk_bytes(src->N, src->K, enc, bits, block_size, b->io)},
+        {.name = scales_name, .elem_type = enc_shape(b, src, senc, bits, block_size, sdims),
+         .ndim = 3, .dims = sdims,
+         .chunk_bytes = expert_chunk_bytes(src->N, src->K, senc, bits, block_size, b->io)},
+    };
+    graph_add_streamed_group(b->g, 2, m, src->E, produce_pair, c, free);
     return 0;
 }

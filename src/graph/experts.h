@@ -39,7 +39,7 @@ typedef struct expert_src {
     char what[GNAME_MAX]; /* for errors: e.g. "model.layers.0.mlp.experts.gate_up_proj" */
 } expert_src;
 
-/* Expert e as float32 [N][K]. tmp: N*K floats of scratch. Releases the pages it read. */
+/* Expert e as float32 [N][K]. tmp is not used (may be NULL). Releases the pages it read. */
 int expert_read_f32(const expert_src *s, int64_t e, float *out, float *tmp, m2o_err *err);
 
 /* True when the source's codes can pass through unchanged as MXFP4. */
@@ -58,6 +58,12 @@ typedef enum expert_enc {
  * per chunk. bits/block_size matter for the int encodings. */
 int gb_add_experts(gb *b, const char *name, const expert_src *src, expert_enc enc, int bits,
                    int block_size, m2o_err *err);
+
+/* The weights (enc = ENC_INT_RAW, ENC_INT_SM80 or ENC_FP4) and their scales as one streamed
+ * group: each expert is read and quantized once for both. */
+int gb_add_experts_quantized(gb *b, const char *weights_name, const char *scales_name,
+                             const expert_src *src, expert_enc enc, int bits, int block_size,
+                             m2o_err *err);
 
 /* Pure: one expert's bytes for an encoding, from its float [N][K] matrix (int encodings, fp4
  * encode) — shared by the producer and by tests. out has the chunk size of that encoding. */
