@@ -26,16 +26,9 @@ static int64_t band_rows(int64_t N, int64_t K)
     return r < N ? r : N;
 }
 
-/* Element index in t of the first non-finite value in band rows, or -1 when all are finite. */
 static int64_t first_nonfinite(const float *v, int64_t n)
 {
-    for (int64_t i = 0; i < n; i++) {
-        uint32_t u;
-        memcpy(&u, &v[i], 4);
-        if ((u & 0x7f800000u) == 0x7f800000u)
-            return i;
-    }
-    return -1;
+    return f32_first_nonfinite(v, (size_t)n);
 }
 
 static int report_nonfinite(const st_tensor *t, int64_t index, float v, m2o_err *err)
@@ -83,6 +76,32 @@ static int read_kn_band(const expert_src *s, int64_t e, int64_t n0, int64_t nr, 
         return 0;
     int64_t n = n0 + bad / K, k = bad % K;
     return report_nonfinite(t, base + k * N + n, out[bad], err);
+}
+
+/* Source rows [k0, k0 + kp) of expert e's [K, N] input-major block as float32 [N][kp]: each
+ * source row is read in order (sequential, unlike a band of N which touches every row). */
+static int read_kn_panel(const expert_src *s, int64_t e, int64_t k0, int64_t kp, float *out,
+                         m2o_err *err)
+{
+    const st_tensor *t = s->t;
+    int64_t N = s->N, K = s->K, base = e * N * K;
+    if (e < 0 || base + N * K > t->numel)
+        return m2o_fail(err, "tensor %s: expert %lld is out of range", t->name, (long long)e);
+    const uint8_t *p = t->data + (size_t)(base + k0 * N) * st_dtype_size(t->dtype);
+    if (t->dtype == ST_BF16 && ((uintptr_t)p & 1) == 0) {
+        convert_bf16_to_f32_transposed((const uint16_t *)(const void *)p, N, kp, N, out, kp);
+        return 0;
+    }
+    float row[64]; /* F16/F32 or an odd offset: through the element reader */
+    for (int64_t k = 0; k < kp; k++)
+        for (int64_t c = 0; c < N; c += 64) {
+            int64_t m = N - c < 64 ? N - c : 64;
+            if (tensor_read_f32(t, base + (k0 + k) * N + c, m, row, err))
+                return -1;
+            for (int64_t j = 0; j < m; j++)
+                out[(c + j) * kp + k] = row[j];
+        }
+    return 0;
 }
 
 /* Band rows [n0, n0 + nr) (n0, nr even) of a matrix whose gate rows come from g (rows
@@ -259,84 +278,158 @@ static bool enc_is_int(expert_enc enc)
     return enc == ENC_INT_RAW || enc == ENC_INT_SM80 || enc == ENC_INT_SCALES;
 }
 
-/* Where one expert's encoding goes: `weights` (float / codes, NULL when only scales are wanted)
- * and `scales` (NULL when not wanted), plus the scratch the bands need. */
-typedef struct band_encoder {
+/* Where one expert's encoding goes: `weights` (float / codes, NULL when only scales are
+ * wanted) and `scales` (NULL when not wanted), plus the scratch the pieces need. The expert
+ * arrives either as bands of whole rows (encode_rows) or, for an input-major source, as panels
+ * of kp columns of every row (encode_panel: blockwise int and MXFP4 blocks run along K, so a
+ * panel of whole blocks quantizes on its own and is scattered to its columns). */
+typedef struct expert_encoder {
     expert_enc enc; /* the weights' encoding, or a scales encoding when only scales are wanted */
     int64_t N, K;
     int io;
     qb_params p;
     uint8_t *weights;
     uint8_t *scales;
-    uint8_t *codes_tmp;  /* int: one band's raw codes when they do not go out as they are */
-    uint8_t *scales_tmp; /* one band's scales when the scales are not wanted */
-    uint8_t *fp4_raw;    /* fp4: the whole expert's raw codes [N][K/2], transposed at the end */
-} band_encoder;
+    uint8_t *raw;       /* raw codes [N][K*bits/8] of the whole expert, when they are not the
+                         * output as they are: fp4 (transposed at the end), CUTLASS from panels
+                         * (packed at the end), codes dropped for a scales encoding */
+    uint8_t *band_raw;  /* CUTLASS from bands: one band's raw codes, packed band by band */
+    uint8_t *own_scales; /* scales when they are not wanted */
+    uint8_t *pcodes, *pscales; /* one panel's codes and scales before they are scattered */
+} expert_encoder;
 
-static void band_encoder_free(band_encoder *b)
+static bool enc_quantized(expert_enc enc) { return enc_is_int(enc) || enc_is_fp4(enc); }
+
+static size_t code_bytes(const expert_encoder *x, int64_t rows, int64_t cols)
 {
-    free(b->codes_tmp);
-    free(b->scales_tmp);
-    free(b->fp4_raw);
+    return enc_is_fp4(x->enc) ? (size_t)(rows * cols / 2) : qb_codes_bytes(rows, cols, &x->p);
 }
 
-static int band_encoder_init(band_encoder *b, expert_enc enc, int64_t N, int64_t K, int bits,
-                             int block_size, int io, void *weights, void *scales, m2o_err *err)
+static size_t scale_bytes(const expert_encoder *x, int64_t rows, int64_t cols)
 {
-    *b = (band_encoder){.enc = enc, .N = N, .K = K, .io = io, .weights = weights,
-                        .scales = scales, .p = int_params(bits, block_size, io)};
-    int64_t R = band_rows(N, K);
+    return enc_is_fp4(x->enc) ? (size_t)(rows * cols / 32)
+                              : qb_scales_count(rows, cols, &x->p) * qscale_size(x->p.scale_type);
+}
+
+static void encoder_free(expert_encoder *x)
+{
+    free(x->raw);
+    free(x->band_raw);
+    free(x->own_scales);
+    free(x->pcodes);
+    free(x->pscales);
+}
+
+/* panel_cols > 0: the expert will come as panels of that many columns, else as bands of rows. */
+static int encoder_init(expert_encoder *x, expert_enc enc, int64_t N, int64_t K, int bits,
+                        int block_size, int io, void *weights, void *scales, int64_t panel_cols,
+                        m2o_err *err)
+{
+    *x = (expert_encoder){.enc = enc, .N = N, .K = K, .io = io, .weights = weights,
+                          .scales = scales, .p = int_params(bits, block_size, io)};
+    if (!enc_quantized(enc))
+        return 0;
     bool ok = true;
-    /* a scales encoding is the weights' computation with the codes dropped band by band */
-    if (enc_is_int(enc)) {
-        if (enc != ENC_INT_RAW)
-            ok = (b->codes_tmp = m2o_malloc(qb_codes_bytes(R, K, &b->p), err)) != NULL;
-        if (ok && !scales)
-            ok = (b->scales_tmp = m2o_malloc(qb_scales_count(R, K, &b->p) *
-                                                 qscale_size(b->p.scale_type), err)) != NULL;
-    } else if (enc_is_fp4(enc)) {
-        if (enc == ENC_FP4)
-            ok = (b->fp4_raw = m2o_malloc((size_t)(N * K / 2), err)) != NULL;
-        else
-            ok = (b->codes_tmp = m2o_malloc((size_t)(R * K / 2), err)) != NULL;
-        if (ok && !scales)
-            ok = (b->scales_tmp = m2o_malloc((size_t)(R * K / 32), err)) != NULL;
-    }
+    bool whole_raw = enc == ENC_FP4 || enc == ENC_FP4_SCALES || enc == ENC_INT_SCALES ||
+                     (enc == ENC_INT_SM80 && panel_cols > 0);
+    if (whole_raw)
+        ok = (x->raw = m2o_malloc(code_bytes(x, N, K), err)) != NULL;
+    else if (enc == ENC_INT_SM80)
+        ok = (x->band_raw = m2o_malloc(code_bytes(x, band_rows(N, K), K), err)) != NULL;
+    if (ok && !scales)
+        ok = (x->scales = x->own_scales = m2o_malloc(scale_bytes(x, N, K), err)) != NULL;
+    if (ok && panel_cols > 0)
+        ok = (x->pcodes = m2o_malloc(code_bytes(x, N, panel_cols), err)) != NULL &&
+             (x->pscales = m2o_malloc(scale_bytes(x, N, panel_cols), err)) != NULL;
     if (!ok)
-        band_encoder_free(b);
+        encoder_free(x);
     return ok ? 0 : -1;
 }
 
-/* Encodes rows [n0, n0 + nr) given as float32 [nr][K]. */
-static int encode_band(band_encoder *b, const float *w, int64_t n0, int64_t nr, m2o_err *err)
+/* Raw codes [N][K*bits/8] of the whole expert: the output itself for the raw int layout. */
+static uint8_t *raw_codes(const expert_encoder *x)
 {
-    int64_t K = b->K;
-    if (b->enc == ENC_FLOAT) {
-        f32_to_dtype(w, b->weights + (size_t)(n0 * K) * onnx_dtype_size(b->io), (size_t)(nr * K),
-                     b->io);
-        return 0;
-    }
-    if (enc_is_int(b->enc)) {
-        const qb_params *p = &b->p;
-        size_t code_off = qb_codes_bytes(n0, K, p);
-        uint8_t *codes = b->enc == ENC_INT_RAW ? b->weights + code_off : b->codes_tmp;
-        void *sc = b->scales ? b->scales + qb_scales_count(n0, K, p) * qscale_size(p->scale_type)
-                             : b->scales_tmp;
-        if (qb_quantize(w, nr, K, p, codes, sc, NULL, err))
-            return -1;
-        if (b->enc == ENC_INT_SM80)
-            return cutlass_sm80_pack(codes, nr, K, p->bits, b->weights + code_off, err);
-        return 0;
-    }
-    uint8_t *codes = b->enc == ENC_FP4 ? b->fp4_raw + (size_t)(n0 * K / 2) : b->codes_tmp;
-    uint8_t *sc = b->scales ? b->scales + (size_t)(n0 * K / 32) : b->scales_tmp;
-    return mxfp4_encode(w, nr, K, codes, sc, err);
+    return x->enc == ENC_INT_RAW ? x->weights : x->raw;
 }
 
-static int encode_finish(band_encoder *b, m2o_err *err)
+static int quantize(const expert_encoder *x, const float *w, int64_t rows, int64_t cols,
+                    uint8_t *codes, uint8_t *scales, m2o_err *err)
 {
-    if (b->enc == ENC_FP4)
-        return fp4_cuda_pack(b->fp4_raw, b->N, b->K, b->weights, err);
+    if (enc_is_fp4(x->enc))
+        return mxfp4_encode(w, rows, cols, codes, scales, err);
+    return qb_quantize(w, rows, cols, &x->p, codes, scales, NULL, err);
+}
+
+/* Rows [n0, n0 + nr) given as float32 [nr][K]. */
+static int encode_rows(expert_encoder *x, const float *w, int64_t n0, int64_t nr, m2o_err *err)
+{
+    int64_t K = x->K;
+    if (x->enc == ENC_FLOAT) {
+        f32_to_dtype(w, x->weights + (size_t)(n0 * K) * onnx_dtype_size(x->io), (size_t)(nr * K),
+                     x->io);
+        return 0;
+    }
+    size_t at = code_bytes(x, n0, K);
+    uint8_t *codes = x->band_raw ? x->band_raw : raw_codes(x) + at;
+    if (quantize(x, w, nr, K, codes, x->scales + scale_bytes(x, n0, K), err))
+        return -1;
+    if (x->band_raw) /* CUTLASS: rows n..n+I-1 pack into their own slice */
+        return cutlass_sm80_pack(codes, nr, K, x->p.bits, x->weights + at, err);
+    return 0;
+}
+
+/* rows pieces of n bytes from src (back to back) to dst (stride dst_stride): the few bytes a
+ * panel gives each row. Common sizes get a fixed-size copy the compiler turns into moves (a
+ * memcpy call per row would cost more than the copy). */
+#define SCATTER_CASE(bytes)                                                                   \
+    case bytes:                                                                               \
+        for (int64_t r = 0; r < rows; r++)                                                    \
+            memcpy(dst + (size_t)r * dst_stride, src + (size_t)r * (bytes), (bytes));        \
+        return;
+static void scatter_rows(uint8_t *dst, size_t dst_stride, const uint8_t *src, size_t n,
+                         int64_t rows)
+{
+    switch (n) {
+        SCATTER_CASE(2)
+        SCATTER_CASE(4)
+        SCATTER_CASE(8)
+        SCATTER_CASE(16)
+        SCATTER_CASE(32)
+        SCATTER_CASE(64)
+        SCATTER_CASE(128)
+    default:
+        for (int64_t r = 0; r < rows; r++)
+            memcpy(dst + (size_t)r * dst_stride, src + (size_t)r * n, n);
+    }
+}
+#undef SCATTER_CASE
+
+/* Columns [k0, k0 + kp) of every row, given as float32 [N][kp]. */
+static int encode_panel(expert_encoder *x, const float *w, int64_t k0, int64_t kp, m2o_err *err)
+{
+    int64_t N = x->N, K = x->K;
+    if (x->enc == ENC_FLOAT) {
+        size_t io = onnx_dtype_size(x->io);
+        for (int64_t n = 0; n < N; n++)
+            f32_to_dtype(w + n * kp, x->weights + (size_t)(n * K + k0) * io, (size_t)kp, x->io);
+        return 0;
+    }
+    if (quantize(x, w, N, kp, x->pcodes, x->pscales, err))
+        return -1;
+    size_t pc = code_bytes(x, 1, kp), ps = scale_bytes(x, 1, kp);
+    size_t rc = code_bytes(x, 1, K), rs = scale_bytes(x, 1, K);
+    size_t oc = code_bytes(x, 1, k0), os = scale_bytes(x, 1, k0);
+    scatter_rows(raw_codes(x) + oc, rc, x->pcodes, pc, N);
+    scatter_rows(x->scales + os, rs, x->pscales, ps, N);
+    return 0;
+}
+
+static int encode_finish(expert_encoder *x, m2o_err *err)
+{
+    if (x->enc == ENC_FP4)
+        return fp4_cuda_pack(x->raw, x->N, x->K, x->weights, err);
+    if (x->enc == ENC_INT_SM80 && x->raw)
+        return cutlass_sm80_pack(x->raw, x->N, x->K, x->p.bits, x->weights, err);
     return 0;
 }
 
@@ -344,17 +437,17 @@ int expert_encode(const float *w, int64_t N, int64_t K, expert_enc enc, int bits
                   int io_dtype, void *out, m2o_err *err)
 {
     bool scales_only = enc == ENC_INT_SCALES || enc == ENC_FP4_SCALES;
-    band_encoder b;
-    if (band_encoder_init(&b, enc, N, K, bits, block_size, io_dtype, scales_only ? NULL : out,
-                          scales_only ? out : NULL, err))
+    expert_encoder x;
+    if (encoder_init(&x, enc, N, K, bits, block_size, io_dtype, scales_only ? NULL : out,
+                     scales_only ? out : NULL, 0, err))
         return -1;
     int64_t R = band_rows(N, K);
     int rc = 0;
     for (int64_t n0 = 0; n0 < N && !rc; n0 += R)
-        rc = encode_band(&b, w + n0 * K, n0, N - n0 < R ? N - n0 : R, err);
+        rc = encode_rows(&x, w + n0 * K, n0, N - n0 < R ? N - n0 : R, err);
     if (!rc)
-        rc = encode_finish(&b, err);
-    band_encoder_free(&b);
+        rc = encode_finish(&x, err);
+    encoder_free(&x);
     return rc;
 }
 
@@ -382,38 +475,123 @@ static int produce_fp4_passthrough(const expert_src *s, int64_t e, uint8_t *weig
     return rc;
 }
 
-/* Expert e into weights and/or scales (either may be NULL). */
-static int produce_expert(const experts_ctx *c, int64_t e, void *weights, void *scales,
-                          m2o_err *err)
+/* Columns per panel of an input-major expert: whole quantization blocks, at least 64 so
+ * each source row contributes a full cache line. */
+static int64_t panel_cols(int64_t K, int block_size)
 {
-    const expert_src *s = &c->src;
-    if (expert_src_is_mxfp4(s) && enc_is_fp4(c->enc))
-        return produce_fp4_passthrough(s, e, weights, scales, err);
-    expert_enc enc = c->enc; /* a scales encoding: quantized like the weights, codes dropped */
+    int64_t kp = block_size > 64 ? block_size : 64;
+    return K % kp == 0 ? kp : 0;
+}
+
+/* The checkpoint tensor and element holding element (n, k) of expert e's [N][K] matrix. */
+static const st_tensor *source_element(const expert_src *s, int64_t e, int64_t n, int64_t k,
+                                       int64_t *index)
+{
+    int64_t N = s->N, K = s->K;
+    bool halves = s->interleave || (s->kind == EXPERT_PER_EXPERT && s->up[e]);
+    int64_t row = halves ? n / 2 : n;
+    switch (s->kind) {
+    case EXPERT_FUSED_KN:
+        *index = (e * K + k) * N + n;
+        return s->t;
+    case EXPERT_FUSED_NK:
+        *index = (e * N + (halves && n % 2 ? N / 2 : 0) + row) * K + k;
+        return s->t;
+    case EXPERT_PER_EXPERT:
+        *index = row * K + k;
+        return halves && n % 2 ? s->up[e] : s->per[e];
+    case EXPERT_MXFP4:
+        break;
+    }
+    *index = (e * N + n) * K + k;
+    return s->t;
+}
+
+/* The encoder failed on these float values (rows x cols, the band's rows from `first` or the
+ * panel's columns from `first`): if one is not finite, name it in the checkpoint (the
+ * quantizers refuse them, but only know the band's row and column). Else keeps err. */
+static int explain_failure(const expert_src *s, int64_t e, const float *w, int64_t rows,
+                           int64_t cols, bool panel, int64_t first, m2o_err *err)
+{
+    int64_t bad = first_nonfinite(w, rows * cols);
+    if (bad < 0)
+        return -1;
+    int64_t r = bad / cols, c = bad % cols, index;
+    const st_tensor *t = source_element(s, e, panel ? r : first + r, panel ? first + c : c, &index);
+    return report_nonfinite(t, index, w[bad], err);
+}
+
+/* Input-major expert e: panels of kp source rows, each read sequentially (converted and
+ * transposed on the way), encoded and scattered to its columns. */
+static int produce_panels(const expert_src *s, int64_t e, expert_encoder *x, int64_t kp,
+                          bool allow_nonfinite, m2o_err *err)
+{
+    int64_t N = s->N, K = s->K;
+    float *panel = m2o_malloc((size_t)(N * kp) * sizeof(float), err);
+    if (!panel)
+        return -1;
+    size_t es = st_dtype_size(s->t->dtype), released = (size_t)(e * N * K) * es;
+    int rc = 0;
+    for (int64_t k0 = 0; k0 < K && !rc; k0 += kp) {
+        rc = read_kn_panel(s, e, k0, kp, panel, err);
+        st_release_behind(s->t, &released, (size_t)((e * K + k0 + kp) * N) * es);
+        bool check = !rc && !allow_nonfinite && !enc_quantized(x->enc);
+        if (check && first_nonfinite(panel, N * kp) >= 0)
+            rc = explain_failure(s, e, panel, N, kp, true, k0, err);
+        if (!rc && encode_panel(x, panel, k0, kp, err)) {
+            explain_failure(s, e, panel, N, kp, true, k0, err);
+            rc = m2o_wrap(err, "encoding %s expert %lld", s->what, (long long)e);
+        }
+    }
+    free(panel);
+    return rc;
+}
+
+/* Row-major expert e (MXFP4, [N, K] tensors): bands of whole rows, released as they go. */
+static int produce_bands(const expert_src *s, int64_t e, expert_encoder *x, bool allow_nonfinite,
+                         m2o_err *err)
+{
     int64_t N = s->N, K = s->K, R = band_rows(N, K);
-    band_encoder b;
     float *band = m2o_malloc((size_t)(R * K) * sizeof(float), err);
     if (!band)
         return -1;
-    if (band_encoder_init(&b, enc, N, K, c->bits, c->block_size, c->io, weights, scales, err)) {
-        free(band);
-        return -1;
-    }
     expert_cursor cur;
     expert_cursor_init(s, e, &cur);
     int rc = 0;
     for (int64_t n0 = 0; n0 < N && !rc; n0 += R) {
         int64_t nr = N - n0 < R ? N - n0 : R;
-        rc = expert_read_band(s, e, n0, nr, band, c->allow_nonfinite, err);
-        if (!rc && encode_band(&b, band, n0, nr, err))
+        rc = expert_read_band(s, e, n0, nr, band, true, err);
+        bool check = !rc && !allow_nonfinite && !enc_quantized(x->enc) && !expert_src_is_mxfp4(s);
+        if (check && first_nonfinite(band, nr * K) >= 0)
+            rc = explain_failure(s, e, band, nr, K, false, n0, err);
+        if (!rc && encode_rows(x, band, n0, nr, err)) {
+            if (!expert_src_is_mxfp4(s))
+                explain_failure(s, e, band, nr, K, false, n0, err);
             rc = m2o_wrap(err, "encoding %s expert %lld", s->what, (long long)e);
+        }
         expert_release_behind(&cur, n0 + nr);
     }
-    if (!rc && encode_finish(&b, err))
+    free(band);
+    return rc;
+}
+
+int expert_produce(const expert_src *s, int64_t e, expert_enc enc, int bits, int block_size,
+                   int io_dtype, bool allow_nonfinite, void *weights, void *scales, m2o_err *err)
+{
+    if (expert_src_is_mxfp4(s) && enc_is_fp4(enc))
+        return produce_fp4_passthrough(s, e, weights, scales, err);
+    /* a scales encoding (weights NULL): quantized like the weights, codes dropped */
+    int64_t kp = s->kind == EXPERT_FUSED_KN ? panel_cols(s->K, enc_is_fp4(enc) ? 32 : block_size)
+                                            : 0;
+    expert_encoder x;
+    if (encoder_init(&x, enc, s->N, s->K, bits, block_size, io_dtype, weights, scales, kp, err))
+        return -1;
+    int rc = kp ? produce_panels(s, e, &x, kp, allow_nonfinite, err)
+                : produce_bands(s, e, &x, allow_nonfinite, err);
+    if (!rc && encode_finish(&x, err))
         rc = m2o_wrap(err, "encoding %s expert %lld", s->what, (long long)e);
     expert_release(s, e);
-    band_encoder_free(&b);
-    free(band);
+    encoder_free(&x);
     return rc;
 }
 
@@ -421,12 +599,15 @@ static int produce_single(void *vctx, int64_t e, void *out, m2o_err *err)
 {
     const experts_ctx *c = vctx;
     bool scales = c->enc == ENC_INT_SCALES || c->enc == ENC_FP4_SCALES;
-    return produce_expert(c, e, scales ? NULL : out, scales ? out : NULL, err);
+    return expert_produce(&c->src, e, c->enc, c->bits, c->block_size, c->io, c->allow_nonfinite,
+                          scales ? NULL : out, scales ? out : NULL, err);
 }
 
 static int produce_pair(void *vctx, int64_t e, void *const *outs, m2o_err *err)
 {
-    return produce_expert(vctx, e, outs[0], outs[1], err);
+    const experts_ctx *c = vctx;
+    return expert_produce(&c->src, e, c->enc, c->bits, c->block_size, c->io, c->allow_nonfinite,
+                          outs[0], outs[1], err);
 }
 
 /* ---- registering the initializers ---- */

@@ -65,6 +65,13 @@ int gb_add_experts_quantized(gb *b, const char *weights_name, const char *scales
                              const expert_src *src, expert_enc enc, int bits, int block_size,
                              m2o_err *err);
 
+/* What the streamed producers do for one expert: reads expert e of src in bands of rows and
+ * encodes it into weights (enc's chunk, or NULL) and scales (the matching scales chunk, or NULL;
+ * with enc a scales encoding, weights is NULL), then releases its checkpoint pages. io_dtype
+ * sets the float / scale type. Shared by gb_add_experts* and bench/bench_layer.c. */
+int expert_produce(const expert_src *src, int64_t e, expert_enc enc, int bits, int block_size,
+                   int io_dtype, bool allow_nonfinite, void *weights, void *scales, m2o_err *err);
+
 /* Pure: one expert's bytes for an encoding, from its float [N][K] matrix (int encodings, fp4
  * encode) — shared by the producer and by tests. out has the chunk size of that encoding. */
 int expert_encode(const float *w, int64_t N, int64_t K, expert_enc enc, int bits, int block_size,

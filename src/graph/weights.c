@@ -74,26 +74,12 @@ int check_finite(const float *v, size_t n, int64_t first_index, const char *tens
 {
     if (allow)
         return 0;
-    /* Branch-free exponent test over runs of 1024 (the compiler vectorizes it); only a run
-     * with a hit is searched again for the element to name. */
-    for (size_t r = 0; r < n; r += 1024) {
-        size_t m = n - r < 1024 ? n - r : 1024;
-        uint32_t hit = 0;
-        for (size_t i = 0; i < m; i++) {
-            uint32_t u;
-            memcpy(&u, &v[r + i], 4);
-            hit |= (uint32_t)((u & 0x7f800000u) == 0x7f800000u);
-        }
-        if (!hit)
-            continue;
-        for (size_t i = r; i < r + m; i++)
-            if (!isfinite(v[i]))
-                return m2o_fail(err, "tensor %s: element %lld is %s; fix the checkpoint or pass "
-                                     "--extra_options allow_nonfinite=1 to keep it",
-                                tensor, (long long)(first_index + (int64_t)i),
-                                isnan(v[i]) ? "NaN" : "Inf");
-    }
-    return 0;
+    int64_t i = f32_first_nonfinite(v, n);
+    if (i < 0)
+        return 0;
+    return m2o_fail(err, "tensor %s: element %lld is %s; fix the checkpoint or pass "
+                         "--allow-nonfinite to keep it",
+                    tensor, (long long)(first_index + i), isnan(v[i]) ? "NaN" : "Inf");
 }
 
 int64_t chunk_rows(int64_t rows, size_t row_bytes, size_t target)
@@ -458,10 +444,14 @@ static int produce_nbits(void *vctx, int64_t chunk, void *const *outs, m2o_err *
     int rc = 0;
     for (int64_t i = 0; i < nr && !rc; i += band) {
         int64_t m = nr - i < band ? nr - i : band;
-        rc = linear_read_rows(&c->s, r0 + i, m, w, c->allow_nonfinite, err);
-        if (!rc)
-            rc = qb_quantize(w, m, K, &c->p, codes + qb_codes_bytes(i, K, &c->p),
-                             scales + qb_scales_count(i, K, &c->p) * ss, NULL, err);
+        /* the quantizer refuses non-finite weights itself; only then is the band read again
+         * with the check, to name the tensor and element */
+        rc = linear_read_rows(&c->s, r0 + i, m, w, true, err);
+        if (!rc && qb_quantize(w, m, K, &c->p, codes + qb_codes_bytes(i, K, &c->p),
+                               scales + qb_scales_count(i, K, &c->p) * ss, NULL, err)) {
+            linear_read_rows(&c->s, r0 + i, m, w, false, err);
+            rc = -1;
+        }
     }
     linear_release_rows(&c->s, r0, nr);
     free(w);

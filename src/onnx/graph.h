@@ -115,6 +115,9 @@ typedef struct graph_write_opts {
     /* Called after each tensor is committed (from the writing thread). May be NULL. */
     void (*progress)(void *user, const char *tensor, uint64_t bytes_done, uint64_t bytes_total);
     void *progress_user;
+    /* Also call progress after every committed chunk of a streamed tensor (bytes_done then
+     * counts the chunks written so far), so a large tensor (an embedding) moves the bar. */
+    bool progress_chunks;
     /* Polled between chunks; when it returns true the write stops with an error. May be NULL. */
     bool (*cancelled)(void *user);
 } graph_write_opts;

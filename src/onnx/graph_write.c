@@ -260,9 +260,15 @@ static int commit_job(void *ctx, int64_t j, void *result, m2o_err *err)
     if (rc)
         return rc;
     advance_written(w, idx, chunk);
-    if (!in->streamed || chunk == in->n_chunks - 1)
+    if (!in->streamed || chunk == in->n_chunks - 1) {
         for (int m = 0; m < n; m++)
             finish_tensor(w, &in[m]);
+    } else if (w->o->progress && w->o->progress_chunks) {
+        uint64_t partial = 0;
+        for (int m = 0; m < n; m++)
+            partial += (uint64_t)(chunk + 1) * in[m].chunk_bytes;
+        w->o->progress(w->o->progress_user, in->name, w->bytes_done + partial, w->bytes_total);
+    }
     return 0;
 }
 

@@ -4,6 +4,8 @@
  * keeps more of a NaN's payload than the scalar float16 converter). */
 #include "quant/quant_internal.h"
 
+#include <string.h>
+
 void convert_bf16_to_f32(const uint16_t *src, float *dst, size_t n)
 {
 #if M2O_HAVE_X86
@@ -90,4 +92,23 @@ void convert_bf16_to_f32_transposed(const uint16_t *src, int64_t ld_src, int64_t
             for (int64_t r = r0; r < r1; r++)
                 dst[c * ld_dst + r] = bf16_to_f32(src[r * ld_src + c]);
     }
+}
+
+static bool nonfinite_bits(const float *v)
+{
+    uint32_t u;
+    memcpy(&u, v, 4);
+    return (u & 0x7f800000u) == 0x7f800000u;
+}
+
+int64_t f32_first_nonfinite(const float *v, size_t n)
+{
+#if M2O_HAVE_X86
+    if (quant_use_avx2())
+        return f32_first_nonfinite_avx2(v, n);
+#endif
+    for (size_t i = 0; i < n; i++)
+        if (nonfinite_bits(v + i))
+            return (int64_t)i;
+    return -1;
 }

@@ -99,6 +99,8 @@ void convert_bf16_to_f32(const uint16_t *src, float *dst, size_t n);
 void convert_f16_to_f32(const uint16_t *src, float *dst, size_t n);
 void convert_f32_to_f16(const float *src, uint16_t *dst, size_t n);
 void convert_f32_to_bf16(const float *src, uint16_t *dst, size_t n);
+/* Index of the first NaN or infinity in v[0, n), or -1 when every value is finite. */
+int64_t f32_first_nonfinite(const float *v, size_t n);
 /* dst[c][r] = src[r][c] for a rows x cols float matrix. */
 void transpose_f32(const float *src, int64_t rows, int64_t cols, float *dst);
 /* Converts and transposes a rows x cols block of a bfloat16 matrix in one pass:

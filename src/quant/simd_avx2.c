@@ -492,29 +492,41 @@ M2O_TARGET_AVX2 void transpose_f32_avx2(const float *src, int64_t rows, int64_t 
             dst[c * rows + r] = src[r * cols + c];
 }
 
-/* 8 rows x 8 bfloat16 from src (row stride ld_src) to 8 rows x 8 floats of the transpose. */
-M2O_TARGET_AVX2 static inline void bf16_transpose8x8(const uint16_t *src, int64_t ld_src,
-                                                     float *dst, int64_t ld_dst)
+/* 8 rows x 8 bfloat16 from src (row stride ld_src) to 8 rows x 8 floats of the transpose.
+ * Named registers (no arrays) so nothing spills to the stack. */
+M2O_TARGET_AVX2 static inline __attribute__((always_inline)) __m256 bf16x8_load(const uint16_t *p)
 {
-    __m256 r[8], t[8];
-    for (int i = 0; i < 8; i++) {
-        __m256i h = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(src + i * ld_src)));
-        r[i] = _mm256_castsi256_ps(_mm256_slli_epi32(h, 16));
-    }
-    for (int i = 0; i < 4; i++) {
-        t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
-        t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
-    }
-    for (int i = 0; i < 2; i++) {
-        r[4 * i + 0] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], _MM_SHUFFLE(1, 0, 1, 0));
-        r[4 * i + 1] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], _MM_SHUFFLE(3, 2, 3, 2));
-        r[4 * i + 2] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(1, 0, 1, 0));
-        r[4 * i + 3] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(3, 2, 3, 2));
-    }
-    for (int i = 0; i < 4; i++) {
-        _mm256_storeu_ps(dst + i * ld_dst, _mm256_permute2f128_ps(r[i], r[i + 4], 0x20));
-        _mm256_storeu_ps(dst + (i + 4) * ld_dst, _mm256_permute2f128_ps(r[i], r[i + 4], 0x31));
-    }
+    __m256i h = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(h, 16));
+}
+
+M2O_TARGET_AVX2 static inline __attribute__((always_inline)) void
+bf16_transpose8x8(const uint16_t *src, int64_t ld_src, float *dst, int64_t ld_dst)
+{
+    __m256 r0 = bf16x8_load(src), r1 = bf16x8_load(src + ld_src);
+    __m256 r2 = bf16x8_load(src + 2 * ld_src), r3 = bf16x8_load(src + 3 * ld_src);
+    __m256 r4 = bf16x8_load(src + 4 * ld_src), r5 = bf16x8_load(src + 5 * ld_src);
+    __m256 r6 = bf16x8_load(src + 6 * ld_src), r7 = bf16x8_load(src + 7 * ld_src);
+    __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
+    __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
+    __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
+    __m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+    r0 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(1, 0, 1, 0));
+    r1 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(3, 2, 3, 2));
+    r2 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(1, 0, 1, 0));
+    r3 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(3, 2, 3, 2));
+    r4 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(1, 0, 1, 0));
+    r5 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(3, 2, 3, 2));
+    r6 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(1, 0, 1, 0));
+    r7 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(3, 2, 3, 2));
+    _mm256_storeu_ps(dst, _mm256_permute2f128_ps(r0, r4, 0x20));
+    _mm256_storeu_ps(dst + ld_dst, _mm256_permute2f128_ps(r1, r5, 0x20));
+    _mm256_storeu_ps(dst + 2 * ld_dst, _mm256_permute2f128_ps(r2, r6, 0x20));
+    _mm256_storeu_ps(dst + 3 * ld_dst, _mm256_permute2f128_ps(r3, r7, 0x20));
+    _mm256_storeu_ps(dst + 4 * ld_dst, _mm256_permute2f128_ps(r0, r4, 0x31));
+    _mm256_storeu_ps(dst + 5 * ld_dst, _mm256_permute2f128_ps(r1, r5, 0x31));
+    _mm256_storeu_ps(dst + 6 * ld_dst, _mm256_permute2f128_ps(r2, r6, 0x31));
+    _mm256_storeu_ps(dst + 7 * ld_dst, _mm256_permute2f128_ps(r3, r7, 0x31));
 }
 
 M2O_TARGET_AVX2 void convert_bf16_to_f32_transposed_avx2(const uint16_t *src, int64_t ld_src,
@@ -522,15 +534,44 @@ M2O_TARGET_AVX2 void convert_bf16_to_f32_transposed_avx2(const uint16_t *src, in
                                                          int64_t ld_dst)
 {
     const int64_t R8 = rows / 8 * 8, C8 = cols / 8 * 8;
-    for (int64_t r = 0; r < R8; r += 8)
-        for (int64_t c = 0; c < C8; c += 8)
-            bf16_transpose8x8(src + r * ld_src + c, ld_src, dst + c * ld_dst + r, ld_dst);
+    for (int64_t r = 0; r < R8; r += 8) {
+        const uint16_t *s8 = src + r * ld_src;
+        for (int64_t c = 0; c < C8; c += 8) {
+            if ((c & 31) == 0) /* these 8 source rows, 512 bytes ahead: 8 strided streams */
+                for (int i = 0; i < 8; i++)
+                    _mm_prefetch((const char *)(s8 + i * ld_src + c + 256), _MM_HINT_T0);
+            bf16_transpose8x8(s8 + c, ld_src, dst + c * ld_dst + r, ld_dst);
+        }
+    }
     for (int64_t r = 0; r < rows; r++) /* right edge */
         for (int64_t c = C8; c < cols; c++)
             dst[c * ld_dst + r] = bf16_to_f32(src[r * ld_src + c]);
     for (int64_t r = R8; r < rows; r++) /* bottom edge */
         for (int64_t c = 0; c < C8; c++)
             dst[c * ld_dst + r] = bf16_to_f32(src[r * ld_src + c]);
+}
+
+/* ---- finiteness ---- */
+
+M2O_TARGET_AVX2 int64_t f32_first_nonfinite_avx2(const float *v, size_t n)
+{
+    size_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        __m256 bad = _mm256_or_ps(
+            _mm256_or_ps(non_finite_mask(_mm256_loadu_ps(v + i)),
+                         non_finite_mask(_mm256_loadu_ps(v + i + 8))),
+            _mm256_or_ps(non_finite_mask(_mm256_loadu_ps(v + i + 16)),
+                         non_finite_mask(_mm256_loadu_ps(v + i + 24))));
+        if (_mm256_movemask_ps(bad))
+            break; /* found in this run: the scalar loop below names the element */
+    }
+    for (; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, v + i, 4);
+        if ((u & 0x7f800000u) == 0x7f800000u)
+            return (int64_t)i;
+    }
+    return -1;
 }
 
 /* ---- MXFP4 ---- */
