@@ -4,8 +4,9 @@
  *   CUDA mxfp4 experts (encoded from BF16) are the MXFP4 encoding of the checkpoint's own
  *   floats, gate/up rows interleaved;
  *   QMoE attributes of plain SwiGLU (no clamp, alpha 1, beta 0, swiglu_fusion 1);
- *   routing per provider: norm_topk_prob=false is router_weights = Softmax on CPU QMoE, and a
- *   renormalised op scaled by the top-k softmax mass elsewhere; true is plain renormalisation;
+ *   routing per provider: norm_topk_prob=false is router_weights = Softmax on CPU QMoE, the
+ *   float MoE op renormalised and scaled by the top-k softmax mass, normalize_routing_weights=0
+ *   on CUDA QMoE; true is plain renormalisation;
  *   int4 builds keep the router and shared_expert_gate MatMuls float, quantize the shared expert;
  *   q/k norms carry the checkpoint's weights; qkv biases (qwen2) are the three biases stacked;
  *   every node name and produced value is unique (the shared expert's Muls included);
@@ -178,8 +179,10 @@ static void check_cuda_int(const char *fixture, moe_quant q, int bits, int block
         snprintf(nn, sizeof nn, "/model/layers.%d/moe/QMoE", L);
         const onnx_node *n = onnx_model_find_node(cuda->m, nn);
         int64_t v;
-        /* CUDA: renormalised op (+ top-k mass scaling for qwen2), no router_weights input */
-        CHECK_MSG(swiglu_attrs_ok(n, 1), "%s %s: SwiGLU/routing attributes", fixture, nn);
+        /* CUDA QMoE, no router_weights input: its kernel takes softmax over all experts and
+         * renormalises the top-k only with normalize_routing_weights=1 (norm_topk_prob) */
+        int64_t norm = !strcmp(fixture, "qwen3-moe-tiny");
+        CHECK_MSG(swiglu_attrs_ok(n, norm), "%s %s: SwiGLU/routing attributes", fixture, nn);
         CHECK(onnx_node_attr_int(n, "expert_weight_bits", &v) && v == bits);
         CHECK(onnx_node_attr_int(n, "block_size", &v) && v == block);
         CHECK(onnx_node_attr_int(n, "weights_prepacked", &v) && v == prepacked);
@@ -244,7 +247,7 @@ TEST(cuda_mxfp4_from_bf16_encodes_checkpoint_floats)
     CHECK_EQ(onnx_model_ir_version(x->m), 11);
     const onnx_node *n = onnx_model_find_node(x->m, "/model/layers.1/moe/QMoE");
     const char *qt;
-    CHECK(swiglu_attrs_ok(n, 1) && onnx_node_attr_string(n, "quant_type", &qt) && !strcmp(qt, "fp4"));
+    CHECK(swiglu_attrs_ok(n, 0) && onnx_node_attr_string(n, "quant_type", &qt) && !strcmp(qt, "fp4"));
     CHECK_EQ(onnx_node_input_count(n), 17);
     for (int p = 0; p < 2; p++) {
         int64_t N = p ? H : 2 * I, K = p ? I : H;
@@ -279,7 +282,7 @@ TEST(routing_per_provider)
         {"qwen2-moe-tiny", PREC_INT4, EP_CPU, "QMoE", 0, true, false},
         {"qwen2-moe-tiny", PREC_FP32, EP_CPU, "MoE", 1, false, true},
         {"qwen2-moe-tiny", PREC_FP16, EP_CUDA, "MoE", 1, false, true},
-        {"qwen2-moe-tiny", PREC_INT4, EP_CUDA, "QMoE", 1, false, true},
+        {"qwen2-moe-tiny", PREC_INT4, EP_CUDA, "QMoE", 0, false, false},
         {"qwen3-moe-tiny", PREC_INT4, EP_CPU, "QMoE", 1, false, false},
         {"qwen3-moe-tiny", PREC_FP32, EP_CPU, "MoE", 1, false, false},
     };
@@ -327,21 +330,21 @@ TEST(int4_keeps_router_and_shared_gate_float)
         char b[128];
 #define NODE(...) (snprintf(b, sizeof b, __VA_ARGS__), b)
         CHECK(is_op(x, NODE("/model/layers.%d/moe/router/MatMul", L), "MatMul"));
-        CHECK(is_op(x, NODE("/model/layers.%d/moe/shared_expert_gate/MatMul", L), "MatMul"));
-        CHECK(is_op(x, NODE("/model/layers.%d/moe/shared_expert_gate/Sigmoid", L), "Sigmoid"));
-        CHECK(is_op(x, NODE("/model/layers.%d/moe/shared_expert_gate/Mul", L), "Mul"));
-        CHECK(is_op(x, NODE("/model/layers.%d/moe/Add", L), "Add"));
+        CHECK(is_op(x, NODE("/model/layers.%d/shared_expert_gate/MatMul", L), "MatMul"));
+        CHECK(is_op(x, NODE("/model/layers.%d/shared_expert_gate/Sigmoid", L), "Sigmoid"));
+        CHECK(is_op(x, NODE("/model/layers.%d/shared_expert_gate/Mul", L), "Mul"));
+        CHECK(is_op(x, NODE("/model/layers.%d/moe_shared/Add", L), "Add"));
         const char *proj[3] = {"gate_proj", "up_proj", "down_proj"};
         for (int j = 0; j < 3; j++)
-            CHECK_MSG(is_op(x, NODE("/model/layers.%d/moe/shared_expert/%s/MatMul_Q4", L, proj[j]),
+            CHECK_MSG(is_op(x, NODE("/model/layers.%d/shared_expert/%s/MatMul_Q4", L, proj[j]),
                             "MatMulNBits"), "%s not MatMulNBits", b);
-        CHECK(is_op(x, NODE("/model/layers.%d/moe/shared_expert/act_fn/Mul", L), "Mul"));
-        CHECK(is_op(x, NODE("/model/layers.%d/moe/shared_expert/Mul", L), "Mul"));
+        CHECK(is_op(x, NODE("/model/layers.%d/shared_expert/act_fn/Mul", L), "Mul"));
+        CHECK(is_op(x, NODE("/model/layers.%d/shared_expert/Mul", L), "Mul"));
         CHECK(is_op(x, NODE("/model/layers.%d/attn/qkv_proj/MatMul_Q4", L), "MatMulNBits"));
         /* float weights of the gate: [H, 1] float32 equal to the checkpoint */
         int64_t gd[2] = {H, 1};
         size_t nb;
-        const float *g = init_data(x, NODE("model.layers.%d.moe.shared_expert_gate.MatMul.weight", L),
+        const float *g = init_data(x, NODE("model.layers.%d.shared_expert_gate.MatMul.weight", L),
                                    ONNX_FLOAT, 2, gd, &nb);
         const st_tensor *t = ckpt_find(x->ck, NODE("model.layers.%d.mlp.shared_expert_gate.weight", L));
         CHECK(g && t);
@@ -362,8 +365,8 @@ TEST(attention_norms_and_biases)
         for (int k = 0; k < 2; k++) {
             const char *w = k ? "k" : "q";
             char node[128], init[128], ck[128], expect_in[160];
-            snprintf(node, sizeof node, "/model/layers.%d/attn/%s_norm/SimplifiedLayerNormalization", L, w);
-            snprintf(init, sizeof init, "model.layers.%d.attn.%s_norm.weight", L, w);
+            snprintf(node, sizeof node, "/model/layers.%d/attn/%s_norm/SimplifiedLayerNorm", L, w);
+            snprintf(init, sizeof init, "model.layers.%d.attn.%s_norm.layernorm.weight", L, w);
             snprintf(ck, sizeof ck, "model.layers.%d.self_attn.%s_norm.weight", L, w);
             const onnx_node *n = onnx_model_find_node(x->m, node);
             CHECK_MSG(n && !strcmp(onnx_node_input(n, 1), init), "%s", node);
@@ -376,15 +379,16 @@ TEST(attention_norms_and_biases)
             m2o_err err = {{0}};
             CHECK(got && st_read_f32(ckpt_find(x->ck, ck), 0, HD, want, &err) == 0);
             CHECK_BYTES_EQ(got, want, sizeof want);
-            /* GQA takes the normed q and k, and v straight from the split */
+            /* GQA takes the normed q and k, and v straight from its projection */
             snprintf(node, sizeof node, "/model/layers.%d/attn/GroupQueryAttention", L);
             const onnx_node *g = onnx_model_find_node(x->m, node);
             snprintf(expect_in, sizeof expect_in, "/model/layers.%d/attn/%s_norm/Reshape_2/output_0", L, w);
             CHECK(g && !strcmp(onnx_node_input(g, (size_t)k), expect_in));
-            snprintf(expect_in, sizeof expect_in, "/model/layers.%d/attn/qkv_proj/Split/output_2", L);
+            snprintf(expect_in, sizeof expect_in, "/model/layers.%d/attn/v_proj/MatMul/output_0", L);
             CHECK(!strcmp(onnx_node_input(g, 2), expect_in));
         }
-    CHECK(onnx_model_find_initializer(x->m, "model.layers.0.attn.qkv_proj.Add.bias") == NULL);
+    CHECK(onnx_model_find_initializer(x->m, "model.layers.0.attn.q_proj.Add.bias") == NULL);
+    CHECK(onnx_model_find_initializer(x->m, "model.layers.0.attn.o_proj.Add.bias") == NULL);
 
     CHECK((x = export_fixture("qwen2-moe-tiny", opts(PREC_FP32, EP_CPU, MOE_QUANT_INT4, 32, 0))) != NULL);
     int64_t d[1] = {S + 2 * 128};
@@ -403,7 +407,7 @@ TEST(attention_norms_and_biases)
         off += len[j];
     }
     CHECK(onnx_model_find_initializer(x->m, "model.layers.1.attn.o_proj.Add.bias") == NULL);
-    CHECK(onnx_model_find_node(x->m, "/model/layers.1/attn/qkv_proj/Split") == NULL);
+    CHECK(onnx_model_find_node(x->m, "/model/layers.1/attn/q_norm/SimplifiedLayerNorm") == NULL);
 }
 
 /* Node names, and values produced by nodes, are unique over both graphs and precisions. */
