@@ -63,15 +63,34 @@ static int wrong_type(const src *s, const char *key, const char *want, const cJS
                     s->scope, key, want, type_name(j));
 }
 
-/* Python's json keeps the last of duplicate keys and cJSON the first: refuse to guess. */
+static int cmp_key(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* Python's json keeps the last of duplicate keys and cJSON the first: refuse to guess. Sorted,
+ * so a hostile file with many keys costs n log n, not n². */
 static int check_unique_keys(const src *s)
 {
+    size_t n = 0;
     for (const cJSON *a = s->obj ? s->obj->child : NULL; a; a = a->next)
-        for (const cJSON *b = a->next; b; b = b->next)
-            if (!strcmp(a->string, b->string))
-                return m2o_fail(s->err, "%s: key \"%s%s\" appears twice — fix config.json", s->what,
-                                s->scope, a->string);
-    return 0;
+        n++;
+    if (n < 2)
+        return 0;
+    const char **keys = malloc(n * sizeof *keys);
+    if (!keys)
+        return m2o_fail(s->err, "out of memory reading %s", s->what);
+    n = 0;
+    for (const cJSON *a = s->obj->child; a; a = a->next)
+        keys[n++] = a->string;
+    qsort(keys, n, sizeof *keys, cmp_key);
+    int rc = 0;
+    for (size_t i = 1; i < n && !rc; i++)
+        if (!strcmp(keys[i - 1], keys[i]))
+            rc = m2o_fail(s->err, "%s: key \"%s%s\" appears twice — fix config.json", s->what,
+                          s->scope, keys[i]);
+    free(keys);
+    return rc;
 }
 
 static bool json_integer(const cJSON *j, double lo, double hi)

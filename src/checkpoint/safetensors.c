@@ -66,7 +66,7 @@ struct st_file {
     st_tensor *tensors;   /* sorted by name */
     size_t n;
     char *arena;          /* tensor names, metadata keys and values */
-    const char **meta;    /* key0, value0, key1, value1, ... */
+    const char **meta;    /* key0, value0, key1, value1, ... sorted by key */
     size_t n_meta;
 };
 
@@ -202,6 +202,11 @@ static int cmp_tensor_name(const void *a, const void *b)
     return strcmp(((const st_tensor *)a)->name, ((const st_tensor *)b)->name);
 }
 
+static int cmp_meta_key(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
 static int cmp_span(const void *a, const void *b)
 {
     const span *x = a, *y = b;
@@ -304,10 +309,6 @@ static int parse_metadata(const cJSON *m, const char *what, m2o_err *err)
         if (!cJSON_IsString(kv))
             return m2o_fail(err, "%s: __metadata__ key '%s' holds %s, expected a string — " CORRUPT,
                             what, kv->string, json_type_name(kv));
-        for (const cJSON *prev = m->child; prev != kv; prev = prev->next)
-            if (!strcmp(prev->string, kv->string))
-                return m2o_fail(err, "%s: __metadata__ key '%s' appears twice — " CORRUPT, what,
-                                kv->string);
     }
     return 0;
 }
@@ -330,10 +331,10 @@ static int check_tiling(const st_file *f, const uint8_t *data, size_t data_len, 
     for (size_t i = 0; i < f->n && !rc; i++) {
         const char *name = f->tensors[sp[i].idx].name;
         if (sp[i].begin > cursor)
-            rc = m2o_fail(err, "%s: tensor '%s': data starts at byte %llu but %s ends at byte %llu "
-                          "— a %llu-byte hole in the data buffer; " CORRUPT, f->path, name,
-                          (unsigned long long)sp[i].begin,
-                          prev ? "the previous tensor" : "the buffer start", (unsigned long long)cursor,
+            rc = m2o_fail(err, "%s: tensor '%s': data starts at byte %llu but %s%s%s ends at byte "
+                          "%llu — a %llu-byte hole in the data buffer; " CORRUPT, f->path, name,
+                          (unsigned long long)sp[i].begin, prev ? "tensor '" : "the data before it",
+                          prev ? prev : "", prev ? "'" : "", (unsigned long long)cursor,
                           (unsigned long long)(sp[i].begin - cursor));
         else if (sp[i].begin < cursor)
             rc = m2o_fail(err, "%s: tensor '%s': data_offsets [%llu, %llu] overlap tensor '%s', "
@@ -406,6 +407,12 @@ static int build_file(st_file *f, const cJSON *root, const uint8_t *data, size_t
         }
     }
 
+    /* sorted, so duplicates are neighbours: linear, not quadratic, in hostile headers */
+    qsort(f->meta, f->n_meta, 2 * sizeof *f->meta, cmp_meta_key);
+    for (size_t k = 1; k < f->n_meta; k++)
+        if (!strcmp(f->meta[2 * k - 2], f->meta[2 * k]))
+            return m2o_fail(err, "%s: __metadata__ key '%s' appears twice — " CORRUPT, f->path,
+                            f->meta[2 * k]);
     qsort(f->tensors, f->n, sizeof *f->tensors, cmp_tensor_name);
     for (size_t k = 1; k < f->n; k++)
         if (!strcmp(f->tensors[k - 1].name, f->tensors[k].name))
@@ -520,10 +527,8 @@ const st_tensor *st_file_find(const st_file *f, const char *name)
 
 const char *st_file_metadata(const st_file *f, const char *key)
 {
-    for (size_t i = 0; i < f->n_meta; i++)
-        if (!strcmp(f->meta[2 * i], key))
-            return f->meta[2 * i + 1];
-    return NULL;
+    const char *const *hit = bsearch(&key, f->meta, f->n_meta, 2 * sizeof *f->meta, cmp_meta_key);
+    return hit ? hit[1] : NULL;
 }
 
 /* ---------- tensor data ---------- */
@@ -638,44 +643,31 @@ static bool plain_file_name(const char *s)
     return s[0] && strcmp(s, ".") && strcmp(s, "..") && !strchr(s, '/') && !strchr(s, '\\');
 }
 
-/* Returns the shard's number, adding it on first mention. Shards come in runs, so the last one
- * matched is tried first. */
-static int shard_id(st_index *ix, const char *name, size_t *last, size_t *cap, size_t *out,
-                    m2o_err *err)
+static int cmp_str_ptr(const void *a, const void *b)
 {
-    if (ix->n_shards && !strcmp(ix->shards[*last], name)) {
-        *out = *last;
-        return 0;
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* Distinct shard names, sorted (n log n even for a hostile index naming a shard per tensor). */
+static int collect_shards(st_index *ix, const char **names, size_t n, const char *what, m2o_err *err)
+{
+    qsort(names, n, sizeof *names, cmp_str_ptr);
+    ix->shards = m2o_calloc(n, sizeof *ix->shards, err);
+    if (!ix->shards)
+        return -1;
+    for (size_t i = 0; i < n; i++) {
+        if (i && !strcmp(names[i - 1], names[i]))
+            continue;
+        if (!(ix->shards[ix->n_shards] = strdup(names[i])))
+            return m2o_fail(err, "out of memory reading %s", what);
+        ix->n_shards++;
     }
-    for (size_t i = 0; i < ix->n_shards; i++)
-        if (!strcmp(ix->shards[i], name)) {
-            *out = *last = i;
-            return 0;
-        }
-    if (ix->n_shards == *cap) {
-        size_t nc = *cap ? 2 * *cap : 8;
-        char **ns = realloc(ix->shards, nc * sizeof *ns);
-        if (!ns)
-            return m2o_fail(err, "out of memory reading the shard index");
-        ix->shards = ns;
-        *cap = nc;
-    }
-    if (!(ix->shards[ix->n_shards] = strdup(name)))
-        return m2o_fail(err, "out of memory reading the shard index");
-    *out = *last = ix->n_shards++;
     return 0;
 }
 
 static int fill_index(st_index *ix, const cJSON *map, const char *what, m2o_err *err)
 {
-    size_t n = 0, cap = 0, last = 0;
-    for (const cJSON *e = map->child; e; e = e->next)
-        n++;
-    if (!n)
-        return m2o_fail(err, "%s: weight_map is empty — the index is corrupt; re-download it", what);
-    ix->entries = m2o_calloc(n, sizeof *ix->entries, err);
-    if (!ix->entries)
-        return -1;
+    size_t n = 0;
     for (const cJSON *e = map->child; e; e = e->next) {
         if (!cJSON_IsString(e))
             return m2o_fail(err, "%s: weight_map entry for tensor '%s' is %s, expected a shard file "
@@ -685,9 +677,28 @@ static int fill_index(st_index *ix, const cJSON *map, const char *what, m2o_err 
             return m2o_fail(err, "%s: tensor '%s' maps to \"%.200s\", which is not a plain file name "
                             "in the checkpoint folder — the index is corrupt or unsafe", what,
                             e->string, e->valuestring);
+        n++;
+    }
+    if (!n)
+        return m2o_fail(err, "%s: weight_map is empty — the index is corrupt; re-download it", what);
+    const char **names = m2o_malloc(n * sizeof *names, err);
+    ix->entries = m2o_calloc(n, sizeof *ix->entries, err);
+    if (!names || !ix->entries) {
+        free(names);
+        return -1;
+    }
+    size_t k = 0;
+    for (const cJSON *e = map->child; e; e = e->next)
+        names[k++] = e->valuestring;
+    int rc = collect_shards(ix, names, n, what, err);
+    free(names);
+    if (rc)
+        return -1;
+    for (const cJSON *e = map->child; e; e = e->next) {
         st_index_entry *en = &ix->entries[ix->n_entries];
-        if (shard_id(ix, e->valuestring, &last, &cap, &en->shard, err))
-            return -1;
+        const char *key = e->valuestring;
+        char **hit = bsearch(&key, ix->shards, ix->n_shards, sizeof *ix->shards, cmp_str_ptr);
+        en->shard = (size_t)(hit - ix->shards);
         if (!(en->tensor = strdup(e->string)))
             return m2o_fail(err, "out of memory reading %s", what);
         ix->n_entries++;

@@ -52,7 +52,7 @@ const char *st_file_metadata(const st_file *f, const char *key);
 
 /* model.safetensors.index.json, parsed: {"metadata": {...}, "weight_map": {tensor: shard file}}.
  * Shard names must be plain file names (no directories); weight_map must not be empty or name a
- * tensor twice. Entries are sorted by tensor name; shards are listed in order of first mention. */
+ * tensor twice. Entries are sorted by tensor name, shards by file name. */
 typedef struct st_index_entry {
     const char *tensor;
     size_t shard; /* index into shards[] */

@@ -28,7 +28,10 @@ typedef struct st_wmeta {
 struct st_writer {
     char *path, *tmp_path;
     int fd;            /* -1 until begin_data */
+    int dfd;           /* O_DIRECT descriptor of the same file, or -1 */
+    bool want_direct;
     int threads;
+    uint8_t *header;   /* the 8 + header_len header bytes, kept for st_writer_fill_all */
     st_wtensor *t;
     size_t count, cap;
     st_wmeta *meta;
@@ -36,25 +39,6 @@ struct st_writer {
     uint64_t header_len, data_len;
     uint64_t pos;      /* data bytes written or skipped so far */
 };
-
-static const struct { const char *name; size_t size; } k_dtypes[ST_DTYPE_COUNT] = {
-    [ST_BOOL] = {"BOOL", 1},    [ST_U8] = {"U8", 1},      [ST_I8] = {"I8", 1},
-    [ST_U16] = {"U16", 2},      [ST_I16] = {"I16", 2},    [ST_F16] = {"F16", 2},
-    [ST_BF16] = {"BF16", 2},    [ST_U32] = {"U32", 4},    [ST_I32] = {"I32", 4},
-    [ST_F32] = {"F32", 4},      [ST_U64] = {"U64", 8},    [ST_I64] = {"I64", 8},
-    [ST_F64] = {"F64", 8},      [ST_F8_E4M3] = {"F8_E4M3", 1},
-    [ST_F8_E5M2] = {"F8_E5M2", 1}, [ST_F8_E8M0] = {"F8_E8M0", 1},
-};
-
-const char *st_writer_dtype_name(st_dtype dt)
-{
-    return (unsigned)dt < ST_DTYPE_COUNT ? k_dtypes[dt].name : NULL;
-}
-
-size_t st_writer_dtype_size(st_dtype dt)
-{
-    return (unsigned)dt < ST_DTYPE_COUNT ? k_dtypes[dt].size : 0;
-}
 
 static char *dup_str(const char *s, m2o_err *err)
 {
@@ -72,6 +56,7 @@ int st_writer_open(const char *path, int threads, st_writer **out, m2o_err *err)
     if (!w)
         return -1;
     w->fd = -1;
+    w->dfd = -1;
     if (threads <= 0) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
         threads = n > 0 ? (int)n : 1;
@@ -111,12 +96,12 @@ int st_writer_declare(st_writer *w, const char *name, st_dtype dtype, int ndim,
 {
     if (w->fd >= 0)
         return m2o_fail(err, "%s: tensor %s declared after the header was written", w->path, name);
-    if (!st_writer_dtype_name(dtype))
+    if ((unsigned)dtype >= ST_DTYPE_COUNT)
         return m2o_fail(err, "%s: tensor %s has unknown dtype %d", w->path, name, (int)dtype);
     if (ndim < 0 || ndim > ST_MAX_DIMS)
         return m2o_fail(err, "%s: tensor %s has rank %d (0..%d supported)", w->path, name, ndim,
                         ST_MAX_DIMS);
-    uint64_t nbytes = st_writer_dtype_size(dtype);
+    uint64_t nbytes = st_dtype_size(dtype);
     for (int d = 0; d < ndim; d++) {
         if (shape[d] < 0)
             return m2o_fail(err, "%s: tensor %s has negative dimension %d", w->path, name, d);
@@ -203,7 +188,7 @@ static void sb_tensor_entry(sbuf *b, const st_wtensor *t)
     char num[64];
     sb_json_string(b, t->name);
     sb_puts(b, ":{\"dtype\":\"");
-    sb_puts(b, st_writer_dtype_name(t->dtype));
+    sb_puts(b, st_dtype_name(t->dtype));
     sb_puts(b, "\",\"shape\":[");
     for (int d = 0; d < t->ndim; d++) {
         snprintf(num, sizeof num, "%s%" PRId64, d ? "," : "", t->shape[d]);
@@ -314,15 +299,14 @@ int st_writer_begin_data(st_writer *w, m2o_err *err)
         return -1;
     }
     w->header_len = b.len - 8;
+    w->header = (uint8_t *)b.p;
     w->fd = open(w->tmp_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (w->fd < 0) {
-        int e = errno;
-        free(b.p);
-        return m2o_fail(err, "cannot create %s: %s", w->tmp_path, strerror(e));
-    }
-    int rc = write_at(w, b.p, b.len, 0, err);
-    free(b.p);
-    return rc;
+    if (w->fd < 0)
+        return m2o_fail(err, "cannot create %s: %s", w->tmp_path, strerror(errno));
+    /* File systems without O_DIRECT (tmpfs) refuse it here: stay with the page cache. */
+    if (w->want_direct)
+        w->dfd = open(w->tmp_path, O_WRONLY | O_DIRECT | O_CLOEXEC);
+    return write_at(w, w->header, 8 + w->header_len, 0, err);
 }
 
 static const char *tensor_at(const st_writer *w, uint64_t pos)
@@ -448,6 +432,150 @@ int st_writer_fill(st_writer *w, size_t index, st_fill_fn fn, void *ctx, m2o_err
     return 0;
 }
 
+/* ---- whole-file fill ----------------------------------------------------------------------- */
+
+/* The file is cut into windows of ST_WRITER_CHUNK bytes at fixed file offsets; each worker builds
+ * whole windows (header bytes, then pieces of every tensor the window crosses) and writes them
+ * with one pwrite, through O_DIRECT when available: aligned offsets and lengths are what direct
+ * I/O needs, and it keeps gigabytes of synthetic data out of the page cache. */
+#define ST_DIRECT_ALIGN 4096
+
+typedef struct window_job {
+    st_writer *w;
+    st_fill_fn fn;
+    void *ctx;
+    size_t nwindows, next_claim, windows_done;
+    bool failed;
+    m2o_err err;
+    pthread_mutex_t mu;
+    pthread_t caller;
+    st_progress_fn progress;
+    void *progress_ctx;
+} window_job;
+
+/* First tensor whose data ends after data position pos (tensors tile the buffer in order). */
+static size_t first_tensor_ending_after(const st_writer *w, uint64_t pos)
+{
+    size_t lo = 0, hi = w->count;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (w->t[mid].end <= pos)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+static int build_window(window_job *j, uint64_t start, size_t len, uint8_t *buf, m2o_err *err)
+{
+    const st_writer *w = j->w;
+    uint64_t hb = 8 + w->header_len, end = start + len;
+    if (start < hb)
+        memcpy(buf, w->header + start, (size_t)((end < hb ? end : hb) - start));
+    uint64_t d0 = start > hb ? start - hb : 0, d1 = end - hb;
+    for (size_t i = first_tensor_ending_after(w, d0); end > hb && i < w->count && w->t[i].begin < d1; i++) {
+        const st_wtensor *t = &w->t[i];
+        uint64_t a = t->begin > d0 ? t->begin : d0, b = t->end < d1 ? t->end : d1;
+        if (b > a && j->fn(j->ctx, i, a - t->begin, buf + (hb + a - start), (size_t)(b - a), err))
+            return m2o_wrap(err, "tensor %s", t->name);
+    }
+    return 0;
+}
+
+/* Direct write of the window rounded up to the alignment (st_writer_finish truncates the tail);
+ * a refusal (EINVAL: stricter alignment, or no direct I/O after all) falls back to the cache. */
+static int write_window(const st_writer *w, uint8_t *buf, size_t len, uint64_t start, m2o_err *err)
+{
+    if (w->dfd >= 0) {
+        size_t padded = (len + ST_DIRECT_ALIGN - 1) / ST_DIRECT_ALIGN * ST_DIRECT_ALIGN;
+        memset(buf + len, 0, padded - len);
+        ssize_t n;
+        do
+            n = pwrite(w->dfd, buf, padded, (off_t)start);
+        while (n < 0 && errno == EINTR);
+        if (n == (ssize_t)padded)
+            return 0;
+        if (n >= 0 || errno != EINVAL)
+            return write_fail(w, n < 0 ? errno : EIO, len, err);
+    }
+    return write_at(w, buf, len, start, err);
+}
+
+static void *window_worker(void *arg)
+{
+    window_job *j = arg;
+    const st_writer *w = j->w;
+    uint64_t file_end = st_writer_file_size(w);
+    bool is_caller = pthread_equal(pthread_self(), j->caller);
+    m2o_err e = {{0}};
+    void *mem = NULL;
+    if (posix_memalign(&mem, ST_DIRECT_ALIGN, ST_WRITER_CHUNK) != 0)
+        mem = NULL;
+    pthread_mutex_lock(&j->mu);
+    if (!mem && !j->failed) {
+        j->failed = true;
+        m2o_fail(&j->err, "writing %s: out of memory for a %zu-byte buffer", w->path, ST_WRITER_CHUNK);
+    }
+    while (!j->failed && j->next_claim < j->nwindows) {
+        size_t k = j->next_claim++;
+        pthread_mutex_unlock(&j->mu);
+        uint64_t start = (uint64_t)k * ST_WRITER_CHUNK;
+        size_t len = (size_t)(file_end - start < ST_WRITER_CHUNK ? file_end - start : ST_WRITER_CHUNK);
+        int rc = build_window(j, start, len, mem, &e);
+        if (!rc)
+            rc = write_window(w, mem, len, start, &e);
+        pthread_mutex_lock(&j->mu);
+        if (rc && !j->failed) {
+            j->failed = true;
+            j->err = e;
+        }
+        j->windows_done++;
+        if (is_caller && j->progress && !j->failed) {
+            uint64_t done = (uint64_t)j->windows_done * ST_WRITER_CHUNK;
+            uint64_t total = st_writer_file_size(w);
+            pthread_mutex_unlock(&j->mu);
+            j->progress(j->progress_ctx, done < total ? done : total, total);
+            pthread_mutex_lock(&j->mu);
+        }
+    }
+    pthread_mutex_unlock(&j->mu);
+    free(mem);
+    return NULL;
+}
+
+void st_writer_use_direct_io(st_writer *w) { w->want_direct = true; }
+
+int st_writer_fill_all(st_writer *w, st_fill_fn fn, void *ctx, st_progress_fn progress,
+                       void *progress_ctx, m2o_err *err)
+{
+    if (w->fd < 0 || w->pos != 0)
+        return m2o_fail(err, "%s: st_writer_fill_all needs a fresh file (header written, no data)",
+                        w->path);
+    window_job j = {.w = w, .fn = fn, .ctx = ctx, .caller = pthread_self(), .progress = progress,
+                    .progress_ctx = progress_ctx};
+    j.nwindows = (size_t)((st_writer_file_size(w) + ST_WRITER_CHUNK - 1) / ST_WRITER_CHUNK);
+    int helpers = (w->threads < (int)j.nwindows ? w->threads : (int)j.nwindows) - 1;
+    pthread_t tid[ST_WRITER_MAX_THREADS];
+    int started = 0;
+    pthread_mutex_init(&j.mu, NULL);
+    while (started < helpers && pthread_create(&tid[started], NULL, window_worker, &j) == 0)
+        started++;
+    window_worker(&j);
+    for (int i = 0; i < started; i++)
+        pthread_join(tid[i], NULL);
+    pthread_mutex_destroy(&j.mu);
+    if (j.failed) {
+        if (err)
+            *err = j.err;
+        return -1;
+    }
+    w->pos = w->data_len;
+    return 0;
+}
+
+bool st_writer_is_direct(const st_writer *w) { return w->dfd >= 0; }
+
 /* ---- end ------------------------------------------------------------------------------------ */
 
 static void free_writer(st_writer *w)
@@ -460,6 +588,7 @@ static void free_writer(st_writer *w)
     }
     free(w->t);
     free(w->meta);
+    free(w->header);
     free(w->path);
     free(w->tmp_path);
     free(w);
@@ -476,9 +605,11 @@ int st_writer_finish(st_writer *w, m2o_err *err)
     /* A trailing st_writer_skip leaves the file short: extend it to its full size. */
     else if (ftruncate(w->fd, (off_t)st_writer_file_size(w)) != 0)
         rc = write_fail(w, errno, 0, err);
+    if (w->dfd >= 0 && close(w->dfd) != 0 && !rc)
+        rc = write_fail(w, errno, 0, err);
     if (w->fd >= 0 && close(w->fd) != 0 && !rc)
         rc = write_fail(w, errno, 0, err);
-    w->fd = -1;
+    w->fd = w->dfd = -1;
     if (!rc && rename(w->tmp_path, w->path) != 0)
         rc = m2o_fail(err, "cannot rename %s to %s: %s", w->tmp_path, w->path, strerror(errno));
     if (rc)
@@ -491,6 +622,8 @@ void st_writer_abort(st_writer *w)
 {
     if (!w)
         return;
+    if (w->dfd >= 0)
+        close(w->dfd);
     if (w->fd >= 0) {
         close(w->fd);
         unlink(w->tmp_path);

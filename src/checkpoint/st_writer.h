@@ -1,17 +1,19 @@
 /* Streaming safetensors writer (format: SPEC §1). Tensors are declared first (name, dtype,
  * shape); st_writer_begin_data() then writes the 8-byte little-endian header length and the JSON
  * header (padded with spaces so the data buffer starts at a multiple of 8), with data_offsets
- * tiling the buffer in declaration order. The data is then appended in that same order, either
- * by plain writes or by a producer callback run on worker threads in fixed-size chunks, so memory
- * stays bounded whatever the tensor size. Output goes to "<path>.partial" and is renamed to
- * <path> only by a successful st_writer_finish(). */
+ * tiling the buffer in declaration order. The data then comes from plain writes in that order,
+ * or from a producer callback run on worker threads over fixed-size chunks (per tensor, or over
+ * the whole file at once, optionally with O_DIRECT), so memory stays bounded whatever the tensor
+ * size. Output goes to "<path>.partial" and is renamed to <path> only by a successful
+ * st_writer_finish(). */
 #ifndef M2O_ST_WRITER_H
 #define M2O_ST_WRITER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
-#include "checkpoint/safetensors.h" /* st_dtype */
+#include "checkpoint/safetensors.h" /* st_dtype, st_dtype_name, st_dtype_size */
 #include "common/err.h"
 
 typedef struct st_writer st_writer;
@@ -40,10 +42,26 @@ int st_writer_begin_data(st_writer *w, m2o_err *err);
 int st_writer_write(st_writer *w, const void *data, size_t len, m2o_err *err);
 
 /* Writes all of tensor `index`, which must be the next one (nothing of it written yet), by
- * calling fn on chunks of at most ST_WRITER_CHUNK bytes, filled on worker threads and written in
- * order. */
+ * calling fn on chunks of at most ST_WRITER_CHUNK bytes; each worker thread writes the chunks it
+ * filled at their place in the file. */
 #define ST_WRITER_CHUNK ((size_t)2 << 20)
 int st_writer_fill(st_writer *w, size_t index, st_fill_fn fn, void *ctx, m2o_err *err);
+
+/* Progress of st_writer_fill_all: file bytes done so far out of the file size. */
+typedef void (*st_progress_fn)(void *ctx, uint64_t done, uint64_t total);
+
+/* Asks st_writer_fill_all to write with O_DIRECT (no page cache: steady speed on busy machines,
+ * no gigabytes of dirty pages). Call before st_writer_begin_data. File systems that refuse direct
+ * I/O get ordinary writes. */
+void st_writer_use_direct_io(st_writer *w);
+bool st_writer_is_direct(const st_writer *w); /* after begin_data: direct I/O in effect */
+
+/* Writes the whole data buffer (nothing of it written yet): the file is cut into windows of
+ * ST_WRITER_CHUNK bytes, each built on a worker thread from the header and fn's pieces of the
+ * tensors it crosses, and written with one positional write. progress (may be NULL) is called on
+ * the caller's thread. */
+int st_writer_fill_all(st_writer *w, st_fill_fn fn, void *ctx, st_progress_fn progress,
+                       void *progress_ctx, m2o_err *err);
 
 /* Advances over len bytes without writing them: they read back as zeros and take no disk space
  * on file systems with sparse files. */
@@ -62,9 +80,5 @@ uint64_t st_writer_header_len(const st_writer *w);
 uint64_t st_writer_data_len(const st_writer *w);
 uint64_t st_writer_file_size(const st_writer *w);
 size_t st_writer_count(const st_writer *w);
-
-/* Name and element size the writer uses for a dtype (NULL / 0 for an unknown value). */
-const char *st_writer_dtype_name(st_dtype dt);
-size_t st_writer_dtype_size(st_dtype dt);
 
 #endif

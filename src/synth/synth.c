@@ -339,6 +339,21 @@ static int cmp_in_shard(const void *a, const void *b)
     return strcmp(x->name, y->name);
 }
 
+typedef struct shard_progress {
+    const synth_opts *o;
+    const char *file;
+    uint64_t base, total, header;  /* tensor bytes before this shard; all; this shard's header */
+} shard_progress;
+
+/* st_writer counts file bytes; synth reports tensor bytes over all shards. */
+static void report_shard_progress(void *ctx, uint64_t done, uint64_t total)
+{
+    const shard_progress *p = ctx;
+    uint64_t data = done > p->header ? done - p->header : 0;
+    (void)total;
+    p->o->progress(p->o->progress_ctx, p->file, p->base + data, p->total);
+}
+
 static int write_shard(const synth_opts *o, const plan *pl, const synth_tables *tables, int shard,
                        const plan_tensor **order, uint64_t *done, m2o_err *err)
 {
@@ -354,25 +369,27 @@ static int write_shard(const synth_opts *o, const plan *pl, const synth_tables *
     st_writer *w;
     if (st_writer_open(path, o->threads, &w, err))
         return -1;
+    if (!o->cached_io)
+        st_writer_use_direct_io(w);
     int rc = st_writer_metadata(w, "format", "pt", err);
-    for (size_t k = 0; k < n && !rc; k++) {
-        const plan_tensor *t = order[k];
-        rc = st_writer_declare(w, t->name, t->dtype, t->ndim, t->shape, err);
-    }
+    for (size_t k = 0; k < n && !rc; k++)
+        rc = st_writer_declare(w, order[k]->name, order[k]->dtype, order[k]->ndim, order[k]->shape, err);
     if (!rc)
         rc = st_writer_begin_data(w, err);
     shard_ctx ctx = {.pl = pl, .tables = tables, .seed = o->seed, .order = order};
-    for (size_t k = 0; k < n && !rc; k++) {
-        const plan_tensor *t = order[k];
-        rc = o->sparse ? st_writer_skip(w, t->nbytes, err) : st_writer_fill(w, k, fill_tensor, &ctx, err);
-        *done += t->nbytes;
-        if (!rc && o->progress)
-            o->progress(o->progress_ctx, name, *done, pl->total_bytes);
-    }
+    shard_progress prog = {.o = o, .file = name, .base = *done, .total = pl->total_bytes,
+                           .header = 8 + st_writer_header_len(w)};
+    if (!rc && !o->sparse)
+        rc = st_writer_fill_all(w, fill_tensor, &ctx, o->progress ? report_shard_progress : NULL, &prog, err);
+    if (!rc && o->sparse)
+        rc = st_writer_skip(w, st_writer_data_len(w), err);
     if (rc) {
         st_writer_abort(w);
         return -1;
     }
+    *done += st_writer_data_len(w);
+    if (o->progress)
+        o->progress(o->progress_ctx, name, *done, pl->total_bytes);
     return st_writer_finish(w, err);
 }
 

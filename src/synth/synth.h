@@ -28,8 +28,8 @@ typedef enum synth_experts {
     SYNTH_EXPERTS_BF16,       /* gpt-oss: gate_up_proj [E, H, 2I] / down_proj [E, I, H]; Qwen: per expert */
 } synth_experts;
 
-/* Called on the writing thread after each tensor: the shard being written and the tensor bytes
- * done so far out of the total over all shards. */
+/* Called on the calling thread while data is written (about every 2 MB) and after each shard:
+ * the shard being written and the tensor bytes done so far out of the total over all shards. */
 typedef void (*synth_progress_fn)(void *ctx, const char *file, uint64_t done, uint64_t total);
 
 typedef struct synth_opts {
@@ -44,6 +44,9 @@ typedef struct synth_opts {
     int threads;              /* 0 = one per online CPU */
     bool sparse;              /* real headers and file sizes, but tensor data left as holes that
                                  read back as zeros: for layout tests and I/O-free dry runs */
+    bool cached_io;           /* write through the page cache instead of O_DIRECT (direct is the
+                                 default: steady speed and no gigabytes of dirty pages; file
+                                 systems without it, like tmpfs, get cached writes anyway) */
     synth_progress_fn progress;
     void *progress_ctx;
 } synth_opts;

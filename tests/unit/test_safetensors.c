@@ -564,10 +564,10 @@ TEST(rule_offsets_with_gap)
 {
     const char *e = st_error("gap.st", "{\"a\":{\"dtype\":\"U8\",\"shape\":[4],\"data_offsets\":[0,4]},"
                                        "\"b\":{\"dtype\":\"U8\",\"shape\":[4],\"data_offsets\":[6,10]}}", 10);
-    CHECK_STR_CONTAINS(e, "gap.st: tensor 'b': data starts at byte 6 but the previous tensor ends at byte 4 "
+    CHECK_STR_CONTAINS(e, "gap.st: tensor 'b': data starts at byte 6 but tensor 'a' ends at byte 4 "
                           "— a 2-byte hole in the data buffer");
     e = st_error("gap0.st", "{\"a\":{\"dtype\":\"U8\",\"shape\":[4],\"data_offsets\":[2,6]}}", 6);
-    CHECK_STR_CONTAINS(e, "tensor 'a': data starts at byte 2 but the buffer start ends at byte 0");
+    CHECK_STR_CONTAINS(e, "tensor 'a': data starts at byte 2 but the data before it ends at byte 0 — a 2-byte hole");
 }
 
 TEST(rule_overlapping_offsets)
@@ -758,4 +758,22 @@ TEST(ckpt_directory_without_weights)
     CHECK_MSG(ckpt_open(d, &c, &g_err) == 0, "%s", g_err.msg);
     CHECK_EQ(ckpt_count(c), 2);
     ckpt_close(c);
+}
+
+TEST(index_parse_in_memory)
+{
+    const char *j = "{\"metadata\":null,\"weight_map\":{\"z\":\"b.safetensors\",\"m\":\"a.safetensors\","
+                    "\"a\":\"b.safetensors\"}}  \n";
+    st_index *ix = NULL;
+    CHECK_MSG(st_index_parse(j, strlen(j), "ix", &ix, &g_err) == 0, "%s", g_err.msg);
+    CHECK_EQ(ix->n_shards, 2);
+    CHECK(!strcmp(ix->shards[0], "a.safetensors") && !strcmp(ix->shards[1], "b.safetensors"));
+    CHECK_EQ(ix->n_entries, 3);
+    CHECK(!strcmp(ix->entries[0].tensor, "a") && ix->entries[0].shard == 1);
+    CHECK(!strcmp(ix->entries[1].tensor, "m") && ix->entries[1].shard == 0);
+    CHECK(st_index_find(ix, "z") == &ix->entries[2] && st_index_find(ix, "q") == NULL);
+    st_index_free(ix);
+    /* the length bounds the text: a prefix that is not a complete object is refused */
+    CHECK(st_index_parse(j, 20, "ix", &ix, &g_err) == -1 && ix == NULL);
+    CHECK_STR_CONTAINS(g_err.msg, "ix: shard index is not valid JSON");
 }

@@ -12,6 +12,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "checkpoint/config.h"
+#include "checkpoint/safetensors.h"
 #include "checkpoint/st_writer.h"
 #include "common/half.h"
 #include "synth/synth.h"
@@ -311,6 +313,57 @@ TEST(st_writer_threaded_fill_writes_every_chunk_in_place)
     free(got);
     CHECK_MSG(bad == SIZE_MAX, "data byte %zu differs from the producer's", bad);
     remove_tree(dir);
+}
+
+/* The whole-file fill: windows cross the header and tensor boundaries (an empty tensor
+ * included), through O_DIRECT and through the page cache, with several threads. */
+static void check_fill_all(bool direct, int threads)
+{
+    char dir[512], path[600];
+    make_tmpdir(dir, sizeof dir);
+    snprintf(path, sizeof path, "%s/w.safetensors", dir);
+    m2o_err err = {{0}};
+    st_writer *w;
+    const int64_t n[4] = {1000, 0, 5 * (int64_t)ST_WRITER_CHUNK / 2 + 3, 7};
+    const st_dtype dt[4] = {ST_U8, ST_F32, ST_U8, ST_BF16};
+    const char *names[4] = {"a", "e", "big", "c"};
+    CHECK(st_writer_open(path, threads, &w, &err) == 0);
+    if (direct)
+        st_writer_use_direct_io(w);
+    for (int i = 0; i < 4; i++)
+        CHECK(st_writer_declare(w, names[i], dt[i], 1, &n[i], &err) == 0);
+    CHECK(st_writer_begin_data(w, &err) == 0);
+    uint64_t data_at = 8 + st_writer_header_len(w), size = st_writer_file_size(w);
+    CHECK_MSG(st_writer_fill_all(w, fill_pattern, NULL, NULL, NULL, &err) == 0, "%s", err.msg);
+    CHECK(st_writer_finish(w, &err) == 0);
+    size_t len = 0;
+    uint8_t *got = slurp(path, &len);
+    CHECK(got);
+    CHECK_EQ(len, size);
+    uint64_t hlen = 0;
+    for (int i = 0; i < 8; i++)
+        hlen |= (uint64_t)got[i] << (8 * i);
+    CHECK_EQ(8 + hlen, data_at);
+    CHECK(got[data_at - 1] == ' ' || got[data_at - 1] == '}');
+    size_t bad = SIZE_MAX;
+    uint64_t pos = data_at;
+    for (int i = 0; i < 4 && bad == SIZE_MAX; i++) {
+        uint64_t nbytes = (uint64_t)n[i] * (dt[i] == ST_BF16 ? 2 : dt[i] == ST_F32 ? 4 : 1);
+        for (uint64_t k = 0; k < nbytes && bad == SIZE_MAX; k++)
+            if (got[pos + k] != pattern((size_t)i, k))
+                bad = (size_t)(pos + k);
+        pos += nbytes;
+    }
+    free(got);
+    CHECK_MSG(bad == SIZE_MAX, "file byte %zu differs from the producer's (direct %d)", bad, direct);
+    remove_tree(dir);
+}
+
+TEST(st_writer_fill_all_direct_and_cached)
+{
+    check_fill_all(true, 3);
+    check_fill_all(false, 2);
+    check_fill_all(true, 1);
 }
 
 TEST(st_writer_reports_misuse_and_leaves_no_file)
@@ -725,6 +778,40 @@ TEST(synth_output_is_deterministic)
     remove_tree(d4);
 }
 
+typedef struct progress_log {
+    int calls;
+    uint64_t last, total;
+    bool monotonic;
+    char first_file[64];
+} progress_log;
+
+static void log_progress(void *ctx, const char *file, uint64_t done, uint64_t total)
+{
+    progress_log *p = ctx;
+    if (!p->calls++)
+        snprintf(p->first_file, sizeof p->first_file, "%s", file);
+    p->monotonic &= done >= p->last;
+    p->last = done;
+    p->total = total;
+}
+
+TEST(synth_reports_progress_per_shard)
+{
+    char dir[512];
+    make_tmpdir(dir, sizeof dir);
+    progress_log log = {.monotonic = true};
+    synth_opts o = {.preset = "gpt-oss-tiny", .out_dir = dir, .shard_bytes = 1000000,
+                    .progress = log_progress, .progress_ctx = &log};
+    m2o_err err = {{0}};
+    CHECK_MSG(synth_write(&o, &err) == 0, "%s", err.msg);
+    CHECK_MSG(log.calls >= 4, "%d progress calls for 4 shards", log.calls);
+    CHECK(log.monotonic);
+    CHECK_EQ(log.last, 3020336);
+    CHECK_EQ(log.total, 3020336);
+    CHECK_STR_CONTAINS(log.first_file, "model-00001-of-00004.safetensors");
+    remove_tree(dir);
+}
+
 /* Full-size gpt-oss-20b, one layer, 200 MB shards, sparse (real headers and sizes, data holes):
  * the shard files, index and tensor shapes are exactly what a converter will see. */
 TEST(synth_gpt_oss_20b_layout_sharded_like_the_hub)
@@ -855,5 +942,82 @@ TEST(synth_output_directory_rules)
     CHECK(synth_to("gpt-oss-tiny", foreign, 0, 0, 1, 0, false, &err) != 0);
     CHECK_STR_CONTAINS(err.msg, "is not empty (it holds README.md)");
     CHECK(!file_exists(foreign, "config.json"));
+    remove_tree(dir);
+}
+
+/* ---- read back through the project's own reader and config loader -------------------------- */
+
+TEST(synth_checkpoints_open_in_the_reader_with_their_config)
+{
+    char dir[512];
+    make_tmpdir(dir, sizeof dir);
+    m2o_err err = {{0}};
+    st_checkpoint *c = NULL;
+    model_desc md;
+
+    /* Tiny, real data: full validation, every value finite, norm weights near 1. */
+    CHECK_MSG(synth_to("gpt-oss-tiny", dir, 0, 1000000, 9, 2, false, &err) == 0, "%s", err.msg);
+    CHECK_MSG(ckpt_open(dir, &c, &err) == 0, "%s", err.msg);
+    CHECK_EQ(ckpt_count(c), 41);
+    CHECK_EQ(ckpt_total_bytes(c), 3020336);
+    for (size_t i = 0; i < ckpt_count(c); i++) {
+        int64_t bad = -1;
+        CHECK_MSG(st_all_finite(ckpt_tensor(c, i), &bad), "%s: element %lld not finite",
+                  ckpt_tensor(c, i)->name, (long long)bad);
+    }
+    const st_tensor *t = NULL;
+    CHECK_MSG(ckpt_expect(c, "model.layers.1.mlp.experts.down_proj_scales", 3, (int64_t[]){8, 256, 8}, &t, &err) == 0, "%s", err.msg);
+    float norm[256];
+    CHECK(ckpt_expect(c, "model.norm.weight", 1, (int64_t[]){256}, &t, &err) == 0);
+    CHECK(st_read_f32(t, 0, 256, norm, &err) == 0);
+    for (int i = 0; i < 256; i++)
+        CHECK_MSG(fabsf(norm[i] - 1.0f) < 0.09f, "model.norm.weight[%d] = %g", i, norm[i]);
+    ckpt_close(c);
+    c = NULL;
+    CHECK_MSG(config_load(dir, &md, &err) == 0, "%s", err.msg);
+    CHECK_EQ(md.arch, ARCH_GPT_OSS);
+    CHECK_EQ(md.num_experts, 8);
+
+    /* Full-size gpt-oss-20b, 2 layers, zero-based shards, sparse. */
+    CHECK_MSG(synth_to("gpt-oss-20b", dir, 2, 200000000, 1, 0, true, &err) == 0, "%s", err.msg);
+    CHECK_MSG(ckpt_open(dir, &c, &err) == 0, "%s", err.msg);
+    CHECK_EQ(ckpt_count(c), 3 + 2 * 19);
+    CHECK(ckpt_expect(c, "model.layers.1.mlp.experts.gate_up_proj_blocks", 4, (int64_t[]){32, 5760, 90, 16}, &t, &err) == 0);
+    ckpt_close(c);
+    c = NULL;
+    CHECK_MSG(config_load(dir, &md, &err) == 0, "%s", err.msg);
+    CHECK_EQ(md.hidden_size, 2880);
+    CHECK_EQ(md.num_layers, 2);
+    CHECK_EQ(md.num_heads, 64);
+    CHECK_EQ(md.num_kv_heads, 8);
+    CHECK_EQ(md.head_dim, 64);
+    CHECK_EQ(md.vocab_size, 201088);
+    CHECK_EQ(md.num_experts, 32);
+    CHECK_EQ(md.top_k, 4);
+    CHECK_EQ(md.sliding_window, 128);
+    CHECK_EQ(md.layer_type[0], LAYER_SLIDING_ATTENTION);
+    CHECK_EQ(md.layer_type[1], LAYER_FULL_ATTENTION);
+    CHECK_EQ(md.rope_type, ROPE_YARN);
+    CHECK_NEAR(md.rope_factor, 32.0, 0);
+    CHECK_NEAR(md.rope_theta, 150000.0, 0);
+    CHECK_EQ(md.rope_original_max_position, 4096);
+    CHECK_EQ(md.n_eos, 3);
+    CHECK_EQ(md.eos_token_ids[0], 200002);
+    CHECK_EQ(md.pad_token_id, 199999);
+
+    /* Full-size Qwen3-30B-A3B, 1 layer, sparse. */
+    CHECK_MSG(synth_to("qwen3-30b-a3b", dir, 1, 0, 1, 0, true, &err) == 0, "%s", err.msg);
+    CHECK_MSG(ckpt_open(dir, &c, &err) == 0, "%s", err.msg);
+    CHECK_EQ(ckpt_count(c), 3 + 9 + 128 * 3);
+    ckpt_close(c);
+    CHECK_MSG(config_load(dir, &md, &err) == 0, "%s", err.msg);
+    CHECK_EQ(md.arch, ARCH_QWEN3_MOE);
+    CHECK_EQ(md.hidden_size, 2048);
+    CHECK_EQ(md.moe_intermediate_size, 768);
+    CHECK_EQ(md.num_experts, 128);
+    CHECK_EQ(md.top_k, 8);
+    CHECK(md.norm_topk_prob && md.qk_norm && !md.attention_bias && md.sparse_layer[0]);
+    CHECK_EQ(md.head_dim, 128);
+    CHECK_NEAR(md.rms_norm_eps, 1e-6, 0);
     remove_tree(dir);
 }
