@@ -36,7 +36,8 @@ for t in tests/e2e/*.test.sh tests/e2e/*.test.mjs; do
 done
 
 # Fuzz stage: each libFuzzer harness for a bounded time under ASan/UBSan (FUZZ_SECONDS, default 20).
-FUZZ_SECONDS=${FUZZ_SECONDS:-20} run_binary "fuzz" bash fuzz/run.sh
+export FUZZ_SECONDS=${FUZZ_SECONDS:-20}
+run_binary "fuzz" bash fuzz/run.sh
 
 # Memcheck stage: plain build's unit tests and small conversions under Valgrind.
 run_binary "valgrind" bash tests/valgrind.sh

@@ -9,8 +9,16 @@
  *   - the scale is rounded to its storage type first, and quantizing multiplies by the
  *     reciprocal of the *stored* scale (0 when it is 0): q = clamp(roundf(v * r + zp), 0, max)
  *     with a separate multiply and add (no fused multiply-add).
- * The file is compiled with -std=c11, where GCC does not contract a*b+c into an FMA. */
+ * A fused multiply-add would round v * r + zp once instead of twice and change codes at
+ * .5 boundaries, so contraction is switched off here whatever the build flags (-std=gnu11 with
+ * -march=native would otherwise allow it). */
 #include "quant/quant_internal.h"
+
+#if defined(__clang__)
+#pragma STDC FP_CONTRACT OFF
+#elif defined(__GNUC__)
+#pragma GCC optimize("fp-contract=off")
+#endif
 
 #include <float.h>
 #include <math.h>

@@ -52,9 +52,16 @@ void convert_f32_to_bf16(const float *src, uint16_t *dst, size_t n)
         dst[i] = f32_to_bf16(src[i]);
 }
 
-/* Cache-blocked: a 32 x 32 tile is 4 KiB on each side, so reads and writes both stay in L1. */
+/* Cache-blocked, so reads and writes both stay in L1 (a 32 x 32 tile is 4 KiB on each side);
+ * the AVX2 path transposes 8 x 8 blocks in registers. */
 void transpose_f32(const float *src, int64_t rows, int64_t cols, float *dst)
 {
+#if M2O_HAVE_X86
+    if (quant_use_avx2()) {
+        transpose_f32_avx2(src, rows, cols, dst);
+        return;
+    }
+#endif
     const int64_t T = 32;
     for (int64_t r0 = 0; r0 < rows; r0 += T) {
         int64_t r1 = r0 + T < rows ? r0 + T : rows;

@@ -88,17 +88,6 @@ int cutlass_sm80_pack_ref(const uint8_t *raw, int64_t N, int64_t K, int bits, ui
     return 0;
 }
 
-int cutlass_sm80_unpack(const uint8_t *packed, int64_t N, int64_t K, int bits, uint8_t *raw,
-                        m2o_err *err)
-{
-    if (cutlass_check(packed, raw, N, K, bits, "CUTLASS SM80 unpack", err))
-        return -1;
-    for (int64_t n = 0; n < N; n++)
-        for (int64_t k = 0; k < K; k++)
-            set_code(raw, n * K + k, bits, get_code(packed, cutlass_position(n, k, K, bits), bits));
-    return 0;
-}
-
 /* Fast scalar path. For one row n and one 64-element run kt, source elements kt*64 .. +63 go to
  * the output run starting at element (n/I)*K*I + kt*64*I + (n%I)*64, permuted by a fixed table:
  * run_src[j] = which of the 64 source elements lands at output slot j. */
@@ -150,6 +139,39 @@ int cutlass_pack_rows_scalar(const uint8_t *raw, int64_t r0, int64_t r1, int64_t
                 for (int j = 0; j < 32; j++)
                     dst[j] = (uint8_t)(v[src_of[2 * j]] | (v[src_of[2 * j + 1]] << 4));
             }
+        }
+    }
+    return 0;
+}
+
+/* Inverse of the run permutation: packed slot j goes back to source element table[j]. */
+int cutlass_sm80_unpack(const uint8_t *packed, int64_t N, int64_t K, int bits, uint8_t *raw,
+                        m2o_err *err)
+{
+    if (cutlass_check(packed, raw, N, K, bits, "CUTLASS SM80 unpack", err))
+        return -1;
+#if M2O_HAVE_X86
+    if (quant_use_avx2()) {
+        cutlass_unpack_rows_avx2(packed, 0, N, K, bits, raw);
+        return 0;
+    }
+#endif
+    const uint8_t *src_of = cutlass_run_table(bits);
+    const int64_t row_bytes = K * bits / 8, runs = K / 64;
+    for (int64_t n = 0; n < N; n++) {
+        uint8_t *row = raw + n * row_bytes;
+        for (int64_t kt = 0; kt < runs; kt++) {
+            const uint8_t *src = packed + run_offset_bytes(n, kt, K, bits);
+            if (bits == 8) {
+                for (int j = 0; j < 64; j++)
+                    row[kt * 64 + src_of[j]] = src[j];
+                continue;
+            }
+            uint8_t v[64];
+            for (int j = 0; j < 64; j++)
+                v[src_of[j]] = (uint8_t)(j % 2 ? src[j / 2] >> 4 : src[j / 2] & 0xf);
+            for (int j = 0; j < 32; j++)
+                row[kt * 32 + j] = (uint8_t)(v[2 * j] | (v[2 * j + 1] << 4));
         }
     }
     return 0;

@@ -1,6 +1,9 @@
 /* Runtime choice of the optimized code path, and the row-splitting thread helper. */
 #include "quant/quant_internal.h"
 
+#if M2O_HAVE_X86
+#include <cpuid.h>
+#endif
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,8 +16,11 @@ static volatile bool g_force_scalar;
 static void detect_cpu(void)
 {
 #if M2O_HAVE_X86
+    /* F16C through cpuid (leaf 1, ECX bit 29): clang's __builtin_cpu_supports has no "f16c". */
+    unsigned a, b, c, d;
+    bool f16c = __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29));
     __builtin_cpu_init();
-    g_cpu_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
+    g_cpu_avx2 = __builtin_cpu_supports("avx2") && f16c;
 #else
     g_cpu_avx2 = false;
 #endif

@@ -65,15 +65,6 @@ static void nibble_transpose_tiled(const uint8_t *in, int64_t R, int64_t C, uint
     }
 }
 
-int fp4_cuda_unpack(const uint8_t *packed, int64_t N, int64_t K, uint8_t *raw, m2o_err *err)
-{
-    if (fp4_check(packed, raw, N, K, "fp4 CUDA unpack", err))
-        return -1;
-    /* The inverse of the transpose [N][K] -> [K][N] is the same transpose of [K][N]. */
-    nibble_transpose_tiled(packed, K, N, raw);
-    return 0;
-}
-
 int fp4_cuda_pack(const uint8_t *raw, int64_t N, int64_t K, uint8_t *out, m2o_err *err)
 {
     if (fp4_check(raw, out, N, K, "fp4 CUDA pack", err))
@@ -86,4 +77,12 @@ int fp4_cuda_pack(const uint8_t *raw, int64_t N, int64_t K, uint8_t *out, m2o_er
 #endif
     nibble_transpose_tiled(raw, N, K, out);
     return 0;
+}
+
+int fp4_cuda_unpack(const uint8_t *packed, int64_t N, int64_t K, uint8_t *raw, m2o_err *err)
+{
+    if (fp4_check(packed, raw, N, K, "fp4 CUDA unpack", err))
+        return -1;
+    /* The inverse of the transpose [N][K] -> [K][N] is the same transpose of [K][N]. */
+    return fp4_cuda_pack(packed, K, N, raw, err);
 }

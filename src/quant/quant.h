@@ -36,15 +36,17 @@ size_t qscale_size(qscale_type t);                                      /* 4 or 
 int qb_check(int64_t N, int64_t K, const qb_params *p, m2o_err *err);
 
 /* codes: [N][K/bs][bs*bits/8]; scales: [N][K/bs] of scale_type; zero_points (asymmetric only,
- * else may be NULL): 4-bit [N][ceil((K/bs)/2)] two per byte, even block in the low nibble;
- * 8-bit [N][K/bs]. */
+ * else may be NULL): 4-bit [N][ceil((K/bs)/2)] two per byte, even block in the low nibble (an
+ * odd block count leaves 8 in the last high nibble, as ONNX Runtime does); 8-bit [N][K/bs].
+ * A tie between the largest positive and negative magnitude anchors on the negative one. */
 int qb_quantize_ref(const float *w, int64_t N, int64_t K, const qb_params *p,
                     uint8_t *codes, void *scales, uint8_t *zero_points, m2o_err *err);
 int qb_quantize(const float *w, int64_t N, int64_t K, const qb_params *p,
                 uint8_t *codes, void *scales, uint8_t *zero_points, m2o_err *err);
 /* Same bytes as qb_quantize with the rows split over nthreads threads (<= 0: one per online CPU).
- * Every kernel here works row by row, so E experts stored back to back are one call with
- * N = E * rows. A non-finite weight is an error (its row and column are named). */
+ * The blockwise and MXFP4 kernels work row by row, so E experts stored back to back are one call
+ * with N = E * rows (CUTLASS too, its N being a multiple of 4; the fp4 CUDA layout is per
+ * expert). Every quantizer refuses a non-finite weight, naming its row and column. */
 int qb_quantize_mt(const float *w, int64_t N, int64_t K, const qb_params *p, uint8_t *codes,
                    void *scales, uint8_t *zero_points, int nthreads, m2o_err *err);
 /* Inverse: (q - zp) * scale → float32 [N][K]. */
@@ -106,8 +108,9 @@ const char *quant_dispatch_name(void);
 void quant_force_scalar(bool on);
 
 /* Runs fn(ctx, begin, end) over [0, count) split into contiguous chunks (multiples of `align`)
- * on up to nthreads threads (<= 0: one per online CPU). Returns the first nonzero fn result
- * (its message in that chunk's err is copied to err), or -1 when a thread cannot start. */
+ * on up to nthreads threads (<= 0: one per online CPU); a chunk whose thread cannot start runs on
+ * the caller. Returns 0, or -1 with the message of the first failing chunk (or of bad
+ * arguments / out of memory) in err. */
 typedef int (*quant_range_fn)(void *ctx, int64_t begin, int64_t end, m2o_err *err);
 int quant_parallel_for(int64_t count, int64_t align, int nthreads, quant_range_fn fn, void *ctx,
                        m2o_err *err);

@@ -71,11 +71,14 @@ int qb_quantize_rows_avx2(const float *w, int64_t r0, int64_t r1, int64_t K, con
                           uint8_t *codes, void *scales, uint8_t *zero_points, m2o_err *err);
 void cutlass_pack_rows_avx2(const uint8_t *raw, int64_t r0, int64_t r1, int64_t K, int bits,
                             uint8_t *out);
+void cutlass_unpack_rows_avx2(const uint8_t *packed, int64_t r0, int64_t r1, int64_t K, int bits,
+                              uint8_t *raw);
 int mxfp4_encode_rows_avx2(const float *w, int64_t r0, int64_t r1, int64_t K, uint8_t *codes,
                            uint8_t *scales, m2o_err *err);
 void mxfp4_decode_rows_avx2(const uint8_t *codes, const uint8_t *scales, int64_t r0, int64_t r1,
                             int64_t K, float *out);
 void fp4_cuda_pack_avx2(const uint8_t *raw, int64_t N, int64_t K, uint8_t *out);
+void transpose_f32_avx2(const float *src, int64_t rows, int64_t cols, float *dst);
 void convert_bf16_to_f32_avx2(const uint16_t *src, float *dst, size_t n);
 void convert_f16_to_f32_avx2(const uint16_t *src, float *dst, size_t n);
 void convert_f32_to_f16_avx2(const float *src, uint16_t *dst, size_t n);

@@ -81,23 +81,31 @@ TEST(float32_to_sixteen_bit_matches_scalar_rounding)
     CHECK_MSG(bad_b == n, "float32 0x%08x converts to bfloat16 differently", fb);
 }
 
-TEST(transpose_twice_is_identity)
+TEST(transpose_matches_the_definition_on_both_paths)
 {
     rng r = {32};
-    const int64_t R = 67, C = 45;
-    float *a = malloc(sizeof(float) * R * C), *t = malloc(sizeof(float) * R * C);
-    float *b = malloc(sizeof(float) * R * C);
-    for (int64_t i = 0; i < R * C; i++)
-        a[i] = rng_gauss(&r);
-    transpose_f32(a, R, C, t);
-    transpose_f32(t, C, R, b);
-    bool def = t[5 * R + 3] == a[3 * C + 5] && t[(C - 1) * R + (R - 1)] == a[R * C - 1];
-    bool same = memcmp(a, b, sizeof(float) * R * C) == 0;
-    free(a);
-    free(t);
-    free(b);
-    CHECK(def);
-    CHECK(same);
+    const int64_t shapes[][2] = {{67, 45}, {8, 8}, {1, 13}, {130, 72}, {3, 200}};
+    for (int s = 0; s < 5; s++) {
+        const int64_t R = shapes[s][0], C = shapes[s][1];
+        float *a = malloc(sizeof(float) * R * C), *t = malloc(sizeof(float) * R * C);
+        float *u = malloc(sizeof(float) * R * C);
+        for (int64_t i = 0; i < R * C; i++)
+            a[i] = rng_gauss(&r);
+        transpose_f32(a, R, C, t);
+        quant_force_scalar(true);
+        transpose_f32(a, R, C, u);
+        quant_force_scalar(false);
+        int64_t bad = -1;
+        for (int64_t i = 0; i < R && bad < 0; i++)
+            for (int64_t j = 0; j < C && bad < 0; j++)
+                if (t[j * R + i] != a[i * C + j] || u[j * R + i] != a[i * C + j])
+                    bad = i * C + j;
+        free(a);
+        free(t);
+        free(u);
+        CHECK_MSG(bad < 0, "%lld x %lld: element %lld misplaced", (long long)R, (long long)C,
+                  (long long)bad);
+    }
 }
 
 TEST(dispatch_name_reports_the_path)

@@ -18,16 +18,17 @@ static void check_cutlass_shape(rng *r, int64_t N, int64_t K, int bits)
 {
     size_t n = (size_t)(N * K * bits / 8);
     uint8_t *raw = random_bytes(r, n), *a = malloc(n), *b = malloc(n), *c = malloc(n);
-    uint8_t *d = malloc(n), *back = malloc(n);
+    uint8_t *d = malloc(n), *back = malloc(n), *back2 = malloc(n);
     int rc = cutlass_sm80_pack_ref(raw, N, K, bits, a, NULL);
     rc |= cutlass_sm80_pack(raw, N, K, bits, b, NULL);
     rc |= cutlass_sm80_pack_mt(raw, N, K, bits, c, 3, NULL);
     quant_force_scalar(true);
     rc |= cutlass_sm80_pack(raw, N, K, bits, d, NULL);
+    rc |= cutlass_sm80_unpack(a, N, K, bits, back2, NULL);
     quant_force_scalar(false);
     rc |= cutlass_sm80_unpack(a, N, K, bits, back, NULL);
     bool same = memcmp(a, b, n) == 0 && memcmp(a, c, n) == 0 && memcmp(a, d, n) == 0;
-    bool inverse = memcmp(raw, back, n) == 0;
+    bool inverse = memcmp(raw, back, n) == 0 && memcmp(raw, back2, n) == 0;
     bool moved = memcmp(raw, a, n) != 0; /* the layout is not the identity */
     free(raw);
     free(a);
@@ -35,6 +36,7 @@ static void check_cutlass_shape(rng *r, int64_t N, int64_t K, int bits)
     free(c);
     free(d);
     free(back);
+    free(back2);
     CHECK_MSG(rc == 0, "N %lld K %lld bits %d: a call failed", (long long)N, (long long)K, bits);
     CHECK_MSG(same, "N %lld K %lld bits %d: packers disagree", (long long)N, (long long)K, bits);
     CHECK_MSG(inverse, "N %lld K %lld bits %d: unpack(pack(x)) != x", (long long)N, (long long)K,
