@@ -323,3 +323,39 @@ TEST(duplicate_name_is_a_build_error)
     graph_free(g);
     ckpt_close(ck);
 }
+
+/* qmoe_quantize_bias rounds each expert bias row through the expert quantizer (what the fixtures'
+ * reference-int4 files hold); without it the biases are the checkpoint's values exactly. */
+TEST(expert_bias_rounding_is_opt_in)
+{
+    for (int bits = 4; bits <= 8; bits += 4) {
+        for (int qdq = 0; qdq < 2; qdq++) {
+            exported x;
+            export_opts o = int_opts(EP_CPU, bits == 8 ? MOE_QUANT_INT8 : MOE_QUANT_INT4, 32, 0);
+            o.io_dtype = ONNX_FLOAT;
+            o.qmoe_quantize_bias = qdq;
+            CHECK(export_fixture("gpt-oss-bf16-tiny", o, &x) == 0);
+            int64_t E = 8, N = 512, dims[2] = {E, N};
+            size_t nb;
+            const float *got = init_data(&x, "model.layers.1.moe.experts.gate_up_proj.bias",
+                                         ONNX_FLOAT, 2, dims, &nb);
+            const st_tensor *t = ckpt_find(x.ck, "model.layers.1.mlp.experts.gate_up_proj_bias");
+            CHECK(got && t);
+            float *f = malloc((size_t)(E * N) * sizeof(float)), *want = malloc((size_t)(E * N) * sizeof(float));
+            m2o_err err = {{0}};
+            CHECK(st_read_f32(t, 0, E * N, f, &err) == 0);
+            qb_params p = {.bits = bits, .block_size = 32, .symmetric = true, .scale_type = QSCALE_F32};
+            uint8_t *c = malloc(qb_codes_bytes(E, N, &p));
+            float *s = malloc(qb_scales_count(E, N, &p) * sizeof(float));
+            CHECK(qb_quantize(f, E, N, &p, c, s, NULL, &err) == 0);
+            CHECK(qb_dequantize(c, s, NULL, E, N, &p, want, &err) == 0);
+            size_t differs = 0;
+            for (int64_t i = 0; i < E * N; i++)
+                differs += want[i] != f[i];
+            CHECK(differs > 0); /* the rounding is visible on this checkpoint */
+            CHECK_BYTES_EQ(got, qdq ? want : f, (size_t)(E * N) * sizeof(float));
+            free(f), free(want), free(c), free(s);
+            release(&x);
+        }
+    }
+}
