@@ -7,5 +7,7 @@
 #include "graph/builder.h"
 
 int gpt_oss_build_graph(gb *b, m2o_err *err);
+/* qwen3_moe and qwen2_moe (qwen_moe.c) */
+int qwen_moe_build_graph(gb *b, m2o_err *err);
 
 #endif

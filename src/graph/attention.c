@@ -12,6 +12,61 @@ int gqa_local_window_size(int window)
     return window > 0 ? window : -1;
 }
 
+/* Per-head RMSNorm of one projection [B, S, heads * hd]: Reshape to [B, S, heads, hd] →
+ * SimplifiedLayerNormalization over hd (float32 statistics, like transformers' RMSNorm) →
+ * Reshape back, so GQA's rotary sees normalised heads. */
+static int head_norm(gb *b, int L, const char *which, const st_tensor *w, int heads,
+                     const char *input, gname *out, m2o_err *err)
+{
+    int64_t hd = b->md->head_dim;
+    if (w->numel != hd)
+        return m2o_fail(err, "tensor %s: %lld elements, expected head_dim %lld", w->name,
+                        (long long)w->numel, (long long)hd);
+    gname weight = gname_fmt("model.layers.%d.attn.%s_norm.weight", L, which);
+    if (gb_add_small(b, weight.s, 1, &w, 0.0f, 1, &hd, err))
+        return -1;
+    int64_t split_shape[4] = {0, 0, heads, hd}, flat_shape[3] = {0, 0, -1};
+    gname c4 = gb_const_i64(b, 1, 4, split_shape), c3 = gb_const_i64(b, 1, 3, flat_shape);
+    gname r1 = gname_fmt("/model/layers.%d/attn/%s_norm/Reshape_1", L, which);
+    gname ln = gname_fmt("/model/layers.%d/attn/%s_norm/SimplifiedLayerNormalization", L, which);
+    gname r2 = gname_fmt("/model/layers.%d/attn/%s_norm/Reshape_2", L, which);
+    const char *in_r1[2] = {input, c4.s};
+    gb_node(b, "Reshape", NULL, r1.s, 2, in_r1, 1);
+    gname r1_out = gname_out(r1.s, 0);
+    const char *in_ln[2] = {r1_out.s, weight.s};
+    graph_node *n = gb_node(b, "SimplifiedLayerNormalization", NULL, ln.s, 2, in_ln, 1);
+    node_attr_int(n, "axis", -1);
+    node_attr_float(n, "epsilon", (float)b->md->rms_norm_eps);
+    node_attr_int(n, "stash_type", 1);
+    gname ln_out = gname_out(ln.s, 0);
+    const char *in_r2[2] = {ln_out.s, c3.s};
+    gb_node(b, "Reshape", NULL, r2.s, 2, in_r2, 1);
+    *out = gname_out(r2.s, 0);
+    return 0;
+}
+
+/* Packed QKV output → q, k (each through its head norm) and v as GQA's three inputs. */
+static int split_qk_norm(gb *b, const attn_desc *a, const char *qkv, gname qkv_out[3],
+                         m2o_err *err)
+{
+    const model_desc *md = b->md;
+    int L = a->layer;
+    int64_t sizes[3] = {(int64_t)md->num_heads * md->head_dim,
+                        (int64_t)md->num_kv_heads * md->head_dim,
+                        (int64_t)md->num_kv_heads * md->head_dim};
+    gname c = gb_const_i64(b, 1, 3, sizes);
+    gname split = gname_fmt("/model/layers.%d/attn/qkv_proj/Split", L);
+    const char *in[2] = {qkv, c.s};
+    graph_node *n = gb_node(b, "Split", NULL, split.s, 2, in, 3);
+    node_attr_int(n, "axis", -1);
+    gname q = gname_out(split.s, 0), k = gname_out(split.s, 1);
+    qkv_out[2] = gname_out(split.s, 2);
+    if (head_norm(b, L, "q", a->q_norm, md->num_heads, q.s, &qkv_out[0], err) ||
+        head_norm(b, L, "k", a->k_norm, md->num_kv_heads, k.s, &qkv_out[1], err))
+        return -1;
+    return 0;
+}
+
 int gb_attention(gb *b, const attn_desc *a, const char *input, gname *out, m2o_err *err)
 {
     const model_desc *md = b->md;
@@ -31,6 +86,11 @@ int gb_attention(gb *b, const attn_desc *a, const char *input, gname *out, m2o_e
     gname init = gname_fmt("model.layers.%d.attn.qkv_proj", L);
     if (gb_linear(b, base.s, init.s, &a->qkv, q, input, &qkv, err))
         return -1;
+    if (!a->q_norm != !a->k_norm)
+        return m2o_fail(err, "layer %d: q_norm and k_norm come together (one is missing)", L);
+    gname qkv_in[3] = {qkv, {{0}}, {{0}}};
+    if (a->q_norm && split_qk_norm(b, a, qkv.s, qkv_in, err))
+        return -1;
 
     gname sinks = {{0}};
     if (a->sinks) {
@@ -49,7 +109,7 @@ int gb_attention(gb *b, const attn_desc *a, const char *input, gname *out, m2o_e
     gname pres_v = gname_fmt("present.%d.value", L);
     gname node = gname_fmt("/model/layers.%d/attn/GroupQueryAttention", L);
     gname o0 = gname_out(node.s, 0);
-    const char *in[12] = {qkv.s, "", "", past_k.s, past_v.s, b->seqlens_k.s,
+    const char *in[12] = {qkv_in[0].s, qkv_in[1].s, qkv_in[2].s, past_k.s, past_v.s, b->seqlens_k.s,
                           b->total_seq_len.s, b->cos_cache.s, b->sin_cache.s, "", "", sinks.s};
     const char *outs[3] = {o0.s, pres_k.s, pres_v.s};
     graph_node *n = graph_add_node(b->g, "GroupQueryAttention", "com.microsoft", node.s,

@@ -58,17 +58,34 @@ typedef struct attn_desc {
     linear_src qkv;         /* q, k, v projections stacked: packed QKV MatMul */
     linear_src o;
     const st_tensor *sinks; /* [num_heads] attention sink logits (gpt-oss), or NULL */
+    const st_tensor *q_norm, *k_norm; /* [head_dim] per-head RMSNorm of q and k before rotary
+                                         (Qwen3), both or neither */
     int window;             /* sliding window in transformers' sense (a query sees itself and the
                                window - 1 keys before it); 0 = full attention */
 } attn_desc;
 
 /* Packed QKV (+bias) → GroupQueryAttention (rotary inside, caches from gb_rotary_caches) →
- * o_proj. Needs gb_attention_mask and gb_rotary_caches first. */
+ * o_proj. With q_norm/k_norm the packed output is split and q, k each go through a per-head
+ * SimplifiedLayerNormalization ([.., heads, head_dim]) before GQA applies rotary. Needs
+ * gb_attention_mask and gb_rotary_caches first. */
 int gb_attention(gb *b, const attn_desc *a, const char *input, gname *out, m2o_err *err);
 
 /* GQA's local_window_size for a transformers sliding window (ONNX Runtime counts the keys
  * before the query; transformers counts the query too). */
 int gqa_local_window_size(int window);
+
+/* ---- dense SwiGLU MLP (mlp.c) ---- */
+
+typedef struct mlp_desc {
+    linear_src gate, up; /* [I, H] each */
+    linear_src down;     /* [H, I] */
+} mlp_desc;
+
+/* down(silu(gate(x)) * up(x)), silu as x * Sigmoid(x). Nodes "{base}/gate_proj/MatMul",
+ * "{base}/up_proj/MatMul", "{base}/act_fn/Sigmoid", "{base}/act_fn/Mul", "{base}/Mul",
+ * "{base}/down_proj/MatMul"; initializers under "{init}.gate_proj" etc. quantize as gb_linear. */
+int gb_mlp(gb *b, const char *base, const char *init, const mlp_desc *m, bool quantize,
+           const char *input, gname *out, m2o_err *err);
 
 /* ---- mixture of experts (moe.c) ---- */
 
@@ -81,13 +98,21 @@ typedef struct moe_desc {
     const st_tensor *fc1_bias, *fc2_bias; /* [E, 2I], [E, H] or NULL */
     float swiglu_limit;       /* 0 = no clamp */
     float alpha, beta;        /* SwiGLU: G*sigmoid(alpha*G)*(L + beta) */
-    bool normalize_routing;   /* softmax over the top-k logits only */
-    bool router_weights;      /* pass Softmax(logits) over all experts as router_weights
-                                 (norm_topk_prob=false) */
+    bool normalize_routing;   /* true: weights = softmax over the top-k logits (renormalised);
+                                 false: softmax over all experts, not renormalised (Qwen
+                                 norm_topk_prob=false) — see gb_moe for how each op gets it */
+    const mlp_desc *shared;   /* shared expert added to every token's output, or NULL */
+    linear_src shared_gate;   /* [1, H]: shared output scaled by sigmoid(x W^T); never quantized;
+                                 n_parts 0 = ungated */
 } moe_desc;
 
 /* Router MatMul (+Add) → Reshape [-1, E] → MoE (float precisions) or QMoE (int4 precision, the
- * expert encoding of opts: int4/int8 raw or CUTLASS prepacked, or mxfp4). */
+ * expert encoding of opts: int4/int8 raw or CUTLASS prepacked, or mxfp4).
+ * normalize_routing=false: the MoE op and CUDA QMoE take normalize_routing_weights=0 (softmax
+ * over all experts, top-k, no renormalisation); CPU QMoE renormalises the top-k regardless, so
+ * it is given router_weights = Softmax(logits) with normalize_routing_weights=0.
+ * With a shared expert: out = moe(x) + sigmoid(x Wg^T) * mlp(x) ("{layer}/moe/shared_expert",
+ * ".../shared_expert_gate/{MatMul,Sigmoid,Mul}", "/model/layers.{i}/moe/Add"). */
 int gb_moe(gb *b, const moe_desc *m, const char *input, gname *out, m2o_err *err);
 
 #endif
