@@ -15,15 +15,15 @@ int gqa_local_window_size(int window)
 /* Per-head RMSNorm of one projection [B, S, heads * hd]: Reshape to [B, S, heads, hd] →
  * SimplifiedLayerNormalization over hd (float32 statistics, like transformers' RMSNorm) →
  * Reshape back, so GQA's rotary sees normalised heads. */
-static int head_norm(gb *b, int L, const char *which, const st_tensor *w, int heads,
-                     const char *input, gname *out, m2o_err *err)
+static int head_norm(gb *b, int L, const char *which, const st_tensor *w, float offset,
+                     int heads, const char *input, gname *out, m2o_err *err)
 {
     int64_t hd = b->md->head_dim;
     if (w->numel != hd)
         return m2o_fail(err, "tensor %s: %lld elements, expected head_dim %lld", w->name,
                         (long long)w->numel, (long long)hd);
     gname weight = gname_fmt("model.layers.%d.attn.%s_norm.weight", L, which);
-    if (gb_add_small(b, weight.s, 1, &w, 0.0f, 1, &hd, err))
+    if (gb_add_small(b, weight.s, 1, &w, offset, 1, &hd, err))
         return -1;
     int64_t split_shape[4] = {0, 0, heads, hd}, flat_shape[3] = {0, 0, -1};
     gname c4 = gb_const_i64(b, 1, 4, split_shape), c3 = gb_const_i64(b, 1, 3, flat_shape);
@@ -45,13 +45,39 @@ static int head_norm(gb *b, int L, const char *which, const st_tensor *w, int he
     return 0;
 }
 
-/* Packed QKV output → q, k (each through its head norm) and v as GQA's three inputs. */
-static int split_qk_norm(gb *b, const attn_desc *a, const char *qkv, gname qkv_out[3],
-                         m2o_err *err)
+/* Query part of a gated q_proj [B, S, heads * 2hd] → query [B, S, heads, hd] and the gate
+ * flattened back to [B, S, heads * hd]. */
+static void split_query_gate(gb *b, int L, const char *q, gname *query, gname *gate)
+{
+    const model_desc *md = b->md;
+    int64_t hd = md->head_dim, heads[4] = {0, 0, md->num_heads, 2 * hd}, halves[2] = {hd, hd};
+    int64_t flat[3] = {0, 0, -1};
+    gname c4 = gb_const_i64(b, 1, 4, heads), c2 = gb_const_i64(b, 1, 2, halves);
+    gname c3 = gb_const_i64(b, 1, 3, flat);
+    gname r = gname_fmt("/model/layers.%d/attn/q_gate/Reshape", L);
+    gname sp = gname_fmt("/model/layers.%d/attn/q_gate/Split", L);
+    gname rg = gname_fmt("/model/layers.%d/attn/q_gate/Reshape_1", L);
+    const char *in_r[2] = {q, c4.s};
+    gb_node(b, "Reshape", NULL, r.s, 2, in_r, 1);
+    gname r_out = gname_out(r.s, 0);
+    const char *in_sp[2] = {r_out.s, c2.s};
+    graph_node *n = gb_node(b, "Split", NULL, sp.s, 2, in_sp, 2);
+    node_attr_int(n, "axis", -1);
+    *query = gname_out(sp.s, 0);
+    gname g4 = gname_out(sp.s, 1);
+    const char *in_rg[2] = {g4.s, c3.s};
+    gb_node(b, "Reshape", NULL, rg.s, 2, in_rg, 1);
+    *gate = gname_out(rg.s, 0);
+}
+
+/* Packed QKV output → q, k (each through its head norm, if any) and v as GQA's three inputs,
+ * and the output gate when q_proj carries one. */
+static int split_qkv(gb *b, const attn_desc *a, const char *qkv, gname qkv_out[3], gname *gate,
+                     m2o_err *err)
 {
     const model_desc *md = b->md;
     int L = a->layer;
-    int64_t sizes[3] = {(int64_t)md->num_heads * md->head_dim,
+    int64_t sizes[3] = {(int64_t)md->num_heads * md->head_dim * (a->q_gate ? 2 : 1),
                         (int64_t)md->num_kv_heads * md->head_dim,
                         (int64_t)md->num_kv_heads * md->head_dim};
     gname c = gb_const_i64(b, 1, 3, sizes);
@@ -60,23 +86,53 @@ static int split_qk_norm(gb *b, const attn_desc *a, const char *qkv, gname qkv_o
     graph_node *n = gb_node(b, "Split", NULL, split.s, 2, in, 3);
     node_attr_int(n, "axis", -1);
     gname q = gname_out(split.s, 0), k = gname_out(split.s, 1);
+    qkv_out[0] = q;
+    qkv_out[1] = k;
     qkv_out[2] = gname_out(split.s, 2);
-    if (head_norm(b, L, "q", a->q_norm, md->num_heads, q.s, &qkv_out[0], err) ||
-        head_norm(b, L, "k", a->k_norm, md->num_kv_heads, k.s, &qkv_out[1], err))
-        return -1;
+    if (a->q_gate)
+        split_query_gate(b, L, q.s, &q, gate);
+    if (a->q_norm)
+        return head_norm(b, L, "q", a->q_norm, a->qk_norm_offset, md->num_heads, q.s, &qkv_out[0],
+                         err) ||
+                       head_norm(b, L, "k", a->k_norm, a->qk_norm_offset, md->num_kv_heads, k.s,
+                                 &qkv_out[1], err)
+                   ? -1
+                   : 0;
+    if (a->q_gate) { /* query [.., heads, hd] back to GQA's [.., heads * hd] */
+        int64_t flat[3] = {0, 0, -1};
+        gname c3 = gb_const_i64(b, 1, 3, flat);
+        gname r = gname_fmt("/model/layers.%d/attn/q_gate/Reshape_2", L);
+        const char *in_r[2] = {q.s, c3.s};
+        gb_node(b, "Reshape", NULL, r.s, 2, in_r, 1);
+        qkv_out[0] = gname_out(r.s, 0);
+    }
     return 0;
+}
+
+/* attention output * Sigmoid(gate) */
+static gname apply_output_gate(gb *b, int L, const char *attn, const char *gate)
+{
+    gname sig = gname_fmt("/model/layers.%d/attn/output_gate/Sigmoid", L);
+    gname mul = gname_fmt("/model/layers.%d/attn/output_gate/Mul", L);
+    const char *in_sig[1] = {gate};
+    gb_node(b, "Sigmoid", NULL, sig.s, 1, in_sig, 1);
+    gname sig_out = gname_out(sig.s, 0);
+    const char *in_mul[2] = {attn, sig_out.s};
+    gb_node(b, "Mul", NULL, mul.s, 2, in_mul, 1);
+    return gname_out(mul.s, 0);
 }
 
 int gb_attention(gb *b, const attn_desc *a, const char *input, gname *out, m2o_err *err)
 {
     const model_desc *md = b->md;
     int L = a->layer;
-    int64_t want_n = (int64_t)(md->num_heads + 2 * md->num_kv_heads) * md->head_dim;
+    int q_rows = a->q_gate ? 2 : 1; /* a gated q_proj also yields the output gate */
+    int64_t want_n = (int64_t)(q_rows * md->num_heads + 2 * md->num_kv_heads) * md->head_dim;
     if (linear_src_n(&a->qkv) != want_n)
-        return m2o_fail(err, "layer %d: q/k/v projections give %lld rows, expected (%d + 2 x "
+        return m2o_fail(err, "layer %d: q/k/v projections give %lld rows, expected (%d x %d + 2 x "
                              "%d heads) x head_dim %d = %lld",
-                        L, (long long)linear_src_n(&a->qkv), md->num_heads, md->num_kv_heads,
-                        md->head_dim, (long long)want_n);
+                        L, (long long)linear_src_n(&a->qkv), q_rows, md->num_heads,
+                        md->num_kv_heads, md->head_dim, (long long)want_n);
     if (!b->seqlens_k.s[0] || !b->cos_cache.s[0])
         return m2o_fail(err, "internal: gb_attention needs gb_attention_mask and "
                              "gb_rotary_caches first");
@@ -88,8 +144,8 @@ int gb_attention(gb *b, const attn_desc *a, const char *input, gname *out, m2o_e
         return -1;
     if (!a->q_norm != !a->k_norm)
         return m2o_fail(err, "layer %d: q_norm and k_norm come together (one is missing)", L);
-    gname qkv_in[3] = {qkv, {{0}}, {{0}}};
-    if (a->q_norm && split_qk_norm(b, a, qkv.s, qkv_in, err))
+    gname qkv_in[3] = {qkv, {{0}}, {{0}}}, gate = {{0}};
+    if ((a->q_norm || a->q_gate) && split_qkv(b, a, qkv.s, qkv_in, &gate, err))
         return -1;
 
     gname sinks = {{0}};
@@ -122,7 +178,8 @@ int gb_attention(gb *b, const attn_desc *a, const char *input, gname *out, m2o_e
     node_attr_int(n, "local_window_size", gqa_local_window_size(a->window));
     node_attr_float(n, "softcap", 0.0f);
 
+    gname attn = a->q_gate ? apply_output_gate(b, L, o0.s, gate.s) : o0;
     base = gname_fmt("/model/layers.%d/attn/o_proj", L);
     init = gname_fmt("model.layers.%d.attn.o_proj", L);
-    return gb_linear(b, base.s, init.s, &a->o, q, o0.s, out, err);
+    return gb_linear(b, base.s, init.s, &a->o, q, attn.s, out, err);
 }

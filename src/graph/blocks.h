@@ -60,13 +60,20 @@ typedef struct attn_desc {
     const st_tensor *sinks; /* [num_heads] attention sink logits (gpt-oss), or NULL */
     const st_tensor *q_norm, *k_norm; /* [head_dim] per-head RMSNorm of q and k before rotary
                                          (Qwen3), both or neither */
+    float qk_norm_offset;   /* added to the q_norm/k_norm weights (Qwen3.5 stores them as w - 1) */
+    bool q_gate;            /* Qwen3.5 gated attention: q_proj gives, per head, head_dim query
+                               rows then head_dim output-gate rows; the attention output is
+                               multiplied by sigmoid(gate) before o_proj */
     int window;             /* sliding window in transformers' sense (a query sees itself and the
                                window - 1 keys before it); 0 = full attention */
 } attn_desc;
 
 /* Packed QKV (+bias) → GroupQueryAttention (rotary inside, caches from gb_rotary_caches) →
  * o_proj. With q_norm/k_norm the packed output is split and q, k each go through a per-head
- * SimplifiedLayerNormalization ([.., heads, head_dim]) before GQA applies rotary. Needs
+ * SimplifiedLayerNormalization ([.., heads, head_dim]) before GQA applies rotary. With q_gate the
+ * query part is viewed as [.., heads, 2 head_dim] and split into query and gate; GQA's output
+ * is multiplied by Sigmoid(gate). Rotary covers the first rotary_dim = 2 x cos_cache width dims
+ * of each head (partial rotary: GQA rotates those, rotate-half, and passes the rest). Needs
  * gb_attention_mask and gb_rotary_caches first. */
 int gb_attention(gb *b, const attn_desc *a, const char *input, gname *out, m2o_err *err);
 
