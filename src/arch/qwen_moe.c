@@ -162,7 +162,7 @@ static int build_sparse_mlp(gb *b, int L, layer_mlp *x, const char *input, gname
     return gb_moe(b, &m, input, out, err);
 }
 
-static int build_mlp(gb *b, int L, const char *input, gname *out, m2o_err *err)
+int qwen_moe_build_mlp(gb *b, int L, const char *input, gname *out, m2o_err *err)
 {
     layer_mlp *x = calloc(1, sizeof *x);
     if (!x)
@@ -215,7 +215,7 @@ static int build_layer(gb *b, int L, gname *hidden, gname *residual, m2o_err *er
     gname prev = *residual;
     if (gb_skip_rmsnorm(b, node.s, w.s, ln2, 0.0f, attn_out.s, prev.s, &normed, residual, err))
         return -1;
-    return build_mlp(b, L, normed.s, hidden, err);
+    return qwen_moe_build_mlp(b, L, normed.s, hidden, err);
 }
 
 static int check_desc(const model_desc *md, m2o_err *err)
