@@ -7,21 +7,30 @@
 //    prefill, and a 3-token prefill followed by one-token decode steps that feed the conv and
 //    recurrent states back.
 // 2. The whole fixture (3 linear-attention + 1 gated full-attention layer, shared expert) built
-//    with the CLI and compared with its transformers references (SPEC §8).
+//    with the CLI for fp32, int4 and int4 + int8 experts and compared with its transformers
+//    references (SPEC §8): full prefill, and a 5-token prefill followed by one-token decode steps
+//    (which carry the conv and recurrent states as well as the KV cache).
+//    Floors: fp32 and int4 max|Δ| ≤ 2e-3 · max|ref| per row; int8 experts cosine ≥ 0.999 per row
+//    and the same argmax on every row. int4 uses int4_accuracy_level=0 (float32 compute) and
+//    block 32 for experts and linear layers, as the reference files do.
+// 3. The vision-language checkpoint layout made from the fixture: byte-identical export.
 //
 // Every case prints its measured numbers.
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import ort from 'onnxruntime-node';
 
-import { tensorToF32 } from './lib/harness.mjs';
-import { f32ArrayToF16, readSafetensors } from './lib/safetensors.mjs';
+import { checkLogits } from './lib/compare.mjs';
+import { closeModel, openModel, runModel, tensorToF32 } from './lib/harness.mjs';
+import { encodeSafetensors, f32ArrayToF16, readSafetensors } from './lib/safetensors.mjs';
 
 const FIXTURES = process.env.M2O_FIXTURES ?? 'tests/fixtures';
 const BUILD = process.env.M2O_BUILD ?? 'build';
+const BIN = process.env.M2O_BIN ?? 'build/moe2onnx';
 const FIXTURE = 'qwen3_5-moe-tiny';
+const PREFILL = 5;
 
 let passed = 0, failed = 0;
 function report(ok, name, lines) {
@@ -109,6 +118,38 @@ function gatedDeltaNet(cfg, W, x, T, state) {
   return linear(out, T, valDim, W.out_proj, H);
 }
 
+// SPEC §4 as ONNX Runtime does it: symmetric blockwise quantization (4 or 8 bits, blocks of 32)
+// of an nn.Linear weight W [N, K], dequantized. axis 'k' (blocks along the input features of
+// each output row) is what MatMulNBits and QMoE compute with; axis 'n' (blocks along the output
+// features of each input column) is how the fixture's reference-int4*.safetensors quantized the
+// experts (see part 2).
+function qdq(w, N, K, bits = 4, axis = 'k', bs = 32) {
+  const out = new Float32Array(w.length), zp = bits === 4 ? 8 : 128, qmax = 2 * zp - 1;
+  const [outer, inner, at] = axis === 'k' ? [N, K, (o, i) => o * K + i] : [K, N, (o, i) => i * K + o];
+  for (let o = 0; o < outer; o++)
+    for (let b = 0; b < inner; b += bs) {
+      // ONNX Runtime's anchor: max if |max| > |min|, else min (a magnitude tie picks the negative)
+      let lo = 0, hi = 0;
+      for (let i = b; i < b + bs; i++) { lo = Math.min(lo, w[at(o, i)]); hi = Math.max(hi, w[at(o, i)]); }
+      const anchor = Math.abs(hi) > Math.abs(lo) ? hi : lo;
+      const scale = Math.fround(-anchor / zp), inv = scale ? Math.fround(1 / scale) : 0;
+      for (let i = b; i < b + bs; i++) {
+        const x = Math.fround(Math.fround(w[at(o, i)] * inv) + zp); // float32 like the C kernel
+        const code = Math.min(qmax, Math.max(0, Math.sign(x) * Math.round(Math.abs(x)))); // roundf
+        out[at(o, i)] = Math.fround((code - zp) * scale);
+      }
+    }
+  return out;
+}
+const qdq4 = (w, N, K) => qdq(w, N, K, 4, 'k');
+
+function quantizedLayer(W, cfg) {
+  const H = cfg.hidden_size, vd = cfg.linear_num_value_heads * cfg.linear_value_head_dim;
+  const C = 2 * cfg.linear_num_key_heads * cfg.linear_key_head_dim + vd;
+  // in_proj_a / in_proj_b stay float: they drive the decay and the update rate
+  return { ...W, in_proj_qkv: qdq4(W.in_proj_qkv, C, H), in_proj_z: qdq4(W.in_proj_z, vd, H), out_proj: qdq4(W.out_proj, H, vd) };
+}
+
 function layerWeights(ck, L) {
   const get = (n) => {
     const t = ck[`model.layers.${L}.linear_attn.${n}`];
@@ -184,14 +225,16 @@ async function partOne(work, cfg, ck) {
       return s * (e ? Math.pow(2, e - 15) * (1 + f / 1024) : Math.pow(2, -14) * (f / 1024));
     });
     const ref = gatedDeltaNet(cfg, W, xf, T, zeroState(cfg));
-    for (const [half, floor] of [[false, 2e-5], [true, 2e-2]]) {
-      const name = `layer ${L} linear attention ${half ? 'fp16' : 'fp32'}`;
-      const session = await ort.InferenceSession.create(join(work, `la${L}_${half ? 'fp16' : 'fp32'}`, 'model.onnx'),
+    const refQ = gatedDeltaNet(cfg, quantizedLayer(W, cfg), xf, T, zeroState(cfg));
+    for (const [kind, floor] of [['fp32', 2e-5], ['fp16', 2e-2], ['int4', 2e-5]]) {
+      const half = kind === 'fp16', want = kind === 'int4' ? refQ : ref;
+      const name = `layer ${L} linear attention ${kind}`;
+      const session = await ort.InferenceSession.create(join(work, `la${L}_${kind}`, 'model.onnx'),
         { executionProviders: ['cpu'], intraOpNumThreads: 1, logSeverityLevel: 3 });
       try {
         for (const prefill of [T, 3]) {
           const got = await runLayer(session, half, xf, T, H, prefill, cfg);
-          const r = maxRel(got, ref);
+          const r = maxRel(got, want);
           report(r.ratio <= floor, `${name} ${prefill === T ? 'prefill' : 'prefill3+decode'}`,
             [`max|Δ| ${r.d.toExponential(3)} = ${r.ratio.toExponential(3)} · max|ref| ${r.m.toFixed(4)} (floor ${floor})`]);
         }
@@ -202,13 +245,315 @@ async function partOne(work, cfg, ck) {
   }
 }
 
+
+// ---------------------------------------------------------------------------------------------
+// A float64 evaluation of the whole Qwen3.5-MoE decoder, following modeling_qwen3_5_moe.py, with
+// optional weight quantization (q.linear: 0 or 4 bits for every quantized linear layer, along K;
+// q.experts: 0, 4 or 8 bits along q.axis). Used to check that the fixture's references are
+// reproduced (fp32 to ~1e-6) and as the quantization-aware reference of the int4 exports.
+
+function rmsOffset(x, w, eps) { // Qwen3_5MoeRMSNorm: x / rms(x) * (1 + w)
+  const ms = x.reduce((a, v) => a + v * v, 0) / x.length, r = 1 / Math.sqrt(ms + eps);
+  return Float64Array.from(x, (v, i) => v * r * (1 + w[i]));
+}
+
+function rowsMap(x, T, H, f) {
+  const out = [];
+  for (let t = 0; t < T; t++) out.push(f(x.subarray(t * H, (t + 1) * H), t));
+  const n = out[0].length, y = new Float64Array(T * n);
+  out.forEach((r, t) => y.set(r, t * n));
+  return y;
+}
+
+function fullAttention(cfg, ck, L, x, T, qw) {
+  const H = cfg.hidden_size, nh = cfg.num_attention_heads, nkv = cfg.num_key_value_heads, hd = cfg.head_dim;
+  const w = (n) => ck[`model.layers.${L}.self_attn.${n}`].data, eps = cfg.rms_norm_eps;
+  const qp = linear(x, T, H, qw(w('q_proj.weight'), 2 * nh * hd, H), 2 * nh * hd);
+  const kp = linear(x, T, H, qw(w('k_proj.weight'), nkv * hd, H), nkv * hd);
+  const vp = linear(x, T, H, qw(w('v_proj.weight'), nkv * hd, H), nkv * hd);
+  const rope = cfg.rope_parameters ?? {}, theta = rope.rope_theta ?? 10000;
+  const rd = Math.floor(hd * (rope.partial_rotary_factor ?? cfg.partial_rotary_factor ?? 1)), half = rd / 2;
+  const rot = (v, t) => { // rotate-half over the first rd dims, the rest passes
+    const o = Float64Array.from(v);
+    for (let i = 0; i < half; i++) {
+      const f = Math.fround(t * Math.fround(1 / Math.pow(theta, (2 * i) / rd)));
+      const c = Math.cos(f), s = Math.sin(f);
+      o[i] = v[i] * c - v[i + half] * s;
+      o[i + half] = v[i + half] * c + v[i] * s;
+    }
+    return o;
+  };
+  const Q = [], G = [], K = [], V = [];
+  for (let t = 0; t < T; t++) {
+    for (let h = 0; h < nh; h++) {
+      const base = t * 2 * nh * hd + h * 2 * hd; // per head: query then gate
+      Q.push(rot(rmsOffset(Array.from(qp.subarray(base, base + hd)), w('q_norm.weight'), eps), t));
+      G.push(qp.subarray(base + hd, base + 2 * hd));
+    }
+    for (let h = 0; h < nkv; h++) {
+      K.push(rot(rmsOffset(Array.from(kp.subarray((t * nkv + h) * hd, (t * nkv + h + 1) * hd)), w('k_norm.weight'), eps), t));
+      V.push(vp.subarray((t * nkv + h) * hd, (t * nkv + h + 1) * hd));
+    }
+  }
+  const att = new Float64Array(T * nh * hd), scale = 1 / Math.sqrt(hd);
+  for (let t = 0; t < T; t++)
+    for (let h = 0; h < nh; h++) {
+      const g = Math.floor(h / (nh / nkv)), q = Q[t * nh + h];
+      const sc = [];
+      for (let j = 0; j <= t; j++) { let a = 0; for (let i = 0; i < hd; i++) a += q[i] * K[j * nkv + g][i]; sc.push(a * scale); }
+      const m = Math.max(...sc), e = sc.map((v) => Math.exp(v - m)), z = e.reduce((a, b) => a + b);
+      for (let i = 0; i < hd; i++) {
+        let o = 0;
+        for (let j = 0; j <= t; j++) o += (e[j] / z) * V[j * nkv + g][i];
+        att[(t * nh + h) * hd + i] = o * sigmoid(G[t * nh + h][i]);
+      }
+    }
+  return linear(att, T, nh * hd, qw(w('o_proj.weight'), H, nh * hd), H);
+}
+
+function moe(cfg, ck, L, x, T, q) {
+  const H = cfg.hidden_size, E = cfg.num_experts, I = cfg.moe_intermediate_size, S = cfg.shared_expert_intermediate_size;
+  const w = (n) => ck[`model.layers.${L}.mlp.${n}`].data;
+  const lq = (m, N, K) => (q.linear ? qdq(m, N, K, q.linear, 'k') : m);
+  const eq = (m, N, K) => (q.experts ? qdq(m, N, K, q.experts, q.axis) : m);
+  const ex = Array.from({ length: E }, (_, e) => ({
+    g: eq(w(`experts.${e}.gate_proj.weight`), I, H), u: eq(w(`experts.${e}.up_proj.weight`), I, H),
+    d: eq(w(`experts.${e}.down_proj.weight`), H, I),
+  }));
+  const sg = lq(w('shared_expert.gate_proj.weight'), S, H), su = lq(w('shared_expert.up_proj.weight'), S, H);
+  const sd = lq(w('shared_expert.down_proj.weight'), H, S);
+  const swiglu = (xx, g, u, d, n) => {
+    const a = linear(xx, 1, H, g, n), b = linear(xx, 1, H, u, n);
+    return linear(a.map((v, i) => v * sigmoid(v) * b[i]), 1, n, d, H);
+  };
+  return rowsMap(x, T, H, (xx) => {
+    const lg = linear(xx, 1, H, w('gate.weight'), E), m = Math.max(...lg);
+    const p = Array.from(lg, (v) => Math.exp(v - m)), z = p.reduce((a, b) => a + b);
+    const top = [...p.keys()].sort((a, b) => p[b] - p[a]).slice(0, cfg.num_experts_per_tok);
+    const wsum = top.reduce((a, e) => a + p[e] / z, 0);
+    const y = new Float64Array(H);
+    for (const e of top) {
+      const o = swiglu(xx, ex[e].g, ex[e].u, ex[e].d, I);
+      for (let h = 0; h < H; h++) y[h] += (p[e] / z / wsum) * o[h];
+    }
+    const so = swiglu(xx, sg, su, sd, S), gate = sigmoid(linear(xx, 1, H, w('shared_expert_gate.weight'), 1)[0]);
+    for (let h = 0; h < H; h++) y[h] += gate * so[h];
+    return y;
+  });
+}
+
+// Logits [T, V] of the whole model for ids.
+function forwardModel(cfg, ck, ids, q = { linear: 0, experts: 0, axis: 'k' }) {
+  const H = cfg.hidden_size, V = cfg.vocab_size, T = ids.length, eps = cfg.rms_norm_eps;
+  const emb = ck['model.embed_tokens.weight'].data;
+  let hidden = new Float64Array(T * H);
+  ids.forEach((id, t) => hidden.set(emb.subarray(id * H, (id + 1) * H), t * H));
+  const qw = (m, N, K) => (q.linear ? qdq(m, N, K, q.linear, 'k') : m);
+  for (let L = 0; L < cfg.num_hidden_layers; L++) {
+    const ln = (n) => ck[`model.layers.${L}.${n}.weight`].data;
+    const x = rowsMap(hidden, T, H, (r) => rmsOffset(r, ln('input_layernorm'), eps));
+    const mixed = cfg.layer_types[L] === 'linear_attention'
+      ? gatedDeltaNet(cfg, q.linear ? quantizedLayer(layerWeights(ck, L), cfg) : layerWeights(ck, L), x, T, zeroState(cfg))
+      : fullAttention(cfg, ck, L, x, T, qw);
+    hidden = hidden.map((v, i) => v + mixed[i]);
+    const x2 = rowsMap(hidden, T, H, (r) => rmsOffset(r, ln('post_attention_layernorm'), eps));
+    const m = moe(cfg, ck, L, x2, T, q);
+    hidden = hidden.map((v, i) => v + m[i]);
+  }
+  const normed = rowsMap(hidden, T, H, (r) => rmsOffset(r, ck['model.norm.weight'].data, eps));
+  return Float32Array.from(linear(normed, T, H, qw(ck['lm_head.weight'].data, V, H), V));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Part 2: the whole fixture against its transformers references
+
+// Quantization of each export, for the float64 model: linear layers int4 (MatMulNBits) and
+// experts int4/int8 (QMoE), both with blocks of 32 along the input features K.
+const CASES = [
+  { name: 'fp32', args: ['-p', 'fp32'], ref: 'reference.safetensors', q: null, floor: { maxRel: 2e-3 } },
+  {
+    name: 'int4', args: ['-p', 'int4', '--extra_options', 'int4_accuracy_level=0'],
+    ref: 'reference-int4.safetensors', q: { linear: 4, experts: 4 }, floor: { maxRel: 2e-3 },
+  },
+  {
+    name: 'int4-moe8', args: ['-p', 'int4', '--extra_options', 'int4_accuracy_level=0', 'moe_quant_type=int8'],
+    ref: 'reference-int4-moe8.safetensors', q: { linear: 4, experts: 8 }, floor: { minCos: 0.999, sameArgmax: true },
+  },
+];
+
+function build(input, out, args) {
+  try {
+    execFileSync(BIN, ['-i', input, '-o', out, '-e', 'cpu', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    return null;
+  } catch (e) {
+    return `${BIN} failed (exit ${e.status}): ${String(e.stderr ?? e.message).trim()}`;
+  }
+}
+
+// genai_config.json: the hybrid layout (KV cache only for full-attention layers, conv and
+// recurrent states for the others) and the numbers a generation loop sizes its buffers from.
+function checkConfig(dir, cfg) {
+  const g = JSON.parse(readFileSync(join(dir, 'genai_config.json'), 'utf8'));
+  const d = g.model.decoder;
+  const want = {
+    vocab: g.model.vocab_size === cfg.vocab_size, layers: d.num_hidden_layers === cfg.num_hidden_layers,
+    heads: d.num_attention_heads === cfg.num_attention_heads, kv_heads: d.num_key_value_heads === cfg.num_key_value_heads,
+    head_size: d.head_size === cfg.head_dim, hidden: d.hidden_size === cfg.hidden_size,
+    eos: g.model.eos_token_id === cfg.eos_token_id, context: g.model.context_length === cfg.max_position_embeddings,
+    past_conv: d.inputs.past_conv_names === 'past_key_values.%d.conv_state',
+    past_recurrent: d.inputs.past_recurrent_names === 'past_key_values.%d.recurrent_state',
+    present_conv: d.outputs.present_conv_names === 'present.%d.conv_state',
+    present_recurrent: d.outputs.present_recurrent_names === 'present.%d.recurrent_state',
+    tokenizer: existsSync(join(dir, 'tokenizer.json')),
+  };
+  const bad = Object.entries(want).filter(([, v]) => !v).map(([k]) => k);
+  return bad.length ? `genai_config.json/tokenizer mismatch: ${bad.join(', ')}` : null;
+}
+
+// The graph's state inputs: KV caches for full-attention layers only, conv/recurrent states with
+// fixed sizes for linear-attention layers.
+function checkStates(model, cfg) {
+  const C = 2 * cfg.linear_num_key_heads * cfg.linear_key_head_dim + cfg.linear_num_value_heads * cfg.linear_value_head_dim;
+  const want = [];
+  cfg.layer_types.forEach((t, i) => {
+    if (t === 'full_attention') want.push(`past_key_values.${i}.key`, `past_key_values.${i}.value`);
+    else want.push(`past_key_values.${i}.conv_state`, `past_key_values.${i}.recurrent_state`);
+  });
+  const got = model.states.map((s) => s.past).sort();
+  if (JSON.stringify(got) !== JSON.stringify([...want].sort())) return `state inputs ${got.join(', ')}; expected ${want.join(', ')}`;
+  for (const s of model.states) {
+    const dims = s.meta.shape.slice(1);
+    const exp = s.past.endsWith('conv_state') ? [C, cfg.linear_conv_kernel_dim - 1]
+      : s.past.endsWith('recurrent_state') ? [cfg.linear_num_value_heads, cfg.linear_key_head_dim, cfg.linear_value_head_dim] : null;
+    if (exp && (JSON.stringify(dims) !== JSON.stringify(exp) || s.meta.type !== 'float32'))
+      return `${s.past}: ${s.meta.type} [batch, ${dims}], expected float32 [batch, ${exp}]`;
+  }
+  return null;
+}
+
+// The float64 model against the fixture's three files: float weights against reference.safetensors,
+// and the quantized ones with the experts' blocks along N (output features) — which is how the
+// files were made: with blocks along K, as QMoE computes, the model is far from them.
+function checkReferences(cfg, ck) {
+  const refs = {};
+  for (const c of CASES) {
+    const ref = readSafetensors(join(FIXTURES, FIXTURE, c.ref));
+    const ids = Array.from(ref.input_ids.data, Number);
+    const dims = [1, ids.length, cfg.vocab_size];
+    const along = (axis) => forwardModel(cfg, ck, ids, c.q ? { ...c.q, axis } : undefined);
+    const n = c.q ? along('n') : along('k');
+    const v = checkLogits(n, ref.logits.data, dims, { maxRel: 1e-4 }, { label: 'logits' });
+    report(v.ok, `float64 model ${c.q ? 'with experts quantized along N ' : ''}reproduces ${c.ref}`, v.lines);
+    if (c.q) {
+      const k = along('k');
+      const w = checkLogits(k, ref.logits.data, dims, c.floor, { label: 'logits' });
+      console.log(`info same model with experts along K (QMoE's blocks) vs ${c.ref}: ${w.lines[0]}`);
+      refs[c.name] = { ids, logits: k, what: `float64 model, experts along K (${c.q.experts} bits)` };
+    } else {
+      refs[c.name] = { ids, logits: ref.logits.data, what: c.ref };
+    }
+    refs[c.name].file = ref;
+  }
+  return refs;
+}
+
+async function partTwo(work, cfg, ck) {
+  const refs = checkReferences(cfg, ck);
+  for (const c of CASES) {
+    const label = `${FIXTURE} ${c.name}`;
+    const out = join(work, `full-${c.name}`);
+    const err = build(join(FIXTURES, FIXTURE), out, c.args) ?? checkConfig(out, cfg);
+    if (err) {
+      report(false, `${label} build`, [err]);
+      continue;
+    }
+    const { ids, logits, what, file } = refs[c.name];
+    const model = await openModel(out, { threads: 1 });
+    try {
+      const bad = checkStates(model, cfg);
+      report(!bad, `${label} graph states`, [bad ?? `${model.states.length} state inputs, fixed-size float32 conv/recurrent states`]);
+      for (const [mode, opts] of [['prefill', {}], [`prefill${PREFILL}+decode`, { prefill: PREFILL }]]) {
+        const r = await runModel(model, ids, opts);
+        const v = checkLogits(r.logits, logits, r.dims, c.floor, { label: `logits vs ${what}` });
+        report(v.ok, `${label} ${mode}`, v.lines);
+        if (c.q) {
+          const f = checkLogits(r.logits, file.logits.data, r.dims, c.floor, { label: `logits vs ${c.ref}` });
+          console.log(`info ${label} ${mode} vs the fixture file (experts quantized along N there): ${f.lines[0]}`);
+        }
+      }
+    } finally {
+      await closeModel(model);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Part 3: the vision-language layout (Qwen3_5MoeForConditionalGeneration): the same weights under
+// model.language_model., lm_head at the top, the text config nested in text_config, plus a
+// vision tower that is not exported. The export must be byte-identical to the text-only one.
+
+function rawTensors(path) {
+  const buf = readFileSync(path);
+  const n = Number(buf.readBigUInt64LE(0));
+  const header = JSON.parse(buf.subarray(8, 8 + n).toString('utf8'));
+  const base = 8 + n, out = {};
+  for (const [name, t] of Object.entries(header)) {
+    if (name === '__metadata__') continue;
+    out[name] = { dtype: t.dtype, shape: t.shape, bytes: buf.subarray(base + t.data_offsets[0], base + t.data_offsets[1]) };
+  }
+  return { tensors: out, metadata: header.__metadata__ };
+}
+
+function makeVlCheckpoint(dir, cfg) {
+  mkdirSync(dir, { recursive: true });
+  const src = join(FIXTURES, FIXTURE);
+  const { tensors, metadata } = rawTensors(join(src, 'model.safetensors'));
+  const renamed = {};
+  for (const [name, t] of Object.entries(tensors))
+    renamed[name.startsWith('model.') ? `model.language_model.${name.slice(6)}` : name] = t;
+  // a stand-in vision tower: present in the checkpoint, ignored by the export
+  renamed['model.visual.patch_embed.proj.weight'] = { dtype: 'F32', shape: [4, 3], bytes: new Uint8Array(48).fill(7) };
+  writeFileSync(join(dir, 'model.safetensors'), encodeSafetensors(renamed, metadata));
+  const text = { ...cfg };
+  for (const k of ['architectures', 'transformers_version', 'torch_dtype']) delete text[k];
+  const vl = {
+    architectures: ['Qwen3_5MoeForConditionalGeneration'], model_type: 'qwen3_5_moe',
+    text_config: text, vision_config: { model_type: 'qwen3_5_moe', depth: 1, hidden_size: 4 },
+    image_token_id: 500, video_token_id: 501, tie_word_embeddings: cfg.tie_word_embeddings,
+    transformers_version: cfg.transformers_version,
+  };
+  writeFileSync(join(dir, 'config.json'), JSON.stringify(vl, null, 2));
+  for (const f of ['generation_config.json', 'tokenizer.json', 'tokenizer_config.json'])
+    if (existsSync(join(src, f))) copyFileSync(join(src, f), join(dir, f));
+}
+
+function partThree(work, cfg) {
+  const vlDir = join(work, 'vl-checkpoint');
+  makeVlCheckpoint(vlDir, cfg);
+  for (const c of CASES) {
+    const text = join(work, `full-${c.name}`), vl = join(work, `vl-${c.name}`);
+    const err = existsSync(join(text, 'model.onnx')) ? build(vlDir, vl, c.args) : 'text-only export missing';
+    if (err) {
+      report(false, `VL layout ${c.name}`, [err]);
+      continue;
+    }
+    const files = ['model.onnx', 'model.onnx.data', 'genai_config.json'];
+    const diff = files.filter((f) => !readFileSync(join(text, f)).equals(readFileSync(join(vl, f))));
+    const sizes = files.map((f) => `${f} ${readFileSync(join(vl, f)).length} B`).join(', ');
+    report(diff.length === 0, `VL layout ${c.name} export byte-identical to text-only`,
+      [diff.length ? `differs: ${diff.join(', ')}` : sizes]);
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 
 const work = mkdtempSync(join(tmpdir(), 'm2o-qwen3_5-'));
 try {
-  const cfg = JSON.parse((await import('node:fs')).readFileSync(join(FIXTURES, FIXTURE, 'config.json'), 'utf8'));
+  const cfg = JSON.parse(readFileSync(join(FIXTURES, FIXTURE, 'config.json'), 'utf8'));
   const ck = readSafetensors(join(FIXTURES, FIXTURE, 'model.safetensors'));
   await partOne(work, cfg, ck);
+  await partTwo(work, cfg, ck);
+  partThree(work, cfg);
 } catch (e) {
   report(false, 'qwen3_5 e2e', [String(e.stack ?? e).split('\n').slice(0, 3).join(' | ')]);
 } finally {

@@ -288,12 +288,15 @@ TEST(write_ort_models)
     m2o_err err = {{0}};
     CHECK_MSG(open_fixture(&md, &ck, &err) == 0, "%s", err.msg);
     int rc = 0;
+    static const struct { const char *name; precision p; int io; } kinds[3] = {
+        {"fp32", PREC_FP32, ONNX_FLOAT}, {"fp16", PREC_FP16, ONNX_FLOAT16},
+        {"int4", PREC_INT4, ONNX_FLOAT}};
     for (int L = 0; L < 2 && !rc; L++)
-        for (int half = 0; half < 2 && !rc; half++) {
+        for (int k = 0; k < 3 && !rc; k++) {
             char dir[600];
-            snprintf(dir, sizeof dir, "%s/la%d_%s", out, L, half ? "fp16" : "fp32");
+            snprintf(dir, sizeof dir, "%s/la%d_%s", out, L, kinds[k].name);
             mkdir(dir, 0755);
-            export_opts o = half ? opts_for(PREC_FP16, ONNX_FLOAT16) : opts_for(PREC_FP32, ONNX_FLOAT);
+            export_opts o = opts_for(kinds[k].p, kinds[k].io);
             rc = write_layer(&md, ck, &o, L, dir, &err);
         }
     ckpt_close(ck);
