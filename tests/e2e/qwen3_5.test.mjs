@@ -1,4 +1,4 @@
-// Qwen3.5-MoE end to end, in three parts. Every case prints its measured numbers.
+// Qwen3.5-MoE end to end, in four parts. Every case prints its measured numbers.
 //
 // 1. One Gated DeltaNet layer alone: build/tests/test_qwen3_5_linear_attention writes the
 //    fixture's layers 0 and 1 as single-layer graphs (float32, float16 io, int4); ONNX Runtime
@@ -21,6 +21,8 @@
 //    Also fp16, block sizes 64/128 and the default int4 build (floors and causes at MORE_CASES).
 // 3. The vision-language layout, fused experts and a sharded checkpoint, made from the fixture:
 //    byte-identical exports.
+// 4. Qwen3.5-35B-A3B's attention widths on a random two-layer checkpoint: fp32 export vs the
+//    float64 model.
 import { execFileSync } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -601,7 +603,7 @@ function makeVariant(dir, cfg, { vl = false, fused = false, shards = 1 }) {
     for (const k of ['architectures', 'transformers_version', 'torch_dtype']) delete text[k];
     config = {
       architectures: ['Qwen3_5MoeForConditionalGeneration'], model_type: 'qwen3_5_moe',
-      text_config: text, vision_config: { model_type: 'qwen3_5_moe', depth: 1, hidden_size: 4 },
+      text_config: text, vision_config: { model_type: 'qwen3_5_moe_vision', depth: 1, hidden_size: 4 },
       image_token_id: 500, video_token_id: 501, tie_word_embeddings: cfg.tie_word_embeddings,
       transformers_version: cfg.transformers_version,
     };
@@ -638,6 +640,113 @@ function partThree(work, cfg) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Part 4: Qwen3.5-35B-A3B's attention widths (hidden 2048; 16 query / 2 KV heads of 256 with 64
+// rotary dims; linear attention 16 key / 32 value heads of 128, so LinearAttention takes its
+// MLAS path, d_k·d_v ≥ 4096) on a random two-layer checkpoint (linear + full attention, 4
+// experts of width 128, vocab 256): the fp32 export against the float64 model, prefill and
+// decode.
+
+const BIG = {
+  model_type: 'qwen3_5_moe_text', architectures: ['Qwen3_5MoeForCausalLM'], vocab_size: 256,
+  hidden_size: 2048, num_hidden_layers: 2, num_attention_heads: 16, num_key_value_heads: 2, head_dim: 256,
+  rms_norm_eps: 1e-6, max_position_embeddings: 64, tie_word_embeddings: false, attention_bias: false,
+  rope_parameters: { rope_theta: 10000000, partial_rotary_factor: 0.25, rope_type: 'default' },
+  linear_conv_kernel_dim: 4, linear_key_head_dim: 128, linear_value_head_dim: 128,
+  linear_num_key_heads: 16, linear_num_value_heads: 32, moe_intermediate_size: 128,
+  shared_expert_intermediate_size: 128, num_experts_per_tok: 2, num_experts: 4,
+  layer_types: ['linear_attention', 'full_attention'], eos_token_id: 2, pad_token_id: 0,
+};
+
+// BF16 tensors with deterministic values in ±amp around base; returns { bytes, data (float32) }.
+function bf16Tensor(n, rnd, amp, base = 0) {
+  const bits = new Uint16Array(n), data = new Float32Array(n), f = new Float32Array(1), u = new Uint32Array(f.buffer);
+  for (let i = 0; i < n; i++) {
+    f[0] = base + amp * rnd() / 2;
+    bits[i] = (u[0] + 0x7fff + ((u[0] >>> 16) & 1)) >>> 16; // round to nearest even
+    u[0] = bits[i] << 16;
+    data[i] = f[0];
+  }
+  return { bytes: new Uint8Array(bits.buffer), data };
+}
+
+function makeBigCheckpoint(dir, c) {
+  mkdirSync(dir, { recursive: true });
+  const rnd = lcg(35), H = c.hidden_size, t = {}, ck = {};
+  const add = (name, shape, amp, base = 0) => {
+    const v = bf16Tensor(shape.reduce((a, b) => a * b), rnd, amp, base);
+    t[name] = { dtype: 'BF16', shape, bytes: v.bytes };
+    ck[name] = { data: v.data };
+  };
+  const lin = (name, n, k) => add(name, [n, k], 2 / Math.sqrt(k));
+  const kd = c.linear_num_key_heads * c.linear_key_head_dim, vd = c.linear_num_value_heads * c.linear_value_head_dim;
+  const nh = c.num_attention_heads, hd = c.head_dim, nkv = c.num_key_value_heads, nv = c.linear_num_value_heads;
+  add('model.embed_tokens.weight', [c.vocab_size, H], 2);
+  for (let L = 0; L < c.num_hidden_layers; L++) {
+    const p = `model.layers.${L}.`;
+    add(`${p}input_layernorm.weight`, [H], 0.2);
+    add(`${p}post_attention_layernorm.weight`, [H], 0.2);
+    if (c.layer_types[L] === 'linear_attention') {
+      lin(`${p}linear_attn.in_proj_qkv.weight`, 2 * kd + vd, H);
+      lin(`${p}linear_attn.in_proj_z.weight`, vd, H);
+      lin(`${p}linear_attn.in_proj_b.weight`, nv, H);
+      lin(`${p}linear_attn.in_proj_a.weight`, nv, H);
+      add(`${p}linear_attn.conv1d.weight`, [2 * kd + vd, 1, c.linear_conv_kernel_dim], 1);
+      add(`${p}linear_attn.A_log`, [nv], 2, 1);
+      add(`${p}linear_attn.dt_bias`, [nv], 1, 1);
+      add(`${p}linear_attn.norm.weight`, [c.linear_value_head_dim], 0.4, 1);
+      lin(`${p}linear_attn.out_proj.weight`, H, vd);
+    } else {
+      lin(`${p}self_attn.q_proj.weight`, 2 * nh * hd, H);
+      lin(`${p}self_attn.k_proj.weight`, nkv * hd, H);
+      lin(`${p}self_attn.v_proj.weight`, nkv * hd, H);
+      lin(`${p}self_attn.o_proj.weight`, H, nh * hd);
+      add(`${p}self_attn.q_norm.weight`, [hd], 0.2);
+      add(`${p}self_attn.k_norm.weight`, [hd], 0.2);
+    }
+    lin(`${p}mlp.gate.weight`, c.num_experts, H);
+    for (let e = 0; e < c.num_experts; e++) {
+      lin(`${p}mlp.experts.${e}.gate_proj.weight`, c.moe_intermediate_size, H);
+      lin(`${p}mlp.experts.${e}.up_proj.weight`, c.moe_intermediate_size, H);
+      lin(`${p}mlp.experts.${e}.down_proj.weight`, H, c.moe_intermediate_size);
+    }
+    lin(`${p}mlp.shared_expert.gate_proj.weight`, c.shared_expert_intermediate_size, H);
+    lin(`${p}mlp.shared_expert.up_proj.weight`, c.shared_expert_intermediate_size, H);
+    lin(`${p}mlp.shared_expert.down_proj.weight`, H, c.shared_expert_intermediate_size);
+    lin(`${p}mlp.shared_expert_gate.weight`, 1, H);
+  }
+  add('model.norm.weight', [H], 0.2);
+  lin('lm_head.weight', c.vocab_size, H);
+  writeFileSync(join(dir, 'model.safetensors'), encodeSafetensors(t, { format: 'pt' }));
+  writeFileSync(join(dir, 'config.json'), JSON.stringify(c, null, 2));
+  copyFileSync(join(FIXTURES, FIXTURE, 'tokenizer.json'), join(dir, 'tokenizer.json'));
+  return ck;
+}
+
+async function partFour(work) {
+  const dir = join(work, 'big-checkpoint'), out = join(work, 'big-fp32');
+  const ck = makeBigCheckpoint(dir, BIG);
+  const err = build(dir, out, ['-p', 'fp32']);
+  if (err) {
+    report(false, '35B-A3B widths fp32 build', [err]);
+    return;
+  }
+  const ids = [5, 77, 3, 200, 41, 9];
+  const ref = forwardModel(BIG, ck, ids);
+  const model = await openModel(out, { threads: 2 });
+  try {
+    for (const [mode, opts] of [['prefill', {}], ['prefill2+decode', { prefill: 2 }]]) {
+      const r = await runModel(model, ids, opts);
+      const v = checkLogits(r.logits, ref, r.dims, { maxRel: 2e-3 }, { label: 'logits vs float64 model' });
+      report(v.ok, `35B-A3B widths fp32 ${mode}`, v.lines);
+    }
+  } finally {
+    await closeModel(model);
+    rmSync(dir, { recursive: true, force: true });
+    rmSync(out, { recursive: true, force: true });
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
 
 const work = mkdtempSync(join(tmpdir(), 'm2o-qwen3_5-'));
 try {
@@ -646,6 +755,7 @@ try {
   await partOne(work, cfg, ck);
   await partTwo(work, cfg, ck);
   partThree(work, cfg);
+  await partFour(work);
 } catch (e) {
   report(false, 'qwen3_5 e2e', [String(e.stack ?? e).split('\n').slice(0, 3).join(' | ')]);
 } finally {
