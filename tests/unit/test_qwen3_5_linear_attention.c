@@ -2,7 +2,7 @@
  * (input "hidden" [batch, seq, H] → output "output"): node wiring, attributes, state
  * inputs/outputs and the float32 constants it derives, read back from the written model.
  *
- * With M2O_ORT_DIR set, the single-layer models are also left in $M2O_ORT_DIR/la{L}_{fp32,fp16}
+ * With M2O_ORT_DIR set, the single-layer models are also left in $M2O_ORT_DIR/la{L}_{fp32,fp16,int4}
  * for tests/e2e/qwen3_5.test.mjs, which runs them in ONNX Runtime and compares with its own float64
  * evaluation of transformers' formulas on the fixture's weights (prefill and decode). */
 #include <math.h>
@@ -278,27 +278,47 @@ TEST(missing_and_misshapen_tensors_are_named)
     CHECK_STR_CONTAINS(err.msg, "model.layers.0.linear_attn.");
 }
 
+/* The single-layer models of tests/e2e/qwen3_5.test.mjs: into $M2O_ORT_DIR when set (left there
+ * for the e2e test), else into a temporary directory, where each is read back: three kinds for
+ * layers 0 and 1, each with its state inputs. */
 TEST(write_ort_models)
 {
     const char *out = getenv("M2O_ORT_DIR");
-    if (!out)
-        return; /* only for tests/e2e/qwen3_5.test.mjs */
+    char tmp[512];
+    if (!out) {
+        CHECK(make_temp_dir(tmp, sizeof tmp));
+        out = tmp;
+    }
     model_desc md;
     st_checkpoint *ck;
     m2o_err err = {{0}};
     CHECK_MSG(open_fixture(&md, &ck, &err) == 0, "%s", err.msg);
-    int rc = 0;
     static const struct { const char *name; precision p; int io; } kinds[3] = {
         {"fp32", PREC_FP32, ONNX_FLOAT}, {"fp16", PREC_FP16, ONNX_FLOAT16},
         {"int4", PREC_INT4, ONNX_FLOAT}};
+    int rc = 0, read_back = 0;
     for (int L = 0; L < 2 && !rc; L++)
         for (int k = 0; k < 3 && !rc; k++) {
-            char dir[600];
+            char dir[600], path[700], state[64];
             snprintf(dir, sizeof dir, "%s/la%d_%s", out, L, kinds[k].name);
             mkdir(dir, 0755);
             export_opts o = opts_for(kinds[k].p, kinds[k].io);
             rc = write_layer(&md, ck, &o, L, dir, &err);
+            snprintf(path, sizeof path, "%s/model.onnx", dir);
+            onnx_model *m = NULL;
+            if (!rc && out == tmp && !onnx_model_open(path, &m, &err)) {
+                snprintf(state, sizeof state, "past_key_values.%d.recurrent_state", L);
+                read_back += onnx_model_find_input(m, state) != NULL &&
+                             onnx_value_elem_type(onnx_model_find_input(m, "hidden")) == kinds[k].io;
+                onnx_model_close(m);
+            }
+            if (out == tmp)
+                remove_temp_dir(dir);
         }
     ckpt_close(ck);
+    if (out == tmp)
+        remove_temp_dir(tmp);
     CHECK_MSG(rc == 0, "%s", err.msg);
+    if (out == tmp)
+        CHECK_EQ(read_back, 6);
 }
