@@ -2,9 +2,10 @@
  * (input "hidden" [batch, seq, H] → output "output"): node wiring, attributes, state
  * inputs/outputs and the float32 constants it derives, read back from the written model.
  *
- * With M2O_ORT_DIR set, the single-layer models are also left in $M2O_ORT_DIR/la{L}_{fp32,fp16,int4}
- * for tests/e2e/qwen3_5.test.mjs, which runs them in ONNX Runtime and compares with its own float64
- * evaluation of transformers' formulas on the fixture's weights (prefill and decode). */
+ * With M2O_ORT_DIR set, the single-layer models are also left in
+ * $M2O_ORT_DIR/la{L}_{fp32,fp16,int4} for tests/e2e/qwen3_5.test.mjs, which runs them in ONNX
+ * Runtime and compares with its own float64 evaluation of transformers' formulas on the fixture's
+ * weights (prefill and decode). */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
