@@ -47,8 +47,8 @@ int qwen3_5_linear_attn_desc(gb *b, int L, linear_attn_desc *d, m2o_err *err)
                    L) ||
         gb_tensorf(b, &d->A_log, err, true, 1, &nv, "%slayers.%d.linear_attn.A_log", p, L) ||
         gb_tensorf(b, &d->dt_bias, err, true, 1, &nv, "%slayers.%d.linear_attn.dt_bias", p, L) ||
-        gb_tensorf(b, &d->norm_w, err, true, 1, &d->head_v_dim, "%slayers.%d.linear_attn.norm.weight",
-                   p, L))
+        gb_tensorf(b, &d->norm_w, err, true, 1, &d->head_v_dim,
+                   "%slayers.%d.linear_attn.norm.weight", p, L))
         return -1;
     return linear_attn_check(d, H, err);
 }
@@ -96,9 +96,9 @@ static int build_mixer(gb *b, int L, const char *input, gname *out, m2o_err *err
 {
     if (b->md->layer_type[L] == LAYER_LINEAR_ATTENTION) {
         linear_attn_desc d;
-        return qwen3_5_linear_attn_desc(b, L, &d, err) || gb_linear_attention(b, &d, input, out, err)
-                   ? -1
-                   : 0;
+        if (qwen3_5_linear_attn_desc(b, L, &d, err))
+            return -1;
+        return gb_linear_attention(b, &d, input, out, err);
     }
     attn_desc a;
     return load_attention(b, L, &a, err) || gb_attention(b, &a, input, out, err) ? -1 : 0;

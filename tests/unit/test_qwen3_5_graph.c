@@ -180,7 +180,8 @@ TEST(gated_full_attention_and_norm_offsets)
                  onnx_node_attr_int(gqa, "do_rotary", &rot) &&
                  onnx_node_attr_float(gqa, "scale", &scale);
     /* the gate multiplies GQA's output and feeds o_proj */
-    int wired = split && mul && o_proj && !strcmp(onnx_node_input(mul, 0), onnx_node_output(gqa, 0)) &&
+    int wired = split && mul && o_proj &&
+                !strcmp(onnx_node_input(mul, 0), onnx_node_output(gqa, 0)) &&
                 !strcmp(onnx_node_input(o_proj, 0), onnx_node_output(mul, 0));
     /* partial rotary: cos_cache [context, rotary_dim / 2] = [32768, 8] */
     const onnx_tensor *cos = gqa ? onnx_model_find_initializer(x.m, onnx_node_input(gqa, 7)) : NULL;
@@ -254,7 +255,8 @@ static void check_cuda(const char *prec, int n_extra, const char **extra, int io
     }
     const onnx_node *attn_q = node(&x, q4 ? "/model/layers.%d/attn/qkv_proj/MatMul_Q4"
                                           : "/model/layers.%d/attn/qkv_proj/MatMul", 3);
-    const onnx_node *head = onnx_model_find_node(x.m, q4 ? "/lm_head/MatMul_Q4" : "/lm_head/MatMul");
+    const onnx_node *head =
+        onnx_model_find_node(x.m, q4 ? "/lm_head/MatMul_Q4" : "/lm_head/MatMul");
     split &= attn_q && head;
     const onnx_node *moe = node(&x, "/model/layers.%d/moe/QMoE", 0);
     int64_t b = 0, pre = -5;

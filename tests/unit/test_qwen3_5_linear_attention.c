@@ -113,7 +113,8 @@ TEST(fixture_layer0_block_wiring_and_constants)
     int ok = cs && rs && onnx_model_find_output(m, "present.0.conv_state") &&
              onnx_model_find_output(m, "present.0.recurrent_state");
     int shapes = ok && onnx_value_elem_type(cs) == 1 && onnx_value_ndim(cs) == 3 &&
-                 !strcmp(onnx_value_dim_param(cs, 0), "batch_size") && onnx_value_dim(cs, 1) == 256 &&
+                 !strcmp(onnx_value_dim_param(cs, 0), "batch_size") &&
+                 onnx_value_dim(cs, 1) == 256 &&
                  onnx_value_dim(cs, 2) == 3 && onnx_value_elem_type(rs) == 1 &&
                  onnx_value_ndim(rs) == 4 && onnx_value_dim(rs, 1) == 4 &&
                  onnx_value_dim(rs, 2) == 32 && onnx_value_dim(rs, 3) == 32;
@@ -133,7 +134,8 @@ TEST(fixture_layer0_block_wiring_and_constants)
                 !strcmp(onnx_node_output(la, 1), "present.0.recurrent_state") &&
                 !strcmp(onnx_node_input(cv, 3), "past_key_values.0.conv_state") &&
                 !strcmp(onnx_node_output(cv, 1), "present.0.conv_state");
-    const onnx_node *l2 = node_named(m, "/model/layers.0/linear_attn/qk_l2norm/SimplifiedLayerNorm");
+    const onnx_node *l2 =
+        node_named(m, "/model/layers.0/linear_attn/qk_l2norm/SimplifiedLayerNorm");
     int l2ok = l2 && onnx_node_attr_float(l2, "epsilon", &l2eps);
     strs = attrs && !strcmp(rule, "gated_delta") && !strcmp(act, "silu"); /* valid until close */
 
@@ -189,8 +191,8 @@ TEST(int4_quantizes_qkv_z_out_but_not_a_b)
         snprintf(name, sizeof name, "/model/layers.1/linear_attn/%s/MatMul_Q4", q[i]);
         const onnx_node *n = node_named(m, name);
         int64_t bs = 0;
-        if (!n || strcmp(onnx_node_op(n), "MatMulNBits") || !onnx_node_attr_int(n, "block_size", &bs) ||
-            bs != 32)
+        if (!n || strcmp(onnx_node_op(n), "MatMulNBits") ||
+            !onnx_node_attr_int(n, "block_size", &bs) || bs != 32)
             bad |= 1 << i;
     }
     for (int i = 0; i < 2; i++) {
@@ -309,8 +311,9 @@ TEST(write_ort_models)
             onnx_model *m = NULL;
             if (!rc && out == tmp && !onnx_model_open(path, &m, &err)) {
                 snprintf(state, sizeof state, "past_key_values.%d.recurrent_state", L);
-                read_back += onnx_model_find_input(m, state) != NULL &&
-                             onnx_value_elem_type(onnx_model_find_input(m, "hidden")) == kinds[k].io;
+                const onnx_value *hidden = onnx_model_find_input(m, "hidden");
+                read_back += onnx_model_find_input(m, state) != NULL && hidden &&
+                             onnx_value_elem_type(hidden) == kinds[k].io;
                 onnx_model_close(m);
             }
             if (out == tmp)
