@@ -1,6 +1,19 @@
 /* Qwen3.5/3.6-MoE (Qwen3_5MoeForCausalLM, and the text decoder of
  * Qwen3_5MoeForConditionalGeneration, whose tensors sit under model.language_model.; the vision
- * tower is not exported): which checkpoint tensors make which decoder blocks. */
+ * tower is not exported): which checkpoint tensors make which decoder blocks, following
+ * transformers' modeling_qwen3_5_moe.py.
+ *
+ * Per layer: RMSNorm → token mixer → RMSNorm → MoE, residuals around both. Every RMSNorm of the
+ * decoder (input/post-attention/final norms, q_norm/k_norm) multiplies by (1 + w): the weights
+ * are exported with the 1 added. The mixer is, per config.layer_types:
+ *   linear_attention: Gated DeltaNet, linear_attn.{in_proj_qkv, in_proj_z, in_proj_b, in_proj_a,
+ *     conv1d, A_log, dt_bias, norm, out_proj} → graph/linear_attention.h (conv and recurrent
+ *     states instead of a KV cache);
+ *   full_attention: self_attn.q_proj gives per head head_dim query rows then head_dim output-gate
+ *     rows, q_norm/k_norm per head, rotary over the first partial_rotary_factor of each head,
+ *     GQA, output times sigmoid(gate), o_proj (graph attention block with q_gate).
+ * MoE: router mlp.gate, softmax → top-k → renormalised; per-expert or fused experts; shared
+ * expert scaled by sigmoid(shared_expert_gate) — the Qwen MoE block of qwen_moe.c. */
 #include "arch/qwen3_5_moe.h"
 
 #include <stdio.h>
@@ -24,7 +37,6 @@ int qwen3_5_linear_attn_desc(gb *b, int L, linear_attn_desc *d, m2o_err *err)
 {
     const model_desc *md = b->md;
     const char *p = md->prefix;
-    memset(d, 0, sizeof *d);
     *d = (linear_attn_desc){.layer = L, .num_k_heads = md->linear_num_key_heads,
                             .num_v_heads = md->linear_num_value_heads,
                             .head_k_dim = md->linear_key_head_dim,
