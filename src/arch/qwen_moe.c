@@ -25,10 +25,15 @@
 #include "graph/blocks.h"
 #include "graph/rope.h"
 
+/* gate/up/down projections of a dense MLP or a shared expert */
+typedef struct swiglu_mlp {
+    linear_src gate, up, down;
+} swiglu_mlp;
+
 /* Everything one layer's MLP needs, kept off the stack (expert tables are large). */
 typedef struct layer_mlp {
     expert_src fc1, fc2;
-    mlp_desc dense;  /* dense layer, or the shared expert of a sparse one */
+    swiglu_mlp dense;  /* dense layer, or the shared expert of a sparse one */
 } layer_mlp;
 
 static int load_fused_experts(gb *b, int L, const st_tensor *gate_up, layer_mlp *x, m2o_err *err)
@@ -79,7 +84,7 @@ static int load_experts(gb *b, int L, layer_mlp *x, m2o_err *err)
 }
 
 /* mlp.{gate,up,down}_proj (dense layer) or mlp.shared_expert.* (which = "shared_expert."). */
-static int load_mlp(gb *b, int L, const char *which, int64_t inter, mlp_desc *m, m2o_err *err)
+static int load_mlp(gb *b, int L, const char *which, int64_t inter, swiglu_mlp *m, m2o_err *err)
 {
     const model_desc *md = b->md;
     const char *p = md->prefix;
@@ -135,31 +140,42 @@ static int load_attention(gb *b, int L, attn_desc *a, m2o_err *err)
     return 0;
 }
 
+/* Routing as transformers does it: softmax over all experts → top-k → renormalised only with
+ * norm_topk_prob. Without it, CPU QMoE (which renormalises regardless) gets router_weights =
+ * Softmax(logits); gb_moe handles the float MoE op, and CUDA's kernels skip renormalisation when
+ * normalize_routing_weights is 0. */
 static int build_sparse_mlp(gb *b, int L, layer_mlp *x, const char *input, gname *out,
                             m2o_err *err)
 {
     const model_desc *md = b->md;
     int64_t E = md->num_experts, H = md->hidden_size;
+    bool qmoe_cpu = b->o->precision == PREC_INT4 && b->o->ep == EP_CPU;
     moe_desc m = {.layer = L, .num_experts = E, .top_k = md->top_k, .hidden = H,
                   .inter = md->moe_intermediate_size, .fc1 = &x->fc1, .fc2 = &x->fc2,
                   .swiglu_limit = 0.0f, .alpha = 1.0f, .beta = 0.0f,
-                  .normalize_routing = md->norm_topk_prob};
+                  .normalize_routing = md->norm_topk_prob,
+                  .router_weights = !md->norm_topk_prob && qmoe_cpu};
     int64_t sr[2] = {E, H}, sg[2] = {1, H};
+    const st_tensor *shared_gate = NULL;
     m.router.n_parts = 1;
     if (load_experts(b, L, x, err) ||
         gb_tensorf(b, &m.router.w[0], err, true, 2, sr, "%slayers.%d.mlp.gate.weight", md->prefix,
                    L))
         return -1;
-    if (md->shared_expert_intermediate_size > 0) {
-        if (load_mlp(b, L, "shared_expert.", md->shared_expert_intermediate_size, &x->dense,
-                     err) ||
-            gb_tensorf(b, &m.shared_gate.w[0], err, true, 2, sg,
-                       "%slayers.%d.mlp.shared_expert_gate.weight", md->prefix, L))
-            return -1;
-        m.shared = &x->dense;
-        m.shared_gate.n_parts = 1;
-    }
-    return gb_moe(b, &m, input, out, err);
+    bool shared = md->shared_expert_intermediate_size > 0;
+    if (shared &&
+        (load_mlp(b, L, "shared_expert.", md->shared_expert_intermediate_size, &x->dense, err) ||
+         gb_tensorf(b, &shared_gate, err, true, 2, sg, "%slayers.%d.mlp.shared_expert_gate.weight",
+                    md->prefix, L)))
+        return -1;
+    if (!shared)
+        return gb_moe(b, &m, input, out, err);
+    gname routed;
+    return gb_moe(b, &m, input, &routed, err) ||
+                   gb_shared_expert(b, L, shared_gate, &x->dense.gate, &x->dense.up,
+                                    &x->dense.down, input, routed.s, out, err)
+               ? -1
+               : 0;
 }
 
 int qwen_moe_build_mlp(gb *b, int L, const char *input, gname *out, m2o_err *err)
@@ -173,9 +189,11 @@ int qwen_moe_build_mlp(gb *b, int L, const char *input, gname *out, m2o_err *err
     } else {
         gname base = gname_fmt("/model/layers.%d/mlp", L);
         gname init = gname_fmt("model.layers.%d.mlp", L);
-        rc = load_mlp(b, L, "", b->md->intermediate_size, &x->dense, err);
+        swiglu_mlp *d = &x->dense;
+        rc = load_mlp(b, L, "", b->md->intermediate_size, d, err);
         if (!rc)
-            rc = gb_mlp(b, base.s, init.s, &x->dense, gb_quantize_linears(b), input, out, err);
+            rc = gb_mlp_swiglu(b, base.s, init.s, &d->gate, &d->up, &d->down,
+                               gb_quantize_linears(b), input, out, err);
     }
     free(x);
     return rc;

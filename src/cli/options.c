@@ -115,12 +115,12 @@ typedef struct extra_values {
     int use_fp4_moe;
     int qmoe_block_size;        /* 0 = unset */
     int qmoe_prepacked;         /* -2 = unset, else -1/0/1 */
-    bool use_cuda_bf16, exclude_lm_head, exclude_embeds;
+    bool use_cuda_bf16, exclude_lm_head, exclude_embeds, qmoe_quantize_bias;
 } extra_values;
 
 static const char *const EXTRA_KEYS =
     "int4_block_size, int4_accuracy_level, moe_quant_type, use_8bits_moe, use_fp4_moe, "
-    "qmoe_block_size, qmoe_weights_prepacked, use_cuda_bf16, exclude_lm_head, exclude_embeds";
+    "qmoe_block_size, qmoe_weights_prepacked, qmoe_quantize_bias, use_cuda_bf16, exclude_lm_head";
 
 static int parse_one_extra(const char *key, const char *v, extra_values *x, m2o_err *err)
 {
@@ -158,7 +158,14 @@ static int parse_one_extra(const char *key, const char *v, extra_values *x, m2o_
     }
     if (!strcmp(key, "use_cuda_bf16")) return parse_bool(key, v, &x->use_cuda_bf16, err);
     if (!strcmp(key, "exclude_lm_head")) return parse_bool(key, v, &x->exclude_lm_head, err);
-    if (!strcmp(key, "exclude_embeds")) return parse_bool(key, v, &x->exclude_embeds, err);
+    if (!strcmp(key, "qmoe_quantize_bias")) return parse_bool(key, v, &x->qmoe_quantize_bias, err);
+    if (!strcmp(key, "exclude_embeds")) {
+        if (parse_bool(key, v, &x->exclude_embeds, err)) return -1;
+        if (x->exclude_embeds)
+            return m2o_fail(err, "extra option exclude_embeds=true is not supported: moe2onnx always exports "
+                                 "the embedding (input_ids input); remove the option");
+        return 0;
+    }
     return m2o_fail(err, "unknown extra option '%s'; valid ones: %s", key, EXTRA_KEYS);
 }
 
@@ -248,8 +255,8 @@ int options_validate(const build_args *a, export_opts *o, m2o_err *err)
             return m2o_fail(err, "expert quantization options (moe_quant_type, use_8bits_moe, use_fp4_moe, "
                                  "qmoe_block_size, qmoe_weights_prepacked) need -p int4; -p %s keeps experts "
                                  "in floating point", a->precision);
-        if (x.int4_block_size || x.int4_accuracy_level >= 0)
-            return m2o_fail(err, "extra options int4_block_size/int4_accuracy_level need -p int4");
+        if (x.int4_block_size || x.int4_accuracy_level >= 0 || x.qmoe_quantize_bias)
+            return m2o_fail(err, "extra options int4_block_size/int4_accuracy_level/qmoe_quantize_bias need -p int4");
     }
     if (x.use_cuda_bf16 && o->ep != EP_CUDA)
         return m2o_fail(err, "extra option use_cuda_bf16=true needs -e cuda (the CPU build uses float32 inputs)");
@@ -290,7 +297,10 @@ int options_validate(const build_args *a, export_opts *o, m2o_err *err)
         o->qmoe_weights_prepacked = x.qmoe_prepacked == 0 ? 0 : 1;
     o->use_cuda_bf16 = x.use_cuda_bf16;
     o->exclude_lm_head = x.exclude_lm_head;
-    o->exclude_embeds = x.exclude_embeds;
+    o->exclude_embeds = false;
+    if (x.qmoe_quantize_bias && o->moe_quant_type == MOE_QUANT_MXFP4)
+        return m2o_fail(err, "extra option qmoe_quantize_bias=true applies to int4/int8 experts, not mxfp4");
+    o->qmoe_quantize_bias = x.qmoe_quantize_bias;
     o->allow_nonfinite = a->allow_nonfinite;
     return 0;
 }
@@ -413,7 +423,9 @@ void build_usage(FILE *f)
         "                              qmoe_block_size=N (cpu 16..128, default 32; cuda 32|64|128,\n"
         "                                default the largest dividing hidden and expert sizes)\n"
         "                              qmoe_weights_prepacked=-1|0|1 (cuda int: 1/-1 CUTLASS SM80, 0 raw)\n"
-        "                              use_cuda_bf16=BOOL, exclude_lm_head=BOOL, exclude_embeds=BOOL\n"
+        "                              qmoe_quantize_bias=BOOL (round expert biases like the weights;\n"
+        "                                off = exact biases, as onnxruntime-genai)\n"
+        "                              use_cuda_bf16=BOOL, exclude_lm_head=BOOL (keep lm_head float)\n"
         "                              BOOL is true|false|1|0\n"
         "  --threads N                 worker threads (default: all cores)\n"
         "  -q, --quiet                 only the final summary line\n"

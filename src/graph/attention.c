@@ -12,41 +12,40 @@ int gqa_local_window_size(int window)
     return window > 0 ? window : -1;
 }
 
-/* Per-head RMSNorm of one projection [B, S, heads * hd]: Reshape to [B, S, heads, hd] →
- * SimplifiedLayerNormalization over hd (float32 statistics, like transformers' RMSNorm) →
- * Reshape back, so GQA's rotary sees normalised heads. */
+/* RMSNorm over each head: [B, S, heads * hd] → [B, S, heads, hd] → norm → back. */
 static int head_norm(gb *b, int L, const char *which, const st_tensor *w, float offset,
-                     int heads, const char *input, gname *out, m2o_err *err)
+                     const char *input, gname *out, m2o_err *err)
 {
     int64_t hd = b->md->head_dim;
     if (w->numel != hd)
         return m2o_fail(err, "tensor %s: %lld elements, expected head_dim %lld", w->name,
                         (long long)w->numel, (long long)hd);
-    gname weight = gname_fmt("model.layers.%d.attn.%s_norm.weight", L, which);
-    if (gb_add_small(b, weight.s, 1, &w, offset, 1, &hd, err))
-        return -1;
-    int64_t split_shape[4] = {0, 0, heads, hd}, flat_shape[3] = {0, 0, -1};
-    gname c4 = gb_const_i64(b, 1, 4, split_shape), c3 = gb_const_i64(b, 1, 3, flat_shape);
+    int64_t split[4] = {0, 0, -1, hd}, merge[3] = {0, 0, -1};
+    gname c4 = gb_const_i64(b, 1, 4, split), c3 = gb_const_i64(b, 1, 3, merge);
     gname r1 = gname_fmt("/model/layers.%d/attn/%s_norm/Reshape_1", L, which);
-    gname ln = gname_fmt("/model/layers.%d/attn/%s_norm/SimplifiedLayerNormalization", L, which);
-    gname r2 = gname_fmt("/model/layers.%d/attn/%s_norm/Reshape_2", L, which);
-    const char *in_r1[2] = {input, c4.s};
-    gb_node(b, "Reshape", NULL, r1.s, 2, in_r1, 1);
-    gname r1_out = gname_out(r1.s, 0);
-    const char *in_ln[2] = {r1_out.s, weight.s};
-    graph_node *n = gb_node(b, "SimplifiedLayerNormalization", NULL, ln.s, 2, in_ln, 1);
+    const char *in1[2] = {input, c4.s};
+    gb_node(b, "Reshape", NULL, r1.s, 2, in1, 1);
+    gname node = gname_fmt("/model/layers.%d/attn/%s_norm/SimplifiedLayerNorm", L, which);
+    gname wname = gname_fmt("model.layers.%d.attn.%s_norm.layernorm.weight", L, which);
+    gname normed;
+    if (gb_add_small(b, wname.s, 1, &w, offset, 1, &hd, err))
+        return -1;
+    gname r1o = gname_out(r1.s, 0);
+    const char *in2[2] = {r1o.s, wname.s};
+    graph_node *n = gb_node(b, "SimplifiedLayerNormalization", NULL, node.s, 2, in2, 1);
     node_attr_int(n, "axis", -1);
     node_attr_float(n, "epsilon", (float)b->md->rms_norm_eps);
     node_attr_int(n, "stash_type", 1);
-    gname ln_out = gname_out(ln.s, 0);
-    const char *in_r2[2] = {ln_out.s, c3.s};
-    gb_node(b, "Reshape", NULL, r2.s, 2, in_r2, 1);
+    normed = gname_out(node.s, 0);
+    gname r2 = gname_fmt("/model/layers.%d/attn/%s_norm/Reshape_2", L, which);
+    const char *in3[2] = {normed.s, c3.s};
+    gb_node(b, "Reshape", NULL, r2.s, 2, in3, 1);
     *out = gname_out(r2.s, 0);
     return 0;
 }
 
-/* Query part of a gated q_proj [B, S, heads * 2hd] → query [B, S, heads, hd] and the gate
- * flattened back to [B, S, heads * hd]. */
+/* A gated q projection [B, S, heads * 2hd] → query [B, S, heads, hd] and the gate flattened
+ * back to [B, S, heads * hd]. */
 static void split_query_gate(gb *b, int L, const char *q, gname *query, gname *gate)
 {
     const model_desc *md = b->md;
@@ -70,45 +69,6 @@ static void split_query_gate(gb *b, int L, const char *q, gname *query, gname *g
     *gate = gname_out(rg.s, 0);
 }
 
-/* Packed QKV output → q, k (each through its head norm, if any) and v as GQA's three inputs,
- * and the output gate when q_proj carries one. */
-static int split_qkv(gb *b, const attn_desc *a, const char *qkv, gname qkv_out[3], gname *gate,
-                     m2o_err *err)
-{
-    const model_desc *md = b->md;
-    int L = a->layer;
-    int64_t sizes[3] = {(int64_t)md->num_heads * md->head_dim * (a->q_gate ? 2 : 1),
-                        (int64_t)md->num_kv_heads * md->head_dim,
-                        (int64_t)md->num_kv_heads * md->head_dim};
-    gname c = gb_const_i64(b, 1, 3, sizes);
-    gname split = gname_fmt("/model/layers.%d/attn/qkv_proj/Split", L);
-    const char *in[2] = {qkv, c.s};
-    graph_node *n = gb_node(b, "Split", NULL, split.s, 2, in, 3);
-    node_attr_int(n, "axis", -1);
-    gname q = gname_out(split.s, 0), k = gname_out(split.s, 1);
-    qkv_out[0] = q;
-    qkv_out[1] = k;
-    qkv_out[2] = gname_out(split.s, 2);
-    if (a->q_gate)
-        split_query_gate(b, L, q.s, &q, gate);
-    if (a->q_norm)
-        return head_norm(b, L, "q", a->q_norm, a->qk_norm_offset, md->num_heads, q.s, &qkv_out[0],
-                         err) ||
-                       head_norm(b, L, "k", a->k_norm, a->qk_norm_offset, md->num_kv_heads, k.s,
-                                 &qkv_out[1], err)
-                   ? -1
-                   : 0;
-    if (a->q_gate) { /* query [.., heads, hd] back to GQA's [.., heads * hd] */
-        int64_t flat[3] = {0, 0, -1};
-        gname c3 = gb_const_i64(b, 1, 3, flat);
-        gname r = gname_fmt("/model/layers.%d/attn/q_gate/Reshape_2", L);
-        const char *in_r[2] = {q.s, c3.s};
-        gb_node(b, "Reshape", NULL, r.s, 2, in_r, 1);
-        qkv_out[0] = gname_out(r.s, 0);
-    }
-    return 0;
-}
-
 /* attention output * Sigmoid(gate) */
 static gname apply_output_gate(gb *b, int L, const char *attn, const char *gate)
 {
@@ -120,6 +80,46 @@ static gname apply_output_gate(gb *b, int L, const char *attn, const char *gate)
     const char *in_mul[2] = {attn, sig_out.s};
     gb_node(b, "Mul", NULL, mul.s, 2, in_mul, 1);
     return gname_out(mul.s, 0);
+}
+
+/* Separate q/k/v projections with per-head norms on q and k and the output gate split off a
+ * gated q projection (GQA then takes three inputs). */
+static int qk_normed_projections(gb *b, const attn_desc *a, bool quantize, const char *input,
+                                 gname *query, gname *key, gname *value, gname *gate,
+                                 m2o_err *err)
+{
+    static const char *const names[3] = {"q", "k", "v"};
+    gname outs[3];
+    if (a->qkv.n_parts != 3)
+        return m2o_fail(err, "layer %d: q/k norms need separate q, k and v projections", a->layer);
+    for (int i = 0; i < 3; i++) {
+        linear_src s = {.n_parts = 1, .w = {a->qkv.w[i]}, .bias = {a->qkv.bias[i]}};
+        gname base = gname_fmt("/model/layers.%d/attn/%s_proj", a->layer, names[i]);
+        gname init = gname_fmt("model.layers.%d.attn.%s_proj", a->layer, names[i]);
+        if (gb_linear(b, base.s, init.s, &s, quantize, input, &outs[i], err))
+            return -1;
+    }
+    *key = outs[1];
+    *value = outs[2];
+    gname q = outs[0];
+    if (a->q_gate)
+        split_query_gate(b, a->layer, outs[0].s, &q, gate);
+    *query = q;
+    if (a->q_norm &&
+        head_norm(b, a->layer, "q", a->q_norm, a->qk_norm_offset, q.s, query, err))
+        return -1;
+    if (a->k_norm &&
+        head_norm(b, a->layer, "k", a->k_norm, a->qk_norm_offset, outs[1].s, key, err))
+        return -1;
+    if (a->q_gate && !a->q_norm) { /* query [.., heads, hd] back to GQA's [.., heads * hd] */
+        int64_t flat[3] = {0, 0, -1};
+        gname c3 = gb_const_i64(b, 1, 3, flat);
+        gname r = gname_fmt("/model/layers.%d/attn/q_gate/Reshape_2", a->layer);
+        const char *in_r[2] = {q.s, c3.s};
+        gb_node(b, "Reshape", NULL, r.s, 2, in_r, 1);
+        *query = gname_out(r.s, 0);
+    }
+    return 0;
 }
 
 int gb_attention(gb *b, const attn_desc *a, const char *input, gname *out, m2o_err *err)
@@ -137,16 +137,16 @@ int gb_attention(gb *b, const attn_desc *a, const char *input, gname *out, m2o_e
         return m2o_fail(err, "internal: gb_attention needs gb_attention_mask and "
                              "gb_rotary_caches first");
     bool q = gb_quantize_linears(b);
-    gname qkv;
-    gname base = gname_fmt("/model/layers.%d/attn/qkv_proj", L);
-    gname init = gname_fmt("model.layers.%d.attn.qkv_proj", L);
-    if (gb_linear(b, base.s, init.s, &a->qkv, q, input, &qkv, err))
-        return -1;
-    if (!a->q_norm != !a->k_norm)
-        return m2o_fail(err, "layer %d: q_norm and k_norm come together (one is missing)", L);
-    gname qkv_in[3] = {qkv, {{0}}, {{0}}}, gate = {{0}};
-    if ((a->q_norm || a->q_gate) && split_qkv(b, a, qkv.s, qkv_in, &gate, err))
-        return -1;
+    gname qkv, key = {{0}}, value = {{0}}, gate = {{0}};
+    if (a->q_norm || a->k_norm || a->q_gate) {
+        if (qk_normed_projections(b, a, q, input, &qkv, &key, &value, &gate, err))
+            return -1;
+    } else {
+        gname base = gname_fmt("/model/layers.%d/attn/qkv_proj", L);
+        gname init = gname_fmt("model.layers.%d.attn.qkv_proj", L);
+        if (gb_linear(b, base.s, init.s, &a->qkv, q, input, &qkv, err))
+            return -1;
+    }
 
     gname sinks = {{0}};
     if (a->sinks) {
@@ -165,7 +165,7 @@ int gb_attention(gb *b, const attn_desc *a, const char *input, gname *out, m2o_e
     gname pres_v = gname_fmt("present.%d.value", L);
     gname node = gname_fmt("/model/layers.%d/attn/GroupQueryAttention", L);
     gname o0 = gname_out(node.s, 0);
-    const char *in[12] = {qkv_in[0].s, qkv_in[1].s, qkv_in[2].s, past_k.s, past_v.s, b->seqlens_k.s,
+    const char *in[12] = {qkv.s, key.s, value.s, past_k.s, past_v.s, b->seqlens_k.s,
                           b->total_seq_len.s, b->cos_cache.s, b->sin_cache.s, "", "", sinks.s};
     const char *outs[3] = {o0.s, pres_k.s, pres_v.s};
     graph_node *n = graph_add_node(b->g, "GroupQueryAttention", "com.microsoft", node.s,
@@ -179,7 +179,7 @@ int gb_attention(gb *b, const attn_desc *a, const char *input, gname *out, m2o_e
     node_attr_float(n, "softcap", 0.0f);
 
     gname attn = a->q_gate ? apply_output_gate(b, L, o0.s, gate.s) : o0;
-    base = gname_fmt("/model/layers.%d/attn/o_proj", L);
-    init = gname_fmt("model.layers.%d.attn.o_proj", L);
+    gname base = gname_fmt("/model/layers.%d/attn/o_proj", L);
+    gname init = gname_fmt("model.layers.%d.attn.o_proj", L);
     return gb_linear(b, base.s, init.s, &a->o, q, attn.s, out, err);
 }

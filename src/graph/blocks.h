@@ -58,8 +58,9 @@ typedef struct attn_desc {
     linear_src qkv;         /* q, k, v projections stacked: packed QKV MatMul */
     linear_src o;
     const st_tensor *sinks; /* [num_heads] attention sink logits (gpt-oss), or NULL */
-    const st_tensor *q_norm, *k_norm; /* [head_dim] per-head RMSNorm of q and k before rotary
-                                         (Qwen3), both or neither */
+    /* Per-head RMSNorm weights [head_dim] applied to q and k before rotary (Qwen3), or NULL.
+     * With them, q/k/v are three MatMuls and GQA takes separate query/key/value. */
+    const st_tensor *q_norm, *k_norm;
     float qk_norm_offset;   /* added to the q_norm/k_norm weights (Qwen3.5 stores them as w - 1) */
     bool q_gate;            /* Qwen3.5 gated attention: q_proj gives, per head, head_dim query
                                rows then head_dim output-gate rows; the attention output is
@@ -69,30 +70,31 @@ typedef struct attn_desc {
 } attn_desc;
 
 /* Packed QKV (+bias) → GroupQueryAttention (rotary inside, caches from gb_rotary_caches) →
- * o_proj. With q_norm/k_norm the packed output is split and q, k each go through a per-head
- * SimplifiedLayerNormalization ([.., heads, head_dim]) before GQA applies rotary. With q_gate the
- * query part is viewed as [.., heads, 2 head_dim] and split into query and gate; GQA's output
- * is multiplied by Sigmoid(gate). Rotary covers the first rotary_dim = 2 x cos_cache width dims
- * of each head (partial rotary: GQA rotates those, rotate-half, and passes the rest). Needs
- * gb_attention_mask and gb_rotary_caches first. */
+ * o_proj. With q_gate the q projection is viewed as [.., heads, 2 head_dim] and split into query
+ * and gate (q/k/v are then three MatMuls, as with q/k norms); GQA's output is multiplied by
+ * Sigmoid(gate). Rotary covers the first 2 x cos_cache-width dims of each head (partial rotary:
+ * GQA rotates those, rotate-half, and passes the rest). Needs gb_attention_mask and
+ * gb_rotary_caches first. */
 int gb_attention(gb *b, const attn_desc *a, const char *input, gname *out, m2o_err *err);
 
 /* GQA's local_window_size for a transformers sliding window (ONNX Runtime counts the keys
  * before the query; transformers counts the query too). */
 int gqa_local_window_size(int window);
 
-/* ---- dense SwiGLU MLP (mlp.c) ---- */
+/* ---- MLPs (mlp.c) ---- */
 
-typedef struct mlp_desc {
-    linear_src gate, up; /* [I, H] each */
-    linear_src down;     /* [H, I] */
-} mlp_desc;
+/* Dense SwiGLU MLP: down(silu(gate(x)) * up(x)). Nodes under base ("/model/layers.0/mlp"),
+ * initializers under init ("model.layers.0.mlp"): {base}/gate_proj, up_proj, down_proj. */
+int gb_mlp_swiglu(gb *b, const char *base, const char *init, const linear_src *gate,
+                  const linear_src *up, const linear_src *down, bool quantize, const char *input,
+                  gname *out, m2o_err *err);
 
-/* down(silu(gate(x)) * up(x)), silu as x * Sigmoid(x). Nodes "{base}/gate_proj/MatMul",
- * "{base}/up_proj/MatMul", "{base}/act_fn/Sigmoid", "{base}/act_fn/Mul", "{base}/Mul",
- * "{base}/down_proj/MatMul"; initializers under "{init}.gate_proj" etc. quantize as gb_linear. */
-int gb_mlp(gb *b, const char *base, const char *init, const mlp_desc *m, bool quantize,
-           const char *input, gname *out, m2o_err *err);
+/* Shared expert beside the routed experts (Qwen2-MoE, Qwen3.5-MoE):
+ * out = moe_out + sigmoid(x Wg^T) * mlp(x), with gate [1, H] (never quantized) and the MLP under
+ * "/model/layers.{i}/shared_expert". */
+int gb_shared_expert(gb *b, int layer, const st_tensor *gate_w, const linear_src *gate,
+                     const linear_src *up, const linear_src *down, const char *input,
+                     const char *moe_out, gname *out, m2o_err *err);
 
 /* ---- mixture of experts (moe.c) ---- */
 
@@ -105,21 +107,13 @@ typedef struct moe_desc {
     const st_tensor *fc1_bias, *fc2_bias; /* [E, 2I], [E, H] or NULL */
     float swiglu_limit;       /* 0 = no clamp */
     float alpha, beta;        /* SwiGLU: G*sigmoid(alpha*G)*(L + beta) */
-    bool normalize_routing;   /* true: weights = softmax over the top-k logits (renormalised);
-                                 false: softmax over all experts, not renormalised (Qwen
-                                 norm_topk_prob=false) — see gb_moe for how each op gets it */
-    const mlp_desc *shared;   /* shared expert added to every token's output, or NULL */
-    linear_src shared_gate;   /* [1, H]: shared output scaled by sigmoid(x W^T); never quantized;
-                                 n_parts 0 = ungated */
+    bool normalize_routing;   /* softmax over the top-k logits only */
+    bool router_weights;      /* pass Softmax(logits) over all experts as router_weights
+                                 (norm_topk_prob=false) */
 } moe_desc;
 
 /* Router MatMul (+Add) → Reshape [-1, E] → MoE (float precisions) or QMoE (int4 precision, the
- * expert encoding of opts: int4/int8 raw or CUTLASS prepacked, or mxfp4).
- * normalize_routing=false: the MoE op and CUDA QMoE take normalize_routing_weights=0 (softmax
- * over all experts, top-k, no renormalisation); CPU QMoE renormalises the top-k regardless, so
- * it is given router_weights = Softmax(logits) with normalize_routing_weights=0.
- * With a shared expert: out = moe(x) + sigmoid(x Wg^T) * mlp(x) ("{layer}/moe/shared_expert",
- * ".../shared_expert_gate/{MatMul,Sigmoid,Mul}", "/model/layers.{i}/moe/Add"). */
+ * expert encoding of opts: int4/int8 raw or CUTLASS prepacked, or mxfp4). */
 int gb_moe(gb *b, const moe_desc *m, const char *input, gname *out, m2o_err *err);
 
 #endif

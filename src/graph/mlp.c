@@ -1,48 +1,54 @@
-/* Dense SwiGLU MLP (Qwen dense layers, shared experts): down(silu(gate(x)) * up(x)). */
+/* Dense SwiGLU MLP and the shared expert with its sigmoid gate. */
 #include "graph/blocks.h"
 
-static int check_mlp(const mlp_desc *m, m2o_err *err)
+static gname op2(gb *b, const char *op, const char *node, const char *x, const char *y)
 {
-    int64_t I = linear_src_n(&m->gate), H = linear_src_k(&m->gate);
-    if (linear_src_n(&m->up) != I || linear_src_k(&m->up) != H)
-        return m2o_fail(err, "tensor %s: expected [%lld, %lld] like %s", m->up.w[0]->name,
-                        (long long)I, (long long)H, m->gate.w[0]->name);
-    if (linear_src_n(&m->down) != H || linear_src_k(&m->down) != I)
-        return m2o_fail(err, "tensor %s: expected [%lld, %lld] (the transpose of %s)",
-                        m->down.w[0]->name, (long long)H, (long long)I, m->gate.w[0]->name);
-    return 0;
+    const char *in[2] = {x, y};
+    gb_node(b, op, NULL, node, y ? 2 : 1, in, 1);
+    return gname_out(node, 0);
 }
 
-int gb_mlp(gb *b, const char *base, const char *init, const mlp_desc *m, bool quantize,
-           const char *input, gname *out, m2o_err *err)
+int gb_mlp_swiglu(gb *b, const char *base, const char *init, const linear_src *gate,
+                  const linear_src *up, const linear_src *down, bool quantize, const char *input,
+                  gname *out, m2o_err *err)
 {
-    if (check_mlp(m, err))
-        return -1;
-    gname gate, up, nb, ni;
+    gname g, u, nb, ni;
     nb = gname_fmt("%s/gate_proj", base);
     ni = gname_fmt("%s.gate_proj", init);
-    if (gb_linear(b, nb.s, ni.s, &m->gate, quantize, input, &gate, err))
+    if (gb_linear(b, nb.s, ni.s, gate, quantize, input, &g, err))
         return -1;
     nb = gname_fmt("%s/up_proj", base);
     ni = gname_fmt("%s.up_proj", init);
-    if (gb_linear(b, nb.s, ni.s, &m->up, quantize, input, &up, err))
+    if (gb_linear(b, nb.s, ni.s, up, quantize, input, &u, err))
         return -1;
-
-    /* silu(g) = g * sigmoid(g): two standard ops every provider runs */
-    gname sig = gname_fmt("%s/act_fn/Sigmoid", base), act = gname_fmt("%s/act_fn/Mul", base);
-    const char *in_sig[1] = {gate.s};
-    gb_node(b, "Sigmoid", NULL, sig.s, 1, in_sig, 1);
-    gname sig_out = gname_out(sig.s, 0);
-    const char *in_act[2] = {gate.s, sig_out.s};
-    gb_node(b, "Mul", NULL, act.s, 2, in_act, 1);
-    gname act_out = gname_out(act.s, 0);
-
-    gname mul = gname_fmt("%s/Mul", base);
-    const char *in_mul[2] = {act_out.s, up.s};
-    gb_node(b, "Mul", NULL, mul.s, 2, in_mul, 1);
-    gname mul_out = gname_out(mul.s, 0);
-
+    /* silu(g) = g * sigmoid(g) */
+    gname sig = op2(b, "Sigmoid", gname_fmt("%s/act_fn/Sigmoid", base).s, g.s, NULL);
+    gname act = op2(b, "Mul", gname_fmt("%s/act_fn/Mul", base).s, g.s, sig.s);
+    gname prod = op2(b, "Mul", gname_fmt("%s/Mul", base).s, act.s, u.s);
     nb = gname_fmt("%s/down_proj", base);
     ni = gname_fmt("%s.down_proj", init);
-    return gb_linear(b, nb.s, ni.s, &m->down, quantize, mul_out.s, out, err);
+    return gb_linear(b, nb.s, ni.s, down, quantize, prod.s, out, err);
+}
+
+int gb_shared_expert(gb *b, int layer, const st_tensor *gate_w, const linear_src *gate,
+                     const linear_src *up, const linear_src *down, const char *input,
+                     const char *moe_out, gname *out, m2o_err *err)
+{
+    int64_t H = b->md->hidden_size;
+    if (gate_w->ndim != 2 || gate_w->shape[0] != 1 || gate_w->shape[1] != H)
+        return m2o_fail(err, "tensor %s: expected [1, %lld]", gate_w->name, (long long)H);
+    gname base = gname_fmt("/model/layers.%d/shared_expert", layer);
+    gname init = gname_fmt("model.layers.%d.shared_expert", layer);
+    gname y, logit;
+    if (gb_mlp_swiglu(b, base.s, init.s, gate, up, down, gb_quantize_linears(b), input, &y, err))
+        return -1;
+    linear_src g = {.n_parts = 1, .w = {gate_w}};
+    gname gb_base = gname_fmt("/model/layers.%d/shared_expert_gate", layer);
+    gname gb_init = gname_fmt("model.layers.%d.shared_expert_gate", layer);
+    if (gb_linear(b, gb_base.s, gb_init.s, &g, false, input, &logit, err))
+        return -1;
+    gname sig = op2(b, "Sigmoid", gname_fmt("%s/Sigmoid", gb_base.s).s, logit.s, NULL);
+    gname gated = op2(b, "Mul", gname_fmt("%s/Mul", gb_base.s).s, sig.s, y.s);
+    *out = op2(b, "Add", gname_fmt("/model/layers.%d/moe_shared/Add", layer).s, moe_out, gated.s);
+    return 0;
 }

@@ -73,50 +73,21 @@ static int check_expert_dims(const expert_src *s, int64_t E, int64_t N, int64_t 
     return 0;
 }
 
-/* Router logits reshaped to [tokens, E] (*out); *logits keeps them shaped like the input. */
-static int router(gb *b, const moe_desc *m, const char *input, gname *out, gname *logits,
-                  m2o_err *err)
+/* Router logits reshaped to [tokens, E]. */
+static int router(gb *b, const moe_desc *m, const char *input, gname *out, m2o_err *err)
 {
     gname base = gname_fmt("/model/layers.%d/moe/router", m->layer);
     gname init = gname_fmt("model.layers.%d.moe.router", m->layer);
-    if (gb_linear(b, base.s, init.s, &m->router, false, input, logits, err))
+    gname logits;
+    if (gb_linear(b, base.s, init.s, &m->router, false, input, &logits, err))
         return -1;
     int64_t shape[2] = {-1, m->num_experts};
     gname c = gb_const_i64(b, 1, 2, shape);
     gname node = gname_fmt("%s/Reshape", base.s);
-    const char *in[2] = {logits->s, c.s};
+    const char *in[2] = {logits.s, c.s};
     gb_node(b, "Reshape", NULL, node.s, 2, in, 1);
     *out = gname_out(node.s, 0);
     return 0;
-}
-
-/* moe_out (routed with the top-k renormalised) times ReduceSum(TopK(Softmax(logits), k)): the
- * weights become the plain softmax probabilities of the chosen experts. logits keep the input's
- * leading dims, so the [.., 1] mass broadcasts over the MoE output. */
-static void scale_by_topk_mass(gb *b, const moe_desc *m, const char *logits, gname *moe_out)
-{
-    int L = m->layer;
-    gname sm = gname_fmt("/model/layers.%d/moe/topk_mass/Softmax", L);
-    gname tk = gname_fmt("/model/layers.%d/moe/topk_mass/TopK", L);
-    gname rs = gname_fmt("/model/layers.%d/moe/topk_mass/ReduceSum", L);
-    gname mul = gname_fmt("/model/layers.%d/moe/topk_mass/Mul", L);
-    const char *in_sm[1] = {logits};
-    graph_node *n = gb_node(b, "Softmax", NULL, sm.s, 1, in_sm, 1);
-    node_attr_int(n, "axis", -1);
-    gname probs = gname_out(sm.s, 0);
-    int64_t k = m->top_k, axis = -1;
-    gname kc = gb_const_i64(b, 1, 1, &k), ac = gb_const_i64(b, 1, 1, &axis);
-    const char *in_tk[2] = {probs.s, kc.s};
-    n = gb_node(b, "TopK", NULL, tk.s, 2, in_tk, 2);
-    node_attr_int(n, "axis", -1);
-    gname top = gname_out(tk.s, 0);
-    const char *in_rs[2] = {top.s, ac.s};
-    n = gb_node(b, "ReduceSum", NULL, rs.s, 2, in_rs, 1);
-    node_attr_int(n, "keepdims", 1);
-    gname mass = gname_out(rs.s, 0);
-    const char *in_mul[2] = {moe_out->s, mass.s};
-    gb_node(b, "Mul", NULL, mul.s, 2, in_mul, 1);
-    *moe_out = gname_out(mul.s, 0);
 }
 
 static int add_global_scales(gb *b, const char *name, int64_t E, m2o_err *err)
@@ -131,39 +102,41 @@ static int add_global_scales(gb *b, const char *name, int64_t E, m2o_err *err)
     return 0;
 }
 
-/* moe_out + sigmoid(x Wg^T) * shared_mlp(x). The gate MatMul stays float like the router: it is
- * one output column, and rounding it scales every token's shared expert. */
-static int add_shared_expert(gb *b, const moe_desc *m, const char *input, gname *moe_out,
-                             m2o_err *err)
+/* ONNX Runtime 1.30's float MoE CPU kernel with normalize_routing_weights=0 accumulates into its
+ * output buffer without clearing it: when the memory planner hands it a reused buffer the result
+ * is garbage (measured: relative error 1.0; QMoE is not affected). So un-renormalised routing
+ * (norm_topk_prob=false) runs the kernel renormalised and scales each token by the top-k mass of
+ * the full softmax: (p_i / sum_topk p) * sum_topk p = p_i. Returns the [.., 1] scale to multiply. */
+static gname topk_mass(gb *b, const moe_desc *m, const char *probs, const char *input)
 {
     int L = m->layer;
-    gname base = gname_fmt("/model/layers.%d/moe/shared_expert", L);
-    gname init = gname_fmt("model.layers.%d.moe.shared_expert", L);
-    gname shared;
-    if (gb_mlp(b, base.s, init.s, m->shared, gb_quantize_linears(b), input, &shared, err))
-        return -1;
-    if (m->shared_gate.n_parts) {
-        if (linear_src_n(&m->shared_gate) != 1 || linear_src_k(&m->shared_gate) != m->hidden)
-            return m2o_fail(err, "tensor %s: expected shape [1, %lld] (shared_expert_gate)",
-                            m->shared_gate.w[0]->name, (long long)m->hidden);
-        base = gname_fmt("/model/layers.%d/moe/shared_expert_gate", L);
-        init = gname_fmt("model.layers.%d.moe.shared_expert_gate", L);
-        gname logit;
-        if (gb_linear(b, base.s, init.s, &m->shared_gate, false, input, &logit, err))
-            return -1;
-        gname sig = gname_fmt("%s/Sigmoid", base.s), mul = gname_fmt("%s/Mul", base.s);
-        const char *in_sig[1] = {logit.s};
-        gb_node(b, "Sigmoid", NULL, sig.s, 1, in_sig, 1);
-        gname gate = gname_out(sig.s, 0);
-        const char *in_mul[2] = {gate.s, shared.s};
-        gb_node(b, "Mul", NULL, mul.s, 2, in_mul, 1);
-        shared = gname_out(mul.s, 0);
-    }
-    gname add = gname_fmt("/model/layers.%d/moe/Add", L);
-    const char *in_add[2] = {moe_out->s, shared.s};
-    gb_node(b, "Add", NULL, add.s, 2, in_add, 1);
-    *moe_out = gname_out(add.s, 0);
-    return 0;
+    gname sm = gname_fmt("/model/layers.%d/moe/topk_mass/Softmax", L);
+    const char *in_sm[1] = {probs};
+    node_attr_int(gb_node(b, "Softmax", NULL, sm.s, 1, in_sm, 1), "axis", -1);
+    gname tk = gname_fmt("/model/layers.%d/moe/topk_mass/TopK", L), sm_out = gname_out(sm.s, 0);
+    gname k = gb_const_i64(b, 1, 1, &m->top_k);
+    const char *in_tk[2] = {sm_out.s, k.s};
+    graph_node *n = gb_node(b, "TopK", NULL, tk.s, 2, in_tk, 2);
+    node_attr_int(n, "axis", -1);
+    gname rs = gname_fmt("/model/layers.%d/moe/topk_mass/ReduceSum", L), tk_out = gname_out(tk.s, 0);
+    int64_t minus1 = -1;
+    gname axes = gb_const_i64(b, 1, 1, &minus1);
+    const char *in_rs[2] = {tk_out.s, axes.s};
+    node_attr_int(gb_node(b, "ReduceSum", NULL, rs.s, 2, in_rs, 1), "keepdims", 1);
+    /* [tokens, 1] → the input's leading dims + [1], so it broadcasts over the hidden axis */
+    gname shp = gname_fmt("/model/layers.%d/moe/topk_mass/Shape", L);
+    const char *in_shp[1] = {input};
+    node_attr_int(gb_node(b, "Shape", NULL, shp.s, 1, in_shp, 1), "end", -1);
+    gname cat = gname_fmt("/model/layers.%d/moe/topk_mass/Concat", L), shp_out = gname_out(shp.s, 0);
+    int64_t one = 1;
+    gname c1 = gb_const_i64(b, 1, 1, &one);
+    const char *in_cat[2] = {shp_out.s, c1.s};
+    node_attr_int(gb_node(b, "Concat", NULL, cat.s, 2, in_cat, 1), "axis", 0);
+    gname rsh = gname_fmt("/model/layers.%d/moe/topk_mass/Reshape", L);
+    gname rs_out = gname_out(rs.s, 0), cat_out = gname_out(cat.s, 0);
+    const char *in_rsh[2] = {rs_out.s, cat_out.s};
+    gb_node(b, "Reshape", NULL, rsh.s, 2, in_rsh, 1);
+    return gname_out(rsh.s, 0);
 }
 
 int gb_moe(gb *b, const moe_desc *m, const char *input, gname *out, m2o_err *err)
@@ -178,20 +151,11 @@ int gb_moe(gb *b, const moe_desc *m, const char *input, gname *out, m2o_err *err
         return m2o_fail(err, "layer %d: num_experts_per_tok %lld must be in 1..%lld experts", L,
                         (long long)m->top_k, (long long)E);
 
-    gname probs, router_logits;
-    if (router(b, m, input, &probs, &router_logits, err))
+    gname probs;
+    if (router(b, m, input, &probs, err))
         return -1;
-    /* Un-renormalised routing (Qwen norm_topk_prob=false: softmax over all experts, top-k,
-     * no renormalisation). CPU QMoE renormalises the top-k whatever normalize_routing_weights
-     * says, but given router_weights it weights by them [probed, SPEC §3]: pass
-     * Softmax(logits) there. Everywhere else the op runs renormalised and its output is scaled
-     * by the top-k probability mass (scale_by_topk_mass): CPU MoE with normalize_routing_weights
-     * =0 returns zeros whenever ONNX Runtime 1.30 reuses its input buffer for the output
-     * (MayInplace), which it does in a decoder graph [measured on the Qwen fixtures]. */
-    bool router_weights = !m->normalize_routing && enc.weights != ENC_FLOAT && b->o->ep == EP_CPU;
-    bool rescale = !m->normalize_routing && !router_weights;
     gname weights = {{0}};
-    if (router_weights) {
+    if (m->router_weights) {
         gname sm = gname_fmt("/model/layers.%d/moe/router/Softmax", L);
         const char *in[1] = {probs.s};
         graph_node *n = gb_node(b, "Softmax", NULL, sm.s, 1, in, 1);
@@ -236,15 +200,19 @@ int gb_moe(gb *b, const moe_desc *m, const char *input, gname *out, m2o_err *err
     }
 
     gname node = gname_fmt("/model/layers.%d/moe/%s", L, enc.op);
+    bool mass_fix = enc.weights == ENC_FLOAT && !m->normalize_routing;
     graph_node *n;
     if (enc.weights == ENC_FLOAT) {
         const char *in[6] = {input, probs.s, w1.s, b1.s, w2.s, b2.s};
         int n_in = m->fc2_bias ? 6 : 5;
+        if (m->router_weights)
+            return m2o_fail(err, "layer %d: internal: the float MoE op takes no router_weights; "
+                                 "use normalize_routing=false instead", L);
         n = gb_node(b, "MoE", "com.microsoft", node.s, n_in, in, 1);
     } else {
         const char *in[17] = {input, probs.s, w1.s, s1.s, b1.s, w2.s, s2.s, b2.s, "", "", "",
                               "", "", "", weights.s, g1.s, g2.s};
-        int n_in = enc.fp4 ? 17 : router_weights ? 15 : 8;
+        int n_in = enc.fp4 ? 17 : m->router_weights ? 15 : 8;
         n = gb_node(b, "QMoE", "com.microsoft", node.s, n_in, in, 1);
         node_attr_int(n, "expert_weight_bits", enc.bits);
         node_attr_int(n, "block_size", enc.block_size);
@@ -258,12 +226,16 @@ int gb_moe(gb *b, const moe_desc *m, const char *input, gname *out, m2o_err *err
     node_attr_int(n, "swiglu_fusion", 1);
     if (m->swiglu_limit > 0)
         node_attr_float(n, "swiglu_limit", m->swiglu_limit);
-
     node_attr_float(n, "activation_alpha", m->alpha);
     node_attr_float(n, "activation_beta", m->beta);
-    node_attr_int(n, "normalize_routing_weights", m->normalize_routing || rescale ? 1 : 0);
+    node_attr_int(n, "normalize_routing_weights", m->normalize_routing || mass_fix ? 1 : 0);
     *out = gname_out(node.s, 0);
-    if (rescale)
-        scale_by_topk_mass(b, m, router_logits.s, out);
-    return m->shared ? add_shared_expert(b, m, input, out, err) : 0;
+    if (mass_fix) {
+        gname scale = topk_mass(b, m, probs.s, input);
+        gname mul = gname_fmt("/model/layers.%d/moe/topk_mass/Mul", L);
+        const char *in[2] = {out->s, scale.s};
+        gb_node(b, "Mul", NULL, mul.s, 2, in, 1);
+        *out = gname_out(mul.s, 0);
+    }
+    return 0;
 }

@@ -15,7 +15,9 @@
 #include "graph/rope.h"
 #include "onnx/genai_config.h"
 #include "quant/quant.h"
+#include "onnx/model_reader.h"
 #include "test.h"
+#include "test_graph_util.h"
 
 static int load_fixture(const char *name, model_desc *md, st_checkpoint **ck)
 {
@@ -324,4 +326,62 @@ TEST(moe_rejects_unrunnable_expert_options)
     o.io_dtype = ONNX_FLOAT;
     CHECK(build_with("gpt-oss-tiny", o, &err) == -1);
     CHECK_STR_CONTAINS(err.msg, "float16/bfloat16");
+}
+
+/* Float MoE with un-renormalised routing (Qwen norm_topk_prob=false) must not reach ONNX
+ * Runtime 1.30's normalize_routing_weights=0 kernel, whose output accumulates into a reused
+ * buffer (measured: relative error 1.0 on qwen2-moe-tiny); the block renormalises and rescales
+ * by the top-k mass of the full softmax instead. */
+TEST(float_moe_without_renormalisation_rescales_by_topk_mass)
+{
+    enum { E = 4, H = 32, I = 32 };
+    static float w1[E * 2 * I * H], w2[E * H * I], wr[E * H];
+    for (int i = 0; i < E * 2 * I * H; i++) w1[i] = (float)(i % 7) * 0.01f;
+    for (int i = 0; i < E * H * I; i++) w2[i] = (float)(i % 5) * 0.01f;
+    for (int i = 0; i < E * H; i++) wr[i] = (float)(i % 3) * 0.1f;
+    st_tensor t1 = {.name = "w1", .dtype = ST_F32, .ndim = 3, .shape = {E, 2 * I, H},
+                    .numel = E * 2 * I * H, .data = (const uint8_t *)w1, .nbytes = sizeof w1};
+    st_tensor t2 = {.name = "w2", .dtype = ST_F32, .ndim = 3, .shape = {E, H, I},
+                    .numel = E * H * I, .data = (const uint8_t *)w2, .nbytes = sizeof w2};
+    st_tensor tr = {.name = "router", .dtype = ST_F32, .ndim = 2, .shape = {E, H}, .numel = E * H,
+                    .data = (const uint8_t *)wr, .nbytes = sizeof wr};
+    expert_src fc1 = {.kind = EXPERT_FUSED_NK, .E = E, .N = 2 * I, .K = H, .t = &t1};
+    expert_src fc2 = {.kind = EXPERT_FUSED_NK, .E = E, .N = H, .K = I, .t = &t2};
+    model_desc md = {.hidden_size = H, .num_layers = 1};
+    export_opts o = {.precision = PREC_FP32, .ep = EP_CPU, .io_dtype = ONNX_FLOAT};
+    for (int normalize = 0; normalize < 2; normalize++) {
+        graph *g = graph_new("g");
+        gb b;
+        m2o_err err = {{0}};
+        CHECK(gb_init(&b, g, &md, NULL, &o, &err) == 0);
+        int64_t d[3] = {-1, -1, H};
+        const char *dp[3] = {"batch", "seq", NULL};
+        graph_add_input(g, "x", ONNX_FLOAT, 3, d, dp);
+        moe_desc m = {.layer = 0, .num_experts = E, .top_k = 2, .hidden = H, .inter = I,
+                      .router = {.n_parts = 1, .w = {&tr}}, .fc1 = &fc1, .fc2 = &fc2,
+                      .alpha = 1.0f, .normalize_routing = normalize};
+        gname out;
+        CHECK(gb_moe(&b, &m, "x", &out, &err) == 0);
+        const char *want = normalize ? "/model/layers.0/moe/MoE/output_0"
+                                     : "/model/layers.0/moe/topk_mass/Mul/output_0";
+        CHECK_MSG(!strcmp(out.s, want), "output %s, expected %s", out.s, want);
+        graph_add_output(g, out.s, ONNX_FLOAT, 3, d, dp);
+        char dir[512], path[600];
+        CHECK(make_temp_dir(dir, sizeof dir));
+        graph_write_opts wo;
+        graph_write_opts_init(&wo);
+        CHECK(graph_write(g, dir, &wo, &err) == 0);
+        gb_free(&b);
+        graph_free(g);
+        onnx_model *mr;
+        snprintf(path, sizeof path, "%s/model.onnx", dir);
+        CHECK(onnx_model_open(path, &mr, &err) == 0);
+        const onnx_node *moe = onnx_model_find_node(mr, "/model/layers.0/moe/MoE");
+        int64_t v = -1;
+        CHECK(moe && onnx_node_attr_int(moe, "normalize_routing_weights", &v));
+        CHECK_EQ(v, 1);
+        CHECK_EQ(onnx_model_find_node(mr, "/model/layers.0/moe/topk_mass/TopK") != NULL, !normalize);
+        onnx_model_close(mr);
+        remove_temp_dir(dir);
+    }
 }

@@ -127,6 +127,9 @@ static const bad_case BAD[] = {
     {{"-i", "x", "-o", "y", "-p", "int4", "-e", "cpu", "--extra_options"}, "--extra_options needs", ""},
     {{"-i", "x", "-o", "y", "-p", "int4", "-e", "cpu", "--threads", "many"}, "--threads 'many'", ""},
     {{"-i"}, "option -i needs a value", ""},
+    {{"-i", "x", "-o", "y", "-p", "int4", "-e", "cpu", "--extra_options", "exclude_embeds=true"}, "exclude_embeds=true", "not supported"},
+    {{"-i", "x", "-o", "y", "-p", "fp32", "-e", "cpu", "--extra_options", "qmoe_quantize_bias=1"}, "qmoe_quantize_bias", "need -p int4"},
+    {{"-i", "x", "-o", "y", "-p", "int4", "-e", "cuda", "--extra_options", "moe_quant_type=mxfp4", "qmoe_quantize_bias=1"}, "qmoe_quantize_bias", "not mxfp4"},
 };
 
 TEST(bad_options_are_named)

@@ -192,9 +192,9 @@ TEST(gated_full_attention_and_norm_offsets)
     float ln_ck = ckpt_at(&x, "model.layers.1.input_layernorm.weight", 7);
     float fin = init_at(&x, "model.layers.4.final_norm_layernorm.weight", 0);
     float fin_ck = ckpt_at(&x, "model.norm.weight", 0);
-    float qn = init_at(&x, "model.layers.3.attn.q_norm.weight", 5);
+    float qn = init_at(&x, "model.layers.3.attn.q_norm.layernorm.weight", 5);
     float qn_ck = ckpt_at(&x, "model.layers.3.self_attn.q_norm.weight", 5);
-    float kn = init_at(&x, "model.layers.3.attn.k_norm.weight", 63);
+    float kn = init_at(&x, "model.layers.3.attn.k_norm.layernorm.weight", 63);
     float kn_ck = ckpt_at(&x, "model.layers.3.self_attn.k_norm.weight", 63);
     float gn = init_at(&x, "model.layers.0.linear_attn.norm.weight", 3);
     float gn_ck = ckpt_at(&x, "model.layers.0.linear_attn.norm.weight", 3);
@@ -239,11 +239,11 @@ static void check_cuda(const char *prec, int n_extra, const char **extra, int io
     const char *quantized[] = {"/model/layers.%d/linear_attn/qkv_proj/MatMul",
                                "/model/layers.%d/linear_attn/z_proj/MatMul",
                                "/model/layers.%d/linear_attn/out_proj/MatMul",
-                               "/model/layers.%d/moe/shared_expert/down_proj/MatMul"};
+                               "/model/layers.%d/shared_expert/down_proj/MatMul"};
     const char *plain[] = {"/model/layers.%d/linear_attn/a_proj/MatMul",
                            "/model/layers.%d/linear_attn/b_proj/MatMul",
                            "/model/layers.%d/moe/router/MatMul",
-                           "/model/layers.%d/moe/shared_expert_gate/MatMul"};
+                           "/model/layers.%d/shared_expert_gate/MatMul"};
     int split = 1;
     char name[256];
     for (int i = 0; i < 4; i++) {
@@ -253,8 +253,8 @@ static void check_cuda(const char *prec, int n_extra, const char **extra, int io
         n = node(&x, plain[i], 2);
         split &= n && !strcmp(onnx_node_op(n), "MatMul");
     }
-    const onnx_node *attn_q = node(&x, q4 ? "/model/layers.%d/attn/qkv_proj/MatMul_Q4"
-                                          : "/model/layers.%d/attn/qkv_proj/MatMul", 3);
+    const onnx_node *attn_q = node(&x, q4 ? "/model/layers.%d/attn/q_proj/MatMul_Q4"
+                                          : "/model/layers.%d/attn/q_proj/MatMul", 3);
     const onnx_node *head =
         onnx_model_find_node(x.m, q4 ? "/lm_head/MatMul_Q4" : "/lm_head/MatMul");
     split &= attn_q && head;

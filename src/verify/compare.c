@@ -1,0 +1,300 @@
+#include "verify/compare.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "common/half.h"
+#include "onnx/graph.h"
+
+static const float kE2M1[8] = {0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f};
+/* Half the gap to the neighbouring E2M1 magnitudes (6: saturation, see compare.h). */
+static const double kE2M1HalfGap[8] = {0.25, 0.25, 0.25, 0.25, 0.5, 0.5, 1.0, 2.5};
+
+void vstats_init(vstats *s)
+{
+    memset(s, 0, sizeof *s);
+    s->first_row = s->first_col = -1;
+}
+
+void vstats_merge(vstats *into, const vstats *s)
+{
+    if (into->n_over == 0 && s->n_over > 0) {
+        into->first_row = s->first_row;
+        into->first_col = s->first_col;
+        into->first_expected = s->first_expected;
+        into->first_decoded = s->first_decoded;
+        into->first_bound = s->first_bound;
+    }
+    into->n += s->n;
+    into->n_nonfinite += s->n_nonfinite;
+    into->sum_err2 += s->sum_err2;
+    into->sum_ref2 += s->sum_ref2;
+    into->sum_bound2 += s->sum_bound2;
+    into->n_over += s->n_over;
+    if (s->max_abs > into->max_abs)
+        into->max_abs = s->max_abs;
+    if (s->max_ratio > into->max_ratio)
+        into->max_ratio = s->max_ratio;
+}
+
+double vstats_rel_rms(const vstats *s)
+{
+    if (s->sum_ref2 > 0)
+        return sqrt(s->sum_err2 / s->sum_ref2);
+    return s->sum_err2 > 0 ? INFINITY : 0.0;
+}
+
+double vstats_rel_rms_bound(const vstats *s)
+{
+    if (s->sum_ref2 > 0)
+        return sqrt(s->sum_bound2 / s->sum_ref2);
+    return s->sum_bound2 > 0 ? INFINITY : 0.0;
+}
+
+double vx_type_unit(int elem_type)
+{
+    switch (elem_type) {
+    case ONNX_FLOAT16:
+        return ldexp(1.0, -11);
+    case ONNX_BFLOAT16:
+        return ldexp(1.0, -8);
+    default:
+        return ldexp(1.0, -24);
+    }
+}
+
+/* Half the smallest positive subnormal: what round-to-nearest may lose near zero. */
+static double type_floor(int elem_type)
+{
+    switch (elem_type) {
+    case ONNX_FLOAT16:
+        return ldexp(1.0, -25);
+    case ONNX_BFLOAT16:
+        return ldexp(1.0, -134);
+    default:
+        return ldexp(1.0, -150);
+    }
+}
+
+static float load_float(const void *p, int elem_type, size_t i)
+{
+    uint16_t h;
+    switch (elem_type) {
+    case ONNX_FLOAT16:
+        memcpy(&h, (const uint8_t *)p + 2 * i, 2);
+        return f16_to_f32(h);
+    case ONNX_BFLOAT16:
+        memcpy(&h, (const uint8_t *)p + 2 * i, 2);
+        return bf16_to_f32(h);
+    default: {
+        float f;
+        memcpy(&f, (const uint8_t *)p + 4 * i, 4);
+        return f;
+    }
+    }
+}
+
+void vx_scales_to_f32(const void *scales, int elem_type, size_t n, float *out)
+{
+    for (size_t i = 0; i < n; i++)
+        out[i] = load_float(scales, elem_type, i);
+}
+
+int venc_check(const venc *e, int64_t N, int64_t K, m2o_err *err)
+{
+    if (N <= 0 || K <= 0)
+        return m2o_fail(err, "verify: empty matrix [%lld, %lld]", (long long)N, (long long)K);
+    switch (e->kind) {
+    case VENC_FLOAT:
+        if (!e->w || !onnx_dtype_size(e->elem_type))
+            return m2o_fail(err, "verify: float weights need data of a float type");
+        return 0;
+    case VENC_INT:
+        if (e->bits != 4 && e->bits != 8 && e->bits != 2)
+            return m2o_fail(err, "verify: %d-bit codes are not supported (2, 4 or 8)", e->bits);
+        if (e->block_size <= 0 || K % e->block_size || (e->block_size * e->bits) % 8)
+            return m2o_fail(err, "verify: block size %d does not divide K %lld", e->block_size,
+                            (long long)K);
+        if (!e->codes || !e->scales)
+            return m2o_fail(err, "verify: int weights need codes and scales");
+        return 0;
+    case VENC_MXFP4:
+        if (K % 32 || !e->codes || !e->scales)
+            return m2o_fail(err, "verify: MXFP4 needs K %lld a multiple of 32, codes and scales",
+                            (long long)K);
+        return 0;
+    }
+    return m2o_fail(err, "verify: unknown encoding");
+}
+
+static int int_code(const uint8_t *row, int64_t k, int bits)
+{
+    if (bits == 8)
+        return row[k];
+    if (bits == 4)
+        return k % 2 ? row[k / 2] >> 4 : row[k / 2] & 0xf;
+    return (row[k / 4] >> (2 * (k % 4))) & 3;
+}
+
+static int int_zero_point(const venc *e, int64_t K, int64_t n, int64_t b)
+{
+    if (!e->zero_points)
+        return 1 << (e->bits - 1);
+    int64_t nb = K / e->block_size;
+    if (e->bits == 8)
+        return e->zero_points[n * nb + b];
+    int64_t row = (nb + 1) / 2;
+    uint8_t z = e->zero_points[n * row + b / 2];
+    return b % 2 ? z >> 4 : z & 0xf;
+}
+
+void venc_element(const venc *e, int64_t K, int64_t n, int64_t k, float expected, double *decoded,
+                  double *bound)
+{
+    switch (e->kind) {
+    case VENC_FLOAT: {
+        *decoded = load_float(e->w, e->elem_type, (size_t)(n * K + k));
+        /* half an ulp of expected's binade: |x| = m 2^ex, m in [0.5, 1) */
+        double b = 0.0;
+        if (expected != 0.0f) {
+            int ex;
+            frexp(fabs((double)expected), &ex);
+            b = ldexp(vx_type_unit(e->elem_type), ex - 1);
+        }
+        *bound = b > type_floor(e->elem_type) ? b : type_floor(e->elem_type);
+        if (e->elem_type == ONNX_FLOAT)
+            *bound = b; /* float32 holds every expected value exactly */
+        return;
+    }
+    case VENC_INT: {
+        int64_t nb = K / e->block_size, b = k / e->block_size;
+        int bits = e->bits, qmax = (1 << bits) - 1;
+        const uint8_t *row = e->codes + n * (K * bits / 8);
+        int q = int_code(row, k, bits), zp = int_zero_point(e, K, n, b);
+        double s = load_float(e->scales, e->elem_type, (size_t)(n * nb + b));
+        *decoded = (double)(float)((float)(q - zp) * (float)s);
+        double d = e->elem_type == ONNX_FLOAT ? ldexp(1.0, -24) : vx_type_unit(e->elem_type);
+        double rel = (q == 0 || q == qmax) ? 1.0 + ldexp(1.01 * d, bits)
+                                           : 0.5 + ldexp(1.0, bits - 1 - 21);
+        /* the same floor a rounded-to-zero scale leaves, in code units */
+        *bound = fabs(s) * rel + ldexp(type_floor(e->elem_type), bits - 1);
+        if (e->elem_type == ONNX_FLOAT)
+            *bound = fabs(s) * rel;
+        return;
+    }
+    case VENC_MXFP4: {
+        const uint8_t *sc = e->scales;
+        uint8_t byte = e->codes[(n * K + k) / 2];
+        int c = k % 2 ? byte >> 4 : byte & 0xf;
+        uint8_t sb = sc[n * (K / 32) + k / 32];
+        double scale = sb == 255 ? NAN : ldexp(1.0, (int)sb - 127);
+        double mag = kE2M1[c & 7] * scale;
+        *decoded = c & 8 ? -mag : mag;
+        *bound = kE2M1HalfGap[c & 7] * scale * (1.0 + 1e-6);
+        return;
+    }
+    }
+    *decoded = NAN;
+    *bound = 0;
+}
+
+bool venc_passes(const float *expected, int64_t N, int64_t K, const venc *e)
+{
+    if (venc_check(e, N, K, NULL))
+        return false;
+    for (int64_t n = 0; n < N; n++) {
+        for (int64_t k = 0; k < K; k++) {
+            float x = expected[n * K + k];
+            double y, bound;
+            if (!isfinite(x))
+                continue;
+            venc_element(e, K, n, k, x, &y, &bound);
+            if (!(fabs(y - (double)x) <= bound))
+                return false;
+        }
+    }
+    return true;
+}
+
+int venc_compare(const float *expected, int64_t N, int64_t K, const venc *e, vstats *st,
+                 m2o_err *err)
+{
+    if (venc_check(e, N, K, err))
+        return -1;
+    for (int64_t n = 0; n < N; n++) {
+        for (int64_t k = 0; k < K; k++) {
+            float x = expected[n * K + k];
+            if (!isfinite(x)) {
+                st->n_nonfinite++;
+                continue;
+            }
+            double y, bound;
+            venc_element(e, K, n, k, x, &y, &bound);
+            double d = fabs(y - (double)x);
+            if (!isfinite(y))
+                d = INFINITY;
+            st->n++;
+            st->sum_err2 += d * d;
+            st->sum_ref2 += (double)x * x;
+            st->sum_bound2 += bound * bound;
+            if (d > st->max_abs)
+                st->max_abs = d;
+            double ratio = d == 0 ? 0 : bound > 0 ? d / bound : INFINITY;
+            if (ratio > st->max_ratio)
+                st->max_ratio = ratio;
+            if (ratio > 1.0) {
+                if (st->n_over == 0) {
+                    st->first_row = n;
+                    st->first_col = k;
+                    st->first_expected = x;
+                    st->first_decoded = y;
+                    st->first_bound = bound;
+                }
+                st->n_over++;
+            }
+        }
+    }
+    return 0;
+}
+
+void vx_swap_nibbles(const uint8_t *in, size_t nbytes, uint8_t *out)
+{
+    for (size_t i = 0; i < nbytes; i++)
+        out[i] = (uint8_t)((in[i] >> 4) | (in[i] << 4));
+}
+
+void vx_halves_from_interleaved(const float *in, int64_t N, int64_t K, float *out)
+{
+    int64_t h = N / 2;
+    for (int64_t i = 0; i < h; i++) {
+        memcpy(out + i * K, in + (2 * i) * K, (size_t)K * sizeof(float));
+        memcpy(out + (h + i) * K, in + (2 * i + 1) * K, (size_t)K * sizeof(float));
+    }
+}
+
+void vx_untransposed(const float *in, int64_t N, int64_t K, float *out)
+{
+    /* out, flat, is in^T [K][N] */
+    for (int64_t k = 0; k < K; k++)
+        for (int64_t n = 0; n < N; n++)
+            out[k * N + n] = in[n * K + k];
+}
+
+void vx_anchor_scale_signs(const float *expected, int64_t N, int64_t K, int block_size,
+                           int8_t *out)
+{
+    int64_t nb = K / block_size;
+    for (int64_t n = 0; n < N; n++) {
+        for (int64_t b = 0; b < nb; b++) {
+            const float *blk = expected + n * K + b * block_size;
+            float vmin = blk[0], vmax = blk[0];
+            for (int i = 1; i < block_size; i++) {
+                vmin = blk[i] < vmin ? blk[i] : vmin;
+                vmax = blk[i] > vmax ? blk[i] : vmax;
+            }
+            /* ONNX Runtime's rule: the maximum only when strictly larger in magnitude */
+            float anchor = fabsf(vmax) > fabsf(vmin) ? vmax : vmin;
+            out[n * nb + b] = (int8_t)(anchor > 0 ? -1 : anchor < 0 ? 1 : 0);
+        }
+    }
+}

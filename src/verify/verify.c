@@ -1,0 +1,140 @@
+/* verify_run: opens the checkpoint, config.json, genai_config.json and the model it names, then
+ * runs the graph, genai_config and weight checks into the report. */
+#include <cJSON.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "verify/verify_internal.h"
+
+static char *read_text(const char *path, m2o_err *err)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        m2o_fail(err, "cannot read %s: %s", path, strerror(errno));
+        return NULL;
+    }
+    char *buf = NULL;
+    size_t len = 0, cap = 0;
+    for (;;) {
+        if (len + 4096 + 1 > cap) {
+            cap = cap ? 2 * cap : 65536;
+            char *nb = realloc(buf, cap);
+            if (!nb) {
+                free(buf);
+                fclose(f);
+                m2o_fail(err, "out of memory reading %s", path);
+                return NULL;
+            }
+            buf = nb;
+        }
+        size_t n = fread(buf + len, 1, 4096, f);
+        len += n;
+        if (n < 4096)
+            break;
+    }
+    bool bad = ferror(f);
+    fclose(f);
+    if (bad) {
+        free(buf);
+        m2o_fail(err, "cannot read %s", path);
+        return NULL;
+    }
+    buf[len] = 0;
+    return buf;
+}
+
+/* "cuda" when any provider_options entry names cuda, "cpu" when the list is empty or absent. */
+static int provider_of(const cJSON *root, verify_report *r, bool *cuda, m2o_err *err)
+{
+    const cJSON *dec = cJSON_GetObjectItemCaseSensitive(
+        cJSON_GetObjectItemCaseSensitive(root, "model"), "decoder");
+    const cJSON *so = cJSON_GetObjectItemCaseSensitive(dec, "session_options");
+    const cJSON *po = cJSON_GetObjectItemCaseSensitive(so, "provider_options");
+    *cuda = false;
+    snprintf(r->provider, sizeof r->provider, "cpu");
+    if (!po)
+        return 0;
+    if (!cJSON_IsArray(po))
+        return m2o_fail(err, "genai_config.json: model.decoder.session_options.provider_options "
+                             "is not an array");
+    const cJSON *e;
+    cJSON_ArrayForEach(e, po)
+    {
+        const cJSON *p = e->child;
+        if (!cJSON_IsObject(e) || !p)
+            continue;
+        if (!strcmp(p->string, "cuda")) {
+            *cuda = true;
+            snprintf(r->provider, sizeof r->provider, "cuda");
+        } else {
+            verify_add_note(r, "provider \"%s\" in genai_config.json: QMoE layouts verified as "
+                               "on CPU (raw)", p->string);
+        }
+    }
+    return 0;
+}
+
+static int run_checks(const char *ckpt_dir, const char *model_dir, const verify_opts *o,
+                      verify_report *r, model_desc *md, cJSON *genai, m2o_err *err)
+{
+    const cJSON *dec = cJSON_GetObjectItemCaseSensitive(
+        cJSON_GetObjectItemCaseSensitive(genai, "model"), "decoder");
+    const cJSON *fn = cJSON_GetObjectItemCaseSensitive(dec, "filename");
+    const char *model_file = cJSON_IsString(fn) ? fn->valuestring : "model.onnx";
+    if (strchr(model_file, '/') || !strcmp(model_file, "..") || !model_file[0])
+        return m2o_fail(err, "genai_config.json: decoder.filename \"%s\" must be a file name "
+                             "inside %s", model_file, model_dir);
+    bool cuda;
+    if (provider_of(genai, r, &cuda, err))
+        return -1;
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", model_dir, model_file);
+    st_checkpoint *ck = NULL;
+    onnx_model *m = NULL;
+    if (ckpt_open(ckpt_dir, &ck, err))
+        return -1;
+    if (onnx_model_open(path, &m, err)) {
+        ckpt_close(ck);
+        return -1;
+    }
+    vctx c = {.md = md, .ck = ck, .m = m, .cuda = cuda, .o = o, .r = r};
+    int rc = vcheck_graph(&c, err);
+    if (!rc)
+        rc = vcheck_genai(&c, genai, model_file, err);
+    if (!rc)
+        rc = vcheck_tensors(&c, err);
+    onnx_model_close(m);
+    ckpt_close(ck);
+    return rc;
+}
+
+int verify_run(const char *ckpt_dir, const char *model_dir, const verify_opts *o,
+               verify_report *r, m2o_err *err)
+{
+    model_desc *md = m2o_calloc(1, sizeof *md, err);
+    if (!md)
+        return -1;
+    int rc = config_load(ckpt_dir, md, err);
+    if (!rc)
+        snprintf(r->model_type, sizeof r->model_type, "%s", md->model_type);
+    char path[4096];
+    snprintf(path, sizeof path, "%s/genai_config.json", model_dir);
+    char *text = rc ? NULL : read_text(path, err);
+    cJSON *genai = NULL;
+    if (text) {
+        genai = cJSON_Parse(text);
+        if (!genai)
+            rc = m2o_fail(err, "%s is not valid JSON (near byte %ld)", path,
+                          cJSON_GetErrorPtr() ? (long)(cJSON_GetErrorPtr() - text) : -1L);
+    } else {
+        rc = -1;
+    }
+    if (!rc)
+        rc = run_checks(ckpt_dir, model_dir, o, r, md, genai, err);
+    cJSON_Delete(genai);
+    free(text);
+    free(md);
+    return rc;
+}

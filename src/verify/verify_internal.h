@@ -1,0 +1,31 @@
+/* Shared by the parts of verify: the open inputs and the report being filled. */
+#ifndef M2O_VERIFY_INTERNAL_H
+#define M2O_VERIFY_INTERNAL_H
+
+#include <cJSON.h>
+
+#include "checkpoint/config.h"
+#include "checkpoint/safetensors.h"
+#include "onnx/model_reader.h"
+#include "verify/verify.h"
+
+typedef struct vctx {
+    const model_desc *md;
+    const st_checkpoint *ck;
+    onnx_model *m;
+    bool cuda;               /* the folder targets CUDA (genai_config provider_options) */
+    const verify_opts *o;
+    verify_report *r;
+} vctx;
+
+/* Graph invariants (invariants.c): names, router not quantized, QMoE/MoE attributes, GQA. */
+int vcheck_graph(vctx *c, m2o_err *err);
+/* genai_config.json against the graph and config.json (invariants.c). */
+int vcheck_genai(vctx *c, const cJSON *root, const char *model_filename, m2o_err *err);
+/* Every QMoE / MoE / MatMulNBits / named MatMul weight against the checkpoint (tensors.c). */
+int vcheck_tensors(vctx *c, m2o_err *err);
+
+/* Adds a tensor row; returns its index. */
+size_t verify_add_tensor(verify_report *r, const vtensor *t);
+
+#endif

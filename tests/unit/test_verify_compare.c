@@ -1,0 +1,215 @@
+/* verify's numeric core on hand-built matrices: a correct encoding passes with the error the
+ * format predicts, and each known exporter bug fails and is recognised by its rearrangement. */
+#include "test.h"
+
+#include "common/half.h"
+#include "onnx/graph.h"
+#include "quant/quant.h"
+#include "verify/compare.h"
+
+/* Deterministic values in [-1, 1) (xorshift), some blocks with a positive anchor, some negative. */
+static void fill(float *w, size_t n, uint32_t seed)
+{
+    uint32_t s = seed ? seed : 1;
+    for (size_t i = 0; i < n; i++) {
+        s ^= s << 13;
+        s ^= s >> 17;
+        s ^= s << 5;
+        w[i] = (float)((double)s / 4294967296.0 * 2.0 - 1.0);
+    }
+}
+
+enum { N = 64, K = 128, BS = 32, NB = K / BS };
+
+typedef struct q4 {
+    float w[N * K];
+    uint8_t codes[N * K / 2];
+    float scales[N * NB];
+} q4;
+
+static void make_q4(q4 *q, uint32_t seed)
+{
+    fill(q->w, N * K, seed);
+    qb_params p = {.bits = 4, .block_size = BS, .symmetric = true, .scale_type = QSCALE_F32};
+    m2o_err err;
+    if (qb_quantize_ref(q->w, N, K, &p, q->codes, q->scales, NULL, &err))
+        fprintf(stderr, "quantize: %s\n", err.msg);
+}
+
+static venc int4_enc(const uint8_t *codes, const float *scales)
+{
+    return (venc){.kind = VENC_INT, .elem_type = ONNX_FLOAT, .codes = codes, .scales = scales,
+                  .bits = 4, .block_size = BS};
+}
+
+TEST(int4_good_encoding_passes_with_uniform_rounding_error)
+{
+    static q4 q;
+    make_q4(&q, 7);
+    venc e = int4_enc(q.codes, q.scales);
+    vstats st;
+    vstats_init(&st);
+    m2o_err err;
+    CHECK_EQ(venc_compare(q.w, N, K, &e, &st, &err), 0);
+    CHECK_EQ(st.n, N * K);
+    CHECK_EQ(st.n_over, 0);
+    CHECK(st.max_ratio <= 1.0);
+    /* uniform rounding in [-s/2, s/2] over |x| <= 8|s|: rel RMS of uniform data ~ 1/(8*sqrt(3))
+     * relative to amax... measured on this seed: between 0.05 and 0.12, and below the bound */
+    double rel = vstats_rel_rms(&st);
+    CHECK_MSG(rel > 0.05 && rel < 0.12, "rel RMS %g", rel);
+    CHECK(rel < vstats_rel_rms_bound(&st));
+    /* every element within half a step except clamped top codes */
+    double worst_interior = 0;
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t k = 0; k < K; k++) {
+            double y, b;
+            venc_element(&e, K, n, k, q.w[n * K + k], &y, &b);
+            double s = fabs(q.scales[n * NB + k / BS]);
+            int c = k % 2 ? q.codes[(n * K + k) / 2] >> 4 : q.codes[(n * K + k) / 2] & 15;
+            if (c != 15 && c != 0)
+                worst_interior = fmax(worst_interior, fabs(y - q.w[n * K + k]) / s);
+        }
+    CHECK(worst_interior <= 0.5 + 1e-6);
+}
+
+TEST(abs_scales_fail_and_restored_signs_pass)
+{
+    static q4 q;
+    make_q4(&q, 11);
+    static float absd[N * NB], restored[N * NB];
+    int positive_anchor_blocks = 0;
+    for (int i = 0; i < N * NB; i++) {
+        absd[i] = fabsf(q.scales[i]);
+        positive_anchor_blocks += q.scales[i] < 0;
+    }
+    CHECK(positive_anchor_blocks > 10); /* the data has both signs of anchors */
+    venc bad = int4_enc(q.codes, absd);
+    vstats st;
+    vstats_init(&st);
+    CHECK_EQ(venc_compare(q.w, N, K, &bad, &st, NULL), 0);
+    CHECK(st.n_over > N * K / 8);
+    CHECK(vstats_rel_rms(&st) > 1.0); /* flipped blocks decode to about -x */
+    static int8_t signs[N * NB];
+    vx_anchor_scale_signs(q.w, N, K, BS, signs);
+    for (int i = 0; i < N * NB; i++) {
+        CHECK_EQ(signs[i], q.scales[i] < 0 ? -1 : 1); /* anchors predict ORT's scale signs */
+        restored[i] = signs[i] < 0 ? -absd[i] : absd[i];
+    }
+    venc fixed = int4_enc(q.codes, restored);
+    CHECK(venc_passes(q.w, N, K, &fixed));
+}
+
+TEST(swapped_nibbles_fail_and_swapping_back_passes)
+{
+    static q4 q;
+    make_q4(&q, 13);
+    static uint8_t swapped[N * K / 2], back[N * K / 2];
+    vx_swap_nibbles(q.codes, sizeof swapped, swapped);
+    venc bad = int4_enc(swapped, q.scales);
+    CHECK(!venc_passes(q.w, N, K, &bad));
+    vx_swap_nibbles(swapped, sizeof swapped, back);
+    CHECK_BYTES_EQ(back, q.codes, sizeof back);
+}
+
+TEST(transposed_and_halves_rearrangements_are_what_the_bugs_write)
+{
+    /* an exporter that forgets the transpose of an input-major [K][N] source writes the
+     * source bytes as they are: exactly vx_untransposed of the true [N][K] */
+    static float src_kn[K * N], truth[N * K], alt[N * K];
+    fill(src_kn, K * N, 3);
+    transpose_f32(src_kn, K, N, truth);
+    vx_untransposed(truth, N, K, alt);
+    CHECK_BYTES_EQ(alt, src_kn, sizeof alt);
+    /* quantizing the untransposed bytes fails against the truth, passes against alt */
+    static uint8_t codes[N * K / 2];
+    static float scales[N * NB];
+    qb_params p = {.bits = 4, .block_size = BS, .symmetric = true, .scale_type = QSCALE_F32};
+    CHECK_EQ(qb_quantize_ref(src_kn, N, K, &p, codes, scales, NULL, NULL), 0);
+    venc e = int4_enc(codes, scales);
+    CHECK(!venc_passes(truth, N, K, &e));
+    CHECK(venc_passes(alt, N, K, &e));
+
+    /* gate/up: interleaved rows 0,1,2,3 = g0,u0,g1,u1 -> halves g0,g1,...,u0,u1,... */
+    float il[4 * 2] = {1, 1, 2, 2, 3, 3, 4, 4}, halves[8];
+    vx_halves_from_interleaved(il, 4, 2, halves);
+    float want[8] = {1, 1, 3, 3, 2, 2, 4, 4};
+    CHECK_BYTES_EQ(halves, want, sizeof want);
+}
+
+TEST(float_bounds_accept_rounding_and_reject_one_ulp_more)
+{
+    float x[4] = {1.0f, 1.0f + 1.0f / 4096, -3.14159f, 1e-6f};
+    uint16_t h[4];
+    for (int i = 0; i < 4; i++)
+        h[i] = f32_to_f16(x[i]);
+    venc e = {.kind = VENC_FLOAT, .elem_type = ONNX_FLOAT16, .w = h};
+    CHECK(venc_passes(x, 1, 4, &e));
+    h[2] = (uint16_t)(h[2] + 1); /* one float16 ulp off */
+    CHECK(!venc_passes(x, 1, 4, &e));
+    /* float32 storage of float32-representable values must be exact */
+    float y[4];
+    memcpy(y, x, sizeof y);
+    venc f = {.kind = VENC_FLOAT, .elem_type = ONNX_FLOAT, .w = y};
+    CHECK(venc_passes(x, 1, 4, &f));
+    y[1] = nextafterf(y[1], 2.0f);
+    CHECK(!venc_passes(x, 1, 4, &f));
+}
+
+TEST(mxfp4_bounds_follow_the_e2m1_grid)
+{
+    enum { MK = 64 };
+    static float w[2 * MK], dec[2 * MK];
+    static uint8_t codes[2 * MK / 2], scales[2 * MK / 32];
+    fill(w, 2 * MK, 5);
+    w[3] = 5.5f; /* block 0 amax -> e = floor(log2 5.5) - 2 = 0: 5.5 rounds to 6 (error 0.5) */
+    CHECK_EQ(mxfp4_encode_ref(w, 2, MK, codes, scales, NULL), 0);
+    venc e = {.kind = VENC_MXFP4, .codes = codes, .scales = scales};
+    vstats st;
+    vstats_init(&st);
+    CHECK_EQ(venc_compare(w, 2, MK, &e, &st, NULL), 0);
+    CHECK_EQ(st.n_over, 0);
+    CHECK_EQ(mxfp4_decode(codes, scales, 2, MK, dec, NULL), 0);
+    double y, b;
+    venc_element(&e, MK, 0, 3, w[3], &y, &b);
+    CHECK_NEAR(y, 6.0, 0);
+    CHECK_NEAR(b, 2.5, 1e-5); /* saturation code: up to 2.5 steps of the block scale */
+    CHECK_NEAR(y, dec[3], 0);
+    /* a scale byte one too small halves every value of the block: far outside the grid */
+    scales[0]--;
+    CHECK(!venc_passes(w, 2, MK, &e));
+}
+
+TEST(int8_and_asymmetric_zero_points_decode)
+{
+    static float w[N * K];
+    fill(w, N * K, 21);
+    for (int i = 0; i < N * K; i++)
+        w[i] = w[i] * 0.5f + 0.25f; /* mostly positive: zero points away from the middle */
+    static uint8_t codes[N * K], zp[N * NB];
+    static uint16_t scales[N * NB];
+    qb_params p = {.bits = 8, .block_size = BS, .symmetric = false, .scale_type = QSCALE_F16};
+    CHECK_EQ(qb_quantize_ref(w, N, K, &p, codes, scales, zp, NULL), 0);
+    venc e = {.kind = VENC_INT, .elem_type = ONNX_FLOAT16, .codes = codes, .scales = scales,
+              .zero_points = zp, .bits = 8, .block_size = BS};
+    vstats st;
+    vstats_init(&st);
+    CHECK_EQ(venc_compare(w, N, K, &e, &st, NULL), 0);
+    CHECK_EQ(st.n_over, 0);
+    CHECK_MSG(vstats_rel_rms(&st) < 0.01, "int8 rel RMS %g", vstats_rel_rms(&st));
+    e.zero_points = NULL; /* read as symmetric (zero point 128): wrong */
+    CHECK(!venc_passes(w, N, K, &e));
+}
+
+TEST(cutlass_raw_mixup_is_detected_by_layout)
+{
+    static q4 q;
+    make_q4(&q, 17);
+    static uint8_t packed[N * K / 2], unpacked[N * K / 2];
+    CHECK_EQ(cutlass_sm80_pack(q.codes, N, K, 4, packed, NULL), 0);
+    venc as_raw = int4_enc(packed, q.scales); /* prepacked bytes read raw */
+    CHECK(!venc_passes(q.w, N, K, &as_raw));
+    CHECK_EQ(cutlass_sm80_unpack(packed, N, K, 4, unpacked, NULL), 0);
+    venc ok = int4_enc(unpacked, q.scales);
+    CHECK(venc_passes(q.w, N, K, &ok));
+}
