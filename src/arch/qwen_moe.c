@@ -141,20 +141,22 @@ static int load_attention(gb *b, int L, attn_desc *a, m2o_err *err)
 }
 
 /* Routing as transformers does it: softmax over all experts → top-k → renormalised only with
- * norm_topk_prob. Without it, CPU QMoE (which renormalises regardless) gets router_weights =
- * Softmax(logits); gb_moe handles the float MoE op, and CUDA's kernels skip renormalisation when
- * normalize_routing_weights is 0. */
+ * norm_topk_prob. Without it, QMoE gets router_weights = Softmax(logits) and
+ * normalize_routing_weights=0: the CPU kernel renormalises unless given router_weights
+ * [probed]; the CUDA kernel's own gating (softmax over all experts, renormalised only with the
+ * attribute, per its source) gives the same weights whether or not it reads them. The float MoE
+ * op has no router_weights input: gb_moe handles it. */
 static int build_sparse_mlp(gb *b, int L, layer_mlp *x, const char *input, gname *out,
                             m2o_err *err)
 {
     const model_desc *md = b->md;
     int64_t E = md->num_experts, H = md->hidden_size;
-    bool qmoe_cpu = b->o->precision == PREC_INT4 && b->o->ep == EP_CPU;
+    bool qmoe = b->o->precision == PREC_INT4;
     moe_desc m = {.layer = L, .num_experts = E, .top_k = md->top_k, .hidden = H,
                   .inter = md->moe_intermediate_size, .fc1 = &x->fc1, .fc2 = &x->fc2,
                   .swiglu_limit = 0.0f, .alpha = 1.0f, .beta = 0.0f,
                   .normalize_routing = md->norm_topk_prob,
-                  .router_weights = !md->norm_topk_prob && qmoe_cpu};
+                  .router_weights = !md->norm_topk_prob && qmoe};
     int64_t sr[2] = {E, H}, sg[2] = {1, H};
     const st_tensor *shared_gate = NULL;
     m.router.n_parts = 1;

@@ -4,9 +4,9 @@
  *   CUDA mxfp4 experts (encoded from BF16) are the MXFP4 encoding of the checkpoint's own
  *   floats, gate/up rows interleaved;
  *   QMoE attributes of plain SwiGLU (no clamp, alpha 1, beta 0, swiglu_fusion 1);
- *   routing per provider: norm_topk_prob=false is router_weights = Softmax on CPU QMoE, the
- *   float MoE op renormalised and scaled by the top-k softmax mass, normalize_routing_weights=0
- *   on CUDA QMoE; true is plain renormalisation;
+ *   routing per op: norm_topk_prob=false is router_weights = Softmax(logits) on QMoE (CPU and
+ *   CUDA, int and fp4), the float MoE op renormalised and scaled by the top-k softmax mass;
+ *   true is plain renormalisation;
  *   int4 builds keep the router and shared_expert_gate MatMuls float, quantize the shared expert;
  *   q/k norms carry the checkpoint's weights; qkv biases (qwen2) are the three biases stacked;
  *   every node name and produced value is unique (the shared expert's Muls included);
@@ -179,14 +179,13 @@ static void check_cuda_int(const char *fixture, moe_quant q, int bits, int block
         snprintf(nn, sizeof nn, "/model/layers.%d/moe/QMoE", L);
         const onnx_node *n = onnx_model_find_node(cuda->m, nn);
         int64_t v;
-        /* CUDA QMoE, no router_weights input: its kernel takes softmax over all experts and
-         * renormalises the top-k only with normalize_routing_weights=1 (norm_topk_prob) */
+        /* norm_topk_prob=false (qwen2): router_weights = Softmax(logits), not renormalised */
         int64_t norm = !strcmp(fixture, "qwen3-moe-tiny");
         CHECK_MSG(swiglu_attrs_ok(n, norm), "%s %s: SwiGLU/routing attributes", fixture, nn);
         CHECK(onnx_node_attr_int(n, "expert_weight_bits", &v) && v == bits);
         CHECK(onnx_node_attr_int(n, "block_size", &v) && v == block);
         CHECK(onnx_node_attr_int(n, "weights_prepacked", &v) && v == prepacked);
-        CHECK_EQ(onnx_node_input_count(n), 8);
+        CHECK_EQ(onnx_node_input_count(n), norm ? 8 : 15);
         for (int p = 0; p < 2; p++) {
             int64_t N = p ? H : 2 * I, K = p ? I : H;
             char wn[128], sn[128];
@@ -249,6 +248,7 @@ TEST(cuda_mxfp4_from_bf16_encodes_checkpoint_floats)
     const char *qt;
     CHECK(swiglu_attrs_ok(n, 0) && onnx_node_attr_string(n, "quant_type", &qt) && !strcmp(qt, "fp4"));
     CHECK_EQ(onnx_node_input_count(n), 17);
+    CHECK(!strcmp(onnx_node_input(n, 14), "/model/layers.1/moe/router/Softmax/output_0"));
     for (int p = 0; p < 2; p++) {
         int64_t N = p ? H : 2 * I, K = p ? I : H;
         char wn[128], sn[128];
@@ -282,7 +282,7 @@ TEST(routing_per_provider)
         {"qwen2-moe-tiny", PREC_INT4, EP_CPU, "QMoE", 0, true, false},
         {"qwen2-moe-tiny", PREC_FP32, EP_CPU, "MoE", 1, false, true},
         {"qwen2-moe-tiny", PREC_FP16, EP_CUDA, "MoE", 1, false, true},
-        {"qwen2-moe-tiny", PREC_INT4, EP_CUDA, "QMoE", 0, false, false},
+        {"qwen2-moe-tiny", PREC_INT4, EP_CUDA, "QMoE", 0, true, false},
         {"qwen3-moe-tiny", PREC_INT4, EP_CPU, "QMoE", 1, false, false},
         {"qwen3-moe-tiny", PREC_FP32, EP_CPU, "MoE", 1, false, false},
     };
