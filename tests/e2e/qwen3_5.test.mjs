@@ -18,7 +18,8 @@
 //        the export (linear layers and experts int4, blocks of 32 along K), max|Δ| ≤ 2e-3·max|ref|;
 //      int4 + int8 experts likewise, cosine ≥ 0.999 and the same argmax on every row;
 //    and the measured distance of those exports to the fixture's int4 files is printed ("info").
-//    Also fp16, block sizes 64/128 and the default int4 build (floors and causes at MORE_CASES).
+//    Also fp16, block sizes 64/128 and the default int4 build (floors and causes at MORE_CASES),
+//    and every CUDA build through `moe2onnx verify` (they cannot run here).
 // 3. The vision-language layout, fused experts and a sharded checkpoint, made from the fixture:
 //    byte-identical exports.
 // 4. Qwen3.5-35B-A3B's attention widths on a random two-layer checkpoint: fp32 export vs the
@@ -530,6 +531,33 @@ async function partTwo(work, cfg, ck) {
   }
 }
 
+// CUDA builds cannot run here: each is built and passed through `moe2onnx verify`, which decodes
+// every weight through its declared layout (CUTLASS SM80, fp4, float16/bfloat16) and compares it
+// with the checkpoint, and checks the graph and genai_config invariants.
+const CUDA_CASES = [
+  ['fp16'], ['bf16'], ['int4'], ['int4', 'use_cuda_bf16=true'], ['int4', 'moe_quant_type=int8'],
+  ['int4', 'moe_quant_type=mxfp4'], ['int4', 'qmoe_weights_prepacked=0'],
+];
+
+function cudaBuilds(work) {
+  for (const [p, ...extra] of CUDA_CASES) {
+    const label = `${FIXTURE} cuda ${[p, ...extra].join(' ')}`, out = join(work, 'cuda');
+    const args = ['-p', p, ...(extra.length ? ['--extra_options', ...extra] : [])];
+    let err;
+    try {
+      execFileSync(BIN, ['-i', join(FIXTURES, FIXTURE), '-o', out, '-e', 'cuda', '--overwrite', ...args],
+        { stdio: ['ignore', 'pipe', 'pipe'] });
+      const v = execFileSync(BIN, ['verify', '-i', join(FIXTURES, FIXTURE), '-o', out], { stdio: ['ignore', 'pipe', 'pipe'] });
+      const last = String(v).trim().split('\n').pop();
+      report(/PASS/.test(last), `${label} verify`, [last]);
+    } catch (e) {
+      err = `${String(e.stdout ?? '').trim().split('\n').pop()} ${String(e.stderr ?? e.message).trim().split('\n').pop()}`;
+      report(false, `${label} build/verify`, [err]);
+    }
+    rmSync(out, { recursive: true, force: true });
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Part 3: the same weights in the other layouts the export accepts, each made from the fixture:
 //   vl:            Qwen3_5MoeForConditionalGeneration — text weights under model.language_model.,
@@ -754,6 +782,7 @@ try {
   const ck = readSafetensors(join(FIXTURES, FIXTURE, 'model.safetensors'));
   await partOne(work, cfg, ck);
   await partTwo(work, cfg, ck);
+  cudaBuilds(work);
   partThree(work, cfg);
   await partFour(work);
 } catch (e) {
