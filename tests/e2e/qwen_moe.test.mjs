@@ -16,9 +16,9 @@
 //    measured numbers are printed as "note" lines, with the cause. A default int4 build
 //    (accuracy level 4) must stay within cosine 0.95 of reference-int4.safetensors.
 // 3. Layouts and configs without fixtures (qwen_variants.mjs): fused experts
-//    (gate_up_proj [E, 2I, H], down_proj [E, H, I]) must export byte-identically to the
-//    per-expert fixture; dense layers from decoder_sparse_step / mlp_only_layers must match the
-//    forward of step 1 (float and int4).
+//    (gate_up_proj [E, 2I, H], down_proj [E, H, I]) and two shards + index must export
+//    byte-identically to the fixture; dense layers from decoder_sparse_step / mlp_only_layers
+//    and flipped norm_topk_prob must match the forward of step 1 (float and int4).
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -154,24 +154,24 @@ async function checkVariant(work, v) {
   const src = join(FIXTURES, v.fixture), dir = join(work, v.name);
   v.write(src, dir);
   const ids = Array.from(readSafetensors(join(src, 'reference.safetensors')).input_ids.data, Number);
-  if (!v.dense) { // fused experts: the same model, so the same bytes
+  if (v.sameAs) { // the same model in another layout, so the same bytes
     for (const [name, args] of [['fp32', ['-p', 'fp32']], ['int4', ['-p', 'int4', ...ACC0]], ['int4-moe8', ['-p', 'int4', ...ACC0_MOE8]]]) {
       const a = join(work, `${v.name}-${name}`), b = join(work, `${v.fixture}-${name}`);
       const err = build(dir, args, a) ?? (existsSync(b) ? null : build(src, args, b));
       if (err) { report(false, `${v.name} ${name} build`, [err]); continue; }
       const same = (f) => readFileSync(join(a, f)).equals(readFileSync(join(b, f)));
       const bytes = readFileSync(join(a, 'model.onnx.data')).length;
-      report(same('model.onnx') && same('model.onnx.data'), `${v.name} ${name} export = per-expert export`,
+      report(same('model.onnx') && same('model.onnx.data'), `${v.name} ${name} export = ${v.fixture} export`,
              [`model.onnx ${same('model.onnx') ? 'identical' : 'DIFFERS'}, model.onnx.data (${bytes} bytes) ${same('model.onnx.data') ? 'identical' : 'DIFFERS'}`]);
     }
     return;
   }
-  const ck = loadCkpt(dir);
+  const ck = { tensors: readSafetensors(join(dir, 'model.safetensors')), cfg: JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')) };
   for (const [name, args, quant] of [['fp32', ['-p', 'fp32'], null], ['int4', ['-p', 'int4', ...ACC0], Q_INT4]]) {
     const out = join(work, `${v.name}-${name}`);
     const err = build(dir, args, out) ?? checkConfig(out, dir);
     if (err) { report(false, `${v.name} ${name} build`, [err]); continue; }
-    await runChecks(`${v.name} (layers ${v.dense} dense) ${name}`, out, ids, null,
+    await runChecks(`${v.name} (${v.what}) ${name}`, out, ids, null,
                     [[`forward ${name}`, forward(ck, ids, quant), { maxRel: 2e-3 }]]);
   }
 }

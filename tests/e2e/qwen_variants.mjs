@@ -7,7 +7,10 @@
 //     shared expert removed; mlp.{gate,up,down}_proj of intermediate_size added, uniform values
 //     with the fixture's scale 1/sqrt(fan_in), from a fixed xorshift stream, rounded to BF16)
 //     and config.json patched (decoder_sparse_step / mlp_only_layers) to make exactly those
-//     layers dense.
+//     layers dense;
+//   configPatch: the same tensors with config.json fields changed (norm_topk_prob flipped);
+//   sharded: the same tensors split over two files (layer 0 and the rest) with
+//     model.safetensors.index.json.
 import { copyFileSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
@@ -104,12 +107,48 @@ export function writeDenseLayers(src, dst, dense, configPatch, seed = 0x9e3779b9
   return dst;
 }
 
+export function writeConfigPatch(src, dst, patch) {
+  const { cfg, tensors } = readFixture(src);
+  copyOtherFiles(src, dst);
+  Object.assign(cfg, patch);
+  const out = {};
+  for (const [name, t] of Object.entries(tensors)) out[name] = { dtype: 'BF16', shape: t.shape, bytes: bytesOf(t) };
+  write(dst, cfg, out);
+  return dst;
+}
+
+export function writeSharded(src, dst) {
+  const { cfg, tensors } = readFixture(src);
+  copyOtherFiles(src, dst);
+  writeFileSync(join(dst, 'config.json'), `${JSON.stringify(cfg, null, 2)}\n`);
+  const files = ['model-00001-of-00002.safetensors', 'model-00002-of-00002.safetensors'];
+  const shards = [{}, {}], weightMap = {};
+  let total = 0;
+  for (const [name, t] of Object.entries(tensors)) {
+    const i = name.startsWith('model.layers.0.') ? 0 : 1;
+    shards[i][name] = { dtype: 'BF16', shape: t.shape, bytes: bytesOf(t) };
+    weightMap[name] = files[i];
+    total += t.raw.byteLength;
+  }
+  for (let i = 0; i < 2; i++) writeFileSync(join(dst, files[i]), encodeSafetensors(shards[i], { format: 'pt' }));
+  writeFileSync(join(dst, 'model.safetensors.index.json'),
+                `${JSON.stringify({ metadata: { total_size: total }, weight_map: weightMap }, null, 2)}\n`);
+  return dst;
+}
+
 // The variants the e2e test and the transformers reference files use (names = file stems).
+// sameAs: exports must equal the fixture's byte for byte; else they are checked against the
+// reference forward pass.
 export const QWEN_VARIANTS = [
-  { name: 'qwen3-moe-tiny-fused', fixture: 'qwen3-moe-tiny', write: (s, d) => writeFusedExperts(s, d) },
-  { name: 'qwen2-moe-tiny-fused', fixture: 'qwen2-moe-tiny', write: (s, d) => writeFusedExperts(s, d) },
-  { name: 'qwen3-moe-tiny-dense0', fixture: 'qwen3-moe-tiny', dense: [0],
+  { name: 'qwen3-moe-tiny-fused', fixture: 'qwen3-moe-tiny', sameAs: true, write: (s, d) => writeFusedExperts(s, d) },
+  { name: 'qwen2-moe-tiny-fused', fixture: 'qwen2-moe-tiny', sameAs: true, write: (s, d) => writeFusedExperts(s, d) },
+  { name: 'qwen3-moe-tiny-sharded', fixture: 'qwen3-moe-tiny', sameAs: true, write: (s, d) => writeSharded(s, d) },
+  { name: 'qwen3-moe-tiny-no-norm-topk', fixture: 'qwen3-moe-tiny', what: 'norm_topk_prob false',
+    write: (s, d) => writeConfigPatch(s, d, { norm_topk_prob: false }) },
+  { name: 'qwen2-moe-tiny-norm-topk', fixture: 'qwen2-moe-tiny', what: 'norm_topk_prob true',
+    write: (s, d) => writeConfigPatch(s, d, { norm_topk_prob: true }) },
+  { name: 'qwen3-moe-tiny-dense0', fixture: 'qwen3-moe-tiny', what: 'layer 0 dense',
     write: (s, d) => writeDenseLayers(s, d, [0], { decoder_sparse_step: 2 }) },
-  { name: 'qwen2-moe-tiny-dense1', fixture: 'qwen2-moe-tiny', dense: [1],
+  { name: 'qwen2-moe-tiny-dense1', fixture: 'qwen2-moe-tiny', what: 'layer 1 dense',
     write: (s, d) => writeDenseLayers(s, d, [1], { mlp_only_layers: [1] }) },
 ];

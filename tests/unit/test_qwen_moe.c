@@ -548,3 +548,33 @@ TEST(variant_writer_round_trip_exports)
     remove_temp_dir(dir);
     CHECK_MSG(rc == 0, "%s", err.msg);
 }
+
+/* bfloat16 io on CUDA (-p bf16, and int4 with use_cuda_bf16): inputs, caches, weights and QMoE
+ * scales in bfloat16, logits float32; the expert weights are the checkpoint's BF16 bits. */
+TEST(cuda_bf16_dtypes)
+{
+    export_opts o = opts(PREC_BF16, EP_CUDA, MOE_QUANT_INT4, 32, 1);
+    o.io_dtype = ONNX_BFLOAT16;
+    exported *x;
+    CHECK((x = export_fixture("qwen3-moe-tiny", o)) != NULL);
+    const onnx_value *past = onnx_model_find_input(x->m, "past_key_values.0.key");
+    const onnx_value *logits = onnx_model_find_output(x->m, "logits");
+    CHECK(past && onnx_value_elem_type(past) == ONNX_BFLOAT16);
+    CHECK(logits && onnx_value_elem_type(logits) == ONNX_FLOAT);
+    int64_t d[3] = {E, 2 * I, H};
+    size_t nb;
+    const uint16_t *w = init_data(x, "model.layers.1.moe.experts.gate_up_proj.weight", ONNX_BFLOAT16, 3, d, &nb);
+    const st_tensor *up = ckpt_find(x->ck, "model.layers.1.mlp.experts.5.up_proj.weight");
+    CHECK(w && up && up->dtype == ST_BF16);
+    for (int64_t i = 0; i < I; i++) /* expert 5, row 2i + 1 = up row i */
+        CHECK_BYTES_EQ(w + (5 * 2 * I + 2 * i + 1) * H, up->data + i * H * 2, H * 2);
+
+    o = opts(PREC_INT4, EP_CUDA, MOE_QUANT_INT4, 64, 1);
+    o.io_dtype = ONNX_BFLOAT16;
+    o.use_cuda_bf16 = true;
+    CHECK((x = export_fixture("qwen2-moe-tiny", o)) != NULL);
+    int64_t sd[3] = {E, H, I / 64};
+    CHECK(init_data(x, "model.layers.0.moe.experts.down_proj.scales", ONNX_BFLOAT16, 3, sd, &nb));
+    const onnx_node *n = onnx_model_find_node(x->m, "/model/layers.0/moe/QMoE");
+    CHECK(swiglu_attrs_ok(n, 0) && onnx_node_input_count(n) == 15);
+}
