@@ -13,5 +13,7 @@ int qwen_moe_build_graph(gb *b, m2o_err *err);
  * fused gate_up_proj layout) plus the sigmoid-gated shared expert when the config has one, or
  * the dense MLP of a non-sparse layer. Qwen3.5-MoE's MLP is the same block. */
 int qwen_moe_build_mlp(gb *b, int L, const char *input, gname *out, m2o_err *err);
+/* qwen3_5_moe_text and the text decoder of qwen3_5_moe (qwen3_5_moe.c) */
+int qwen3_5_moe_build_graph(gb *b, m2o_err *err);
 
 #endif
