@@ -428,3 +428,13 @@ TEST(invalid_arguments_return_an_error_naming_the_parameter)
     CHECK_EQ(qb_quantize_mt(w, 2, 32, &p, codes, scales, NULL, 2, &err), -1);
     CHECK_STR_CONTAINS(err.msg, "row 1, column 5 is infinite");
 }
+
+TEST(sizes_of_invalid_params_are_zero_not_a_crash)
+{
+    qb_params p = {.bits = 4, .block_size = 0, .symmetric = false, .scale_type = QSCALE_F32};
+    CHECK_EQ(qb_scales_count(8, 64, &p), 0);
+    CHECK_EQ(qb_zero_points_bytes(8, 64, &p), 0);
+    m2o_err e = {{0}};
+    CHECK_EQ(qb_check(8, 64, &p, &e), -1);
+    CHECK_STR_CONTAINS(e.msg, "block_size");
+}
