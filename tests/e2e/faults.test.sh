@@ -66,13 +66,19 @@ start_big() {
     pid=$!
     local data i size
     data=$(dirname "$o")/.$(basename "$o").moe2onnx-tmp-$pid/model.onnx.data
-    for i in $(seq 300); do
+    for i in $(seq 1200); do # up to a minute on a loaded machine
         size=$(stat -c %s "$data" 2>/dev/null || echo 0)
         [ "$size" -gt 0 ] && return 0
         kill -0 "$pid" 2>/dev/null || return 1
         sleep 0.05
     done
     return 1
+}
+
+# never_started WHAT: the background conversion did not reach its first bytes (or ended first).
+never_started() {
+    kill -KILL "$pid" 2>/dev/null; wait "$pid" 2>/dev/null
+    fail "$name: the conversion ended before it could be $1: $(head -c 300 "$tmp/stderr")"
 }
 
 # ---- disk full: a file size limit (always available) ----
@@ -114,7 +120,7 @@ for sig in INT TERM; do
         kill -"$sig" "$pid"; wait "$pid"; rc=$?
         report "$rc" "$code" "interrupted" "$out"
     else
-        wait "$pid"; fail "$name: the conversion ended before it could be interrupted: $(cat "$tmp/stderr")"
+        never_started interrupted
     fi
 done
 
@@ -124,7 +130,7 @@ if start_big "$out" --overwrite; then
     kill -INT "$pid"; wait "$pid"; rc=$?
     report "$rc" 130 "interrupted"
 else
-    wait "$pid"; fail "$name: the conversion ended before it could be interrupted"
+    never_started interrupted
 fi
 
 # SIGKILL cannot be handled: what is left must not look like a model, and the next run must
@@ -145,7 +151,7 @@ if start_big "$out"; then
     else fail "$name: $problems"; fi
     problems=""
 else
-    wait "$pid"; fail "$name: the conversion ended before it could be killed"
+    never_started killed
 fi
 
 new_case sigkill-overwrite "SIGKILL during an --overwrite run" "$tmp/out/sigkill-prev"
@@ -156,7 +162,7 @@ if start_big "$out" --overwrite; then
     if [ -z "$problems" ]; then ok "$name: the previous model is intact"; else fail "$name: $problems"; fi
     problems=""
 else
-    wait "$pid"; fail "$name: the conversion ended before it could be killed"
+    never_started killed
 fi
 
 # ---- shards that cannot be read ----
@@ -171,7 +177,7 @@ if start_big "$out"; then
     truncate -s 0 "$ck/model.safetensors"; wait "$pid"; rc=$?
     report "$rc" 1 "$ck/model.safetensors" "re-download"
 else
-    wait "$pid"; fail "$name: the conversion ended before the shard could be truncated"
+    never_started "cut short by truncating its shard"
 fi
 BIG=$BIG_SAVED; rm -rf "$ck"
 
