@@ -2,6 +2,7 @@
 
 #include <cJSON.h>
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,6 +36,14 @@ static cJSON *provider_options(const export_opts *o)
     return arr;
 }
 
+static bool has_linear_attention(const model_desc *md)
+{
+    for (int i = 0; i < md->num_layers; i++)
+        if (md->layer_type[i] == LAYER_LINEAR_ATTENTION)
+            return true;
+    return false;
+}
+
 static void add_decoder(cJSON *model, const model_desc *md, const export_opts *o,
                         const char *model_filename)
 {
@@ -50,10 +59,21 @@ static void add_decoder(cJSON *model, const model_desc *md, const export_opts *o
     cJSON_AddStringToObject(in, "attention_mask", "attention_mask");
     cJSON_AddStringToObject(in, "past_key_names", "past_key_values.%d.key");
     cJSON_AddStringToObject(in, "past_value_names", "past_key_values.%d.value");
+    /* Linear-attention layers (Qwen3.5) carry a conv and a recurrent state instead of a KV
+     * cache: onnxruntime-genai feeds each present.{i}.* back as past_key_values.{i}.* */
+    bool linear = has_linear_attention(md);
+    if (linear) {
+        cJSON_AddStringToObject(in, "past_conv_names", "past_key_values.%d.conv_state");
+        cJSON_AddStringToObject(in, "past_recurrent_names", "past_key_values.%d.recurrent_state");
+    }
     cJSON *out = cJSON_AddObjectToObject(dec, "outputs");
     cJSON_AddStringToObject(out, "logits", "logits");
     cJSON_AddStringToObject(out, "present_key_names", "present.%d.key");
     cJSON_AddStringToObject(out, "present_value_names", "present.%d.value");
+    if (linear) {
+        cJSON_AddStringToObject(out, "present_conv_names", "present.%d.conv_state");
+        cJSON_AddStringToObject(out, "present_recurrent_names", "present.%d.recurrent_state");
+    }
     cJSON_AddNumberToObject(dec, "num_attention_heads", md->num_heads);
     cJSON_AddNumberToObject(dec, "num_hidden_layers", md->num_layers);
     cJSON_AddNumberToObject(dec, "num_key_value_heads", md->num_kv_heads);
