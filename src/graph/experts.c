@@ -22,24 +22,51 @@ static void interleave_halves(const float *src, int64_t N, int64_t K, float *dst
     }
 }
 
+/* `quant` names the encoding the values are read for when it has no NaN/Inf (they always fail),
+ * NULL for a float destination (they fail unless allowed). */
 static int read_checked(const expert_src *s, const st_tensor *t, int64_t first, int64_t count,
-                        float *out, bool allow, m2o_err *err)
+                        float *out, bool allow, const char *quant, m2o_err *err)
 {
-    if (tensor_read_f32(t, first, count, out, err) ||
-        check_finite(out, (size_t)count, first, t->name, allow, err))
+    if (tensor_read_f32(t, first, count, out, err))
+        return -1;
+    if (quant ? check_encodable(out, (size_t)count, first, t->name, quant, err)
+              : check_finite(out, (size_t)count, first, t->name, allow, err))
         return -1;
     release_elems(t, first, count);
     return 0;
 }
 
+/* MXFP4 codes are always finite; a scale byte of 255 is E8M0's NaN and makes its block NaN. */
+static int check_scales(const expert_src *s, int64_t e, bool allow, const char *quant,
+                        m2o_err *err)
+{
+    if (allow && !quant)
+        return 0;
+    size_t n = (size_t)(s->N * s->K / 32);
+    const uint8_t *sc = s->scales->data + (size_t)e * n;
+    const uint8_t *bad = memchr(sc, 255, n);
+    if (!bad)
+        return 0;
+    long long at = (long long)((size_t)e * n + (size_t)(bad - sc));
+    if (quant)
+        return m2o_fail(err, "tensor %s: byte %lld is 255, the E8M0 code for NaN, which %s "
+                             "cannot encode; fix the checkpoint (--allow-nonfinite keeps NaN/Inf "
+                             "only in float exports: -p fp32, fp16 or bf16)",
+                        s->scales->name, at, quant);
+    return m2o_fail(err, "tensor %s: byte %lld is 255, the E8M0 code for NaN; fix the checkpoint "
+                         "or pass --allow-nonfinite to keep it", s->scales->name, at);
+}
+
 static int expert_read_impl(const expert_src *s, int64_t e, float *out, float *tmp, bool allow,
-                            m2o_err *err)
+                            const char *quant, m2o_err *err)
 {
     int64_t N = s->N, K = s->K, nk = N * K;
     switch (s->kind) {
     case EXPERT_MXFP4: {
         const uint8_t *codes = s->t->data + (size_t)(e * nk / 2);
         const uint8_t *sc = s->scales->data + (size_t)(e * nk / 32);
+        if (check_scales(s, e, allow, quant, err))
+            return -1;
         if (mxfp4_decode(codes, sc, N, K, out, err))
             return m2o_wrap(err, "decoding %s expert %lld", s->what, (long long)e);
         st_release(s->t, (size_t)(e * nk / 2), (size_t)(nk / 2));
@@ -47,21 +74,21 @@ static int expert_read_impl(const expert_src *s, int64_t e, float *out, float *t
         return 0;
     }
     case EXPERT_FUSED_KN:
-        if (read_checked(s, s->t, e * nk, nk, tmp, allow, err))
+        if (read_checked(s, s->t, e * nk, nk, tmp, allow, quant, err))
             return -1;
         transpose_f32(tmp, K, N, out);
         return 0;
     case EXPERT_FUSED_NK:
-        if (read_checked(s, s->t, e * nk, nk, s->interleave ? tmp : out, allow, err))
+        if (read_checked(s, s->t, e * nk, nk, s->interleave ? tmp : out, allow, quant, err))
             return -1;
         if (s->interleave)
             interleave_halves(tmp, N, K, out);
         return 0;
     case EXPERT_PER_EXPERT:
         if (!s->up[e])
-            return read_checked(s, s->per[e], 0, nk, out, allow, err);
-        if (read_checked(s, s->per[e], 0, nk / 2, tmp, allow, err) ||
-            read_checked(s, s->up[e], 0, nk / 2, tmp + nk / 2, allow, err))
+            return read_checked(s, s->per[e], 0, nk, out, allow, quant, err);
+        if (read_checked(s, s->per[e], 0, nk / 2, tmp, allow, quant, err) ||
+            read_checked(s, s->up[e], 0, nk / 2, tmp + nk / 2, allow, quant, err))
             return -1;
         interleave_halves(tmp, N, K, out);
         return 0;
@@ -71,7 +98,7 @@ static int expert_read_impl(const expert_src *s, int64_t e, float *out, float *t
 
 int expert_read_f32(const expert_src *s, int64_t e, float *out, float *tmp, m2o_err *err)
 {
-    return expert_read_impl(s, e, out, tmp, false, err);
+    return expert_read_impl(s, e, out, tmp, false, NULL, err);
 }
 
 size_t expert_chunk_bytes(int64_t N, int64_t K, expert_enc enc, int bits, int block_size,
@@ -158,11 +185,23 @@ static int produce_fp4_passthrough(const experts_ctx *c, int64_t e, void *out, m
         rc = fp4_cuda_pack(s->t->data + (size_t)(e * nk / 2), s->N, s->K, out, err);
         st_release(s->t, (size_t)(e * nk / 2), (size_t)(nk / 2));
     } else {
+        if (check_scales(s, e, c->allow_nonfinite, NULL, err))
+            return -1;
         memcpy(out, s->scales->data + (size_t)(e * nk / 32), (size_t)(nk / 32));
         st_release(s->scales, (size_t)(e * nk / 32), (size_t)(nk / 32));
         rc = 0;
     }
     return rc;
+}
+
+/* The encoding experts are read for, when it cannot hold NaN/Inf (NULL: float). */
+static const char *expert_format_name(const experts_ctx *c)
+{
+    if (c->enc == ENC_FLOAT)
+        return NULL;
+    if (c->enc == ENC_FP4 || c->enc == ENC_FP4_SCALES)
+        return "MXFP4";
+    return int_format_name(c->bits);
 }
 
 static int produce_experts(void *vctx, int64_t e, void *out, m2o_err *err)
@@ -176,7 +215,7 @@ static int produce_experts(void *vctx, int64_t e, void *out, m2o_err *err)
     float *tmp = m2o_malloc(nk * sizeof(float), err);
     int rc = (w && tmp) ? 0 : -1;
     if (!rc)
-        rc = expert_read_impl(s, e, w, tmp, c->allow_nonfinite, err);
+        rc = expert_read_impl(s, e, w, tmp, c->allow_nonfinite, expert_format_name(c), err);
     free(tmp);
     if (!rc && expert_encode(w, s->N, s->K, c->enc, c->bits, c->block_size, c->io, out, err))
         rc = m2o_wrap(err, "encoding %s expert %lld", s->what, (long long)e);
@@ -191,6 +230,14 @@ int gb_add_experts(gb *b, const char *name, const expert_src *src, expert_enc en
     if (E < 1 || E > EXPERT_MAX)
         return m2o_fail(err, "%s: %lld experts (supported: 1..%d)", src->what, (long long)E,
                         EXPERT_MAX);
+    if (src->kind == EXPERT_FUSED_KN || src->kind == EXPERT_FUSED_NK) {
+        if (require_float(src->t, err))
+            return -1;
+    } else if (src->kind == EXPERT_PER_EXPERT) {
+        for (int64_t e = 0; e < E; e++)
+            if (require_float(src->per[e], err) || (src->up[e] && require_float(src->up[e], err)))
+                return -1;
+    }
     if (enc == ENC_FP4 || enc == ENC_FP4_SCALES) {
         if (K % 32 || N % 2)
             return m2o_fail(err, "%s: MXFP4 needs the input width %lld to be a multiple of 32 "

@@ -77,10 +77,38 @@ int check_finite(const float *v, size_t n, int64_t first_index, const char *tens
     for (size_t i = 0; i < n; i++)
         if (!isfinite(v[i]))
             return m2o_fail(err, "tensor %s: element %lld is %s; fix the checkpoint or pass "
-                                 "--extra_options allow_nonfinite=1 to keep it",
+                                 "--allow-nonfinite to keep it",
                             tensor, (long long)(first_index + (int64_t)i),
                             isnan(v[i]) ? "NaN" : "Inf");
     return 0;
+}
+
+int check_encodable(const float *v, size_t n, int64_t first_index, const char *tensor,
+                    const char *format, m2o_err *err)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(v[i]))
+            return m2o_fail(err, "tensor %s: element %lld is %s, which %s cannot encode; fix the "
+                                 "checkpoint (--allow-nonfinite keeps NaN/Inf only in float "
+                                 "exports: -p fp32, fp16 or bf16)",
+                            tensor, (long long)(first_index + (int64_t)i),
+                            isnan(v[i]) ? "NaN" : "Inf", format);
+    return 0;
+}
+
+const char *int_format_name(int bits)
+{
+    return bits == 8 ? "int8 quantization" : "int4 quantization";
+}
+
+int require_float(const st_tensor *t, m2o_err *err)
+{
+    if (t->dtype == ST_BF16 || t->dtype == ST_F16 || t->dtype == ST_F32)
+        return 0;
+    return m2o_fail(err, "%s: tensor '%s' is %s, but it holds weights read as floating point "
+                         "(BF16, F16 or F32) — the checkpoint is corrupt or not of this "
+                         "architecture; re-download it",
+                    st_file_path(t->file), t->name, st_dtype_name(t->dtype));
 }
 
 int64_t chunk_rows(int64_t rows, size_t row_bytes, size_t target)
@@ -102,8 +130,11 @@ static int add_small(gb *b, const char *name, int n_parts, const st_tensor *cons
                      float offset, int dtype, int ndim, const int64_t *dims, m2o_err *err)
 {
     int64_t total = 0, want = 1;
-    for (int i = 0; i < n_parts; i++)
+    for (int i = 0; i < n_parts; i++) {
+        if (require_float(parts[i], err))
+            return -1;
         total += parts[i]->numel;
+    }
     for (int i = 0; i < ndim; i++)
         want *= dims[i];
     if (total != want)
@@ -175,7 +206,7 @@ int gb_add_small_qdq(gb *b, const char *name, const st_tensor *t, int64_t rows, 
     if (!rc)
         rc = tensor_read_f32(t, 0, (int64_t)n, f, err);
     if (!rc)
-        rc = check_finite(f, n, 0, t->name, b->o->allow_nonfinite, err);
+        rc = check_encodable(f, n, 0, t->name, int_format_name(bits), err);
     if (!rc)
         rc = qb_quantize(f, rows, cols, &p, codes, scales, NULL, err);
     if (!rc)
@@ -220,6 +251,8 @@ int gb_add_converted(gb *b, const char *name, const st_tensor *t, m2o_err *err)
 {
     if (t->ndim < 1)
         return m2o_fail(err, "tensor %s: expected at least one dimension", t->name);
+    if (require_float(t, err))
+        return -1;
     convert_ctx *c = m2o_calloc(1, sizeof *c, err);
     if (!c)
         return -1;
@@ -238,18 +271,22 @@ int gb_add_converted(gb *b, const char *name, const st_tensor *t, m2o_err *err)
 
 /* ---- row access over a stacked linear source ---- */
 
-/* Reads rows [r0, r0 + nr) of the stacked [N, K] source as float32. */
+/* Reads rows [r0, r0 + nr) of the stacked [N, K] source as float32. `quant` names the integer
+ * encoding the rows are for (NaN/Inf always fail), or is NULL for a float destination. */
 static int linear_read_rows(const linear_src *s, int64_t r0, int64_t nr, float *out,
-                            bool allow_nonfinite, bool release, m2o_err *err)
+                            bool allow_nonfinite, const char *quant, bool release, m2o_err *err)
 {
     int64_t K = linear_src_k(s), base = 0;
     for (int i = 0; i < s->n_parts && nr > 0; i++) {
         int64_t n_i = s->w[i]->shape[0];
         if (r0 < base + n_i) {
             int64_t lr = r0 - base, take = n_i - lr < nr ? n_i - lr : nr;
-            if (tensor_read_f32(s->w[i], lr * K, take * K, out, err) ||
-                check_finite(out, (size_t)(take * K), lr * K, s->w[i]->name, allow_nonfinite,
-                             err))
+            if (tensor_read_f32(s->w[i], lr * K, take * K, out, err))
+                return -1;
+            if (quant ? check_encodable(out, (size_t)(take * K), lr * K, s->w[i]->name, quant,
+                                        err)
+                      : check_finite(out, (size_t)(take * K), lr * K, s->w[i]->name,
+                                     allow_nonfinite, err))
                 return -1;
             if (release)
                 st_release(s->w[i], (size_t)(lr * K) * st_dtype_size(s->w[i]->dtype),
@@ -302,6 +339,9 @@ static int produce_linear_t(void *vctx, int64_t chunk, void *out, m2o_err *err)
 
 int gb_add_linear_t(gb *b, const char *name, const linear_src *s, m2o_err *err)
 {
+    for (int i = 0; i < s->n_parts; i++)
+        if (require_float(s->w[i], err))
+            return -1;
     linear_t_ctx *c = m2o_calloc(1, sizeof *c, err);
     if (!c)
         return -1;
@@ -341,7 +381,8 @@ static int produce_nbits(void *vctx, int64_t chunk, void *out, m2o_err *err)
                                                    qscale_size(c->p.scale_type), err);
     int rc = (w && codes && scales) ? 0 : -1;
     if (!rc)
-        rc = linear_read_rows(&c->s, r0, nr, w, c->allow_nonfinite, true, err);
+        rc = linear_read_rows(&c->s, r0, nr, w, c->allow_nonfinite, int_format_name(c->p.bits),
+                              true, err);
     if (!rc)
         rc = qb_quantize(w, nr, c->K, &c->p, codes, scales, NULL, err);
     free(w);
@@ -358,6 +399,9 @@ int gb_add_nbits(gb *b, const char *codes_name, const char *scales_name, const l
     qb_params p = {.bits = bits, .block_size = block_size, .symmetric = true,
                    .scale_type = qscale_of(b->io)};
     int64_t N = linear_src_n(s), K = linear_src_k(s);
+    for (int i = 0; i < s->n_parts; i++)
+        if (require_float(s->w[i], err))
+            return -1;
     if (qb_check(N, K, &p, err))
         return m2o_wrap(err, "quantizing %s to MatMulNBits", s->w[0]->name);
     size_t code_row = qb_codes_bytes(1, K, &p);

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 const char *genai_model_type(arch_kind a)
 {
@@ -140,7 +141,9 @@ static int write_text(const char *path, const char *text, m2o_err *err)
     if (!f)
         return m2o_fail(err, "cannot create %s: %s", path, strerror(errno));
     size_t n = strlen(text);
-    int bad = fwrite(text, 1, n, f) != n || fputc('\n', f) == EOF;
+    /* synced like the model files: the folder is renamed into place as complete */
+    int bad = fwrite(text, 1, n, f) != n || fputc('\n', f) == EOF || fflush(f) != 0 ||
+              fsync(fileno(f)) != 0;
     if (fclose(f) != 0 || bad)
         return m2o_fail(err, "cannot write %s: %s (disk full?)", path, strerror(errno));
     return 0;
@@ -174,7 +177,7 @@ static int copy_file(const char *src, const char *dst, m2o_err *err)
     int bad = 0;
     while (!bad && (n = fread(buf, 1, sizeof buf, in)) > 0)
         bad = fwrite(buf, 1, n, out) != n;
-    bad |= ferror(in);
+    bad |= ferror(in) || fflush(out) != 0 || fsync(fileno(out)) != 0;
     fclose(in);
     if (fclose(out) != 0 || bad)
         return m2o_fail(err, "cannot copy %s to %s: %s", src, dst, strerror(errno));

@@ -52,6 +52,10 @@ static int write_error(const char *path, int e, m2o_err *err)
     if (e == ENOSPC || e == EDQUOT)
         return m2o_fail(err, "writing %s: %s (disk full? free some space or choose another "
                         "output directory)", path, strerror(e));
+    if (e == EFBIG)
+        return m2o_fail(err, "writing %s: %s (a file size limit, see ulimit -f, or the file "
+                        "system's largest file; raise the limit or choose another output "
+                        "directory)", path, strerror(e));
     return m2o_fail(err, "writing %s: %s", path, strerror(e));
 }
 

@@ -144,7 +144,7 @@ static void quantize_block16(const float *v, const qb_params *p, uint8_t codes[1
                              uint8_t *zp)
 {
     uint8_t c1[16], c2[16], z1 = 0xee, z2 = 0xee;
-    float s1, s2;
+    float s1 = 0.0f, s2 = 0.0f; /* a float16 scale fills only 2 of the 4 compared bytes */
     CHECK(qb_quantize_ref(v, 1, 16, p, c1, &s1, &z1, NULL) == 0);
     CHECK(qb_quantize(v, 1, 16, p, c2, &s2, &z2, NULL) == 0);
     size_t nb = (size_t)(16 * p->bits / 8);
