@@ -96,7 +96,7 @@ clean:
 # straight into each binary so every line of our code is instrumented.
 FUZZ_BUILD  := build-fuzz
 FUZZ_CC     ?= clang
-FUZZ_CFLAGS := $(CSTD) $(WARN) -g -O1 -fno-omit-frame-pointer \
+FUZZ_CFLAGS := $(CSTD) $(filter-out -Wno-format-truncation,$(WARN)) -g -O1 -fno-omit-frame-pointer \
                -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
                $(shell pkg-config --cflags libcjson) -Isrc
 FUZZ_LIBSRC := $(wildcard src/checkpoint/*.c src/common/*.c)

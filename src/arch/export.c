@@ -15,6 +15,13 @@ int arch_build_graph(const model_desc *md, const st_checkpoint *ck, const export
     case ARCH_GPT_OSS:
         rc = gpt_oss_build_graph(&b, err);
         break;
+    case ARCH_QWEN3_MOE:
+    case ARCH_QWEN2_MOE:
+        rc = qwen_moe_build_graph(&b, err);
+        break;
+    case ARCH_QWEN3_5_MOE:
+        rc = qwen3_5_moe_build_graph(&b, err);
+        break;
     default:
         rc = m2o_fail(err, "model_type %s: no graph builder for this architecture yet",
                       md->model_type);

@@ -47,15 +47,21 @@ static int load_experts(gb *b, int L, expert_src *fc1, expert_src *fc2, const st
         const st_tensor *u8[4] = {fc1->t, fc1->scales, fc2->t, fc2->scales};
         for (int i = 0; i < 4; i++)
             if (u8[i]->dtype != ST_U8)
-                return m2o_fail(err, "tensor %s is %s, MXFP4 blocks and scales must be U8",
-                                u8[i]->name, st_dtype_name(u8[i]->dtype));
+                return m2o_fail(err, "%s: tensor '%s' is %s, but MXFP4 blocks and scales are U8 "
+                                     "— the checkpoint is corrupt; re-download it",
+                                st_file_path(u8[i]->file), u8[i]->name,
+                                st_dtype_name(u8[i]->dtype));
     } else {
         int64_t s1[3] = {E, H, 2 * I}, s2[3] = {E, I, H};
         fc1->kind = fc2->kind = EXPERT_FUSED_KN;
-        if (gb_tensorf(b, &fc1->t, err, true, 3, s1, "%s", fc1->what) ||
-            gb_tensorf(b, &fc2->t, err, true, 3, s2, "%s", fc2->what))
-            return m2o_wrap(err, "layer %d has neither MXFP4 (%s_blocks) nor BF16 experts", L,
-                            fc1->what);
+        if (gb_tensorf(b, &fc1->t, err, false, 3, s1, "%s", fc1->what))
+            return -1;
+        if (!fc1->t)
+            return m2o_fail(err, "checkpoint: layer %d has neither MXFP4 experts (%s_blocks) nor "
+                                 "BF16 experts (%s); is this a complete gpt_oss checkpoint?",
+                            L, fc1->what, fc1->what);
+        if (gb_tensorf(b, &fc2->t, err, true, 3, s2, "%s", fc2->what))
+            return -1;
     }
     int64_t sbias1[2] = {E, 2 * I}, sbias2[2] = {E, H};
     if (gb_tensorf(b, b1, err, true, 2, sbias1, "%s_bias", fc1->what) ||

@@ -5,11 +5,14 @@
 
 #include <cJSON.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #define SUPPORTED_TYPES "gpt_oss, qwen3_moe, qwen2_moe, qwen3_5_moe_text, qwen3_5_moe"
 #define MAX_CONFIG_BYTES (16u * 1024 * 1024)
@@ -682,12 +685,22 @@ int config_parse(const char *config_json, const char *generation_json, const cha
 static int read_json_file(const char *path, bool optional, char **out, m2o_err *err)
 {
     *out = NULL;
-    FILE *f = fopen(path, "rb");
-    if (!f) {
+    /* O_NONBLOCK: opening a FIFO must not wait forever for a writer; fstat then rejects it. */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) {
         if (optional && errno == ENOENT)
             return 1;
         return m2o_fail(err, "%s: cannot open: %s — pass the checkpoint folder that holds config.json",
                         path, strerror(errno));
+    }
+    struct stat st;
+    FILE *f = NULL;
+    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode))
+        f = fdopen(fd, "rb");
+    if (!f) {
+        close(fd);
+        return m2o_fail(err, "%s: not a regular file — pass the checkpoint folder that holds "
+                             "config.json", path);
     }
     char *buf = malloc(MAX_CONFIG_BYTES + 1);
     size_t n = buf ? fread(buf, 1, MAX_CONFIG_BYTES + 1, f) : 0;

@@ -469,9 +469,11 @@ int st_file_parse(const uint8_t *buf, size_t len, const char *what, st_file **ou
 int st_file_open(const char *path, st_file **out, m2o_err *err)
 {
     *out = NULL;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: opening a FIFO must not wait for a writer (fstat rejects it next) */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0)
-        return m2o_fail(err, "%s: cannot open: %s", path, strerror(errno));
+        return m2o_fail(err, "%s: cannot open: %s — check that the file exists and is readable",
+                        path, strerror(errno));
     struct stat st;
     if (fstat(fd, &st) || !S_ISREG(st.st_mode)) {
         close(fd);
@@ -799,14 +801,16 @@ static int file_exists(const char *path, m2o_err *err)
     struct stat st;
     if (stat(path, &st))
         return errno == ENOENT || errno == ENOTDIR ? 0 : m2o_fail(err, "%s: %s", path, strerror(errno));
-    return S_ISREG(st.st_mode) ? 1 : m2o_fail(err, "%s: exists but is not a regular file", path);
+    return S_ISREG(st.st_mode) ? 1 : m2o_fail(err, "%s: exists but is not a regular file — put "
+                                                   "the downloaded file itself there", path);
 }
 
 static int read_text_file(const char *path, size_t limit, char **out, size_t *len, m2o_err *err)
 {
     FILE *fp = fopen(path, "rb");
     if (!fp)
-        return m2o_fail(err, "%s: cannot open: %s", path, strerror(errno));
+        return m2o_fail(err, "%s: cannot open: %s — check that the file exists and is readable",
+                        path, strerror(errno));
     char *buf = NULL;
     size_t n = 0, cap = 0;
     for (;;) {

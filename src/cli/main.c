@@ -12,6 +12,7 @@
 #include "cli/options.h"
 #include "cli/outdir.h"
 #include "cli/progress.h"
+#include "cli/sigbus.h"
 #include "cli/subcommands.h"
 
 #define M2O_VERSION "0.1.0"
@@ -20,8 +21,7 @@ static volatile sig_atomic_t g_interrupted;
 
 static void on_signal(int sig)
 {
-    (void)sig;
-    g_interrupted = 1;
+    g_interrupted = sig; /* the exit status is 128 + sig, as the shell reports a signal death */
 }
 
 static bool interrupted(void *user)
@@ -60,6 +60,20 @@ static int fail(const char *msg, int code)
     return code;
 }
 
+/* Errors from inside the conversion name files in the hidden temporary folder, which is gone
+ * by the time the user reads them: name the output folder instead. */
+static void name_output_not_temp(m2o_err *err, const char *tmp_path, const char *output)
+{
+    char *at = strstr(err->msg, tmp_path);
+    if (!at)
+        return;
+    char rest[sizeof err->msg];
+    snprintf(rest, sizeof rest, "%s", at + strlen(tmp_path));
+    *at = 0;
+    size_t used = strlen(err->msg);
+    snprintf(err->msg + used, sizeof err->msg - used, "%s%s", output, rest);
+}
+
 static int run_export(const build_args *a, const char *in_dir, const model_desc *md, const export_opts *o,
                       m2o_err *err)
 {
@@ -68,6 +82,11 @@ static int run_export(const build_args *a, const char *in_dir, const model_desc 
         return -1;
     st_checkpoint *ck = NULL;
     if (ckpt_open(in_dir, &ck, err)) {
+        outdir_abort(&od);
+        return -1;
+    }
+    if (sigbus_guard_arm(ck, od.tmp_path, a->output, err)) {
+        ckpt_close(ck);
         outdir_abort(&od);
         return -1;
     }
@@ -90,6 +109,7 @@ static int run_export(const build_args *a, const char *in_dir, const model_desc 
         rc = outdir_commit(&od, err);
     if (rc) {
         outdir_abort(&od);
+        name_output_not_temp(err, od.tmp_path, a->output);
         if (g_interrupted)
             m2o_fail(err, "interrupted; nothing was written to %s", a->output);
     } else {
@@ -100,6 +120,7 @@ static int run_export(const build_args *a, const char *in_dir, const model_desc 
                od.final_path, md->model_type, a->precision, secs, in_gb, secs > 0 ? in_gb / secs : 0,
                (double)peak_rss_bytes() / 1048576.0, (double)peak_anon_bytes() / 1048576.0);
     }
+    sigbus_guard_disarm();
     ckpt_close(ck);
     return rc;
 }
@@ -141,12 +162,15 @@ static int cmd_build(int argc, char **argv)
     if (sampling)
         pthread_join(sampler, NULL);
     if (rc)
-        return fail(err.msg, g_interrupted ? 130 : 1);
+        return fail(err.msg, g_interrupted ? 128 + (int)g_interrupted : 1);
     return 0;
 }
 
 int main(int argc, char **argv)
 {
+    /* Past a file size limit (ulimit -f) the kernel sends SIGXFSZ, whose default action kills
+     * the process with a core dump; ignored, the write fails with EFBIG and is reported. */
+    signal(SIGXFSZ, SIG_IGN);
     if (argc < 2) {
         build_usage(stderr);
         return 2;

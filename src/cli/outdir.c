@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <ftw.h>
 #include <signal.h>
 #include <stdio.h>
@@ -162,6 +163,19 @@ int outdir_prepare(const char *path, bool overwrite, out_dir *od, m2o_err *err)
     return 0;
 }
 
+/* Makes the rename durable: after a power loss the folder is either the new model or what was
+ * there before. Best effort: some file systems refuse fsync on directories. */
+static void sync_parent(const char *path)
+{
+    char parent[PATH_MAX], base[NAME_MAX + 1];
+    split_path(path, parent, sizeof parent, base, sizeof base);
+    int fd = open(parent, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd >= 0) {
+        (void)fsync(fd);
+        close(fd);
+    }
+}
+
 int outdir_commit(out_dir *od, m2o_err *err)
 {
     char old[PATH_MAX + 32];
@@ -177,6 +191,7 @@ int outdir_commit(out_dir *od, m2o_err *err)
     }
     if (had_old)
         remove_tree(old);
+    sync_parent(od->final_path);
     return 0;
 }
 

@@ -13,8 +13,8 @@ int gqa_local_window_size(int window)
 }
 
 /* RMSNorm over each head: [B, S, heads * hd] → [B, S, heads, hd] → norm → back. */
-static int head_norm(gb *b, int L, const char *which, const st_tensor *w, const char *input,
-                     gname *out, m2o_err *err)
+static int head_norm(gb *b, int L, const char *which, const st_tensor *w, float offset,
+                     const char *input, gname *out, m2o_err *err)
 {
     int64_t hd = b->md->head_dim;
     if (w->numel != hd)
@@ -28,7 +28,7 @@ static int head_norm(gb *b, int L, const char *which, const st_tensor *w, const 
     gname node = gname_fmt("/model/layers.%d/attn/%s_norm/SimplifiedLayerNorm", L, which);
     gname wname = gname_fmt("model.layers.%d.attn.%s_norm.layernorm.weight", L, which);
     gname normed;
-    if (gb_add_small(b, wname.s, 1, &w, 0.0f, 1, &hd, err))
+    if (gb_add_small(b, wname.s, 1, &w, offset, 1, &hd, err))
         return -1;
     gname r1o = gname_out(r1.s, 0);
     const char *in2[2] = {r1o.s, wname.s};
@@ -44,9 +44,49 @@ static int head_norm(gb *b, int L, const char *which, const st_tensor *w, const 
     return 0;
 }
 
-/* Separate q/k/v projections with per-head norms on q and k (GQA then takes three inputs). */
+/* A gated q projection [B, S, heads * 2hd] → query [B, S, heads, hd] and the gate flattened
+ * back to [B, S, heads * hd]. */
+static void split_query_gate(gb *b, int L, const char *q, gname *query, gname *gate)
+{
+    const model_desc *md = b->md;
+    int64_t hd = md->head_dim, heads[4] = {0, 0, md->num_heads, 2 * hd}, halves[2] = {hd, hd};
+    int64_t flat[3] = {0, 0, -1};
+    gname c4 = gb_const_i64(b, 1, 4, heads), c2 = gb_const_i64(b, 1, 2, halves);
+    gname c3 = gb_const_i64(b, 1, 3, flat);
+    gname r = gname_fmt("/model/layers.%d/attn/q_gate/Reshape", L);
+    gname sp = gname_fmt("/model/layers.%d/attn/q_gate/Split", L);
+    gname rg = gname_fmt("/model/layers.%d/attn/q_gate/Reshape_1", L);
+    const char *in_r[2] = {q, c4.s};
+    gb_node(b, "Reshape", NULL, r.s, 2, in_r, 1);
+    gname r_out = gname_out(r.s, 0);
+    const char *in_sp[2] = {r_out.s, c2.s};
+    graph_node *n = gb_node(b, "Split", NULL, sp.s, 2, in_sp, 2);
+    node_attr_int(n, "axis", -1);
+    *query = gname_out(sp.s, 0);
+    gname g4 = gname_out(sp.s, 1);
+    const char *in_rg[2] = {g4.s, c3.s};
+    gb_node(b, "Reshape", NULL, rg.s, 2, in_rg, 1);
+    *gate = gname_out(rg.s, 0);
+}
+
+/* attention output * Sigmoid(gate) */
+static gname apply_output_gate(gb *b, int L, const char *attn, const char *gate)
+{
+    gname sig = gname_fmt("/model/layers.%d/attn/output_gate/Sigmoid", L);
+    gname mul = gname_fmt("/model/layers.%d/attn/output_gate/Mul", L);
+    const char *in_sig[1] = {gate};
+    gb_node(b, "Sigmoid", NULL, sig.s, 1, in_sig, 1);
+    gname sig_out = gname_out(sig.s, 0);
+    const char *in_mul[2] = {attn, sig_out.s};
+    gb_node(b, "Mul", NULL, mul.s, 2, in_mul, 1);
+    return gname_out(mul.s, 0);
+}
+
+/* Separate q/k/v projections with per-head norms on q and k and the output gate split off a
+ * gated q projection (GQA then takes three inputs). */
 static int qk_normed_projections(gb *b, const attn_desc *a, bool quantize, const char *input,
-                                 gname *query, gname *key, gname *value, m2o_err *err)
+                                 gname *query, gname *key, gname *value, gname *gate,
+                                 m2o_err *err)
 {
     static const char *const names[3] = {"q", "k", "v"};
     gname outs[3];
@@ -59,13 +99,26 @@ static int qk_normed_projections(gb *b, const attn_desc *a, bool quantize, const
         if (gb_linear(b, base.s, init.s, &s, quantize, input, &outs[i], err))
             return -1;
     }
-    *query = outs[0];
     *key = outs[1];
     *value = outs[2];
-    if (a->q_norm && head_norm(b, a->layer, "q", a->q_norm, outs[0].s, query, err))
+    gname q = outs[0];
+    if (a->q_gate)
+        split_query_gate(b, a->layer, outs[0].s, &q, gate);
+    *query = q;
+    if (a->q_norm &&
+        head_norm(b, a->layer, "q", a->q_norm, a->qk_norm_offset, q.s, query, err))
         return -1;
-    if (a->k_norm && head_norm(b, a->layer, "k", a->k_norm, outs[1].s, key, err))
+    if (a->k_norm &&
+        head_norm(b, a->layer, "k", a->k_norm, a->qk_norm_offset, outs[1].s, key, err))
         return -1;
+    if (a->q_gate && !a->q_norm) { /* query [.., heads, hd] back to GQA's [.., heads * hd] */
+        int64_t flat[3] = {0, 0, -1};
+        gname c3 = gb_const_i64(b, 1, 3, flat);
+        gname r = gname_fmt("/model/layers.%d/attn/q_gate/Reshape_2", a->layer);
+        const char *in_r[2] = {q.s, c3.s};
+        gb_node(b, "Reshape", NULL, r.s, 2, in_r, 1);
+        *query = gname_out(r.s, 0);
+    }
     return 0;
 }
 
@@ -73,19 +126,20 @@ int gb_attention(gb *b, const attn_desc *a, const char *input, gname *out, m2o_e
 {
     const model_desc *md = b->md;
     int L = a->layer;
-    int64_t want_n = (int64_t)(md->num_heads + 2 * md->num_kv_heads) * md->head_dim;
+    int q_rows = a->q_gate ? 2 : 1; /* a gated q_proj also yields the output gate */
+    int64_t want_n = (int64_t)(q_rows * md->num_heads + 2 * md->num_kv_heads) * md->head_dim;
     if (linear_src_n(&a->qkv) != want_n)
-        return m2o_fail(err, "layer %d: q/k/v projections give %lld rows, expected (%d + 2 x "
+        return m2o_fail(err, "layer %d: q/k/v projections give %lld rows, expected (%d x %d + 2 x "
                              "%d heads) x head_dim %d = %lld",
-                        L, (long long)linear_src_n(&a->qkv), md->num_heads, md->num_kv_heads,
-                        md->head_dim, (long long)want_n);
+                        L, (long long)linear_src_n(&a->qkv), q_rows, md->num_heads,
+                        md->num_kv_heads, md->head_dim, (long long)want_n);
     if (!b->seqlens_k.s[0] || !b->cos_cache.s[0])
         return m2o_fail(err, "internal: gb_attention needs gb_attention_mask and "
                              "gb_rotary_caches first");
     bool q = gb_quantize_linears(b);
-    gname qkv, key = {{0}}, value = {{0}};
-    if (a->q_norm || a->k_norm) {
-        if (qk_normed_projections(b, a, q, input, &qkv, &key, &value, err))
+    gname qkv, key = {{0}}, value = {{0}}, gate = {{0}};
+    if (a->q_norm || a->k_norm || a->q_gate) {
+        if (qk_normed_projections(b, a, q, input, &qkv, &key, &value, &gate, err))
             return -1;
     } else {
         gname base = gname_fmt("/model/layers.%d/attn/qkv_proj", L);
@@ -124,7 +178,8 @@ int gb_attention(gb *b, const attn_desc *a, const char *input, gname *out, m2o_e
     node_attr_int(n, "local_window_size", gqa_local_window_size(a->window));
     node_attr_float(n, "softcap", 0.0f);
 
+    gname attn = a->q_gate ? apply_output_gate(b, L, o0.s, gate.s) : o0;
     gname base = gname_fmt("/model/layers.%d/attn/o_proj", L);
     gname init = gname_fmt("model.layers.%d.attn.o_proj", L);
-    return gb_linear(b, base.s, init.s, &a->o, q, o0.s, out, err);
+    return gb_linear(b, base.s, init.s, &a->o, q, attn.s, out, err);
 }

@@ -61,12 +61,20 @@ typedef struct attn_desc {
     /* Per-head RMSNorm weights [head_dim] applied to q and k before rotary (Qwen3), or NULL.
      * With them, q/k/v are three MatMuls and GQA takes separate query/key/value. */
     const st_tensor *q_norm, *k_norm;
+    float qk_norm_offset;   /* added to the q_norm/k_norm weights (Qwen3.5 stores them as w - 1) */
+    bool q_gate;            /* Qwen3.5 gated attention: q_proj gives, per head, head_dim query
+                               rows then head_dim output-gate rows; the attention output is
+                               multiplied by sigmoid(gate) before o_proj */
     int window;             /* sliding window in transformers' sense (a query sees itself and the
                                window - 1 keys before it); 0 = full attention */
 } attn_desc;
 
 /* Packed QKV (+bias) → GroupQueryAttention (rotary inside, caches from gb_rotary_caches) →
- * o_proj. Needs gb_attention_mask and gb_rotary_caches first. */
+ * o_proj. With q_gate the q projection is viewed as [.., heads, 2 head_dim] and split into query
+ * and gate (q/k/v are then three MatMuls, as with q/k norms); GQA's output is multiplied by
+ * Sigmoid(gate). Rotary covers the first 2 x cos_cache-width dims of each head (partial rotary:
+ * GQA rotates those, rotate-half, and passes the rest). Needs gb_attention_mask and
+ * gb_rotary_caches first. */
 int gb_attention(gb *b, const attn_desc *a, const char *input, gname *out, m2o_err *err);
 
 /* GQA's local_window_size for a transformers sliding window (ONNX Runtime counts the keys

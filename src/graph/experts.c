@@ -456,20 +456,50 @@ int expert_encode(const float *w, int64_t N, int64_t K, expert_enc enc, int bits
 typedef struct experts_ctx {
     expert_src src;
     expert_enc enc;  /* weights encoding, or a scales encoding for a scales-only tensor */
-    bool with_scales; /* group [weights, scales] */
     int bits, block_size, io;
     bool allow_nonfinite;
 } experts_ctx;
 
+/* MXFP4 codes are always finite; a scale byte of 255 is E8M0's NaN and makes its block NaN.
+ * `quant` names the encoding the values are decoded for (NaN always fails), NULL when they go
+ * out as they are or as float (they fail unless allowed). */
+static int check_scales(const expert_src *s, int64_t e, bool allow, const char *quant,
+                        m2o_err *err)
+{
+    if (allow && !quant)
+        return 0;
+    size_t n = (size_t)(s->N * s->K / 32);
+    const uint8_t *sc = s->scales->data + (size_t)e * n;
+    const uint8_t *bad = memchr(sc, 255, n);
+    if (!bad)
+        return 0;
+    long long at = (long long)((size_t)e * n + (size_t)(bad - sc));
+    if (quant)
+        return m2o_fail(err, "tensor %s: byte %lld is 255, the E8M0 code for NaN, which %s "
+                             "cannot encode; fix the checkpoint (--allow-nonfinite keeps NaN/Inf "
+                             "only in float exports: -p fp32, fp16 or bf16)",
+                        s->scales->name, at, quant);
+    return m2o_fail(err, "tensor %s: byte %lld is 255, the E8M0 code for NaN; fix the checkpoint "
+                         "or pass --allow-nonfinite to keep it", s->scales->name, at);
+}
+
+/* The encoding values are read for, when it cannot hold NaN/Inf (NULL: float). */
+static const char *format_name(expert_enc enc, int bits)
+{
+    if (enc == ENC_FLOAT)
+        return NULL;
+    return enc_is_fp4(enc) ? "MXFP4" : int_format_name(bits);
+}
+
 /* MXFP4 checkpoint → MXFP4 op: the codes and scale bytes pass through (no decode/encode). */
 static int produce_fp4_passthrough(const expert_src *s, int64_t e, uint8_t *weights,
-                                   uint8_t *scales, m2o_err *err)
+                                   uint8_t *scales, bool allow_nonfinite, m2o_err *err)
 {
     int64_t nk = s->N * s->K;
-    int rc = 0;
-    if (weights)
+    int rc = scales ? check_scales(s, e, allow_nonfinite, NULL, err) : 0;
+    if (!rc && weights)
         rc = fp4_cuda_pack(s->t->data + (size_t)(e * nk / 2), s->N, s->K, weights, err);
-    if (scales)
+    if (!rc && scales)
         memcpy(scales, s->scales->data + (size_t)(e * nk / 32), (size_t)(nk / 32));
     expert_release(s, e);
     return rc;
@@ -507,18 +537,40 @@ static const st_tensor *source_element(const expert_src *s, int64_t e, int64_t n
     return s->t;
 }
 
-/* The encoder failed on these float values (rows x cols, the band's rows from `first` or the
- * panel's columns from `first`): if one is not finite, name it in the checkpoint (the
- * quantizers refuse them, but only know the band's row and column). Else keeps err. */
-static int explain_failure(const expert_src *s, int64_t e, const float *w, int64_t rows,
-                           int64_t cols, bool panel, int64_t first, m2o_err *err)
+/* Names the first NaN/Inf among these float values (rows x cols: the band's rows from `first`,
+ * or the panel's columns from `first`) by its tensor and element in the checkpoint, in err, as
+ * check_finite (float output, `format` NULL) or check_encodable would. False when all are
+ * finite. The quantizers refuse such values too, but only know the band's row and column. */
+static bool name_nonfinite(const expert_src *s, int64_t e, const float *w, int64_t rows,
+                           int64_t cols, bool panel, int64_t first, const char *format,
+                           m2o_err *err)
 {
     int64_t bad = first_nonfinite(w, rows * cols);
     if (bad < 0)
-        return -1;
+        return false;
     int64_t r = bad / cols, c = bad % cols, index;
     const st_tensor *t = source_element(s, e, panel ? r : first + r, panel ? first + c : c, &index);
-    return report_nonfinite(t, index, w[bad], err);
+    float v = w[bad];
+    if (format)
+        check_encodable(&v, 1, index, t->name, format, err);
+    else
+        check_finite(&v, 1, index, t->name, false, err);
+    return true;
+}
+
+/* One band or panel was read into w: checks it where nothing else will (a float output refuses
+ * NaN/Inf unless allowed; quantizers refuse them anyway, so only their failure is explained),
+ * then encodes it. */
+static int check_and_encode(const expert_src *s, int64_t e, expert_encoder *x, const float *w,
+                            int64_t rows, int64_t cols, bool panel, int64_t first,
+                            bool allow_nonfinite, const char *format, m2o_err *err)
+{
+    if (!format && !allow_nonfinite && name_nonfinite(s, e, w, rows, cols, panel, first, NULL, err))
+        return -1;
+    int rc = panel ? encode_panel(x, w, first, cols, err) : encode_rows(x, w, first, rows, err);
+    if (rc && !(format && name_nonfinite(s, e, w, rows, cols, panel, first, format, err)))
+        return m2o_wrap(err, "encoding %s expert %lld", s->what, (long long)e);
+    return rc;
 }
 
 /* Input-major expert e: panels of kp source rows, each read sequentially (converted and
@@ -531,17 +583,13 @@ static int produce_panels(const expert_src *s, int64_t e, expert_encoder *x, int
     if (!panel)
         return -1;
     size_t es = st_dtype_size(s->t->dtype), released = (size_t)(e * N * K) * es;
+    const char *format = format_name(x->enc, x->p.bits);
     int rc = 0;
     for (int64_t k0 = 0; k0 < K && !rc; k0 += kp) {
         rc = read_kn_panel(s, e, k0, kp, panel, err);
         st_release_behind(s->t, &released, (size_t)((e * K + k0 + kp) * N) * es);
-        bool check = !rc && !allow_nonfinite && !enc_quantized(x->enc);
-        if (check && first_nonfinite(panel, N * kp) >= 0)
-            rc = explain_failure(s, e, panel, N, kp, true, k0, err);
-        if (!rc && encode_panel(x, panel, k0, kp, err)) {
-            explain_failure(s, e, panel, N, kp, true, k0, err);
-            rc = m2o_wrap(err, "encoding %s expert %lld", s->what, (long long)e);
-        }
+        if (!rc)
+            rc = check_and_encode(s, e, x, panel, N, kp, true, k0, allow_nonfinite, format, err);
     }
     free(panel);
     return rc;
@@ -557,18 +605,15 @@ static int produce_bands(const expert_src *s, int64_t e, expert_encoder *x, bool
         return -1;
     expert_cursor cur;
     expert_cursor_init(s, e, &cur);
-    int rc = 0;
+    const char *format = format_name(x->enc, x->p.bits);
+    /* MXFP4 values are finite unless a scale byte is 255, checked once up front */
+    int rc = expert_src_is_mxfp4(s) ? check_scales(s, e, allow_nonfinite, format, err) : 0;
+    bool allow = allow_nonfinite || expert_src_is_mxfp4(s);
     for (int64_t n0 = 0; n0 < N && !rc; n0 += R) {
         int64_t nr = N - n0 < R ? N - n0 : R;
         rc = expert_read_band(s, e, n0, nr, band, true, err);
-        bool check = !rc && !allow_nonfinite && !enc_quantized(x->enc) && !expert_src_is_mxfp4(s);
-        if (check && first_nonfinite(band, nr * K) >= 0)
-            rc = explain_failure(s, e, band, nr, K, false, n0, err);
-        if (!rc && encode_rows(x, band, n0, nr, err)) {
-            if (!expert_src_is_mxfp4(s))
-                explain_failure(s, e, band, nr, K, false, n0, err);
-            rc = m2o_wrap(err, "encoding %s expert %lld", s->what, (long long)e);
-        }
+        if (!rc)
+            rc = check_and_encode(s, e, x, band, nr, K, false, n0, allow, format, err);
         expert_release_behind(&cur, n0 + nr);
     }
     free(band);
@@ -579,7 +624,7 @@ int expert_produce(const expert_src *s, int64_t e, expert_enc enc, int bits, int
                    int io_dtype, bool allow_nonfinite, void *weights, void *scales, m2o_err *err)
 {
     if (expert_src_is_mxfp4(s) && enc_is_fp4(enc))
-        return produce_fp4_passthrough(s, e, weights, scales, err);
+        return produce_fp4_passthrough(s, e, weights, scales, allow_nonfinite, err);
     /* a scales encoding (weights NULL): quantized like the weights, codes dropped */
     int64_t kp = s->kind == EXPERT_FUSED_KN ? panel_cols(s->K, enc_is_fp4(enc) ? 32 : block_size)
                                             : 0;
@@ -619,6 +664,15 @@ static int check_encoding(const gb *b, const expert_src *src, expert_enc enc, in
     if (E < 1 || E > EXPERT_MAX)
         return m2o_fail(err, "%s: %lld experts (supported: 1..%d)", src->what, (long long)E,
                         EXPERT_MAX);
+    /* a wrong dtype stops the export before any bytes are written, not midway */
+    if (src->kind == EXPERT_FUSED_KN || src->kind == EXPERT_FUSED_NK) {
+        if (require_float(src->t, err))
+            return -1;
+    } else if (src->kind == EXPERT_PER_EXPERT) {
+        for (int64_t e = 0; e < E; e++)
+            if (require_float(src->per[e], err) || (src->up[e] && require_float(src->up[e], err)))
+                return -1;
+    }
     if (enc_is_fp4(enc)) {
         if (K % 32 || N % 2)
             return m2o_fail(err, "%s: MXFP4 needs the input width %lld to be a multiple of 32 "
@@ -676,15 +730,14 @@ static int enc_shape(const gb *b, const expert_src *src, expert_enc enc, int bit
     return ONNX_UINT8;
 }
 
-static experts_ctx *new_ctx(const gb *b, const expert_src *src, expert_enc enc, bool with_scales,
-                            int bits, int block_size, m2o_err *err)
+static experts_ctx *new_ctx(const gb *b, const expert_src *src, expert_enc enc, int bits,
+                            int block_size, m2o_err *err)
 {
     experts_ctx *c = m2o_malloc(sizeof *c, err);
     if (!c)
         return NULL;
     c->src = *src;
     c->enc = enc;
-    c->with_scales = with_scales;
     c->bits = bits;
     c->block_size = block_size;
     c->io = b->io;
@@ -703,7 +756,7 @@ int gb_add_experts(gb *b, const char *name, const expert_src *src, expert_enc en
 {
     if (check_encoding(b, src, weights_of(enc), bits, block_size, err))
         return -1;
-    experts_ctx *c = new_ctx(b, src, enc, false, bits, block_size, err);
+    experts_ctx *c = new_ctx(b, src, enc, bits, block_size, err);
     if (!c)
         return -1;
     int64_t dims[3];
@@ -722,7 +775,7 @@ int gb_add_experts_quantized(gb *b, const char *weights_name, const char *scales
         return m2o_fail(err, "%s: internal: encoding %d has no scales", src->what, (int)enc);
     if (check_encoding(b, src, enc, bits, block_size, err))
         return -1;
-    experts_ctx *c = new_ctx(b, src, enc, true, bits, block_size, err);
+    experts_ctx *c = new_ctx(b, src, enc, bits, block_size, err);
     if (!c)
         return -1;
     expert_enc senc = enc == ENC_FP4 ? ENC_FP4_SCALES : ENC_INT_SCALES;

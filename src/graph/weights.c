@@ -82,6 +82,33 @@ int check_finite(const float *v, size_t n, int64_t first_index, const char *tens
                     tensor, (long long)(first_index + i), isnan(v[i]) ? "NaN" : "Inf");
 }
 
+int check_encodable(const float *v, size_t n, int64_t first_index, const char *tensor,
+                    const char *format, m2o_err *err)
+{
+    int64_t i = f32_first_nonfinite(v, n);
+    if (i < 0)
+        return 0;
+    return m2o_fail(err, "tensor %s: element %lld is %s, which %s cannot encode; fix the "
+                         "checkpoint (--allow-nonfinite keeps NaN/Inf only in float "
+                         "exports: -p fp32, fp16 or bf16)",
+                    tensor, (long long)(first_index + i), isnan(v[i]) ? "NaN" : "Inf", format);
+}
+
+const char *int_format_name(int bits)
+{
+    return bits == 8 ? "int8 quantization" : "int4 quantization";
+}
+
+int require_float(const st_tensor *t, m2o_err *err)
+{
+    if (t->dtype == ST_BF16 || t->dtype == ST_F16 || t->dtype == ST_F32)
+        return 0;
+    return m2o_fail(err, "%s: tensor '%s' is %s, but it holds weights read as floating point "
+                         "(BF16, F16 or F32) — the checkpoint is corrupt or not of this "
+                         "architecture; re-download it",
+                    st_file_path(t->file), t->name, st_dtype_name(t->dtype));
+}
+
 int64_t chunk_rows(int64_t rows, size_t row_bytes, size_t target)
 {
     int64_t best = 1;
@@ -151,8 +178,11 @@ static int add_small(gb *b, const char *name, int n_parts, const st_tensor *cons
     int64_t total = 0, want = 1;
     if (n_parts < 1)
         return m2o_fail(err, "initializer %s: no source tensor", name);
-    for (int i = 0; i < n_parts; i++)
+    for (int i = 0; i < n_parts; i++) {
+        if (require_float(parts[i], err))
+            return -1;
         total += parts[i]->numel;
+    }
     for (int i = 0; i < ndim; i++)
         want *= dims[i];
     if (total != want)
@@ -220,7 +250,7 @@ int gb_add_small_qdq(gb *b, const char *name, const st_tensor *t, int64_t rows, 
     if (!rc)
         rc = tensor_read_f32(t, 0, (int64_t)n, f, err);
     if (!rc)
-        rc = check_finite(f, n, 0, t->name, b->o->allow_nonfinite, err);
+        rc = check_encodable(f, n, 0, t->name, int_format_name(bits), err);
     if (!rc)
         rc = qb_quantize(f, rows, cols, &p, codes, scales, NULL, err);
     if (!rc)
@@ -275,6 +305,8 @@ int gb_add_converted(gb *b, const char *name, const st_tensor *t, m2o_err *err)
 {
     if (t->ndim < 1)
         return m2o_fail(err, "tensor %s: expected at least one dimension", t->name);
+    if (require_float(t, err))
+        return -1;
     convert_ctx *c = m2o_calloc(1, sizeof *c, err);
     if (!c)
         return -1;
@@ -317,14 +349,18 @@ static int for_part_rows(const linear_src *s, int64_t r0, int64_t nr, part_rows_
 typedef struct read_rows_arg {
     float *out;
     bool allow_nonfinite;
+    const char *quant;
 } read_rows_arg;
 
 static int read_part_rows(const st_tensor *w, int64_t lr, int64_t take, void *varg, m2o_err *err)
 {
     read_rows_arg *a = varg;
     int64_t K = w->shape[1];
-    if (tensor_read_f32(w, lr * K, take * K, a->out, err) ||
-        check_finite(a->out, (size_t)(take * K), lr * K, w->name, a->allow_nonfinite, err))
+    if (tensor_read_f32(w, lr * K, take * K, a->out, err))
+        return -1;
+    if (a->quant ? check_encodable(a->out, (size_t)(take * K), lr * K, w->name, a->quant, err)
+                 : check_finite(a->out, (size_t)(take * K), lr * K, w->name, a->allow_nonfinite,
+                                err))
         return -1;
     a->out += take * K;
     return 0;
@@ -339,11 +375,12 @@ static int release_part_rows(const st_tensor *w, int64_t lr, int64_t take, void 
     return 0;
 }
 
-/* Reads rows [r0, r0 + nr) of the stacked [N, K] source as float32. */
+/* Reads rows [r0, r0 + nr) of the stacked [N, K] source as float32. `quant` names the integer
+ * encoding the rows are for (NaN/Inf always fail), or is NULL for a float destination. */
 static int linear_read_rows(const linear_src *s, int64_t r0, int64_t nr, float *out,
-                            bool allow_nonfinite, m2o_err *err)
+                            bool allow_nonfinite, const char *quant, m2o_err *err)
 {
-    read_rows_arg a = {out, allow_nonfinite};
+    read_rows_arg a = {out, allow_nonfinite, quant};
     return for_part_rows(s, r0, nr, read_part_rows, &a, err);
 }
 
@@ -402,6 +439,9 @@ static void linear_t_ctx_free(void *vctx)
 
 int gb_add_linear_t(gb *b, const char *name, const linear_src *s, m2o_err *err)
 {
+    for (int i = 0; i < s->n_parts; i++)
+        if (require_float(s->w[i], err))
+            return -1;
     linear_t_ctx *c = m2o_calloc(1, sizeof *c, err);
     if (!c)
         return -1;
@@ -446,10 +486,10 @@ static int produce_nbits(void *vctx, int64_t chunk, void *const *outs, m2o_err *
         int64_t m = nr - i < band ? nr - i : band;
         /* the quantizer refuses non-finite weights itself; only then is the band read again
          * with the check, to name the tensor and element */
-        rc = linear_read_rows(&c->s, r0 + i, m, w, true, err);
+        rc = linear_read_rows(&c->s, r0 + i, m, w, true, NULL, err);
         if (!rc && qb_quantize(w, m, K, &c->p, codes + qb_codes_bytes(i, K, &c->p),
                                scales + qb_scales_count(i, K, &c->p) * ss, NULL, err)) {
-            linear_read_rows(&c->s, r0 + i, m, w, false, err);
+            linear_read_rows(&c->s, r0 + i, m, w, false, int_format_name(c->p.bits), err);
             rc = -1;
         }
     }
@@ -464,6 +504,9 @@ int gb_add_nbits(gb *b, const char *codes_name, const char *scales_name, const l
     qb_params p = {.bits = bits, .block_size = block_size, .symmetric = true,
                    .scale_type = qscale_of(b->io)};
     int64_t N = linear_src_n(s), K = linear_src_k(s);
+    for (int i = 0; i < s->n_parts; i++)
+        if (require_float(s->w[i], err))
+            return -1;
     if (qb_check(N, K, &p, err))
         return m2o_wrap(err, "quantizing %s to MatMulNBits", s->w[0]->name);
     size_t code_row = qb_codes_bytes(1, K, &p);

@@ -34,6 +34,16 @@ void f32_to_dtype(const float *src, void *dst, size_t n, int dtype);
 /* Fails naming the tensor and element when a value is NaN/Inf (unless allowed). */
 int check_finite(const float *v, size_t n, int64_t first_index, const char *tensor, bool allow,
                  m2o_err *err);
+/* The same for values about to be encoded as `format` ("int4 quantization", "MXFP4", ...):
+ * those codes have no NaN/Inf, so this fails whatever --allow-nonfinite says, and says so. */
+int check_encodable(const float *v, size_t n, int64_t first_index, const char *tensor,
+                    const char *format, m2o_err *err);
+/* The name of an integer expert/linear encoding for check_encodable's message. */
+const char *int_format_name(int bits);
+/* Fails naming the tensor, its file and dtype unless it is BF16, F16 or F32: streamed
+ * initializers call this when they are added, so a wrong dtype stops the export before any
+ * bytes are written rather than midway. */
+int require_float(const st_tensor *t, m2o_err *err);
 /* Largest divisor d of rows with d * row_bytes <= target (at least 1). */
 int64_t chunk_rows(int64_t rows, size_t row_bytes, size_t target);
 

@@ -2,10 +2,12 @@
 
 #include <cJSON.h>
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 const char *genai_model_type(arch_kind a)
 {
@@ -34,6 +36,14 @@ static cJSON *provider_options(const export_opts *o)
     return arr;
 }
 
+static bool has_linear_attention(const model_desc *md)
+{
+    for (int i = 0; i < md->num_layers; i++)
+        if (md->layer_type[i] == LAYER_LINEAR_ATTENTION)
+            return true;
+    return false;
+}
+
 static void add_decoder(cJSON *model, const model_desc *md, const export_opts *o,
                         const char *model_filename)
 {
@@ -49,10 +59,21 @@ static void add_decoder(cJSON *model, const model_desc *md, const export_opts *o
     cJSON_AddStringToObject(in, "attention_mask", "attention_mask");
     cJSON_AddStringToObject(in, "past_key_names", "past_key_values.%d.key");
     cJSON_AddStringToObject(in, "past_value_names", "past_key_values.%d.value");
+    /* Linear-attention layers (Qwen3.5) carry a conv and a recurrent state instead of a KV
+     * cache: onnxruntime-genai feeds each present.{i}.* back as past_key_values.{i}.* */
+    bool linear = has_linear_attention(md);
+    if (linear) {
+        cJSON_AddStringToObject(in, "past_conv_names", "past_key_values.%d.conv_state");
+        cJSON_AddStringToObject(in, "past_recurrent_names", "past_key_values.%d.recurrent_state");
+    }
     cJSON *out = cJSON_AddObjectToObject(dec, "outputs");
     cJSON_AddStringToObject(out, "logits", "logits");
     cJSON_AddStringToObject(out, "present_key_names", "present.%d.key");
     cJSON_AddStringToObject(out, "present_value_names", "present.%d.value");
+    if (linear) {
+        cJSON_AddStringToObject(out, "present_conv_names", "present.%d.conv_state");
+        cJSON_AddStringToObject(out, "present_recurrent_names", "present.%d.recurrent_state");
+    }
     cJSON_AddNumberToObject(dec, "num_attention_heads", md->num_heads);
     cJSON_AddNumberToObject(dec, "num_hidden_layers", md->num_layers);
     cJSON_AddNumberToObject(dec, "num_key_value_heads", md->num_kv_heads);
@@ -120,7 +141,9 @@ static int write_text(const char *path, const char *text, m2o_err *err)
     if (!f)
         return m2o_fail(err, "cannot create %s: %s", path, strerror(errno));
     size_t n = strlen(text);
-    int bad = fwrite(text, 1, n, f) != n || fputc('\n', f) == EOF;
+    /* synced like the model files: the folder is renamed into place as complete */
+    int bad = fwrite(text, 1, n, f) != n || fputc('\n', f) == EOF || fflush(f) != 0 ||
+              fsync(fileno(f)) != 0;
     if (fclose(f) != 0 || bad)
         return m2o_fail(err, "cannot write %s: %s (disk full?)", path, strerror(errno));
     return 0;
@@ -154,7 +177,7 @@ static int copy_file(const char *src, const char *dst, m2o_err *err)
     int bad = 0;
     while (!bad && (n = fread(buf, 1, sizeof buf, in)) > 0)
         bad = fwrite(buf, 1, n, out) != n;
-    bad |= ferror(in);
+    bad |= ferror(in) || fflush(out) != 0 || fsync(fileno(out)) != 0;
     fclose(in);
     if (fclose(out) != 0 || bad)
         return m2o_fail(err, "cannot copy %s to %s: %s", src, dst, strerror(errno));

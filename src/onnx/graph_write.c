@@ -63,6 +63,10 @@ static int write_error(const char *path, int e, m2o_err *err)
     if (e == ENOSPC || e == EDQUOT)
         return m2o_fail(err, "writing %s: %s (disk full? free some space or choose another "
                         "output directory)", path, strerror(e));
+    if (e == EFBIG)
+        return m2o_fail(err, "writing %s: %s (a file size limit, see ulimit -f, or the file "
+                        "system's largest file; raise the limit or choose another output "
+                        "directory)", path, strerror(e));
     return m2o_fail(err, "writing %s: %s", path, strerror(e));
 }
 
@@ -121,10 +125,9 @@ static int produce_job(void *ctx, int64_t j, void **result, m2o_err *err)
     if (!in->streamed) {
         if (w->offsets[idx] == GRAPH_INLINE || !in->nbytes)
             return 0;
-        if (pwrite_all(w->data_fd, in->data, (size_t)in->nbytes, w->offsets[idx], w->data_path,
-                       err))
-            return m2o_wrap(err, "initializer %s", in->name);
-        return 0;
+        /* a write error names the file and the fix, not the tensor (docs/ERRORS.md) */
+        return pwrite_all(w->data_fd, in->data, (size_t)in->nbytes, w->offsets[idx],
+                          w->data_path, err);
     }
     int64_t chunk = w->jobs[j].chunk;
     int n = job_members(in);
@@ -156,7 +159,7 @@ static int produce_job(void *ctx, int64_t j, void **result, m2o_err *err)
             keep = true;
         else if (cb && pwrite_all(w->data_fd, outs[m], cb, off + (uint64_t)chunk * cb,
                                   w->data_path, err))
-            rc = m2o_wrap(err, "initializer %s", in[m].name);
+            rc = -1;
     }
     if (rc || !keep) {
         free(buf);

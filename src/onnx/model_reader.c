@@ -39,7 +39,8 @@ static const char *nz(const char *s) { return s ? s : ""; }
 
 static int read_file(const char *path, uint8_t **out, size_t *len, m2o_err *err)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: opening a FIFO must not wait for a writer (fstat rejects it next) */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0)
         return m2o_fail(err, "cannot open ONNX model %s: %s", path, strerror(errno));
     struct stat st;
@@ -448,7 +449,8 @@ static int map_location(onnx_model *m, const char *location, const mapped_file *
     if (!path)
         return -1;
     snprintf(path, n, "%s/%s", m->dir, location);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: opening a FIFO must not wait for a writer */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
     struct stat st;
     if (fd < 0 || fstat(fd, &st) != 0) {
         int e = errno;

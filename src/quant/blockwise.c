@@ -34,15 +34,17 @@ size_t qb_codes_bytes(int64_t N, int64_t K, const qb_params *p)
     return (size_t)N * (size_t)K * (size_t)p->bits / 8;
 }
 
+/* Sizes are 0 for parameters qb_check rejects, so a caller that sizes buffers first never divides
+ * by zero. */
 size_t qb_scales_count(int64_t N, int64_t K, const qb_params *p)
 {
-    return (size_t)N * (size_t)(K / p->block_size);
+    return p->block_size > 0 ? (size_t)N * (size_t)(K / p->block_size) : 0;
 }
 
 /* 4-bit zero points: two blocks per byte, so a row with an odd block count has a pad nibble. */
 static int64_t zp_row_bytes(int64_t K, const qb_params *p)
 {
-    int64_t blocks = K / p->block_size;
+    int64_t blocks = p->block_size > 0 ? K / p->block_size : 0;
     return p->bits == 4 ? (blocks + 1) / 2 : blocks;
 }
 

@@ -34,6 +34,15 @@ static const vname_rule kRules[] = {
      {"{p}layers.{L}.mlp.shared_expert.up_proj"}},
     {"/model/layers.%d/moe/shared_expert/down_proj", VROLE_LINEAR,
      {"{p}layers.{L}.mlp.shared_expert.down_proj"}},
+    /* graph/mlp.c gb_shared_expert's names (the layer's shared expert beside its moe/) */
+    {"/model/layers.%d/shared_expert_gate", VROLE_KEEP_FLOAT,
+     {"{p}layers.{L}.mlp.shared_expert_gate"}},
+    {"/model/layers.%d/shared_expert/gate_proj", VROLE_LINEAR,
+     {"{p}layers.{L}.mlp.shared_expert.gate_proj"}},
+    {"/model/layers.%d/shared_expert/up_proj", VROLE_LINEAR,
+     {"{p}layers.{L}.mlp.shared_expert.up_proj"}},
+    {"/model/layers.%d/shared_expert/down_proj", VROLE_LINEAR,
+     {"{p}layers.{L}.mlp.shared_expert.down_proj"}},
     {"/model/layers.%d/mlp/gate_up_proj", VROLE_LINEAR,
      {"{p}layers.{L}.mlp.gate_proj", "{p}layers.{L}.mlp.up_proj"}},
     {"/model/layers.%d/mlp/gate_proj", VROLE_LINEAR, {"{p}layers.{L}.mlp.gate_proj"}},
@@ -49,6 +58,15 @@ static const vname_rule kRules[] = {
      {"{p}layers.{L}.linear_attn.in_proj_b"}},
     {"/model/layers.%d/linear_attn/out_proj", VROLE_LINEAR,
      {"{p}layers.{L}.linear_attn.out_proj"}},
+    /* graph/linear_attention.c's names (onnxruntime-genai's builder: qkv/z/a/b_proj) */
+    {"/model/layers.%d/linear_attn/qkv_proj", VROLE_LINEAR,
+     {"{p}layers.{L}.linear_attn.in_proj_qkv"}},
+    {"/model/layers.%d/linear_attn/z_proj", VROLE_LINEAR,
+     {"{p}layers.{L}.linear_attn.in_proj_z"}},
+    {"/model/layers.%d/linear_attn/a_proj", VROLE_KEEP_FLOAT,
+     {"{p}layers.{L}.linear_attn.in_proj_a"}},
+    {"/model/layers.%d/linear_attn/b_proj", VROLE_KEEP_FLOAT,
+     {"{p}layers.{L}.linear_attn.in_proj_b"}},
     {"/lm_head", VROLE_LINEAR, {"lm_head|{p}embed_tokens"}},
 };
 

@@ -144,7 +144,7 @@ static void quantize_block16(const float *v, const qb_params *p, uint8_t codes[1
                              uint8_t *zp)
 {
     uint8_t c1[16], c2[16], z1 = 0xee, z2 = 0xee;
-    float s1, s2;
+    float s1 = 0.0f, s2 = 0.0f; /* a float16 scale fills only 2 of the 4 compared bytes */
     CHECK(qb_quantize_ref(v, 1, 16, p, c1, &s1, &z1, NULL) == 0);
     CHECK(qb_quantize(v, 1, 16, p, c2, &s2, &z2, NULL) == 0);
     size_t nb = (size_t)(16 * p->bits / 8);
@@ -427,4 +427,14 @@ TEST(invalid_arguments_return_an_error_naming_the_parameter)
     w[37] = -INFINITY;
     CHECK_EQ(qb_quantize_mt(w, 2, 32, &p, codes, scales, NULL, 2, &err), -1);
     CHECK_STR_CONTAINS(err.msg, "row 1, column 5 is infinite");
+}
+
+TEST(sizes_of_invalid_params_are_zero_not_a_crash)
+{
+    qb_params p = {.bits = 4, .block_size = 0, .symmetric = false, .scale_type = QSCALE_F32};
+    CHECK_EQ(qb_scales_count(8, 64, &p), 0);
+    CHECK_EQ(qb_zero_points_bytes(8, 64, &p), 0);
+    m2o_err e = {{0}};
+    CHECK_EQ(qb_check(8, 64, &p, &e), -1);
+    CHECK_STR_CONTAINS(e.msg, "block_size");
 }

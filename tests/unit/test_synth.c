@@ -274,9 +274,10 @@ static int fill_pattern(void *ctx, size_t index, uint64_t offset, uint8_t *buf, 
 
 static int fill_fails(void *ctx, size_t index, uint64_t offset, uint8_t *buf, size_t len, m2o_err *err)
 {
-    (void)ctx, (void)index, (void)buf, (void)len;
+    (void)ctx, (void)index;
     if (offset >= ST_WRITER_CHUNK)
         return m2o_fail(err, "producer gave up at %llu", (unsigned long long)offset);
+    memset(buf, 0, len); /* the chunks before the failure are written: define their bytes */
     return 0;
 }
 

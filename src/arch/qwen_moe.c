@@ -1,0 +1,309 @@
+/* Qwen3-MoE (Qwen3MoeForCausalLM) and Qwen2-MoE (Qwen2MoeForCausalLM): which checkpoint tensors
+ * make which decoder blocks. Both follow transformers' modeling_qwen3_moe.py /
+ * modeling_qwen2_moe.py:
+ *
+ *   RMSNorm → attention → RMSNorm → MLP, residuals around both.
+ *   attention: q/k/v/o projections; qwen3_moe applies q_norm / k_norm [head_dim] per head before
+ *     RoPE (and biases only with attention_bias, o_proj included); qwen2_moe has q/k/v biases
+ *     (qkv_bias) and none on o_proj. Sliding windows where config.layer_types says so.
+ *   MLP of a sparse layer (i ∉ mlp_only_layers and (i + 1) % decoder_sparse_step == 0):
+ *     router mlp.gate [E, H] without bias; softmax over all experts → top-k → renormalised only
+ *     with norm_topk_prob; experts down(silu(gate(x)) · up(x)) (plain SwiGLU: no clamp, alpha 1,
+ *     beta 0); qwen2_moe adds sigmoid(x · shared_expert_gate^T) · shared_expert(x).
+ *   MLP of a dense layer: mlp.{gate,up,down}_proj of intermediate_size.
+ *
+ * Expert layouts accepted (rows are output features, as nn.Linear stores them):
+ *   per expert: mlp.experts.{j}.{gate,up}_proj.weight [I, H], mlp.experts.{j}.down_proj.weight [H, I]
+ *   fused:      mlp.experts.gate_up_proj [E, 2I, H] (gate rows then up rows),
+ *               mlp.experts.down_proj [E, H, I]
+ * Both become gate/up-interleaved rows for QMoE/MoE swiglu_fusion=1. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "arch/arch.h"
+#include "graph/blocks.h"
+#include "graph/rope.h"
+
+/* gate/up/down projections of a dense MLP or a shared expert */
+typedef struct swiglu_mlp {
+    linear_src gate, up, down;
+} swiglu_mlp;
+
+/* Everything one layer's MLP needs, kept off the stack (expert tables are large). */
+typedef struct layer_mlp {
+    expert_src fc1, fc2;
+    swiglu_mlp dense;  /* dense layer, or the shared expert of a sparse one */
+} layer_mlp;
+
+static int load_fused_experts(gb *b, int L, const st_tensor *gate_up, layer_mlp *x, m2o_err *err)
+{
+    const model_desc *md = b->md;
+    int64_t E = md->num_experts, H = md->hidden_size, I = md->moe_intermediate_size;
+    int64_t s1[3] = {E, 2 * I, H}, s2[3] = {E, H, I};
+    x->fc1.kind = x->fc2.kind = EXPERT_FUSED_NK;
+    x->fc1.interleave = true; /* [gate; up] halves → interleaved rows */
+    if (ckpt_expect(b->ck, gate_up->name, 3, s1, &x->fc1.t, err) ||
+        gb_tensorf(b, &x->fc2.t, err, true, 3, s2, "%s", x->fc2.what))
+        return m2o_wrap(err, "layer %d fused experts", L);
+    return 0;
+}
+
+static int load_per_expert(gb *b, int L, layer_mlp *x, m2o_err *err)
+{
+    const model_desc *md = b->md;
+    const char *p = md->prefix;
+    int64_t H = md->hidden_size, I = md->moe_intermediate_size;
+    int64_t sgu[2] = {I, H}, sd[2] = {H, I};
+    x->fc1.kind = x->fc2.kind = EXPERT_PER_EXPERT;
+    for (int e = 0; e < md->num_experts; e++) {
+        const char *ex = "%slayers.%d.mlp.experts.%d.%s_proj.weight";
+        if (gb_tensorf(b, &x->fc1.per[e], err, true, 2, sgu, ex, p, L, e, "gate") ||
+            gb_tensorf(b, &x->fc1.up[e], err, true, 2, sgu, ex, p, L, e, "up") ||
+            gb_tensorf(b, &x->fc2.per[e], err, true, 2, sd, ex, p, L, e, "down"))
+            return m2o_wrap(err, "layer %d has neither fused experts (%s) nor per-expert "
+                                 "weights", L, x->fc1.what);
+    }
+    return 0;
+}
+
+static int load_experts(gb *b, int L, layer_mlp *x, m2o_err *err)
+{
+    const model_desc *md = b->md;
+    int64_t E = md->num_experts, H = md->hidden_size, I = md->moe_intermediate_size;
+    if (E > EXPERT_MAX)
+        return m2o_fail(err, "config.json: num_experts %lld exceeds the supported %d", (long long)E,
+                        EXPERT_MAX);
+    x->fc1 = (expert_src){.E = E, .N = 2 * I, .K = H};
+    x->fc2 = (expert_src){.E = E, .N = H, .K = I};
+    snprintf(x->fc1.what, sizeof x->fc1.what, "%slayers.%d.mlp.experts.gate_up_proj", md->prefix,
+             L);
+    snprintf(x->fc2.what, sizeof x->fc2.what, "%slayers.%d.mlp.experts.down_proj", md->prefix, L);
+    const st_tensor *gate_up = ckpt_find(b->ck, x->fc1.what);
+    return gate_up ? load_fused_experts(b, L, gate_up, x, err) : load_per_expert(b, L, x, err);
+}
+
+/* mlp.{gate,up,down}_proj (dense layer) or mlp.shared_expert.* (which = "shared_expert."). */
+static int load_mlp(gb *b, int L, const char *which, int64_t inter, swiglu_mlp *m, m2o_err *err)
+{
+    const model_desc *md = b->md;
+    const char *p = md->prefix;
+    int64_t H = md->hidden_size;
+    int64_t sgu[2] = {inter, H}, sd[2] = {H, inter};
+    memset(m, 0, sizeof *m);
+    m->gate.n_parts = m->up.n_parts = m->down.n_parts = 1;
+    const char *f = "%slayers.%d.mlp.%s%s_proj.weight";
+    return gb_tensorf(b, &m->gate.w[0], err, true, 2, sgu, f, p, L, which, "gate") ||
+                   gb_tensorf(b, &m->up.w[0], err, true, 2, sgu, f, p, L, which, "up") ||
+                   gb_tensorf(b, &m->down.w[0], err, true, 2, sd, f, p, L, which, "down")
+               ? -1
+               : 0;
+}
+
+static int load_attention(gb *b, int L, attn_desc *a, m2o_err *err)
+{
+    const model_desc *md = b->md;
+    const char *p = md->prefix;
+    int64_t H = md->hidden_size, hd = md->head_dim;
+    int64_t nq = md->num_heads * hd, nkv = md->num_kv_heads * hd;
+    int64_t rows[3] = {nq, nkv, nkv};
+    const char *proj[3] = {"q", "k", "v"};
+    bool qkv_bias = md->qkv_bias || md->attention_bias;
+    memset(a, 0, sizeof *a);
+    a->layer = L;
+    a->qkv.n_parts = 3;
+    for (int i = 0; i < 3; i++) {
+        int64_t sw[2] = {rows[i], H};
+        if (gb_tensorf(b, &a->qkv.w[i], err, true, 2, sw, "%slayers.%d.self_attn.%s_proj.weight",
+                       p, L, proj[i]) ||
+            (qkv_bias && gb_tensorf(b, &a->qkv.bias[i], err, true, 1, &rows[i],
+                                    "%slayers.%d.self_attn.%s_proj.bias", p, L, proj[i])))
+            return -1;
+    }
+    int64_t so[2] = {H, nq};
+    a->o.n_parts = 1;
+    if (gb_tensorf(b, &a->o.w[0], err, true, 2, so, "%slayers.%d.self_attn.o_proj.weight", p, L) ||
+        (md->attention_bias && gb_tensorf(b, &a->o.bias[0], err, true, 1, &H,
+                                          "%slayers.%d.self_attn.o_proj.bias", p, L)))
+        return -1;
+    if (md->qk_norm &&
+        (gb_tensorf(b, &a->q_norm, err, true, 1, &hd, "%slayers.%d.self_attn.q_norm.weight", p,
+                    L) ||
+         gb_tensorf(b, &a->k_norm, err, true, 1, &hd, "%slayers.%d.self_attn.k_norm.weight", p,
+                    L)))
+        return -1;
+    bool sliding = md->layer_type[L] == LAYER_SLIDING_ATTENTION;
+    if (sliding && md->sliding_window < 1)
+        return m2o_fail(err, "config.json: layer %d is sliding_attention but sliding_window is "
+                             "%d", L, md->sliding_window);
+    a->window = sliding ? md->sliding_window : 0;
+    return 0;
+}
+
+/* Routing as transformers does it: softmax over all experts → top-k → renormalised only with
+ * norm_topk_prob. Without it, QMoE gets router_weights = Softmax(logits) and
+ * normalize_routing_weights=0: the CPU kernel renormalises unless given router_weights
+ * [probed]; the CUDA kernel's own gating (softmax over all experts, renormalised only with the
+ * attribute, per its source) gives the same weights whether or not it reads them. The float MoE
+ * op has no router_weights input: gb_moe handles it. */
+static int build_sparse_mlp(gb *b, int L, layer_mlp *x, const char *input, gname *out,
+                            m2o_err *err)
+{
+    const model_desc *md = b->md;
+    int64_t E = md->num_experts, H = md->hidden_size;
+    bool qmoe = b->o->precision == PREC_INT4;
+    moe_desc m = {.layer = L, .num_experts = E, .top_k = md->top_k, .hidden = H,
+                  .inter = md->moe_intermediate_size, .fc1 = &x->fc1, .fc2 = &x->fc2,
+                  .swiglu_limit = 0.0f, .alpha = 1.0f, .beta = 0.0f,
+                  .normalize_routing = md->norm_topk_prob,
+                  .router_weights = !md->norm_topk_prob && qmoe};
+    int64_t sr[2] = {E, H}, sg[2] = {1, H};
+    const st_tensor *shared_gate = NULL;
+    m.router.n_parts = 1;
+    if (load_experts(b, L, x, err) ||
+        gb_tensorf(b, &m.router.w[0], err, true, 2, sr, "%slayers.%d.mlp.gate.weight", md->prefix,
+                   L))
+        return -1;
+    bool shared = md->shared_expert_intermediate_size > 0;
+    if (shared &&
+        (load_mlp(b, L, "shared_expert.", md->shared_expert_intermediate_size, &x->dense, err) ||
+         gb_tensorf(b, &shared_gate, err, true, 2, sg, "%slayers.%d.mlp.shared_expert_gate.weight",
+                    md->prefix, L)))
+        return -1;
+    if (!shared)
+        return gb_moe(b, &m, input, out, err);
+    gname routed;
+    return gb_moe(b, &m, input, &routed, err) ||
+                   gb_shared_expert(b, L, shared_gate, &x->dense.gate, &x->dense.up,
+                                    &x->dense.down, input, routed.s, out, err)
+               ? -1
+               : 0;
+}
+
+int qwen_moe_build_mlp(gb *b, int L, const char *input, gname *out, m2o_err *err)
+{
+    layer_mlp *x = calloc(1, sizeof *x);
+    if (!x)
+        return m2o_fail(err, "out of memory describing layer %d experts", L);
+    int rc;
+    if (b->md->sparse_layer[L]) {
+        rc = build_sparse_mlp(b, L, x, input, out, err);
+    } else {
+        gname base = gname_fmt("/model/layers.%d/mlp", L);
+        gname init = gname_fmt("model.layers.%d.mlp", L);
+        swiglu_mlp *d = &x->dense;
+        rc = load_mlp(b, L, "", b->md->intermediate_size, d, err);
+        if (!rc)
+            rc = gb_mlp_swiglu(b, base.s, init.s, &d->gate, &d->up, &d->down,
+                               gb_quantize_linears(b), input, out, err);
+    }
+    free(x);
+    return rc;
+}
+
+static int build_layer(gb *b, int L, gname *hidden, gname *residual, m2o_err *err)
+{
+    const model_desc *md = b->md;
+    const char *p = md->prefix;
+    int64_t H = md->hidden_size;
+    const st_tensor *ln1, *ln2;
+    if (gb_tensorf(b, &ln1, err, true, 1, &H, "%slayers.%d.input_layernorm.weight", p, L) ||
+        gb_tensorf(b, &ln2, err, true, 1, &H, "%slayers.%d.post_attention_layernorm.weight", p, L))
+        return -1;
+
+    gname normed, node, w;
+    w = gname_fmt("model.layers.%d.input_layernorm.weight", L);
+    if (L == 0) {
+        node = gname_fmt("/model/layers.%d/input_layernorm/SimplifiedLayerNorm", L);
+        *residual = *hidden;
+        if (gb_rmsnorm(b, node.s, w.s, ln1, 0.0f, hidden->s, &normed, err))
+            return -1;
+    } else {
+        node = gname_fmt("/model/layers.%d/input_layernorm/SkipLayerNorm", L);
+        gname prev = *residual;
+        if (gb_skip_rmsnorm(b, node.s, w.s, ln1, 0.0f, hidden->s, prev.s, &normed, residual, err))
+            return -1;
+    }
+
+    attn_desc a;
+    gname attn_out;
+    if (load_attention(b, L, &a, err) || gb_attention(b, &a, normed.s, &attn_out, err))
+        return -1;
+
+    node = gname_fmt("/model/layers.%d/post_attention_layernorm/SkipLayerNorm", L);
+    w = gname_fmt("model.layers.%d.post_attention_layernorm.weight", L);
+    gname prev = *residual;
+    if (gb_skip_rmsnorm(b, node.s, w.s, ln2, 0.0f, attn_out.s, prev.s, &normed, residual, err))
+        return -1;
+    return qwen_moe_build_mlp(b, L, normed.s, hidden, err);
+}
+
+static int check_desc(const model_desc *md, m2o_err *err)
+{
+    const char *t = md->model_type;
+    if (md->num_layers < 1 || md->num_layers > MD_MAX_LAYERS)
+        return m2o_fail(err, "config.json: num_hidden_layers %d out of range 1..%d",
+                        md->num_layers, MD_MAX_LAYERS);
+    if (md->num_heads < 1 || md->num_kv_heads < 1 || md->num_heads % md->num_kv_heads)
+        return m2o_fail(err, "config.json: num_attention_heads %d must be a positive multiple "
+                             "of num_key_value_heads %d", md->num_heads, md->num_kv_heads);
+    if (md->hidden_size < 1 || md->head_dim < 1 || md->vocab_size < 1)
+        return m2o_fail(err, "config.json: %s needs positive hidden_size, head_dim and "
+                             "vocab_size", t);
+    bool any_sparse = false, any_dense = false;
+    for (int i = 0; i < md->num_layers; i++) {
+        any_sparse |= md->sparse_layer[i];
+        any_dense |= !md->sparse_layer[i];
+    }
+    if (any_sparse && (md->num_experts < 1 || md->top_k < 1 || md->moe_intermediate_size < 1))
+        return m2o_fail(err, "config.json: %s needs positive num_experts, num_experts_per_tok "
+                             "and moe_intermediate_size", t);
+    if (any_dense && md->intermediate_size < 1)
+        return m2o_fail(err, "config.json: %s has dense layers (mlp_only_layers / "
+                             "decoder_sparse_step) but no positive intermediate_size", t);
+    if (md->arch == ARCH_QWEN2_MOE && any_sparse && md->shared_expert_intermediate_size < 1)
+        return m2o_fail(err, "config.json: qwen2_moe needs a positive "
+                             "shared_expert_intermediate_size");
+    return 0;
+}
+
+int qwen_moe_build_graph(gb *b, m2o_err *err)
+{
+    const model_desc *md = b->md;
+    const char *p = md->prefix;
+    if (md->arch != ARCH_QWEN3_MOE && md->arch != ARCH_QWEN2_MOE)
+        return m2o_fail(err, "internal: qwen_moe_build_graph called for model_type %s",
+                        md->model_type);
+    if (check_desc(md, err))
+        return -1;
+    int64_t V = md->vocab_size, H = md->hidden_size;
+    int64_t sv[2] = {V, H};
+    const st_tensor *embed, *norm, *head;
+    if (gb_tensorf(b, &embed, err, true, 2, sv, "%sembed_tokens.weight", p) ||
+        gb_tensorf(b, &norm, err, true, 1, &H, "%snorm.weight", p))
+        return -1;
+    if (md->tie_word_embeddings)
+        head = embed;
+    else if (gb_tensorf(b, &head, err, true, 2, sv, "lm_head.weight"))
+        return -1;
+
+    gb_decoder_io(b, NULL);
+    gb_attention_mask(b);
+    if (gb_rotary_caches(b, err))
+        return -1;
+    gname hidden, residual = {{0}};
+    if (gb_embedding(b, embed, &hidden, err))
+        return -1;
+    for (int L = 0; L < md->num_layers; L++)
+        if (build_layer(b, L, &hidden, &residual, err))
+            return -1;
+
+    gname node = gname_fmt("/model/layers.%d/final_norm_layernorm/SkipLayerNorm", md->num_layers);
+    gname w = gname_fmt("model.layers.%d.final_norm_layernorm.weight", md->num_layers);
+    gname normed;
+    if (gb_skip_rmsnorm(b, node.s, w.s, norm, 0.0f, hidden.s, residual.s, &normed, NULL, err))
+        return -1;
+    linear_src lm = {.n_parts = 1, .w = {head}};
+    bool q = gb_quantize_linears(b) && !b->o->exclude_lm_head;
+    return gb_lm_head(b, &lm, q, normed.s, err);
+}

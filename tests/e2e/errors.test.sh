@@ -1,0 +1,274 @@
+#!/usr/bin/env bash
+# The catalogue of bad inputs (project issue 8): each case damages a COPY of a fixture (or the
+# command line, or the output folder) and runs the real binary end to end. Every case must
+#   - exit 1 (bad input or output) or 2 (bad command line),
+#   - print exactly one stderr line "moe2onnx: error: ..." naming the file/tensor/option and the
+#     fix, and nothing on stdout,
+#   - leave no output folder and no temporary folder, or the previous model byte-for-byte intact.
+# The exact messages are the table in docs/ERRORS.md, compared line by line (a change to a
+# message fails here until the table is regenerated with M2O_UPDATE_DOCS=1).
+# Plain bash + coreutils; prints "ok"/"FAIL" per case and a final "N passed, N failed".
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+export LC_ALL=C
+
+BIN=${M2O_BIN:-build/moe2onnx}
+DOC=docs/ERRORS.md
+. tests/tools/corrupt.sh
+. tests/tools/errcheck.sh
+
+if [ ! -x "$BIN" ]; then fail "$BIN is missing (run make)"; finish; fi
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/m2o-errors.XXXXXX") || { fail "mktemp"; finish; }
+trap 'chmod -R u+w "$tmp" 2>/dev/null; rm -rf "$tmp"' EXIT
+mkdir -p "$tmp/out"
+
+name=""; desc=""; ck=""; out=""; keep_sum=""; RUN=()
+
+# new_case NAME FIXTURE DESCRIPTION: $ck = fresh copy of the fixture (no reference files),
+# $out = an output path that does not exist yet.
+new_case() {
+    name=$1; desc=$3; ck=$tmp/$1; out=$tmp/out/$1; keep_sum=""; RUN=()
+    mkdir -p "$ck"
+    local f
+    for f in "tests/fixtures/$2"/*; do
+        case $f in */reference*) ;; *) cp "$f" "$ck/" ;; esac
+    done
+}
+
+# with_previous_model: $out holds a complete model (converted from the intact fixture copy),
+# which the case must leave exactly as it was.
+with_previous_model() {
+    "$BIN" -q --threads 2 -i "$1" -o "$out" -p int4 -e cpu >/dev/null 2>&1 ||
+        problem "could not convert the previous model"
+    keep_sum=$(tree_sum "$out")
+}
+
+# expect EXIT NEEDLE... -- ARG...: runs the binary with ARGs and checks the contract.
+expect() {
+    local want=$1 rc; shift
+    local needles=()
+    while [ "$1" != -- ]; do needles+=("$1"); shift; done
+    shift
+    "${RUN[@]}" "$BIN" "$@" >"$tmp/stdout" 2>"$tmp/stderr"; rc=$?
+    [ "$rc" -eq "$want" ] || problem "exit $rc, expected $want"
+    check_error_line "$tmp/stderr" "$tmp/stdout" "${needles[@]}"
+    if [ -n "$keep_sum" ]; then check_same_tree "$out" "$keep_sum"; else check_no_output "$out"; fi
+    if [ -z "$problems" ]; then ok "$name"; else fail "$name: $problems"; fi
+    problems=""
+    table_row "$name" "$rc" "$desc" "$(normalize "$(head -n1 "$tmp/stderr")" "$ck" "$out")"
+    rm -rf "$ck"
+}
+
+std() { std=(-q --threads 2 -i "$ck" -o "$out" -p "${1:-int4}" -e "${2:-cpu}"); } # [PRECISION [EP]]
+
+S1=model-00001-of-00002.safetensors
+S2=model-00002-of-00002.safetensors
+L0=model.layers.0
+L1=model.layers.1
+
+# ---- safetensors files ----
+new_case truncated-shard gpt-oss-tiny "second shard cut to 1000000 bytes (interrupted download)"
+truncate -s 1000000 "$ck/$S2"; std
+expect 1 "$S2" "$L1.mlp.experts.gate_up_proj_blocks" re-download -- "${std[@]}"
+
+new_case shard-shorter-than-8-bytes gpt-oss-tiny "shard cut to 5 bytes"
+truncate -s 5 "$ck/$S2"; std
+expect 1 "$S2" "too short" re-download -- "${std[@]}"
+
+new_case header-length-past-file gpt-oss-tiny "8-byte header length says 2000000, file is 1774280 bytes"
+st_set_header_len "$ck/$S1" 2000000; std
+expect 1 "$S1" "header length 2000000" re-download -- "${std[@]}"
+
+new_case header-invalid-json gpt-oss-tiny "a quote deleted from the JSON header"
+st_edit_header "$ck/$S1" 's/:{"format"/:{format"/'; std
+expect 1 "$S1" "not valid JSON" -- "${std[@]}"
+
+new_case gapped-offsets gpt-oss-tiny "last tensor moved 2 bytes later, 2 bytes appended: a hole"
+st_edit_header "$ck/$S2" 's/\[1215512,1248280\]/[1215514,1248282]/'
+printf '\0\0' >>"$ck/$S2"; std
+expect 1 "$S2" "$L1.mlp.experts.gate_up_proj_scales" hole re-download -- "${std[@]}"
+
+new_case overlapping-offsets gpt-oss-tiny "last tensor moved 2 bytes earlier, file 2 bytes shorter"
+st_edit_header "$ck/$S2" 's/\[1215512,1248280\]/[1215510,1248278]/'
+truncate -s -2 "$ck/$S2"; std
+expect 1 "$S2" "$L1.mlp.experts.gate_up_proj_scales" overlap re-download -- "${std[@]}"
+
+new_case unknown-dtype gpt-oss-tiny "dtype \"Q8\" for an MXFP4 scales tensor"
+st_edit_header "$ck/$S2" 's/"U8","shape":\[8,512,8\]/"Q8","shape":[8,512,8]/'; std
+expect 1 "$S2" "$L1.mlp.experts.gate_up_proj_scales" "unknown dtype" -- "${std[@]}"
+
+new_case shape-bytes-mismatch gpt-oss-bf16-tiny "router weight shape [8,255] over [8,256] bytes"
+st_edit_header "$ck/model.safetensors" "s/\"$L0.mlp.router.weight\":{\"dtype\":\"BF16\",\"shape\":\[8,256\]/\"$L0.mlp.router.weight\":{\"dtype\":\"BF16\",\"shape\":[8,255]/"; std
+expect 1 model.safetensors "$L0.mlp.router.weight" bytes -- "${std[@]}"
+
+new_case duplicate-tensor gpt-oss-bf16-tiny "two header entries named $L0.self_attn.sinks"
+st_edit_header "$ck/model.safetensors" "s/\"$L0.self_attn.k_proj.bias\"/\"$L0.self_attn.sinks\"/"; std
+expect 1 model.safetensors "$L0.self_attn.sinks" twice -- "${std[@]}"
+
+# ---- shard index ----
+new_case index-missing-shard gpt-oss-tiny "index names a shard that is not in the folder"
+rm "$ck/$S2"; std
+expect 1 "$S2" missing download -- "${std[@]}"
+
+new_case index-invalid-json gpt-oss-tiny "model.safetensors.index.json cut in the middle"
+truncate -s 1000 "$ck/model.safetensors.index.json"; std
+expect 1 model.safetensors.index.json "not valid JSON" -- "${std[@]}"
+
+new_case index-wrong-shard gpt-oss-tiny "index maps lm_head.weight to the shard that lacks it"
+sed -i "s/\"lm_head.weight\": \"$S1\"/\"lm_head.weight\": \"$S2\"/" "$ck/model.safetensors.index.json"; std
+expect 1 lm_head.weight "$S2" -- "${std[@]}"
+
+new_case no-weights gpt-oss-tiny "folder with config.json but no safetensors"
+rm "$ck"/*.safetensors "$ck/model.safetensors.index.json"; std
+expect 1 model.safetensors -- "${std[@]}"
+
+new_case shard-is-directory gpt-oss-bf16-tiny "model.safetensors is a directory"
+rm "$ck/model.safetensors"; mkdir "$ck/model.safetensors"; std
+expect 1 model.safetensors "not a regular file" -- "${std[@]}"
+
+new_case shard-is-fifo gpt-oss-tiny "a shard is a named pipe (must not hang)"
+rm "$ck/$S2"; mkfifo "$ck/$S2"; std
+RUN=(timeout 20)
+expect 1 "$S2" "not a regular file" -- "${std[@]}"
+
+# ---- tensors against the architecture ----
+new_case missing-tensor gpt-oss-bf16-tiny "$L1.mlp.router.bias renamed away"
+st_edit_header "$ck/model.safetensors" "s/\"$L1.mlp.router.bias\"/\"$L1.mlp.router.bia_\"/"; std
+expect 1 "$L1.mlp.router.bias" -- "${std[@]}"
+
+new_case wrong-shape gpt-oss-tiny "MXFP4 scales stored [8,128,16] instead of [8,256,8]"
+st_edit_header "$ck/$S1" 's/"U8","shape":\[8,256,8\]/"U8","shape":[8,128,16]/'; std
+expect 1 "$L0.mlp.experts.down_proj_scales" "[8, 256, 8]" -- "${std[@]}"
+
+new_case wrong-expert-dim gpt-oss-bf16-tiny "BF16 experts gate_up_proj [8,512,256] instead of [8,256,512]"
+st_edit_header "$ck/model.safetensors" "s/\"$L0.mlp.experts.gate_up_proj\":{\"dtype\":\"BF16\",\"shape\":\[8,256,512\]/\"$L0.mlp.experts.gate_up_proj\":{\"dtype\":\"BF16\",\"shape\":[8,512,256]/"; std
+expect 1 "$L0.mlp.experts.gate_up_proj" "[8, 256, 512]" -- "${std[@]}"
+
+new_case router-wrong-dtype gpt-oss-bf16-tiny "router weight stored as U16 (same bytes)"
+st_edit_header "$ck/model.safetensors" "s/\"$L0.mlp.router.weight\":{\"dtype\":\"BF16\"/\"$L0.mlp.router.weight\":{\"dtype\":\"U16\"/"; std
+expect 1 "$L0.mlp.router.weight" U16 -- "${std[@]}"
+
+new_case mxfp4-blocks-wrong-dtype gpt-oss-tiny "MXFP4 blocks stored as I8"
+st_edit_header "$ck/$S1" 's/"U8","shape":\[8,256,8,16\]/"I8","shape":[8,256,8,16]/'; std
+expect 1 "$L0.mlp.experts.down_proj_blocks" I8 U8 -- "${std[@]}"
+
+# ---- config.json ----
+new_case config-missing gpt-oss-tiny "no config.json"
+rm "$ck/config.json"; std
+expect 1 config.json -- "${std[@]}"
+
+new_case config-invalid-json gpt-oss-tiny "config.json with a comma removed"
+sed -i 's/"vocab_size": 512,/"vocab_size": 512/' "$ck/config.json"; std
+expect 1 config.json "not valid JSON" -- "${std[@]}"
+
+new_case config-missing-field gpt-oss-tiny "config.json without hidden_size"
+sed -i '/"hidden_size"/d' "$ck/config.json"; std
+expect 1 config.json hidden_size -- "${std[@]}"
+
+new_case config-wrong-type gpt-oss-tiny "hidden_size given as a string"
+sed -i 's/"hidden_size": 256/"hidden_size": "256"/' "$ck/config.json"; std
+expect 1 config.json hidden_size -- "${std[@]}"
+
+new_case config-unknown-model-type gpt-oss-tiny "model_type \"llama\""
+sed -i 's/"model_type": "gpt_oss"/"model_type": "llama"/' "$ck/config.json"; std
+expect 1 config.json llama -- "${std[@]}"
+
+new_case config-disagrees-with-tensors gpt-oss-tiny "config says hidden_size 128, tensors are 256 wide"
+sed -i 's/"hidden_size": 256/"hidden_size": 128/' "$ck/config.json"; std
+expect 1 model.embed_tokens.weight "[512, 128]" -- "${std[@]}"
+
+# ---- non-finite weights ----
+new_case nan-weight gpt-oss-tiny "NaN (BF16 0x7fc0) in q_proj.weight, -p fp32"
+st_poke "$ck/$S1" "$L0.self_attn.q_proj.weight" 10 c0 7f; std fp32
+expect 1 "$L0.self_attn.q_proj.weight" NaN --allow-nonfinite -- "${std[@]}"
+
+new_case inf-weight gpt-oss-tiny "+Inf (BF16 0x7f80) in the router weight, -p fp16"
+st_poke "$ck/$S1" "$L0.mlp.router.weight" 0 80 7f; std fp16
+expect 1 "$L0.mlp.router.weight" Inf --allow-nonfinite -- "${std[@]}"
+
+new_case nan-int4-allow-nonfinite gpt-oss-tiny "NaN in q_proj.weight, -p int4 --allow-nonfinite"
+st_poke "$ck/$S1" "$L0.self_attn.q_proj.weight" 10 c0 7f; std int4
+expect 1 "$L0.self_attn.q_proj.weight" "cannot encode" -- "${std[@]}" --allow-nonfinite
+
+new_case nan-mxfp4-scale gpt-oss-tiny "MXFP4 scale byte 255 (E8M0 NaN), -p fp32"
+st_poke "$ck/$S1" "$L0.mlp.experts.down_proj_scales" 100 ff; std fp32
+expect 1 "$L0.mlp.experts.down_proj_scales" NaN --allow-nonfinite -- "${std[@]}"
+
+new_case nan-bf16-expert-int4 gpt-oss-bf16-tiny "NaN in BF16 experts gate_up_proj, -p int4 (no flag)"
+st_poke "$ck/model.safetensors" "$L1.mlp.experts.gate_up_proj" 64 c0 7f; std int4
+expect 1 "$L1.mlp.experts.gate_up_proj" "cannot encode" -- "${std[@]}"
+
+# --allow-nonfinite really keeps the value where the format can carry it.
+new_case nan-fp32-allowed gpt-oss-tiny "(passes)"
+st_poke "$ck/$S1" "$L0.self_attn.q_proj.weight" 10 c0 7f; std fp32
+if "$BIN" "${std[@]}" --allow-nonfinite >"$tmp/stdout" 2>"$tmp/stderr" &&
+    [ "$(od -An -tx4 -v -w4 "$out/model.onnx.data" | grep -c 7fc00000)" -eq 1 ]; then
+    ok "nan-fp32-allowed: --allow-nonfinite exports the NaN (one float32 0x7fc00000 in model.onnx.data)"
+else
+    fail "nan-fp32-allowed: $(cat "$tmp/stderr")"
+fi
+rm -rf "$ck" "$out"
+
+new_case nan-mxfp4-passthrough-allowed gpt-oss-tiny "(passes)"
+st_poke "$ck/$S1" "$L0.mlp.experts.down_proj_scales" 100 ff
+std int4 cuda
+if "$BIN" "${std[@]}" --extra_options moe_quant_type=mxfp4 --allow-nonfinite >"$tmp/stdout" 2>"$tmp/stderr"; then
+    ok "nan-mxfp4-passthrough-allowed: MXFP4 scale 255 passes through to the fp4 QMoE with --allow-nonfinite"
+else
+    fail "nan-mxfp4-passthrough-allowed: $(cat "$tmp/stderr")"
+fi
+rm -rf "$ck" "$out"
+
+# ---- output folder ----
+new_case output-has-model gpt-oss-tiny "output already holds a model, no --overwrite"
+with_previous_model "$ck"; std
+expect 1 "$out" --overwrite -- "${std[@]}"
+
+new_case overwrite-bad-input-keeps-model gpt-oss-tiny "--overwrite, but the new checkpoint has a NaN: the old model stays"
+with_previous_model "$ck"
+st_poke "$ck/$S1" "$L0.self_attn.q_proj.weight" 10 c0 7f; std
+expect 1 "$L0.self_attn.q_proj.weight" -- "${std[@]}" --overwrite
+
+new_case output-foreign-files gpt-oss-tiny "output folder holds notes.txt (refused even with --overwrite)"
+mkdir -p "$out"; echo mine >"$out/notes.txt"; keep_sum=$(tree_sum "$out"); std
+expect 1 "$out" notes.txt -- "${std[@]}" --overwrite
+
+new_case output-is-a-file gpt-oss-tiny "-o names a regular file"
+echo x >"$out"; keep_sum=x; std
+"$BIN" "${std[@]}" >"$tmp/stdout" 2>"$tmp/stderr"; rc=$?
+[ "$rc" -eq 1 ] || problem "exit $rc, expected 1"
+check_error_line "$tmp/stderr" "$tmp/stdout" "$out" "not a folder"
+[ "$(cat "$out")" = x ] || problem "the file was changed"
+if [ -z "$problems" ]; then ok "$name"; else fail "$name: $problems"; fi
+problems=""
+table_row "$name" "$rc" "$desc" "$(normalize "$(head -n1 "$tmp/stderr")" "$ck" "$out")"
+rm -rf "$ck" "$out"
+
+new_case output-not-writable gpt-oss-tiny "output parent folder is read-only (mode 555)"
+mkdir -p "$tmp/ro"; chmod 555 "$tmp/ro"; out=$tmp/ro/model; std
+# root ignores mode bits: drop the capabilities that let it (needs setpriv when run as root)
+if [ "$(id -u)" -eq 0 ]; then RUN=(setpriv --bounding-set=-dac_override,-dac_read_search --); fi
+expect 1 "$tmp/ro" "not writable" -- "${std[@]}"
+
+# ---- command line (exit 2) ----
+new_case unknown-option gpt-oss-tiny "--frobnicate"; std
+expect 2 --frobnicate --help -- "${std[@]}" --frobnicate
+
+new_case bad-precision gpt-oss-tiny "-p int3"; std int3
+expect 2 int3 int4 -- "${std[@]}"
+
+new_case missing-input gpt-oss-tiny "no -i or -m"
+expect 2 -i -- -q -o "$out" -p int4 -e cpu
+
+new_case input-not-found gpt-oss-tiny "-i names a folder that does not exist"
+rm -rf "$ck"; std
+expect 2 "$ck" -- "${std[@]}"
+
+new_case mxfp4-on-cpu gpt-oss-tiny "moe_quant_type=mxfp4 with -e cpu"; std
+expect 2 mxfp4 cuda -- "${std[@]}" --extra_options moe_quant_type=mxfp4
+
+new_case bad-threads gpt-oss-tiny "--threads lots"
+expect 2 --threads -- -q --threads lots -i "$ck" -o "$out" -p int4 -e cpu
+
+check_doc_table errors-catalogue
+finish
