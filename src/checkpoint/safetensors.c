@@ -631,6 +631,18 @@ void st_release(const st_tensor *t, size_t offset, size_t len)
     release_file_range(t->file, start, end);
 }
 
+void st_prefetch(const st_tensor *t, size_t offset, size_t len)
+{
+    if (!t || !t->file || !t->file->mapped || offset >= t->nbytes || !len)
+        return;
+    if (len > t->nbytes - offset)
+        len = t->nbytes - offset;
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t a = (uintptr_t)(t->data + offset) & ~(page - 1);
+    uintptr_t b = (uintptr_t)(t->data + offset + len);
+    madvise((void *)a, b - a, MADV_WILLNEED);
+}
+
 void st_release_behind(const st_tensor *t, size_t *released, size_t pos)
 {
     if (!t || !t->file || !t->file->mapped)

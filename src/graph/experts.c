@@ -156,6 +156,32 @@ static void release_elems(const st_tensor *t, int64_t first, int64_t count)
     st_release(t, (size_t)first * es, (size_t)count * es);
 }
 
+/* Starts reading expert e's checkpoint bytes from disk (no-op when cached or e is past the end):
+ * a job asks for its own expert and the next one, so the disk works ahead of the workers. */
+static void expert_prefetch(const expert_src *s, int64_t e)
+{
+    if (e < 0 || e >= s->E)
+        return;
+    int64_t nk = s->N * s->K;
+    switch (s->kind) {
+    case EXPERT_MXFP4:
+        st_prefetch(s->t, (size_t)(e * nk / 2), (size_t)(nk / 2));
+        st_prefetch(s->scales, (size_t)(e * nk / 32), (size_t)(nk / 32));
+        break;
+    case EXPERT_FUSED_KN:
+    case EXPERT_FUSED_NK: {
+        size_t es = st_dtype_size(s->t->dtype);
+        st_prefetch(s->t, (size_t)(e * nk) * es, (size_t)nk * es);
+        break;
+    }
+    case EXPERT_PER_EXPERT:
+        st_prefetch(s->per[e], 0, s->per[e]->nbytes);
+        if (s->up[e])
+            st_prefetch(s->up[e], 0, s->up[e]->nbytes);
+        break;
+    }
+}
+
 /* Drops expert e's checkpoint pages from this process's memory (they stay in the page cache). */
 static void expert_release(const expert_src *s, int64_t e)
 {
@@ -623,6 +649,8 @@ static int produce_bands(const expert_src *s, int64_t e, expert_encoder *x, bool
 int expert_produce(const expert_src *s, int64_t e, expert_enc enc, int bits, int block_size,
                    int io_dtype, bool allow_nonfinite, void *weights, void *scales, m2o_err *err)
 {
+    expert_prefetch(s, e);
+    expert_prefetch(s, e + 1);
     if (expert_src_is_mxfp4(s) && enc_is_fp4(enc))
         return produce_fp4_passthrough(s, e, weights, scales, allow_nonfinite, err);
     /* a scales encoding (weights NULL): quantized like the weights, codes dropped */

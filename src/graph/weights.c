@@ -286,6 +286,7 @@ static int produce_convert(void *vctx, int64_t chunk, void *out, m2o_err *err)
         return -1;
     size_t es = st_dtype_size(c->t->dtype), os = onnx_dtype_size(c->dtype);
     size_t released = (size_t)first * es;
+    st_prefetch(c->t, (size_t)first * es, (size_t)(2 * n) * es); /* this chunk and the next */
     int rc = 0;
     for (int64_t i = 0; i < n && !rc; i += PIECE_ELEMS) {
         int64_t m = n - i < PIECE_ELEMS ? n - i : PIECE_ELEMS;
@@ -363,6 +364,15 @@ static int read_part_rows(const st_tensor *w, int64_t lr, int64_t take, void *va
                                 err))
         return -1;
     a->out += take * K;
+    return 0;
+}
+
+static int prefetch_part_rows(const st_tensor *w, int64_t lr, int64_t take, void *arg,
+                              m2o_err *err)
+{
+    (void)arg, (void)err;
+    size_t row = (size_t)w->shape[1] * st_dtype_size(w->dtype);
+    st_prefetch(w, (size_t)lr * row, (size_t)take * row);
     return 0;
 }
 
@@ -481,6 +491,9 @@ static int produce_nbits(void *vctx, int64_t chunk, void *const *outs, m2o_err *
         return -1;
     uint8_t *codes = outs[0], *scales = outs[1];
     size_t ss = qscale_size(c->p.scale_type);
+    /* this chunk's rows and the next chunk's start reading from disk now */
+    int64_t ahead = r0 + 2 * nr <= c->N ? 2 * nr : c->N - r0;
+    for_part_rows(&c->s, r0, ahead, prefetch_part_rows, NULL, NULL);
     int rc = 0;
     for (int64_t i = 0; i < nr && !rc; i += band) {
         int64_t m = nr - i < band ? nr - i : band;
