@@ -3,13 +3,16 @@
 #   (a) conversion time of a synthetic 2-layer gpt-oss-20b checkpoint (real widths, 32 experts)
 #       as a ratio of the time to read its files once from a warm page cache (cat > /dev/null),
 #       for MXFP4 -> fp4 passthrough, MXFP4 -> int4 CUTLASS, BF16 -> int4 CUTLASS and
-#       BF16 -> int4 raw (CPU layout);
+#       BF16 -> int4 raw (CPU layout); also the time to write the output's size into a fresh
+#       file beside it (dd, fsync'd), the floor no converter can go below, and the ratio to
+#       cat + write;
 #   (c) peak resident memory (ru_maxrss, mapped checkpoint pages included) and peak anonymous
 #       memory (sampled RssAnon high-water) for 2, 4 and 8 layers (int4 CUTLASS from MXFP4);
 # and prints both as Markdown tables with the exact commands.
 #
 # usage: bench/bench_convert.sh [--threads N] [--work DIR] [--out DIR] [--layers "2 4 8"]
 #                               [--preset gpt-oss-20b] [--repeat R] [--keep] [--skip-memory]
+#                               [--bin PATH]
 #   --threads N   converter threads (default: all cores); with N below the core count, cat and
 #                 the converter are both pinned to cores 0..N-1 with taskset
 #   --work DIR    where the synthetic checkpoints go (default bench-work/ in the repository;
@@ -19,12 +22,14 @@
 #                 times the fsync of the output)
 #   --repeat R    best of R runs for cat and each conversion (default 3)
 #   --keep        keep the synthetic checkpoints for the next run (they are reused when present)
+#   --bin PATH    converter to measure (default build/moe2onnx; e.g. an older build, for before /
+#                 after numbers on the same machine; synthesis always uses build/moe2onnx)
 # Needs build/moe2onnx (make). Prints progress on stderr, tables on stdout.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
 threads=$(nproc); work=bench-work; out=""; layers="2 4 8"; preset=gpt-oss-20b; repeat=3
-keep=0; memory=1
+keep=0; memory=1; conv_bin=build/moe2onnx
 while [ $# -gt 0 ]; do
     case $1 in
         --threads) threads=$2; shift 2 ;;
@@ -35,12 +40,15 @@ while [ $# -gt 0 ]; do
         --repeat) repeat=$2; shift 2 ;;
         --keep) keep=1; shift ;;
         --skip-memory) memory=0; shift ;;
-        -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+        --bin) conv_bin=$2; shift 2 ;;
+        -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
         *) echo "bench_convert: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
 done
 bin=build/moe2onnx
 [ -x "$bin" ] || { echo "bench_convert: $bin is missing: run make" >&2; exit 1; }
+# a build carried from another machine may bring its shared libraries (see run_device_bench.sh)
+[ -d build/lib ] && export LD_LIBRARY_PATH="$PWD/build/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 mkdir -p "$work" || exit 1
 if [ -z "$out" ]; then
     if [ -d /dev/shm ] && [ "$(df -Pk /dev/shm | awk 'NR == 2 { print $4 }')" -gt $((8 << 20)) ]; then
@@ -56,6 +64,8 @@ pin=()
 if [ "$threads" -lt "$(nproc)" ]; then pin=(taskset -c "0-$((threads - 1))"); fi
 log() { echo "bench_convert: $*" >&2; }
 now() { date +%s.%N; }
+calc() { awk "BEGIN { printf \"%.3f\", $1 }"; }   # floating-point arithmetic without bc
+less() { awk "BEGIN { exit !($1 < $2) }"; }
 
 # synth NAME LAYERS EXPERTS: checkpoint directory on stdout, made once
 synth() {
@@ -76,8 +86,8 @@ cat_time() {
     cat "$1"/*.safetensors >/dev/null # warm the cache
     for _ in $(seq "$repeat"); do
         t0=$(now); "${pin[@]}" cat "$1"/*.safetensors >/dev/null; t1=$(now)
-        t=$(echo "$t1 - $t0" | bc -l)
-        if [ -z "$best" ] || [ "$(echo "$t < $best" | bc -l)" = 1 ]; then best=$t; fi
+        t=$(calc "$t1 - $t0")
+        if [ -z "$best" ] || less "$t" "$best"; then best=$t; fi
     done
     printf '%.3f' "$best"
 }
@@ -90,19 +100,35 @@ convert() {
     for _ in $(seq "$repeat"); do
         rm -rf "$out/x"; sync
         t0=$(now)
-        line=$("${pin[@]}" "$bin" -q --threads "$threads" -i "$dir" -o "$out/x" "$@" 2>&1 | tail -n1)
+        line=$("${pin[@]}" "$conv_bin" -q --threads "$threads" -i "$dir" -o "$out/x" "$@" 2>&1 | tail -n1)
         t1=$(now)
         [ -s "$out/x/model.onnx.data" ] || { log "conversion failed: $line"; echo "fail - -"; return; }
-        t=$(echo "$t1 - $t0" | bc -l)
+        t=$(calc "$t1 - $t0")
         local rss anon
         rss=$(printf '%s\n' "$line" | sed -n 's/.*peak RSS \([0-9]*\) MB.*/\1/p')
         anon=$(printf '%s\n' "$line" | sed -n 's/.*(anonymous \([0-9]*\) MB).*/\1/p')
-        if [ -z "$best" ] || [ "$(echo "$t < $best" | bc -l)" = 1 ]; then
+        if [ -z "$best" ] || less "$t" "$best"; then
             best=$t; best_rss=$rss; best_anon=$anon
         fi
     done
+    out_bytes=$(stat -c %s "$out/x/model.onnx.data" 2>/dev/null || echo 0)
     rm -rf "$out/x"
-    printf '%.3f %s %s' "$best" "$best_rss" "$best_anon"
+    printf '%.3f %s %s %s' "$best" "$best_rss" "$best_anon" "$out_bytes"
+}
+
+# best of $repeat: seconds to write $1 bytes of zeros into a fresh file beside the outputs (the
+# page-cache / file-system write floor the converter cannot beat; dd, 16 MiB blocks, fsync
+# included like the converter's)
+write_time() {
+    local best="" t0 t1 t blocks=$((($1 + (16 << 20) - 1) / (16 << 20)))
+    for _ in $(seq "$repeat"); do
+        rm -f "$out/floor"; sync
+        t0=$(now); dd if=/dev/zero of="$out/floor" bs=16M count="$blocks" conv=fsync status=none; t1=$(now)
+        t=$(calc "$t1 - $t0")
+        if [ -z "$best" ] || less "$t" "$best"; then best=$t; fi
+    done
+    rm -f "$out/floor"
+    printf '%.3f' "$best"
 }
 
 cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')
@@ -116,8 +142,8 @@ bf=$(synth "$preset" 2 bf16) || exit 1
 
 echo "Machine: $machine; --threads $threads; best of $repeat runs; load average $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
-echo "| case | input GB | cat s | conversion s | ratio | peak RSS MB | peak anon MB | command |"
-echo "|---|---:|---:|---:|---:|---:|---:|---|"
+echo "| case | input GB | output GB | cat s | write s | conversion s | ratio to cat | to cat + write | peak RSS MB | peak anon MB | command |"
+echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
 cases=(
     "MXFP4 -> fp4 passthrough|$mx|-p int4 -e cuda --extra_options moe_quant_type=mxfp4"
     "MXFP4 -> int4 CUTLASS|$mx|-p int4 -e cuda"
@@ -129,10 +155,13 @@ for c in "${cases[@]}"; do
     IFS='|' read -r label dir args <<<"$c"
     [ -n "${cat_s[$dir]:-}" ] || { log "timing cat of $dir"; cat_s[$dir]=$(cat_time "$dir"); }
     log "converting: $label"
-    read -r secs rss anon <<<"$(convert "$dir" $args)"
-    gb=$(echo "scale=2; $(input_bytes "$dir") / 1000000000" | bc -l)
-    ratio=$( [ "$secs" = fail ] && echo - || printf '%.1fx' "$(echo "$secs / ${cat_s[$dir]}" | bc -l)")
-    echo "| $label | $gb | ${cat_s[$dir]} | $secs | $ratio | $rss | $anon | \`${pinned}$bin --threads $threads -i $dir -o OUT $args\` |"
+    read -r secs rss anon obytes <<<"$(convert "$dir" $args)"
+    gb=$(awk "BEGIN { printf \"%.2f\", $(input_bytes "$dir") / 1e9 }")
+    ogb=$(awk "BEGIN { printf \"%.2f\", $obytes / 1e9 }")
+    wr=$(write_time "$obytes")
+    ratio=$( [ "$secs" = fail ] && echo - || awk "BEGIN { printf \"%.1fx\", $secs / ${cat_s[$dir]} }")
+    floor=$( [ "$secs" = fail ] && echo - || awk "BEGIN { printf \"%.1fx\", $secs / (${cat_s[$dir]} + $wr) }")
+    echo "| $label | $gb | $ogb | ${cat_s[$dir]} | $wr | $secs | $ratio | $floor | $rss | $anon | \`${pinned}$conv_bin --threads $threads -i $dir -o OUT $args\` |"
 done
 
 if [ "$memory" -eq 1 ]; then
@@ -143,10 +172,10 @@ if [ "$memory" -eq 1 ]; then
         dir=$(synth "$preset" "$L" mxfp4) || exit 1
         log "memory: $L layers"
         rsave=$repeat; repeat=1
-        read -r secs rss anon <<<"$(convert "$dir" -p int4 -e cuda)"
+        read -r secs rss anon _ <<<"$(convert "$dir" -p int4 -e cuda)"
         repeat=$rsave
-        gb=$(echo "scale=2; $(input_bytes "$dir") / 1000000000" | bc -l)
-        echo "| $L | $gb | $secs | $rss | $anon | \`${pinned}$bin --threads $threads -i $dir -o OUT -p int4 -e cuda\` |"
+        gb=$(awk "BEGIN { printf \"%.2f\", $(input_bytes "$dir") / 1e9 }")
+        echo "| $L | $gb | $secs | $rss | $anon | \`${pinned}$conv_bin --threads $threads -i $dir -o OUT -p int4 -e cuda\` |"
         [ "$keep" -eq 1 ] || [ "$L" -eq 2 ] || rm -rf "$dir"
     done
 fi

@@ -1,29 +1,60 @@
 #!/usr/bin/env python3
 """ONNX Runtime's own Python path for one MoE layer, as onnxruntime-genai's builder runs it:
-quantize_matmul_4bits per expert matrix, then cuda_quantizer's CUTLASS SM80 prepack.
+quantize_matmul_4bits per expert matrix (float16 [K, N] input, the CUDA io dtype, so float16
+scales), then the CUTLASS SM80 prepack from onnxruntime.quantization.cuda_quantizer.
 Prints one line per shape in the same form as build/bench/bench_layer, so
-bench/run_device_bench.sh can print ratios. Shapes, dtype (float16 input, the CUDA io dtype)
-and block size match bench_layer's defaults.
+bench/run_device_bench.sh can print ratios. Shapes and block size match bench_layer's defaults.
+
+The packer is the first found of: cuda_quantizer._pack_weights_for_cuda_mixed_gemm (PyTorch
+implementation; runs on CUDA when torch sees a GPU, so set CUDA_VISIBLE_DEVICES= for the CPU),
+cuda_quantizer.pack_weights_for_cuda_mixed_gemm, the onnxruntime pybind
+pack_weights_for_cuda_mixed_gemm (onnxruntime-gpu builds). Threads: ONNX Runtime's quantizer
+uses its own pool (limit it with taskset); torch follows OMP_NUM_THREADS, which this script also
+passes to torch.set_num_threads.
 
 usage: ort_python_layer.py gpt-oss-20b|qwen3-30b-a3b [block] [max_experts]
 """
 import inspect
+import os
 import sys
 import time
 
 import numpy as np
 from onnxruntime.capi import _pybind_state as C
-from onnxruntime.quantization import cuda_quantizer as cq
 
 SHAPES = {"gpt-oss-20b": (32, 2880, 2880), "qwen3-30b-a3b": (128, 2048, 768)}
 
 
 def find_packer():
-    for name in ("_pack_weights_for_cuda_mixed_gemm", "pack_weights_for_cuda_mixed_gemm"):
-        fn = getattr(cq, name, None)
-        if fn is not None:
-            return name, fn
-    raise SystemExit("cuda_quantizer has no CUTLASS packer: " + ", ".join(dir(cq)))
+    try:
+        from onnxruntime.quantization import cuda_quantizer as cq
+    except ImportError:
+        cq = None
+    candidates = []
+    if cq is not None:
+        for name in ("_pack_weights_for_cuda_mixed_gemm", "pack_weights_for_cuda_mixed_gemm"):
+            if getattr(cq, name, None) is not None:
+                candidates.append((f"cuda_quantizer.{name}", getattr(cq, name)))
+        getter = getattr(cq, "_get_pack_weights_for_cuda_mixed_gemm", None)
+        if getter is not None:
+            try:
+                candidates.append(("cuda_quantizer._get_pack_weights_for_cuda_mixed_gemm()", getter()))
+            except ImportError:
+                pass
+    if getattr(C, "pack_weights_for_cuda_mixed_gemm", None) is not None:
+        candidates.append(("_pybind_state.pack_weights_for_cuda_mixed_gemm", C.pack_weights_for_cuda_mixed_gemm))
+    if not candidates:
+        raise SystemExit("no CUTLASS packer in this onnxruntime (cuda_quantizer: "
+                         + (", ".join(n for n in dir(cq) if "pack" in n) if cq else "missing") + ")")
+    return candidates[0]
+
+
+def call_packer(pack, q, n, k):
+    try:
+        takes_arch = "force_arch" in inspect.signature(pack).parameters
+    except (TypeError, ValueError):  # pybind functions may hide their signature
+        takes_arch = True
+    return pack(q, n, k, 4, 80) if takes_arch else pack(q, n, k, 4)
 
 
 def quantize(w_kn, n, k, block):
@@ -42,18 +73,28 @@ def main():
     experts, hidden, inter = SHAPES[shape]
     if max_experts:
         experts = min(experts, max_experts)
+    threads = os.environ.get("OMP_NUM_THREADS")
+    try:
+        import torch
+
+        if threads:
+            torch.set_num_threads(int(threads))
+        torch_note = f"torch {torch.__version__}, {torch.get_num_threads()} threads, cuda {torch.cuda.is_available()}"
+    except ImportError:
+        torch_note = "no torch"
     name, pack = find_packer()
-    print(f"# packer: cuda_quantizer.{name}{inspect.signature(pack)}", flush=True)
+    print(f"# packer: {name}; {torch_note}; cpus allowed {len(os.sched_getaffinity(0))}", flush=True)
     rng = np.random.default_rng(0)
     mats = [(2 * inter, hidden), (hidden, inter)]  # (N, K) of fc1 and fc2
     inputs = [(rng.standard_normal((k, n), dtype=np.float32) * 0.02).astype(np.float16) for n, k in mats]
+    call_packer(pack, quantize(inputs[1], *mats[1], block)[0].reshape(mats[1][0], -1), *mats[1])  # warm-up
     tq = tp = 0.0
     for _ in range(experts):
         for (n, k), w in zip(mats, inputs):
             t0 = time.perf_counter()
             packed, _ = quantize(w, n, k, block)
             t1 = time.perf_counter()
-            pack(packed.reshape(n, k // 2), n, k, 4)
+            call_packer(pack, packed.reshape(n, k // 2), n, k)
             t2 = time.perf_counter()
             tq += t1 - t0
             tp += t2 - t1
