@@ -402,49 +402,74 @@ static void linear_release_rows(const linear_src *s, int64_t r0, int64_t nr)
 
 /* ---- streamed: MatMul weight [K, N] ---- */
 
+/* The transpose of the stacked [N, K] source is made band by band: a job reads nb whole source
+ * rows (contiguous: each source byte is read once, and only that band is mapped), transposes
+ * them and writes K pieces of nb elements, one into each output row, through a scattered
+ * initializer. A job never crosses two parts. */
+#define LINEAR_T_STAGING_BYTES ((size_t)16 << 20)
+
 typedef struct linear_t_ctx {
     linear_src s;
-    int64_t N, K, k_per_chunk;
+    int64_t N, K, band;
+    int64_t first_job[LINEAR_MAX_PARTS + 1]; /* part p's bands are jobs [first_job[p], [p+1]) */
     int dtype;
     bool allow_nonfinite;
 } linear_t_ctx;
 
-/* Output rows [k0, k0 + kc) of W^T: each source row contributes kc consecutive elements. Rows are
- * read in groups so the float staging stays bounded. */
-static int produce_linear_t(void *vctx, int64_t chunk, void *out, m2o_err *err)
+/* Rows [n0, n0 + nb) of part w as float32 transposed: t[k * nb + r] = w[n0 + r][k]. */
+static int read_band_t(const linear_t_ctx *c, const st_tensor *w, int64_t n0, int64_t nb,
+                       float *t, float *row, m2o_err *err)
 {
-    const linear_t_ctx *c = vctx;
-    int64_t kc = c->k_per_chunk, k0 = chunk * kc;
-    float *t = m2o_malloc((size_t)(kc * c->N) * sizeof(float), err);
-    float *row = m2o_malloc((size_t)c->K * sizeof(float), err);
-    int rc = (t && row) ? 0 : -1;
-    int64_t n_global = 0;
-    for (int p = 0; p < c->s.n_parts && !rc; p++) {
-        const st_tensor *w = c->s.w[p];
-        for (int64_t n = 0; n < w->shape[0] && !rc; n++, n_global++) {
-            rc = tensor_read_f32(w, n * c->K + k0, kc, row, err);
-            if (!rc)
-                rc = check_finite(row, (size_t)kc, n * c->K + k0, w->name, c->allow_nonfinite,
-                                  err);
-            for (int64_t k = 0; k < kc && !rc; k++)
-                t[k * c->N + n_global] = row[k];
+    const uint8_t *p = w->data + (size_t)(n0 * c->K) * st_dtype_size(w->dtype);
+    if (w->dtype == ST_BF16 && ((uintptr_t)p & 1) == 0) {
+        convert_bf16_to_f32_transposed((const uint16_t *)(const void *)p, c->K, nb, c->K, t, nb);
+    } else {
+        for (int64_t r = 0; r < nb; r++) {
+            if (tensor_read_f32(w, (n0 + r) * c->K, c->K, row, err))
+                return -1;
+            for (int64_t k = 0; k < c->K; k++)
+                t[k * nb + r] = row[k];
         }
     }
-    if (!rc)
-        f32_to_dtype(t, out, (size_t)(kc * c->N), c->dtype);
-    free(t);
-    free(row);
-    return rc;
+    if (c->allow_nonfinite)
+        return 0;
+    int64_t bad = f32_first_nonfinite(t, (size_t)(c->K * nb));
+    if (bad < 0)
+        return 0;
+    int64_t k = bad / nb, r = bad % nb;
+    return check_finite(t + bad, 1, (n0 + r) * c->K + k, w->name, false, err);
 }
 
-/* Every chunk reads a slice of every source row, so the pages are released only once the whole
- * tensor is written (the writer frees the context then). */
-static void linear_t_ctx_free(void *vctx)
+static int produce_linear_t(void *vctx, int64_t job, graph_sink *sink, m2o_err *err)
 {
-    linear_t_ctx *c = vctx;
-    for (int p = 0; p < c->s.n_parts; p++)
-        st_release(c->s.w[p], 0, c->s.w[p]->nbytes);
-    free(c);
+    const linear_t_ctx *c = vctx;
+    int p = 0;
+    while (job >= c->first_job[p + 1])
+        p++;
+    const st_tensor *w = c->s.w[p];
+    int64_t n_global = 0;
+    for (int i = 0; i < p; i++)
+        n_global += c->s.w[i]->shape[0];
+    int64_t n0 = (job - c->first_job[p]) * c->band;
+    int64_t nb = w->shape[0] - n0 < c->band ? w->shape[0] - n0 : c->band;
+    size_t io = onnx_dtype_size(c->dtype), row_bytes = (size_t)c->K * st_dtype_size(w->dtype);
+    st_prefetch(w, (size_t)n0 * row_bytes, (size_t)(2 * nb) * row_bytes);
+    float *t = m2o_malloc((size_t)(c->K * nb) * sizeof(float), err);
+    float *row = m2o_malloc((size_t)c->K * sizeof(float), err);
+    uint8_t *piece = m2o_malloc((size_t)nb * io, err);
+    int rc = (t && row && piece) ? 0 : -1;
+    if (!rc)
+        rc = read_band_t(c, w, n0, nb, t, row, err);
+    st_release(w, (size_t)n0 * row_bytes, (size_t)nb * row_bytes);
+    for (int64_t k = 0; k < c->K && !rc; k++) {
+        f32_to_dtype(t + k * nb, piece, (size_t)nb, c->dtype);
+        rc = graph_sink_write(sink, (uint64_t)(k * c->N + n_global + n0) * io, piece,
+                              (size_t)nb * io, err);
+    }
+    free(t);
+    free(row);
+    free(piece);
+    return rc;
 }
 
 int gb_add_linear_t(gb *b, const char *name, const linear_src *s, m2o_err *err)
@@ -460,12 +485,16 @@ int gb_add_linear_t(gb *b, const char *name, const linear_src *s, m2o_err *err)
     c->K = linear_src_k(s);
     c->dtype = b->io;
     c->allow_nonfinite = b->o->allow_nonfinite;
-    size_t row_bytes = (size_t)c->N * gb_io_size(b);
-    c->k_per_chunk = chunk_rows(c->K, row_bytes, CHUNK_TARGET_BYTES);
+    /* rows per band: the float staging within LINEAR_T_STAGING_BYTES, a multiple of 8 (8x8
+     * transposes) when there are that many */
+    int64_t band = (int64_t)(LINEAR_T_STAGING_BYTES / ((size_t)c->K * sizeof(float)));
+    c->band = band >= 8 ? band / 8 * 8 : 1;
+    for (int p = 0; p < s->n_parts; p++)
+        c->first_job[p + 1] = c->first_job[p] + (s->w[p]->shape[0] + c->band - 1) / c->band;
     int64_t dims[2] = {c->K, c->N};
-    graph_add_streamed_initializer(b->g, name, b->io, 2, dims, c->K / c->k_per_chunk,
-                                   (size_t)c->k_per_chunk * row_bytes, produce_linear_t, c,
-                                   linear_t_ctx_free);
+    graph_add_scattered_initializer(b->g, name, b->io, 2, dims, c->first_job[s->n_parts],
+                                    (uint64_t)(c->K * c->N) * gb_io_size(b), produce_linear_t, c,
+                                    free);
     return 0;
 }
 

@@ -480,6 +480,29 @@ void graph_add_streamed_initializer(graph *g, const char *name, int elem_type, i
     set_streamed(g, in, g->n_inits - 1, n_chunks, chunk_bytes);
 }
 
+void graph_add_scattered_initializer(graph *g, const char *name, int elem_type, int ndim,
+                                     const int64_t *dims, int64_t n_jobs, uint64_t nbytes,
+                                     init_scatter_fn produce, void *ctx,
+                                     void (*ctx_free)(void *))
+{
+    graph_init *in = add_init(g, name, elem_type, ndim, dims);
+    if (!in) {
+        if (ctx && ctx_free)
+            ctx_free(ctx);
+        return;
+    }
+    in->produce_scatter = produce;
+    in->ctx = ctx;
+    in->ctx_free = ctx_free;
+    in->streamed = true;
+    in->leader = g->n_inits - 1;
+    in->n_chunks = n_jobs;
+    in->nbytes = nbytes;
+    if (!produce || n_jobs < 1)
+        set_error(g, "scattered initializer %s: needs a producer and at least one job (got %lld)",
+                  safe(name), (long long)n_jobs);
+}
+
 void graph_add_streamed_group(graph *g, int n_members, const graph_stream_member *members,
                               int64_t n_chunks, init_group_producer_fn produce, void *ctx,
                               void (*ctx_free)(void *))

@@ -90,6 +90,22 @@ void graph_add_streamed_group(graph *g, int n_members, const graph_stream_member
                               int64_t n_chunks, init_group_producer_fn produce, void *ctx,
                               void (*ctx_free)(void *));
 
+/* A streamed initializer whose jobs each write scattered pieces of it, for tensors whose natural
+ * unit of work is not a contiguous range of their bytes: a transpose (a band of source rows
+ * becomes a band of columns) is made with each source byte read once and only that band in
+ * memory. Job j (0 <= j < n_jobs, run concurrently like chunks) calls graph_sink_write for its
+ * pieces, at byte offsets inside the tensor; the jobs together must write each of the nbytes
+ * exactly once (the writer counts them and fails the write otherwise). ctx as for
+ * graph_add_streamed_initializer. */
+typedef struct graph_sink graph_sink;
+int graph_sink_write(graph_sink *sink, uint64_t offset, const void *data, size_t len,
+                     m2o_err *err);
+typedef int (*init_scatter_fn)(void *ctx, int64_t job, graph_sink *sink, m2o_err *err);
+void graph_add_scattered_initializer(graph *g, const char *name, int elem_type, int ndim,
+                                     const int64_t *dims, int64_t n_jobs, uint64_t nbytes,
+                                     init_scatter_fn produce, void *ctx,
+                                     void (*ctx_free)(void *));
+
 /* Checks the graph: first any problem met while building it (the add functions cannot fail:
  * out of memory, rank above GRAPH_MAX_DIMS, a streamed initializer without producer or chunks is
  * remembered and reported here), then: element types writable, byte counts of all initializers

@@ -72,6 +72,7 @@ typedef struct graph_init {
     size_t chunk_bytes;
     init_producer_fn produce;             /* single streamed initializer */
     init_group_producer_fn produce_group; /* first member of a group */
+    init_scatter_fn produce_scatter;      /* scattered: n_chunks jobs, chunk_bytes 0 */
     int group_n;            /* first member of a group: number of members; else 0 */
     size_t leader;          /* streamed: index of the initializer whose producer fills this one
                              * (itself unless it is a later member of a group) */

@@ -9,6 +9,8 @@
  * written and read back as zeros), and memory is bounded by the jobs in flight. */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -54,6 +56,8 @@ typedef struct writer {
     write_job *jobs;
     int64_t n_jobs;
     uint64_t bytes_done, bytes_total;
+    atomic_uint_least64_t *scattered; /* per initializer: bytes its scatter jobs wrote */
+    pthread_mutex_t write_mu; /* see locked_pwrite */
     uint64_t written_to;     /* every external byte below this offset is written */
     uint64_t wb_started, wb_dropped; /* write-behind marks, see WB_KICK */
 } writer;
@@ -114,6 +118,53 @@ static int job_members(const graph_init *in)
     return in->group_n > 0 ? in->group_n : 1;
 }
 
+/* Buffered writes to one file are serialized by the kernel anyway (the inode lock); taking
+ * our own lock first makes the other workers sleep instead of spinning on the kernel's, which
+ * with small pieces burned more CPU than the copies (measured: fp16 gpt-oss-20b 7.9 -> 3.6 s). */
+static int locked_pwrite(writer *w, const void *buf, size_t n, uint64_t offset, m2o_err *err)
+{
+    pthread_mutex_lock(&w->write_mu);
+    int rc = pwrite_all(w->data_fd, buf, n, offset, w->data_path, err);
+    pthread_mutex_unlock(&w->write_mu);
+    return rc;
+}
+
+struct graph_sink {
+    writer *w;
+    size_t idx;
+    uint64_t written;
+};
+
+int graph_sink_write(graph_sink *sink, uint64_t offset, const void *data, size_t len,
+                     m2o_err *err)
+{
+    writer *w = sink->w;
+    const graph_init *in = &w->g->inits[sink->idx];
+    if (offset > in->nbytes || len > in->nbytes - offset)
+        return m2o_fail(err, "initializer %s: piece [%llu, %llu) lies outside its %llu bytes",
+                        in->name, (unsigned long long)offset,
+                        (unsigned long long)(offset + len), (unsigned long long)in->nbytes);
+    uint64_t at = w->offsets[sink->idx];
+    if (at == GRAPH_INLINE) /* disjoint pieces: concurrent jobs never touch the same bytes */
+        memcpy(w->inline_data[sink->idx] + offset, data, len);
+    else if (len && locked_pwrite(w, data, len, at + offset, err))
+        return -1;
+    sink->written += len;
+    return 0;
+}
+
+static int produce_scatter_job(writer *w, size_t idx, int64_t job, m2o_err *err)
+{
+    graph_init *in = &w->g->inits[idx];
+    graph_sink sink = {w, idx, 0};
+    m2o_fail(err, "the producer failed without saying why");
+    if (in->produce_scatter(in->ctx, job, &sink, err))
+        return m2o_wrap(err, "initializer %s (job %lld of %lld)", in->name, (long long)job,
+                        (long long)in->n_chunks);
+    atomic_fetch_add(&w->scattered[idx], sink.written);
+    return 0;
+}
+
 /* Worker side: produce the chunk of every member, write the external ones at their place, and
  * hand the buffer to the commit only when an inline member needs a copy. */
 static int produce_job(void *ctx, int64_t j, void **result, m2o_err *err)
@@ -126,10 +177,11 @@ static int produce_job(void *ctx, int64_t j, void **result, m2o_err *err)
         if (w->offsets[idx] == GRAPH_INLINE || !in->nbytes)
             return 0;
         /* a write error names the file and the fix, not the tensor (docs/ERRORS.md) */
-        return pwrite_all(w->data_fd, in->data, (size_t)in->nbytes, w->offsets[idx],
-                          w->data_path, err);
+        return locked_pwrite(w, in->data, (size_t)in->nbytes, w->offsets[idx], err);
     }
     int64_t chunk = w->jobs[j].chunk;
+    if (in->produce_scatter)
+        return produce_scatter_job(w, idx, chunk, err);
     int n = job_members(in);
     size_t total = 0;
     for (int m = 0; m < n; m++)
@@ -157,9 +209,8 @@ static int produce_job(void *ctx, int64_t j, void **result, m2o_err *err)
         size_t cb = in[m].chunk_bytes;
         if (off == GRAPH_INLINE)
             keep = true;
-        else if (cb && pwrite_all(w->data_fd, outs[m], cb, off + (uint64_t)chunk * cb,
-                                  w->data_path, err))
-            rc = -1;
+        else if (cb)
+            rc = locked_pwrite(w, outs[m], cb, off + (uint64_t)chunk * cb, err);
     }
     if (rc || !keep) {
         free(buf);
@@ -262,6 +313,12 @@ static int commit_job(void *ctx, int64_t j, void *result, m2o_err *err)
     free(result);
     if (rc)
         return rc;
+    if (in->produce_scatter && chunk == in->n_chunks - 1 &&
+        atomic_load(&w->scattered[idx]) != in->nbytes)
+        return m2o_fail(err, "initializer %s: its jobs wrote %llu of its %llu bytes (internal: "
+                             "a scattered producer must write every byte once)",
+                        in->name, (unsigned long long)atomic_load(&w->scattered[idx]),
+                        (unsigned long long)in->nbytes);
     advance_written(w, idx, chunk);
     if (!in->streamed || chunk == in->n_chunks - 1) {
         for (int m = 0; m < n; m++)
@@ -270,6 +327,8 @@ static int commit_job(void *ctx, int64_t j, void *result, m2o_err *err)
         uint64_t partial = 0;
         for (int m = 0; m < n; m++)
             partial += (uint64_t)(chunk + 1) * in[m].chunk_bytes;
+        if (in->produce_scatter)
+            partial = in->nbytes / (uint64_t)in->n_chunks * (uint64_t)(chunk + 1);
         w->o->progress(w->o->progress_user, in->name, w->bytes_done + partial, w->bytes_total);
     }
     return 0;
@@ -283,8 +342,11 @@ static int plan(writer *w, m2o_err *err)
     graph *g = w->g;
     w->offsets = m2o_calloc(g->n_inits, sizeof *w->offsets, err);
     w->inline_data = m2o_calloc(g->n_inits, sizeof *w->inline_data, err);
-    if (!w->offsets || !w->inline_data)
+    w->scattered = m2o_calloc(g->n_inits, sizeof *w->scattered, err);
+    if (!w->offsets || !w->inline_data || !w->scattered)
         return -1;
+    for (size_t i = 0; i < g->n_inits; i++)
+        atomic_init(&w->scattered[i], 0);
     uint64_t end = 0;
     for (size_t i = 0; i < g->n_inits; i++) {
         const graph_init *in = &g->inits[i];
@@ -293,6 +355,10 @@ static int plan(writer *w, m2o_err *err)
         w->bytes_total += in->nbytes;
         if (in->nbytes < w->o->external_threshold) {
             w->offsets[i] = GRAPH_INLINE;
+            /* scatter jobs write their pieces straight into it, concurrently */
+            if (in->produce_scatter &&
+                !(w->inline_data[i] = m2o_calloc(1, (size_t)in->nbytes + 1, err)))
+                return -1;
             continue;
         }
         w->offsets[i] = (end + DATA_ALIGN - 1) / DATA_ALIGN * DATA_ALIGN;
@@ -421,7 +487,7 @@ int graph_write(graph *g, const char *dir, const graph_write_opts *opts, m2o_err
     if (resolve_ir_version(g, opts->ir_version, &ir_version, err))
         return -1;
 
-    writer w = {.g = g, .o = opts, .data_fd = -1};
+    writer w = {.g = g, .o = opts, .data_fd = -1, .write_mu = PTHREAD_MUTEX_INITIALIZER};
     int threads = opts->threads > 0 ? opts->threads : m2o_cpu_count();
     bool created = false;
     int rc = -1;
@@ -456,6 +522,7 @@ done:
         for (size_t i = 0; i < g->n_inits; i++)
             free(w.inline_data[i]);
     free(w.inline_data);
+    free(w.scattered);
     free(w.offsets);
     free(w.jobs);
     free(w.data_path);

@@ -22,6 +22,8 @@
 
 /* ---- streamed groups in the writer ---- */
 
+static uint8_t g_pad[1030];
+
 static uint8_t member_byte(int member, int64_t chunk, size_t b)
 {
     return (uint8_t)(member * 71 + chunk * 13 + (int64_t)b * 7 + (int64_t)(b >> 8));
@@ -156,6 +158,88 @@ TEST(streamed_group_failure_names_the_group_and_removes_the_files)
     CHECK_STR_CONTAINS(err.msg, "codes (chunk 2 of 4)");
     CHECK_STR_CONTAINS(err.msg, "synthetic failure in chunk 2");
     CHECK(!any);
+}
+
+/* A [R][C] byte matrix whose job j writes column band j (bands of 7 columns, the last shorter):
+ * R pieces per job, as a transpose does. `skip` leaves one piece out, `stray` writes past the
+ * end. */
+typedef struct scatter_ctx {
+    int64_t R, C;
+    int skip, stray;
+} scatter_ctx;
+
+static uint8_t cell(int64_t r, int64_t c) { return (uint8_t)(r * 37 + c * 11 + 5); }
+
+static int produce_bands(void *vctx, int64_t job, graph_sink *sink, m2o_err *err)
+{
+    const scatter_ctx *c = vctx;
+    int64_t c0 = job * 7, w = c->C - c0 < 7 ? c->C - c0 : 7;
+    uint8_t piece[7];
+    for (int64_t r = 0; r < c->R; r++) {
+        if (c->skip && job == 1 && r == 3)
+            continue;
+        for (int64_t i = 0; i < w; i++)
+            piece[i] = cell(r, c0 + i);
+        uint64_t at = (uint64_t)(r * c->C + c0);
+        if (c->stray && job == 2 && r == c->R - 1)
+            at = (uint64_t)(c->R * c->C - 3); /* 7 bytes from 3 before the end */
+        if (graph_sink_write(sink, at, piece, (size_t)w, err))
+            return -1;
+    }
+    return 0;
+}
+
+static int write_scatter(scatter_ctx *sc, int threads, unsigned char **data, size_t *n,
+                         m2o_err *err)
+{
+    char dir[512];
+    if (!make_temp_dir(dir, sizeof dir))
+        return -1;
+    graph *g = graph_new("scatter");
+    graph_add_input(g, "X", ONNX_FLOAT, 1, (int64_t[]){1}, NULL);
+    graph_add_output(g, "X", ONNX_FLOAT, 1, (int64_t[]){1}, NULL);
+    graph_add_initializer(g, "pad", ONNX_UINT8, 1, (int64_t[]){1030}, g_pad, 1030);
+    graph_add_scattered_initializer(g, "m", ONNX_UINT8, 2, (int64_t[]){sc->R, sc->C},
+                                    (sc->C + 6) / 7, (uint64_t)(sc->R * sc->C), produce_bands,
+                                    sc, NULL);
+    graph_write_opts o;
+    graph_write_opts_init(&o);
+    o.threads = threads;
+    int rc = graph_write(g, dir, &o, err);
+    graph_free(g);
+    *data = read_whole(dir, "model.onnx.data", n);
+    remove_temp_dir(dir);
+    return rc;
+}
+
+TEST(scattered_initializer_gets_every_piece_at_its_place)
+{
+    memset(g_pad, 0x77, sizeof g_pad);
+    for (int threads = 1; threads <= 3 && !g_failed_now; threads += 2) {
+        scatter_ctx sc = {.R = 40, .C = 45}; /* 1800 bytes: external, after the 1030 of pad */
+        unsigned char *data = NULL;
+        size_t n = 0;
+        m2o_err err = {{0}};
+        int rc = write_scatter(&sc, threads, &data, &n, &err);
+        CHECK_MSG(rc == 0, "%s", err.msg);
+        CHECK_EQ(n, 1088 + 1800);
+        bool same = true;
+        for (int64_t r = 0; r < 40; r++)
+            for (int64_t c = 0; c < 45; c++)
+                same = same && data[1088 + r * 45 + c] == cell(r, c);
+        free(data);
+        CHECK_MSG(same, "threads %d: a piece is not where its job put it", threads);
+    }
+    scatter_ctx gap = {.R = 40, .C = 45, .skip = 1}, past = {.R = 40, .C = 45, .stray = 1};
+    unsigned char *data = NULL;
+    size_t n = 0;
+    m2o_err err = {{0}};
+    CHECK_EQ(write_scatter(&gap, 2, &data, &n, &err), -1);
+    CHECK_STR_CONTAINS(err.msg, "initializer m: its jobs wrote 1793 of its 1800 bytes");
+    CHECK(data == NULL);
+    CHECK_EQ(write_scatter(&past, 2, &data, &n, &err), -1);
+    CHECK_STR_CONTAINS(err.msg, "lies outside its 1800 bytes");
+    CHECK(data == NULL);
 }
 
 /* ---- expert producers against the whole-matrix kernels ---- */
