@@ -183,6 +183,11 @@ new_case config-missing gpt-oss-tiny "no config.json"
 rm "$ck/config.json"; std
 expect 1 config.json -- "${std[@]}"
 
+new_case config-is-fifo gpt-oss-tiny "config.json is a named pipe (must not hang)"
+rm "$ck/config.json"; mkfifo "$ck/config.json"; std
+RUN=(timeout 20)
+expect 1 config.json "not a regular file" -- "${std[@]}"
+
 new_case config-invalid-json gpt-oss-tiny "config.json with a comma removed"
 sed -i 's/"vocab_size": 512,/"vocab_size": 512/' "$ck/config.json"; std
 expect 1 config.json "not valid JSON" -- "${std[@]}"
