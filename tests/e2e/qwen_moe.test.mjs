@@ -85,8 +85,13 @@ async function runChecks(label, out, ids, dims, checks) {
       const r = await runModel(model, ids, opts);
       for (const [what, ref, floor, asNote] of checks) {
         const v = checkLogits(r.logits, ref, r.dims ?? dims, floor, { label: 'logits' });
-        if (asNote) note(`${label} ${mode} vs ${what}`, `${v.lines[0]}${asNote === true || v.ok ? '' : ` — ${asNote}`}`);
-        else report(v.ok, `${label} ${mode} vs ${what}`, v.lines);
+        if (asNote) {
+          const line = v.lines[0].replace(/^(FAIL|ok) /, v.ok ? 'within the floor: ' : 'below the floor: ');
+          note(`${label} ${mode} vs ${what}`, `${line}${asNote === true || v.ok ? '' : ` — ${asNote}`}`);
+        }
+        else {
+          report(v.ok, `${label} ${mode} vs ${what}`, v.lines);
+        }
       }
     }
   } finally {

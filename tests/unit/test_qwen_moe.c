@@ -127,11 +127,18 @@ static const void *init_data(exported *x, const char *name, int elem, int ndim, 
     return d;
 }
 
+/* Built on a zeroed struct: the export cache compares options with memcmp, padding included. */
 static export_opts opts(precision p, exec_provider ep, moe_quant q, int block, int prepacked)
 {
-    export_opts o = {.precision = p, .ep = ep, .io_dtype = ep == EP_CUDA ? ONNX_FLOAT16 : ONNX_FLOAT,
-                     .int4_block_size = 32, .int4_accuracy_level = 0, .moe_quant_type = q,
-                     .qmoe_block_size = block, .qmoe_weights_prepacked = prepacked};
+    export_opts o;
+    memset(&o, 0, sizeof o);
+    o.precision = p;
+    o.ep = ep;
+    o.io_dtype = ep == EP_CUDA ? ONNX_FLOAT16 : ONNX_FLOAT;
+    o.int4_block_size = 32;
+    o.moe_quant_type = q;
+    o.qmoe_block_size = block;
+    o.qmoe_weights_prepacked = prepacked;
     return o;
 }
 
