@@ -599,6 +599,25 @@ bool st_all_finite(const st_tensor *t, int64_t *bad_index)
     return true;
 }
 
+/* Releases happen in whole windows of the file, aligned in file offsets. A page fault on a file
+ * map maps more than the page: the cached pages around it ("fault-around", 64 KiB by default)
+ * and, with large page-cache folios (ext4, XFS, tmpfs on recent kernels), the whole folio, up
+ * to 2 MiB, naturally aligned in the file. So the first read of a range can map the tail of the
+ * range before it, which may already have been released; whoever finishes last must release
+ * the whole shared window. A page still being read by a neighbour is simply faulted in again
+ * (the map is read-only and never written). Rounding inward instead would leave boundary pages
+ * resident for good and let resident memory grow with the model. */
+#define ST_RELEASE_WINDOW ((size_t)2 << 20)
+
+static void release_file_range(const st_file *f, size_t a, size_t b)
+{
+    a &= ~(ST_RELEASE_WINDOW - 1);
+    if (b > f->image_len)
+        b = f->image_len;
+    if (b > a)
+        madvise((void *)(f->image + a), b - a, MADV_DONTNEED);
+}
+
 void st_release(const st_tensor *t, size_t offset, size_t len)
 {
     /* Only our own read-only file map: MADV_DONTNEED on it drops clean page-cache pages (they are
@@ -607,11 +626,35 @@ void st_release(const st_tensor *t, size_t offset, size_t len)
         return;
     if (len > t->nbytes - offset)
         len = t->nbytes - offset;
+    size_t start = (size_t)(t->data - t->file->image) + offset;
+    size_t end = (start + len + ST_RELEASE_WINDOW - 1) & ~(ST_RELEASE_WINDOW - 1);
+    release_file_range(t->file, start, end);
+}
+
+void st_prefetch(const st_tensor *t, size_t offset, size_t len)
+{
+    if (!t || !t->file || !t->file->mapped || offset >= t->nbytes || !len)
+        return;
+    if (len > t->nbytes - offset)
+        len = t->nbytes - offset;
     uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
-    uintptr_t start = (uintptr_t)(t->data + offset), end = start + len;
-    uintptr_t a = (start + page - 1) & ~(page - 1), b = end & ~(page - 1);
-    if (b > a)
-        madvise((void *)a, b - a, MADV_DONTNEED);
+    uintptr_t a = (uintptr_t)(t->data + offset) & ~(page - 1);
+    uintptr_t b = (uintptr_t)(t->data + offset + len);
+    madvise((void *)a, b - a, MADV_WILLNEED);
+}
+
+void st_release_behind(const st_tensor *t, size_t *released, size_t pos)
+{
+    if (!t || !t->file || !t->file->mapped)
+        return;
+    if (pos > t->nbytes)
+        pos = t->nbytes;
+    size_t base = (size_t)(t->data - t->file->image);
+    size_t end = (base + pos) & ~(ST_RELEASE_WINDOW - 1); /* the window holding pos stays */
+    if (end <= base + *released)
+        return;
+    release_file_range(t->file, base + *released, end);
+    *released = end - base;
 }
 
 /* ---------- index ---------- */

@@ -94,7 +94,17 @@ int st_read_f32(const st_tensor *t, int64_t first, int64_t count, float *out, m2
 bool st_all_finite(const st_tensor *t, int64_t *bad_index);
 
 /* Tells the kernel the byte range [offset, offset + len) of the tensor will not be needed again,
- * so its page-cache pages stop counting as this process's resident memory. */
+ * so its page-cache pages stop counting as this process's resident memory. The range is widened
+ * to whole 2 MiB windows of the file (see safetensors.c: the kernel maps pages around a fault),
+ * so call it when a range is finished; neighbours still reading simply fault pages in again. */
 void st_release(const st_tensor *t, size_t offset, size_t len);
+/* Asks the kernel to start reading [offset, offset + len) of the tensor into the page cache now
+ * (asynchronously, in large requests), so a job that will read it soon does not wait for the
+ * disk page fault by page fault. Only advice: nothing is mapped and nothing fails. */
+void st_prefetch(const st_tensor *t, size_t offset, size_t len);
+/* For a reader moving forward through a tensor: releases from *released up to the last whole
+ * window before byte pos (the window holding pos stays mapped) and advances *released. Start
+ * with *released = the first byte read; finish with st_release of the whole range. */
+void st_release_behind(const st_tensor *t, size_t *released, size_t pos);
 
 #endif

@@ -49,10 +49,12 @@ void progress_update(void *user, const char *tensor, uint64_t done, uint64_t tot
     char where[48] = "";
     if (layer >= 0)
         snprintf(where, sizeof where, " layer %d/%d", layer + 1, p->num_layers);
-    char name[48];
+    char name[48], eta_s[24] = "ETA --";
     snprintf(name, sizeof name, "%.44s", tensor);
-    int w = fprintf(p->out, "\r[%s] %3.0f%%%s %.2f/%.2f GB %.0f MB/s ETA %.0fs %s", bar, frac * 100, where,
-                    (double)done / 1e9, (double)total / 1e9, rate / 1e6, eta, name);
+    if (el >= 0.5 && frac >= 0.01) /* the rate means nothing before that */
+        snprintf(eta_s, sizeof eta_s, "ETA %.0fs", eta);
+    int w = fprintf(p->out, "\r[%s] %3.0f%%%s %.2f/%.2f GB %.0f MB/s %s %s", bar, frac * 100, where,
+                    (double)done / 1e9, (double)total / 1e9, rate / 1e6, eta_s, name);
     if (w < p->last_width)
         fprintf(p->out, "%*s", p->last_width - w, "");
     p->last_width = w;

@@ -39,7 +39,7 @@ typedef struct expert_src {
     char what[GNAME_MAX]; /* for errors: e.g. "model.layers.0.mlp.experts.gate_up_proj" */
 } expert_src;
 
-/* Expert e as float32 [N][K]. tmp: N*K floats of scratch. Releases the pages it read. */
+/* Expert e as float32 [N][K]. tmp is not used (may be NULL). Releases the pages it read. */
 int expert_read_f32(const expert_src *s, int64_t e, float *out, float *tmp, m2o_err *err);
 
 /* True when the source's codes can pass through unchanged as MXFP4. */
@@ -58,6 +58,19 @@ typedef enum expert_enc {
  * per chunk. bits/block_size matter for the int encodings. */
 int gb_add_experts(gb *b, const char *name, const expert_src *src, expert_enc enc, int bits,
                    int block_size, m2o_err *err);
+
+/* The weights (enc = ENC_INT_RAW, ENC_INT_SM80 or ENC_FP4) and their scales as one streamed
+ * group: each expert is read and quantized once for both. */
+int gb_add_experts_quantized(gb *b, const char *weights_name, const char *scales_name,
+                             const expert_src *src, expert_enc enc, int bits, int block_size,
+                             m2o_err *err);
+
+/* What the streamed producers do for one expert: reads expert e of src in bands of rows and
+ * encodes it into weights (enc's chunk, or NULL) and scales (the matching scales chunk, or NULL;
+ * with enc a scales encoding, weights is NULL), then releases its checkpoint pages. io_dtype
+ * sets the float / scale type. Shared by gb_add_experts* and bench/bench_layer.c. */
+int expert_produce(const expert_src *src, int64_t e, expert_enc enc, int bits, int block_size,
+                   int io_dtype, bool allow_nonfinite, void *weights, void *scales, m2o_err *err);
 
 /* Pure: one expert's bytes for an encoding, from its float [N][K] matrix (int encodings, fp4
  * encode) — shared by the producer and by tests. out has the chunk size of that encoding. */

@@ -167,14 +167,18 @@ int gb_moe(gb *b, const moe_desc *m, const char *input, gname *out, m2o_err *err
     const char *wsuffix = enc.weights == ENC_FLOAT ? "weight" : "qweight";
     w1 = gname_fmt("model.layers.%d.moe.experts.gate_up_proj.%s", L, wsuffix);
     w2 = gname_fmt("model.layers.%d.moe.experts.down_proj.%s", L, wsuffix);
-    if (gb_add_experts(b, w1.s, m->fc1, enc.weights, enc.bits, enc.block_size, err) ||
-        gb_add_experts(b, w2.s, m->fc2, enc.weights, enc.bits, enc.block_size, err))
-        return -1;
-    if (enc.weights != ENC_FLOAT) {
+    if (enc.weights == ENC_FLOAT) {
+        if (gb_add_experts(b, w1.s, m->fc1, enc.weights, enc.bits, enc.block_size, err) ||
+            gb_add_experts(b, w2.s, m->fc2, enc.weights, enc.bits, enc.block_size, err))
+            return -1;
+    } else {
+        /* codes and scales of each expert come from one quantization (a streamed group) */
         s1 = gname_fmt("model.layers.%d.moe.experts.gate_up_proj.scales", L);
         s2 = gname_fmt("model.layers.%d.moe.experts.down_proj.scales", L);
-        if (gb_add_experts(b, s1.s, m->fc1, enc.scales, enc.bits, enc.block_size, err) ||
-            gb_add_experts(b, s2.s, m->fc2, enc.scales, enc.bits, enc.block_size, err))
+        if (gb_add_experts_quantized(b, w1.s, s1.s, m->fc1, enc.weights, enc.bits,
+                                     enc.block_size, err) ||
+            gb_add_experts_quantized(b, w2.s, s2.s, m->fc2, enc.weights, enc.bits,
+                                     enc.block_size, err))
             return -1;
     }
     bool qdq_bias = b->o->qmoe_quantize_bias && enc.weights != ENC_FLOAT && !enc.fp4;

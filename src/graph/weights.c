@@ -74,26 +74,24 @@ int check_finite(const float *v, size_t n, int64_t first_index, const char *tens
 {
     if (allow)
         return 0;
-    for (size_t i = 0; i < n; i++)
-        if (!isfinite(v[i]))
-            return m2o_fail(err, "tensor %s: element %lld is %s; fix the checkpoint or pass "
-                                 "--allow-nonfinite to keep it",
-                            tensor, (long long)(first_index + (int64_t)i),
-                            isnan(v[i]) ? "NaN" : "Inf");
-    return 0;
+    int64_t i = f32_first_nonfinite(v, n);
+    if (i < 0)
+        return 0;
+    return m2o_fail(err, "tensor %s: element %lld is %s; fix the checkpoint or pass "
+                         "--allow-nonfinite to keep it",
+                    tensor, (long long)(first_index + i), isnan(v[i]) ? "NaN" : "Inf");
 }
 
 int check_encodable(const float *v, size_t n, int64_t first_index, const char *tensor,
                     const char *format, m2o_err *err)
 {
-    for (size_t i = 0; i < n; i++)
-        if (!isfinite(v[i]))
-            return m2o_fail(err, "tensor %s: element %lld is %s, which %s cannot encode; fix the "
-                                 "checkpoint (--allow-nonfinite keeps NaN/Inf only in float "
-                                 "exports: -p fp32, fp16 or bf16)",
-                            tensor, (long long)(first_index + (int64_t)i),
-                            isnan(v[i]) ? "NaN" : "Inf", format);
-    return 0;
+    int64_t i = f32_first_nonfinite(v, n);
+    if (i < 0)
+        return 0;
+    return m2o_fail(err, "tensor %s: element %lld is %s, which %s cannot encode; fix the "
+                         "checkpoint (--allow-nonfinite keeps NaN/Inf only in float "
+                         "exports: -p fp32, fp16 or bf16)",
+                    tensor, (long long)(first_index + i), isnan(v[i]) ? "NaN" : "Inf", format);
 }
 
 const char *int_format_name(int bits)
@@ -126,10 +124,60 @@ int64_t chunk_rows(int64_t rows, size_t row_bytes, size_t target)
 
 /* ---- small tensors ---- */
 
+/* Tensors of at least this many bytes are read when the model is written, not held in the
+ * graph (expert biases are E x N: megabytes per layer for gpt-oss-120b), so memory does not
+ * grow with the number of layers. */
+#define SMALL_STREAM_BYTES ((size_t)64 << 10)
+
+typedef struct small_ctx {
+    int n_parts;
+    float offset;
+    int dtype;
+    bool allow_nonfinite;
+    const st_tensor *parts[]; /* n_parts */
+} small_ctx;
+
+/* Concatenated parts (+ offset) converted to dtype into out; releases the pages read. */
+static int convert_parts(const small_ctx *c, float *f, void *out, m2o_err *err)
+{
+    int64_t off = 0, total = 0;
+    for (int i = 0; i < c->n_parts; i++) {
+        const st_tensor *t = c->parts[i];
+        if (tensor_read_f32(t, 0, t->numel, f + off, err) ||
+            check_finite(f + off, (size_t)t->numel, 0, t->name, c->allow_nonfinite, err))
+            return -1;
+        st_release(t, 0, t->nbytes);
+        off += t->numel;
+    }
+    total = off;
+    if (c->offset != 0.0f)
+        for (int64_t i = 0; i < total; i++)
+            f[i] += c->offset;
+    f32_to_dtype(f, out, (size_t)total, c->dtype);
+    return 0;
+}
+
+static int produce_small(void *vctx, int64_t chunk, void *out, m2o_err *err)
+{
+    const small_ctx *c = vctx;
+    (void)chunk;
+    int64_t total = 0;
+    for (int i = 0; i < c->n_parts; i++)
+        total += c->parts[i]->numel;
+    float *f = m2o_malloc((size_t)total * sizeof(float) + 1, err);
+    if (!f)
+        return -1;
+    int rc = convert_parts(c, f, out, err);
+    free(f);
+    return rc;
+}
+
 static int add_small(gb *b, const char *name, int n_parts, const st_tensor *const *parts,
                      float offset, int dtype, int ndim, const int64_t *dims, m2o_err *err)
 {
     int64_t total = 0, want = 1;
+    if (n_parts < 1)
+        return m2o_fail(err, "initializer %s: no source tensor", name);
     for (int i = 0; i < n_parts; i++) {
         if (require_float(parts[i], err))
             return -1;
@@ -140,33 +188,29 @@ static int add_small(gb *b, const char *name, int n_parts, const st_tensor *cons
     if (total != want)
         return m2o_fail(err, "initializer %s: source tensors hold %lld elements, shape needs %lld",
                         name, (long long)total, (long long)want);
-    float *f = m2o_malloc((size_t)total * sizeof(float), err);
-    if (!f)
+    small_ctx *c = m2o_malloc(sizeof *c + (size_t)n_parts * sizeof c->parts[0], err);
+    if (!c)
         return -1;
-    void *out = m2o_malloc((size_t)total * onnx_dtype_size(dtype), err);
-    if (!out) {
-        free(f);
-        return -1;
+    c->n_parts = n_parts;
+    c->offset = offset;
+    c->dtype = dtype;
+    c->allow_nonfinite = b->o->allow_nonfinite;
+    for (int i = 0; i < n_parts; i++)
+        c->parts[i] = parts[i];
+    size_t nbytes = (size_t)total * onnx_dtype_size(dtype);
+    if (nbytes >= SMALL_STREAM_BYTES) {
+        graph_add_streamed_initializer(b->g, name, dtype, ndim, dims, 1, nbytes, produce_small,
+                                       c, free);
+        return 0;
     }
-    int64_t off = 0;
-    int rc = 0;
-    for (int i = 0; i < n_parts && !rc; i++) {
-        rc = tensor_read_f32(parts[i], 0, parts[i]->numel, f + off, err);
-        if (!rc)
-            rc = check_finite(f + off, (size_t)parts[i]->numel, 0, parts[i]->name,
-                              b->o->allow_nonfinite, err);
-        off += parts[i]->numel;
-    }
-    if (!rc) {
-        if (offset != 0.0f)
-            for (int64_t i = 0; i < total; i++)
-                f[i] += offset;
-        f32_to_dtype(f, out, (size_t)total, dtype);
-        graph_add_initializer(b->g, name, dtype, ndim, dims, out,
-                              (size_t)total * onnx_dtype_size(dtype));
-    }
+    float *f = m2o_malloc((size_t)total * sizeof(float) + 1, err);
+    void *out = f ? m2o_malloc(nbytes + 1, err) : NULL;
+    int rc = out ? convert_parts(c, f, out, err) : -1;
+    if (!rc)
+        graph_add_initializer(b->g, name, dtype, ndim, dims, out, nbytes);
     free(f);
     free(out);
+    free(c);
     return rc;
 }
 
@@ -229,20 +273,31 @@ typedef struct convert_ctx {
     bool allow_nonfinite;
 } convert_ctx;
 
+/* Elements per pass of the streamed converters: 256 KiB of float32 staging, so the read, the
+ * check and the conversion of one piece all run in the core's cache. */
+#define PIECE_ELEMS ((int64_t)64 << 10)
+
 static int produce_convert(void *vctx, int64_t chunk, void *out, m2o_err *err)
 {
     const convert_ctx *c = vctx;
     int64_t first = chunk * c->rows_per_chunk * c->cols, n = c->rows_per_chunk * c->cols;
-    float *f = m2o_malloc((size_t)n * sizeof(float), err);
+    float *f = m2o_malloc((size_t)(n < PIECE_ELEMS ? n : PIECE_ELEMS) * sizeof(float) + 1, err);
     if (!f)
         return -1;
-    int rc = tensor_read_f32(c->t, first, n, f, err);
-    if (!rc)
-        rc = check_finite(f, (size_t)n, first, c->t->name, c->allow_nonfinite, err);
-    if (!rc)
-        f32_to_dtype(f, out, (size_t)n, c->dtype);
-    st_release(c->t, (size_t)first * st_dtype_size(c->t->dtype),
-               (size_t)n * st_dtype_size(c->t->dtype));
+    size_t es = st_dtype_size(c->t->dtype), os = onnx_dtype_size(c->dtype);
+    size_t released = (size_t)first * es;
+    st_prefetch(c->t, (size_t)first * es, (size_t)(2 * n) * es); /* this chunk and the next */
+    int rc = 0;
+    for (int64_t i = 0; i < n && !rc; i += PIECE_ELEMS) {
+        int64_t m = n - i < PIECE_ELEMS ? n - i : PIECE_ELEMS;
+        rc = tensor_read_f32(c->t, first + i, m, f, err);
+        if (!rc)
+            rc = check_finite(f, (size_t)m, first + i, c->t->name, c->allow_nonfinite, err);
+        if (!rc)
+            f32_to_dtype(f, (uint8_t *)out + (size_t)i * os, (size_t)m, c->dtype);
+        st_release_behind(c->t, &released, (size_t)(first + i + m) * es);
+    }
+    st_release(c->t, (size_t)first * es, (size_t)n * es);
     free(f);
     return rc;
 }
@@ -271,33 +326,78 @@ int gb_add_converted(gb *b, const char *name, const st_tensor *t, m2o_err *err)
 
 /* ---- row access over a stacked linear source ---- */
 
-/* Reads rows [r0, r0 + nr) of the stacked [N, K] source as float32. `quant` names the integer
- * encoding the rows are for (NaN/Inf always fail), or is NULL for a float destination. */
-static int linear_read_rows(const linear_src *s, int64_t r0, int64_t nr, float *out,
-                            bool allow_nonfinite, const char *quant, bool release, m2o_err *err)
+/* Calls fn on each part's share of rows [r0, r0 + nr) of the stacked [N, K] source. */
+typedef int (*part_rows_fn)(const st_tensor *w, int64_t first_row, int64_t rows, void *arg,
+                            m2o_err *err);
+static int for_part_rows(const linear_src *s, int64_t r0, int64_t nr, part_rows_fn fn, void *arg,
+                         m2o_err *err)
 {
-    int64_t K = linear_src_k(s), base = 0;
+    int64_t base = 0;
     for (int i = 0; i < s->n_parts && nr > 0; i++) {
         int64_t n_i = s->w[i]->shape[0];
         if (r0 < base + n_i) {
             int64_t lr = r0 - base, take = n_i - lr < nr ? n_i - lr : nr;
-            if (tensor_read_f32(s->w[i], lr * K, take * K, out, err))
+            if (fn(s->w[i], lr, take, arg, err))
                 return -1;
-            if (quant ? check_encodable(out, (size_t)(take * K), lr * K, s->w[i]->name, quant,
-                                        err)
-                      : check_finite(out, (size_t)(take * K), lr * K, s->w[i]->name,
-                                     allow_nonfinite, err))
-                return -1;
-            if (release)
-                st_release(s->w[i], (size_t)(lr * K) * st_dtype_size(s->w[i]->dtype),
-                           (size_t)(take * K) * st_dtype_size(s->w[i]->dtype));
-            out += take * K;
             r0 += take;
             nr -= take;
         }
         base += n_i;
     }
     return 0;
+}
+
+typedef struct read_rows_arg {
+    float *out;
+    bool allow_nonfinite;
+    const char *quant;
+} read_rows_arg;
+
+static int read_part_rows(const st_tensor *w, int64_t lr, int64_t take, void *varg, m2o_err *err)
+{
+    read_rows_arg *a = varg;
+    int64_t K = w->shape[1];
+    if (tensor_read_f32(w, lr * K, take * K, a->out, err))
+        return -1;
+    if (a->quant ? check_encodable(a->out, (size_t)(take * K), lr * K, w->name, a->quant, err)
+                 : check_finite(a->out, (size_t)(take * K), lr * K, w->name, a->allow_nonfinite,
+                                err))
+        return -1;
+    a->out += take * K;
+    return 0;
+}
+
+static int prefetch_part_rows(const st_tensor *w, int64_t lr, int64_t take, void *arg,
+                              m2o_err *err)
+{
+    (void)arg, (void)err;
+    size_t row = (size_t)w->shape[1] * st_dtype_size(w->dtype);
+    st_prefetch(w, (size_t)lr * row, (size_t)take * row);
+    return 0;
+}
+
+static int release_part_rows(const st_tensor *w, int64_t lr, int64_t take, void *arg,
+                             m2o_err *err)
+{
+    (void)arg, (void)err;
+    size_t row = (size_t)w->shape[1] * st_dtype_size(w->dtype);
+    st_release(w, (size_t)lr * row, (size_t)take * row);
+    return 0;
+}
+
+/* Reads rows [r0, r0 + nr) of the stacked [N, K] source as float32. `quant` names the integer
+ * encoding the rows are for (NaN/Inf always fail), or is NULL for a float destination. */
+static int linear_read_rows(const linear_src *s, int64_t r0, int64_t nr, float *out,
+                            bool allow_nonfinite, const char *quant, m2o_err *err)
+{
+    read_rows_arg a = {out, allow_nonfinite, quant};
+    return for_part_rows(s, r0, nr, read_part_rows, &a, err);
+}
+
+/* Releases the pages of rows [r0, r0 + nr) once a job is done with them. */
+static void linear_release_rows(const linear_src *s, int64_t r0, int64_t nr)
+{
+    for_part_rows(s, r0, nr, release_part_rows, NULL, NULL);
 }
 
 /* ---- streamed: MatMul weight [K, N] ---- */
@@ -337,6 +437,16 @@ static int produce_linear_t(void *vctx, int64_t chunk, void *out, m2o_err *err)
     return rc;
 }
 
+/* Every chunk reads a slice of every source row, so the pages are released only once the whole
+ * tensor is written (the writer frees the context then). */
+static void linear_t_ctx_free(void *vctx)
+{
+    linear_t_ctx *c = vctx;
+    for (int p = 0; p < c->s.n_parts; p++)
+        st_release(c->s.w[p], 0, c->s.w[p]->nbytes);
+    free(c);
+}
+
 int gb_add_linear_t(gb *b, const char *name, const linear_src *s, m2o_err *err)
 {
     for (int i = 0; i < s->n_parts; i++)
@@ -354,7 +464,8 @@ int gb_add_linear_t(gb *b, const char *name, const linear_src *s, m2o_err *err)
     c->k_per_chunk = chunk_rows(c->K, row_bytes, CHUNK_TARGET_BYTES);
     int64_t dims[2] = {c->K, c->N};
     graph_add_streamed_initializer(b->g, name, b->io, 2, dims, c->K / c->k_per_chunk,
-                                   (size_t)c->k_per_chunk * row_bytes, produce_linear_t, c, free);
+                                   (size_t)c->k_per_chunk * row_bytes, produce_linear_t, c,
+                                   linear_t_ctx_free);
     return 0;
 }
 
@@ -364,32 +475,39 @@ typedef struct nbits_ctx {
     linear_src s;
     int64_t N, K, rows_per_chunk;
     qb_params p;
-    bool want_scales; /* false: this producer writes the codes */
     bool allow_nonfinite;
 } nbits_ctx;
 
-/* Both tensors come from one quantization of the same rows; each producer recomputes it so
- * they stay independent jobs (quantizing costs far less than reading the weights). */
-static int produce_nbits(void *vctx, int64_t chunk, void *out, m2o_err *err)
+/* Codes (outs[0]) and scales (outs[1]) of rows [r0, r0 + rows_per_chunk) from one quantization,
+ * a cache-sized band of rows at a time. */
+static int produce_nbits(void *vctx, int64_t chunk, void *const *outs, m2o_err *err)
 {
     const nbits_ctx *c = vctx;
-    int64_t nr = c->rows_per_chunk, r0 = chunk * nr;
-    float *w = m2o_malloc((size_t)(nr * c->K) * sizeof(float), err);
-    uint8_t *codes = c->want_scales ? m2o_malloc(qb_codes_bytes(nr, c->K, &c->p), err) : out;
-    void *scales = c->want_scales ? out
-                                  : m2o_malloc(qb_scales_count(nr, c->K, &c->p) *
-                                                   qscale_size(c->p.scale_type), err);
-    int rc = (w && codes && scales) ? 0 : -1;
-    if (!rc)
-        rc = linear_read_rows(&c->s, r0, nr, w, c->allow_nonfinite, int_format_name(c->p.bits),
-                              true, err);
-    if (!rc)
-        rc = qb_quantize(w, nr, c->K, &c->p, codes, scales, NULL, err);
+    int64_t nr = c->rows_per_chunk, r0 = chunk * nr, K = c->K;
+    int64_t band = PIECE_ELEMS / K < 1 ? 1 : PIECE_ELEMS / K;
+    band = band < nr ? band : nr;
+    float *w = m2o_malloc((size_t)(band * K) * sizeof(float), err);
+    if (!w)
+        return -1;
+    uint8_t *codes = outs[0], *scales = outs[1];
+    size_t ss = qscale_size(c->p.scale_type);
+    /* this chunk's rows and the next chunk's start reading from disk now */
+    int64_t ahead = r0 + 2 * nr <= c->N ? 2 * nr : c->N - r0;
+    for_part_rows(&c->s, r0, ahead, prefetch_part_rows, NULL, NULL);
+    int rc = 0;
+    for (int64_t i = 0; i < nr && !rc; i += band) {
+        int64_t m = nr - i < band ? nr - i : band;
+        /* the quantizer refuses non-finite weights itself; only then is the band read again
+         * with the check, to name the tensor and element */
+        rc = linear_read_rows(&c->s, r0 + i, m, w, true, NULL, err);
+        if (!rc && qb_quantize(w, m, K, &c->p, codes + qb_codes_bytes(i, K, &c->p),
+                               scales + qb_scales_count(i, K, &c->p) * ss, NULL, err)) {
+            linear_read_rows(&c->s, r0 + i, m, w, false, int_format_name(c->p.bits), err);
+            rc = -1;
+        }
+    }
+    linear_release_rows(&c->s, r0, nr);
     free(w);
-    if (c->want_scales)
-        free(codes);
-    else
-        free(scales);
     return rc;
 }
 
@@ -405,29 +523,26 @@ int gb_add_nbits(gb *b, const char *codes_name, const char *scales_name, const l
     if (qb_check(N, K, &p, err))
         return m2o_wrap(err, "quantizing %s to MatMulNBits", s->w[0]->name);
     size_t code_row = qb_codes_bytes(1, K, &p);
-    int64_t rpc = chunk_rows(N, code_row + (size_t)K * sizeof(float), CHUNK_TARGET_BYTES);
-    for (int which = 0; which < 2; which++) {
-        nbits_ctx *c = m2o_calloc(1, sizeof *c, err);
-        if (!c)
-            return -1;
-        c->s = *s;
-        c->N = N;
-        c->K = K;
-        c->p = p;
-        c->rows_per_chunk = rpc;
-        c->want_scales = which == 1;
-        c->allow_nonfinite = b->o->allow_nonfinite;
-        if (!c->want_scales) {
-            int64_t dims[3] = {N, K / block_size, (int64_t)block_size * bits / 8};
-            graph_add_streamed_initializer(b->g, codes_name, ONNX_UINT8, 3, dims, N / rpc,
-                                           (size_t)rpc * code_row, produce_nbits, c, free);
-        } else {
-            int64_t dims[1] = {N * (K / block_size)};
-            graph_add_streamed_initializer(b->g, scales_name, b->io, 1, dims, N / rpc,
-                                           (size_t)rpc * (size_t)(K / block_size) *
-                                               gb_io_size(b),
-                                           produce_nbits, c, free);
-        }
-    }
+    size_t scale_row = (size_t)(K / block_size) * gb_io_size(b);
+    int64_t rpc = chunk_rows(N, code_row + scale_row, CHUNK_TARGET_BYTES);
+    nbits_ctx *c = m2o_calloc(1, sizeof *c, err);
+    if (!c)
+        return -1;
+    c->s = *s;
+    c->N = N;
+    c->K = K;
+    c->p = p;
+    c->rows_per_chunk = rpc;
+    c->allow_nonfinite = b->o->allow_nonfinite;
+    /* one group: each band of rows is quantized once for both tensors */
+    int64_t cdims[3] = {N, K / block_size, (int64_t)block_size * bits / 8};
+    int64_t sdims[1] = {N * (K / block_size)};
+    graph_stream_member m[2] = {
+        {.name = codes_name, .elem_type = ONNX_UINT8, .ndim = 3, .dims = cdims,
+         .chunk_bytes = (size_t)rpc * code_row},
+        {.name = scales_name, .elem_type = b->io, .ndim = 1, .dims = sdims,
+         .chunk_bytes = (size_t)rpc * scale_row},
+    };
+    graph_add_streamed_group(b->g, 2, m, N / rpc, produce_nbits, c, free);
     return 0;
 }

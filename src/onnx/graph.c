@@ -436,6 +436,29 @@ void graph_add_initializer(graph *g, const char *name, int elem_type, int ndim,
     in->nbytes = nbytes;
 }
 
+/* Fills the streamed fields shared by single initializers and group members; false (error
+ * remembered) when the chunk layout is unusable. */
+static bool set_streamed(graph *g, graph_init *in, size_t leader, int64_t n_chunks,
+                         size_t chunk_bytes)
+{
+    in->streamed = true;
+    in->leader = leader;
+    in->n_chunks = n_chunks;
+    in->chunk_bytes = chunk_bytes;
+    if (n_chunks < 1) {
+        set_error(g, "streamed initializer %s: needs a producer and at least one chunk (got %lld)",
+                  safe(in->name), (long long)n_chunks);
+        return false;
+    }
+    if (chunk_bytes && (uint64_t)n_chunks > UINT64_MAX / chunk_bytes) {
+        set_error(g, "streamed initializer %s: %lld chunks of %zu bytes overflow",
+                  safe(in->name), (long long)n_chunks, chunk_bytes);
+        return false;
+    }
+    in->nbytes = (uint64_t)n_chunks * chunk_bytes;
+    return true;
+}
+
 void graph_add_streamed_initializer(graph *g, const char *name, int elem_type, int ndim,
                                     const int64_t *dims, int64_t n_chunks, size_t chunk_bytes,
                                     init_producer_fn produce, void *ctx, void (*ctx_free)(void *))
@@ -449,19 +472,44 @@ void graph_add_streamed_initializer(graph *g, const char *name, int elem_type, i
     in->produce = produce;
     in->ctx = ctx;
     in->ctx_free = ctx_free;
-    in->n_chunks = n_chunks;
-    in->chunk_bytes = chunk_bytes;
-    if (!produce || n_chunks < 1) {
+    if (!produce) {
         set_error(g, "streamed initializer %s: needs a producer and at least one chunk (got %lld)",
                   safe(name), (long long)n_chunks);
         return;
     }
-    if (chunk_bytes && (uint64_t)n_chunks > UINT64_MAX / chunk_bytes) {
-        set_error(g, "streamed initializer %s: %lld chunks of %zu bytes overflow", safe(name),
-                  (long long)n_chunks, chunk_bytes);
+    set_streamed(g, in, g->n_inits - 1, n_chunks, chunk_bytes);
+}
+
+void graph_add_streamed_group(graph *g, int n_members, const graph_stream_member *members,
+                              int64_t n_chunks, init_group_producer_fn produce, void *ctx,
+                              void (*ctx_free)(void *))
+{
+    if (n_members < 1 || n_members > GRAPH_GROUP_MAX || !members || !produce) {
+        set_error(g, "streamed group of %d members%s: needs 1..%d members and a producer",
+                  n_members, members && n_members > 0 ? "" : " (no member list)",
+                  GRAPH_GROUP_MAX);
+        if (ctx && ctx_free)
+            ctx_free(ctx);
         return;
     }
-    in->nbytes = (uint64_t)n_chunks * chunk_bytes;
+    size_t leader = g->n_inits;
+    for (int i = 0; i < n_members; i++) {
+        const graph_stream_member *m = &members[i];
+        graph_init *in = add_init(g, m->name, m->elem_type, m->ndim, m->dims);
+        if (!in) {
+            if (i == 0 && ctx && ctx_free)
+                ctx_free(ctx);
+            return;
+        }
+        if (i == 0) { /* the first member owns ctx from here on (graph_free releases it) */
+            in->produce_group = produce;
+            in->group_n = n_members;
+            in->ctx = ctx;
+            in->ctx_free = ctx_free;
+        }
+        if (!set_streamed(g, in, leader, n_chunks, m->chunk_bytes))
+            return;
+    }
 }
 
 size_t graph_node_count(const graph *g) { return g->n_nodes; }

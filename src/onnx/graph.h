@@ -70,6 +70,26 @@ void graph_add_streamed_initializer(graph *g, const char *name, int elem_type, i
                                     const int64_t *dims, int64_t n_chunks, size_t chunk_bytes,
                                     init_producer_fn produce, void *ctx, void (*ctx_free)(void *));
 
+/* Several streamed initializers filled together (a "group"): one producer call per chunk fills
+ * chunk `chunk` of every member, outs[i] holding members[i].chunk_bytes bytes. For tensors that
+ * come out of one computation, e.g. an expert's quantized codes and their scales, so the work is
+ * done once. Members are added in the order given, one after the other, and share n_chunks; the
+ * writer places them exactly as it would place separate streamed initializers. The same rules
+ * as graph_add_streamed_initializer apply (concurrent calls for different chunks, ctx owned by
+ * the graph and released with ctx_free once the whole group is written). */
+#define GRAPH_GROUP_MAX 4
+typedef struct graph_stream_member {
+    const char *name;
+    int elem_type;
+    int ndim;
+    const int64_t *dims;
+    size_t chunk_bytes;
+} graph_stream_member;
+typedef int (*init_group_producer_fn)(void *ctx, int64_t chunk, void *const *outs, m2o_err *err);
+void graph_add_streamed_group(graph *g, int n_members, const graph_stream_member *members,
+                              int64_t n_chunks, init_group_producer_fn produce, void *ctx,
+                              void (*ctx_free)(void *));
+
 /* Checks the graph: first any problem met while building it (the add functions cannot fail:
  * out of memory, rank above GRAPH_MAX_DIMS, a streamed initializer without producer or chunks is
  * remembered and reported here), then: element types writable, byte counts of all initializers
@@ -95,6 +115,9 @@ typedef struct graph_write_opts {
     /* Called after each tensor is committed (from the writing thread). May be NULL. */
     void (*progress)(void *user, const char *tensor, uint64_t bytes_done, uint64_t bytes_total);
     void *progress_user;
+    /* Also call progress after every committed chunk of a streamed tensor (bytes_done then
+     * counts the chunks written so far), so a large tensor (an embedding) moves the bar. */
+    bool progress_chunks;
     /* Polled between chunks; when it returns true the write stops with an error. May be NULL. */
     bool (*cancelled)(void *user);
 } graph_write_opts;

@@ -92,8 +92,8 @@ static int check_initializers(const graph *g, m2o_err *err)
         const graph_init *in = &g->inits[i];
         if (!in->name[0])
             return m2o_fail(err, "initializer #%zu has an empty name", i);
-        const char *what = in->produce ? "streamed initializer" : "initializer";
-        if (in->produce && in->consumed)
+        const char *what = in->streamed ? "streamed initializer" : "initializer";
+        if (in->streamed && in->consumed)
             return m2o_fail(err, "streamed initializer %s was already written and its producer "
                             "released; build the graph again to write it twice", in->name);
         if (check_tensor_bytes(what, in->name, in->elem_type, in->ndim, in->dims, in->nbytes, err))

@@ -70,9 +70,14 @@ typedef struct graph_init {
     const void *data;       /* static initializers; NULL when streamed */
     int64_t n_chunks;       /* streamed initializers; 0 when static */
     size_t chunk_bytes;
-    init_producer_fn produce;
+    init_producer_fn produce;             /* single streamed initializer */
+    init_group_producer_fn produce_group; /* first member of a group */
+    int group_n;            /* first member of a group: number of members; else 0 */
+    size_t leader;          /* streamed: index of the initializer whose producer fills this one
+                             * (itself unless it is a later member of a group) */
     void *ctx;
     void (*ctx_free)(void *);
+    bool streamed;          /* bytes come from a producer at write time */
     bool consumed;          /* streamed: producer context already released by a write */
 } graph_init;
 

@@ -79,7 +79,7 @@ static Onnx__TensorProto *initializer_proto(pb *b, size_t i)
         return NULL;
     uint64_t offset = b->layout->offsets[i];
     if (offset == GRAPH_INLINE) {
-        set_raw(t, in->produce ? b->layout->inline_data[i] : in->data, (size_t)in->nbytes);
+        set_raw(t, in->streamed ? b->layout->inline_data[i] : in->data, (size_t)in->nbytes);
         return t;
     }
     Onnx__StringStringEntryProto **ext = zalloc(b, 3 * sizeof *ext);

@@ -1,9 +1,12 @@
 /* graph_write: streams initializers into the external data file, then writes model.onnx.
  *
- * Every initializer becomes one job per chunk (a static one is a single job whose "product" is
- * the graph's own copy). Jobs are produced on worker threads and committed in graph order by
- * the calling thread, which appends each external tensor at the next 64-byte boundary. Offsets
- * are therefore fixed by the graph alone, and the files are identical for any thread count. */
+ * Every external initializer gets its offset in the data file up front (each at the next 64-byte
+ * boundary, in graph order), so its bytes have a fixed place before any is produced. Each job
+ * (one chunk of a streamed initializer or group, or one static initializer) is produced on a
+ * worker thread, which also writes its bytes at their place with pwrite; the calling thread then
+ * commits jobs in graph order (progress, cancellation, copies of inline tensors, write-behind).
+ * The files are therefore identical for any thread count, padding included (gaps are never
+ * written and read back as zeros), and memory is bounded by the jobs in flight. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -16,6 +19,12 @@
 #include "onnx/graph_proto.h"
 
 #define DATA_ALIGN 64
+/* Write-behind: writeback of the data file starts every WB_KICK bytes written; once more than
+ * WB_KEEP bytes are under writeback, the oldest are waited for and dropped from the page cache,
+ * so a model larger than RAM does not fill the cache with its own output (it would evict the
+ * checkpoint being read) and the final fsync has little left to do. */
+#define WB_KICK ((uint64_t)32 << 20)
+#define WB_KEEP ((uint64_t)256 << 20)
 
 void graph_write_opts_init(graph_write_opts *o)
 {
@@ -30,7 +39,7 @@ void graph_write_opts_init(graph_write_opts *o)
 }
 
 typedef struct write_job {
-    size_t init;
+    size_t init; /* a static initializer, a single streamed one, or a group's first member */
     int64_t chunk;
 } write_job;
 
@@ -39,12 +48,14 @@ typedef struct writer {
     const graph_write_opts *o;
     char *data_path, *model_path;
     int data_fd;
-    uint64_t pos;            /* bytes written to the data file so far */
+    uint64_t data_end;       /* size of the data file */
     uint64_t *offsets;       /* per initializer: data file offset or GRAPH_INLINE */
     uint8_t **inline_data;   /* per initializer: assembled bytes of inline streamed ones */
     write_job *jobs;
     int64_t n_jobs;
     uint64_t bytes_done, bytes_total;
+    uint64_t written_to;     /* every external byte below this offset is written */
+    uint64_t wb_started, wb_dropped; /* write-behind marks, see WB_KICK */
 } writer;
 
 static int write_error(const char *path, int e, m2o_err *err)
@@ -77,54 +88,97 @@ static int write_all(int fd, const void *buf, size_t n, const char *path, m2o_er
     return 0;
 }
 
-static int pad_to(writer *w, uint64_t offset, m2o_err *err)
+static int pwrite_all(int fd, const void *buf, size_t n, uint64_t offset, const char *path,
+                      m2o_err *err)
 {
-    static const uint8_t zeros[DATA_ALIGN];
-    size_t gap = (size_t)(offset - w->pos);
-    if (gap && write_all(w->data_fd, zeros, gap, w->data_path, err))
-        return -1;
-    w->pos = offset;
+    const char *p = buf;
+    while (n > 0) {
+        ssize_t w = pwrite(fd, p, n, (off_t)offset);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return write_error(path, errno, err);
+        }
+        if (w == 0)
+            return write_error(path, ENOSPC, err);
+        p += w;
+        n -= (size_t)w;
+        offset += (uint64_t)w;
+    }
     return 0;
 }
 
-static size_t job_bytes(const graph_init *in)
+/* Number of initializers a job fills: a group's members, else 1. */
+static int job_members(const graph_init *in)
 {
-    return in->produce ? in->chunk_bytes : (size_t)in->nbytes;
+    return in->group_n > 0 ? in->group_n : 1;
 }
 
+/* Worker side: produce the chunk of every member, write the external ones at their place, and
+ * hand the buffer to the commit only when an inline member needs a copy. */
 static int produce_job(void *ctx, int64_t j, void **result, m2o_err *err)
 {
     writer *w = ctx;
-    graph_init *in = &w->g->inits[w->jobs[j].init];
-    if (!in->produce) {
-        *result = (void *)in->data; /* not owned: see discard_job */
-        return 0;
+    size_t idx = w->jobs[j].init;
+    graph_init *in = &w->g->inits[idx];
+    *result = NULL;
+    if (!in->streamed) {
+        if (w->offsets[idx] == GRAPH_INLINE || !in->nbytes)
+            return 0;
+        /* a write error names the file and the fix, not the tensor (docs/ERRORS.md) */
+        return pwrite_all(w->data_fd, in->data, (size_t)in->nbytes, w->offsets[idx],
+                          w->data_path, err);
     }
     int64_t chunk = w->jobs[j].chunk;
-    uint8_t *buf = m2o_malloc(in->chunk_bytes, err);
+    int n = job_members(in);
+    size_t total = 0;
+    for (int m = 0; m < n; m++)
+        total += in[m].chunk_bytes;
+    uint8_t *buf = m2o_malloc(total ? total : 1, err);
     if (!buf)
         return m2o_wrap(err, "initializer %s chunk %lld", in->name, (long long)chunk);
+    void *outs[GRAPH_GROUP_MAX];
+    size_t pos = 0;
+    for (int m = 0; m < n; m++) {
+        outs[m] = buf + pos;
+        pos += in[m].chunk_bytes;
+    }
     m2o_fail(err, "the producer failed without saying why");
-    if (in->produce(in->ctx, chunk, buf, err)) {
+    int rc = in->produce ? in->produce(in->ctx, chunk, outs[0], err)
+                         : in->produce_group(in->ctx, chunk, outs, err);
+    if (rc) {
         free(buf);
         return m2o_wrap(err, "initializer %s (chunk %lld of %lld)", in->name, (long long)chunk,
                         (long long)in->n_chunks);
     }
+    bool keep = false;
+    for (int m = 0; m < n && !rc; m++) {
+        uint64_t off = w->offsets[idx + (size_t)m];
+        size_t cb = in[m].chunk_bytes;
+        if (off == GRAPH_INLINE)
+            keep = true;
+        else if (cb && pwrite_all(w->data_fd, outs[m], cb, off + (uint64_t)chunk * cb,
+                                  w->data_path, err))
+            rc = -1;
+    }
+    if (rc || !keep) {
+        free(buf);
+        buf = NULL;
+    }
     *result = buf;
-    return 0;
+    return rc;
 }
 
 static void discard_job(void *ctx, int64_t j, void *result)
 {
-    writer *w = ctx;
-    if (j >= 0 && w->g->inits[w->jobs[j].init].produce)
-        free(result);
+    (void)ctx, (void)j;
+    free(result);
 }
 
 /* After the last chunk of a tensor: release its producer and report progress. */
 static void finish_tensor(writer *w, graph_init *in)
 {
-    if (in->produce) {
+    if (in->streamed) {
         graph_init_release_ctx(in);
         in->consumed = true;
     }
@@ -133,43 +187,97 @@ static void finish_tensor(writer *w, graph_init *in)
         w->o->progress(w->o->progress_user, in->name, w->bytes_done, w->bytes_total);
 }
 
+/* Starts writeback of what is newly complete and drops old written ranges from the page cache.
+ * Only advice: errors surface at the final fsync. */
+static void write_behind(writer *w)
+{
+#ifdef SYNC_FILE_RANGE_WRITE
+    if (w->written_to - w->wb_started >= WB_KICK) {
+        sync_file_range(w->data_fd, (off_t)w->wb_started,
+                        (off_t)(w->written_to - w->wb_started), SYNC_FILE_RANGE_WRITE);
+        w->wb_started = w->written_to;
+    }
+    if (w->wb_started - w->wb_dropped > WB_KEEP) {
+        uint64_t to = w->wb_started - WB_KEEP / 2, len = to - w->wb_dropped;
+        sync_file_range(w->data_fd, (off_t)w->wb_dropped, (off_t)len,
+                        SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
+                            SYNC_FILE_RANGE_WAIT_AFTER);
+        posix_fadvise(w->data_fd, (off_t)w->wb_dropped, (off_t)len, POSIX_FADV_DONTNEED);
+        w->wb_dropped = to;
+    }
+#else
+    (void)w;
+#endif
+}
+
+/* Advances written_to past the bytes this job completed: the chunks of a group's first member
+ * as they come, the other members (placed right after it) when the group's last chunk is in. */
+static void advance_written(writer *w, size_t idx, int64_t chunk)
+{
+    const graph_init *in = &w->g->inits[idx];
+    int n = job_members(in);
+    bool last = !in->streamed || chunk == in->n_chunks - 1;
+    for (int m = last ? n - 1 : 0; m >= 0; m--) {
+        uint64_t off = w->offsets[idx + (size_t)m];
+        if (off == GRAPH_INLINE)
+            continue;
+        uint64_t end = last ? off + in[m].nbytes
+                            : off + (uint64_t)(chunk + 1) * in[m].chunk_bytes;
+        if (end > w->written_to)
+            w->written_to = end;
+        break;
+    }
+    write_behind(w);
+}
+
 static int commit_job(void *ctx, int64_t j, void *result, m2o_err *err)
 {
     writer *w = ctx;
     size_t idx = w->jobs[j].init;
     int64_t chunk = w->jobs[j].chunk;
     graph_init *in = &w->g->inits[idx];
-    size_t n = job_bytes(in);
+    int n = job_members(in);
     int rc = 0;
     if (w->o->cancelled && w->o->cancelled(w->o->progress_user)) {
         rc = m2o_fail(err, "cancelled while writing initializer %s; partial output removed",
                       in->name);
-    } else if (w->offsets[idx] == GRAPH_INLINE) {
-        /* Only streamed tensors get here with a copy to make; static ones are packed from the
+    } else if (result) {
+        /* Inline streamed members are assembled here; static inline ones are packed from the
          * graph's own bytes. */
-        if (in->produce) {
-            if (!w->inline_data[idx])
-                w->inline_data[idx] = m2o_malloc((size_t)in->nbytes, err);
-            if (!w->inline_data[idx])
-                rc = m2o_wrap(err, "initializer %s", in->name);
-            else if (n)
-                memcpy(w->inline_data[idx] + (size_t)chunk * in->chunk_bytes, result, n);
+        size_t pos = 0;
+        for (int m = 0; m < n && !rc; m++) {
+            size_t i = idx + (size_t)m, cb = in[m].chunk_bytes;
+            if (w->offsets[i] == GRAPH_INLINE) {
+                if (!w->inline_data[i])
+                    w->inline_data[i] = m2o_malloc((size_t)in[m].nbytes ? (size_t)in[m].nbytes
+                                                                        : 1, err);
+                if (!w->inline_data[i])
+                    rc = m2o_wrap(err, "initializer %s", in[m].name);
+                else if (cb)
+                    memcpy(w->inline_data[i] + (size_t)chunk * cb, (uint8_t *)result + pos, cb);
+            }
+            pos += cb;
         }
-    } else {
-        if (chunk == 0)
-            rc = pad_to(w, w->offsets[idx], err);
-        if (!rc && n)
-            rc = write_all(w->data_fd, result, n, w->data_path, err);
-        w->pos += n;
     }
-    if (in->produce)
-        free(result);
-    if (!rc && (!in->produce || chunk == in->n_chunks - 1))
-        finish_tensor(w, in);
-    return rc;
+    free(result);
+    if (rc)
+        return rc;
+    advance_written(w, idx, chunk);
+    if (!in->streamed || chunk == in->n_chunks - 1) {
+        for (int m = 0; m < n; m++)
+            finish_tensor(w, &in[m]);
+    } else if (w->o->progress && w->o->progress_chunks) {
+        uint64_t partial = 0;
+        for (int m = 0; m < n; m++)
+            partial += (uint64_t)(chunk + 1) * in[m].chunk_bytes;
+        w->o->progress(w->o->progress_user, in->name, w->bytes_done + partial, w->bytes_total);
+    }
+    return 0;
 }
 
-/* Assigns each initializer its place and lists the jobs in graph order. */
+/* Assigns each initializer its place and lists the jobs in graph order: one per chunk of a
+ * single streamed initializer or group (members after the first have no jobs of their own), one
+ * per static initializer. */
 static int plan(writer *w, m2o_err *err)
 {
     graph *g = w->g;
@@ -180,7 +288,8 @@ static int plan(writer *w, m2o_err *err)
     uint64_t end = 0;
     for (size_t i = 0; i < g->n_inits; i++) {
         const graph_init *in = &g->inits[i];
-        w->n_jobs += in->produce ? in->n_chunks : 1;
+        if (!in->streamed || in->leader == i)
+            w->n_jobs += in->streamed ? in->n_chunks : 1;
         w->bytes_total += in->nbytes;
         if (in->nbytes < w->o->external_threshold) {
             w->offsets[i] = GRAPH_INLINE;
@@ -189,12 +298,16 @@ static int plan(writer *w, m2o_err *err)
         w->offsets[i] = (end + DATA_ALIGN - 1) / DATA_ALIGN * DATA_ALIGN;
         end = w->offsets[i] + in->nbytes;
     }
-    w->jobs = m2o_calloc((size_t)w->n_jobs, sizeof *w->jobs, err);
+    w->data_end = end;
+    w->jobs = m2o_calloc(w->n_jobs ? (size_t)w->n_jobs : 1, sizeof *w->jobs, err);
     if (!w->jobs)
         return -1;
     int64_t k = 0;
     for (size_t i = 0; i < g->n_inits; i++) {
-        int64_t chunks = g->inits[i].produce ? g->inits[i].n_chunks : 1;
+        const graph_init *in = &g->inits[i];
+        if (in->streamed && in->leader != i)
+            continue;
+        int64_t chunks = in->streamed ? in->n_chunks : 1;
         for (int64_t c = 0; c < chunks; c++)
             w->jobs[k++] = (write_job){i, c};
     }
@@ -321,8 +434,14 @@ int graph_write(graph *g, const char *dir, const graph_write_opts *opts, m2o_err
         goto done;
     created = true;
     if (m2o_ordered_run(threads, 2 * threads, w.n_jobs, produce_job, commit_job, discard_job, &w,
-                        err) ||
-        sync_and_close(&w.data_fd, w.data_path, err) || write_model_file(&w, ir_version, err))
+                        err))
+        goto done;
+    /* Gaps are never written: the size must still reach the end of the last tensor. */
+    if (ftruncate(w.data_fd, (off_t)w.data_end) != 0) {
+        write_error(w.data_path, errno, err);
+        goto done;
+    }
+    if (sync_and_close(&w.data_fd, w.data_path, err) || write_model_file(&w, ir_version, err))
         goto done;
     sync_dir(dir);
     rc = 0;

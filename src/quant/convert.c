@@ -4,6 +4,8 @@
  * keeps more of a NaN's payload than the scalar float16 converter). */
 #include "quant/quant_internal.h"
 
+#include <string.h>
+
 void convert_bf16_to_f32(const uint16_t *src, float *dst, size_t n)
 {
 #if M2O_HAVE_X86
@@ -72,4 +74,41 @@ void transpose_f32(const float *src, int64_t rows, int64_t cols, float *dst)
                     dst[c * rows + r] = src[r * cols + c];
         }
     }
+}
+
+void convert_bf16_to_f32_transposed(const uint16_t *src, int64_t ld_src, int64_t rows,
+                                    int64_t cols, float *dst, int64_t ld_dst)
+{
+#if M2O_HAVE_X86
+    if (quant_use_avx2()) {
+        convert_bf16_to_f32_transposed_avx2(src, ld_src, rows, cols, dst, ld_dst);
+        return;
+    }
+#endif
+    const int64_t T = 32;
+    for (int64_t r0 = 0; r0 < rows; r0 += T) {
+        int64_t r1 = r0 + T < rows ? r0 + T : rows;
+        for (int64_t c = 0; c < cols; c++)
+            for (int64_t r = r0; r < r1; r++)
+                dst[c * ld_dst + r] = bf16_to_f32(src[r * ld_src + c]);
+    }
+}
+
+static bool nonfinite_bits(const float *v)
+{
+    uint32_t u;
+    memcpy(&u, v, 4);
+    return (u & 0x7f800000u) == 0x7f800000u;
+}
+
+int64_t f32_first_nonfinite(const float *v, size_t n)
+{
+#if M2O_HAVE_X86
+    if (quant_use_avx2())
+        return f32_first_nonfinite_avx2(v, n);
+#endif
+    for (size_t i = 0; i < n; i++)
+        if (nonfinite_bits(v + i))
+            return (int64_t)i;
+    return -1;
 }

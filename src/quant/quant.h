@@ -99,8 +99,15 @@ void convert_bf16_to_f32(const uint16_t *src, float *dst, size_t n);
 void convert_f16_to_f32(const uint16_t *src, float *dst, size_t n);
 void convert_f32_to_f16(const float *src, uint16_t *dst, size_t n);
 void convert_f32_to_bf16(const float *src, uint16_t *dst, size_t n);
+/* Index of the first NaN or infinity in v[0, n), or -1 when every value is finite. */
+int64_t f32_first_nonfinite(const float *v, size_t n);
 /* dst[c][r] = src[r][c] for a rows x cols float matrix. */
 void transpose_f32(const float *src, int64_t rows, int64_t cols, float *dst);
+/* Converts and transposes a rows x cols block of a bfloat16 matrix in one pass:
+ * dst[c * ld_dst + r] = src[r * ld_src + c] as float32 (an input-major [K, N] weight read as
+ * [N][K] rows, a band of N at a time). */
+void convert_bf16_to_f32_transposed(const uint16_t *src, int64_t ld_src, int64_t rows,
+                                    int64_t cols, float *dst, int64_t ld_dst);
 
 /* Name of the optimized code path chosen at run time ("avx2", "scalar"), for benchmarks. */
 const char *quant_dispatch_name(void);

@@ -79,6 +79,9 @@ void mxfp4_decode_rows_avx2(const uint8_t *codes, const uint8_t *scales, int64_t
                             int64_t K, float *out);
 void fp4_cuda_pack_avx2(const uint8_t *raw, int64_t N, int64_t K, uint8_t *out);
 void transpose_f32_avx2(const float *src, int64_t rows, int64_t cols, float *dst);
+int64_t f32_first_nonfinite_avx2(const float *v, size_t n);
+void convert_bf16_to_f32_transposed_avx2(const uint16_t *src, int64_t ld_src, int64_t rows,
+                                         int64_t cols, float *dst, int64_t ld_dst);
 void convert_bf16_to_f32_avx2(const uint16_t *src, float *dst, size_t n);
 void convert_f16_to_f32_avx2(const uint16_t *src, float *dst, size_t n);
 void convert_f32_to_f16_avx2(const float *src, uint16_t *dst, size_t n);

@@ -75,10 +75,139 @@ M2O_TARGET_AVX2 static inline __m256i round_clamp(__m256 t, __m256 qmax)
 
 /* ---- blockwise integer quantization ---- */
 
+/* r[i] = min (or max) over the 8 lanes of m[i], for 8 vectors at once. */
+M2O_TARGET_AVX2 static inline __m256 hreduce8(const __m256 m[8], bool is_max)
+{
+#define M2O_RED(a, b) (is_max ? _mm256_max_ps((a), (b)) : _mm256_min_ps((a), (b)))
+    __m256 a[4], b[2];
+    for (int i = 0; i < 4; i++)
+        a[i] = M2O_RED(_mm256_unpacklo_ps(m[2 * i], m[2 * i + 1]),
+                       _mm256_unpackhi_ps(m[2 * i], m[2 * i + 1]));
+    for (int i = 0; i < 2; i++)
+        b[i] = M2O_RED(_mm256_shuffle_ps(a[2 * i], a[2 * i + 1], _MM_SHUFFLE(1, 0, 1, 0)),
+                       _mm256_shuffle_ps(a[2 * i], a[2 * i + 1], _MM_SHUFFLE(3, 2, 3, 2)));
+    return M2O_RED(_mm256_permute2f128_ps(b[0], b[1], 0x20),
+                   _mm256_permute2f128_ps(b[0], b[1], 0x31));
+#undef M2O_RED
+}
+
+/* The scale type's rounding of 8 scales: stores them at dst and returns the stored values as
+ * float32 (what the codes are computed from). Same bits as qscale_store for finite input. */
+M2O_TARGET_AVX2 static inline __m256 store_scales8(__m256 s, qscale_type t, void *dst)
+{
+    if (t == QSCALE_F16) {
+        __m128i h = _mm256_cvtps_ph(s, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        _mm_storeu_si128((__m128i *)dst, h);
+        return _mm256_cvtph_ps(h);
+    }
+    if (t == QSCALE_BF16) {
+        /* round to nearest even on the top 16 bits (inputs are finite) */
+        __m256i u = _mm256_castps_si256(s);
+        __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
+        __m256i r = _mm256_srli_epi32(
+            _mm256_add_epi32(u, _mm256_add_epi32(_mm256_set1_epi32(0x7fff), lsb)), 16);
+        __m128i packed = _mm_packus_epi32(_mm256_castsi256_si128(r),
+                                          _mm256_extracti128_si256(r, 1));
+        _mm_storeu_si128((__m128i *)dst, packed);
+        return _mm256_castsi256_ps(_mm256_slli_epi32(r, 16));
+    }
+    _mm256_storeu_ps((float *)dst, s);
+    return s;
+}
+
+/* Codes of one block of bs values from its reciprocal scale r and zero point z. */
+M2O_TARGET_AVX2 static inline void quantize_block(const float *v, int bs, int bits, __m256 r,
+                                                  __m256 z, __m256 qmax, uint8_t *dst)
+{
+    for (int i = 0; i < bs; i += 16) {
+        __m256 t0 = _mm256_add_ps(_mm256_mul_ps(_mm256_loadu_ps(v + i), r), z);
+        __m256 t1 = _mm256_add_ps(_mm256_mul_ps(_mm256_loadu_ps(v + i + 8), r), z);
+        __m128i q = codes16_to_bytes(round_clamp(t0, qmax), round_clamp(t1, qmax));
+        if (bits == 8)
+            _mm_storeu_si128((__m128i *)(dst + i), q);
+        else
+            _mm_storel_epi64((__m128i *)(dst + i / 2), nibble_pairs(q));
+    }
+}
+
+/* Symmetric quantization of blocks [g0, g1) of the matrix seen as one run of blocks (block g
+ * is values g*bs.., scale g, codes g*bs*bits/8..), eight blocks at a time: their min/max
+ * reductions, anchors, scale rounding and reciprocals are computed side by side in vectors.
+ * Returns the first block of a group holding a non-finite value (the caller lets the
+ * reference name it), or g1 when all is done. */
+M2O_TARGET_AVX2 static int64_t qb_symmetric_groups(const float *w, int64_t g0, int64_t g1,
+                                                   const qb_params *p, uint8_t *codes,
+                                                   void *scales)
+{
+    const int bs = p->block_size, bits = p->bits;
+    const size_t ssize = qscale_size(p->scale_type), cbytes = (size_t)bs * bits / 8;
+    const __m256 qmax = _mm256_set1_ps((float)((1 << bits) - 1));
+    const __m256 zp = _mm256_set1_ps((float)(1 << (bits - 1)));
+    const __m256 inv_half = _mm256_set1_ps(-1.0f / (float)(1 << (bits - 1))); /* exact */
+    const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    const __m256 one = _mm256_set1_ps(1.0f), zero = _mm256_setzero_ps();
+    int64_t g = g0;
+    for (; g + 8 <= g1; g += 8) {
+        const float *v = w + g * bs;
+        __m256 mn[8], mx[8], bad = zero;
+        for (int j = 0; j < 8; j++) {
+            const float *b = v + j * bs;
+            __m256 x = _mm256_loadu_ps(b);
+            mn[j] = mx[j] = x;
+            bad = _mm256_or_ps(bad, non_finite_mask(x));
+            for (int i = 8; i < bs; i += 8) {
+                x = _mm256_loadu_ps(b + i);
+                mn[j] = _mm256_min_ps(mn[j], x);
+                mx[j] = _mm256_max_ps(mx[j], x);
+                bad = _mm256_or_ps(bad, non_finite_mask(x));
+            }
+        }
+        if (_mm256_movemask_ps(bad))
+            return g;
+        __m256 vmin = hreduce8(mn, false), vmax = hreduce8(mx, true);
+        /* anchor = |max| > |min| ? max : min; -anchor / 2^(bits-1) is exact as a product */
+        __m256 take_max = _mm256_cmp_ps(_mm256_and_ps(vmax, abs_mask),
+                                        _mm256_and_ps(vmin, abs_mask), _CMP_GT_OQ);
+        __m256 anchor = _mm256_blendv_ps(vmin, vmax, take_max);
+        /* A block of zeros only: the scalar scan anchors on its first element's sign. */
+        __m256 all_zero = _mm256_and_ps(_mm256_cmp_ps(vmin, zero, _CMP_EQ_OQ),
+                                        _mm256_cmp_ps(vmax, zero, _CMP_EQ_OQ));
+        int zmask = _mm256_movemask_ps(all_zero);
+        if (zmask) {
+            float a[8];
+            _mm256_storeu_ps(a, anchor);
+            for (int j = 0; j < 8; j++)
+                if (zmask >> j & 1)
+                    a[j] = v[j * bs];
+            anchor = _mm256_loadu_ps(a);
+        }
+        __m256 scale = _mm256_mul_ps(anchor, inv_half);
+        __m256 stored = store_scales8(scale, p->scale_type, (uint8_t *)scales + (size_t)g * ssize);
+        __m256 nz = _mm256_cmp_ps(stored, zero, _CMP_NEQ_UQ);
+        __m256 recip = _mm256_and_ps(_mm256_div_ps(one, stored), nz);
+        float r[8];
+        _mm256_storeu_ps(r, recip);
+        for (int j = 0; j < 8; j++)
+            quantize_block(v + j * bs, bs, bits, _mm256_set1_ps(r[j]), zp, qmax,
+                           codes + (size_t)(g + j) * cbytes);
+    }
+    return g;
+}
+
 M2O_TARGET_AVX2 int qb_quantize_rows_avx2(const float *w, int64_t r0, int64_t r1, int64_t K,
                                           const qb_params *p, uint8_t *codes, void *scales,
                                           uint8_t *zero_points, m2o_err *err)
 {
+    if (p->symmetric && r1 > r0) {
+        /* rows are contiguous, so their blocks are one run; leftovers (< 8 blocks, or a group
+         * with a non-finite value) go through the per-block loop below, row by row */
+        const int64_t blocks = K / p->block_size, g1 = r1 * blocks;
+        int64_t g = qb_symmetric_groups(w, r0 * blocks, g1, p, codes, scales);
+        int64_t first_row = g / blocks;
+        if (first_row >= r1)
+            return 0;
+        r0 = first_row; /* redo from the start of that row: same bytes, simpler bookkeeping */
+    }
     const int bs = p->block_size, bits = p->bits;
     const int64_t blocks = K / bs, row_bytes = K * bits / 8;
     const int64_t zrow_bytes = bits == 4 ? (blocks + 1) / 2 : blocks;
@@ -361,6 +490,88 @@ M2O_TARGET_AVX2 void transpose_f32_avx2(const float *src, int64_t rows, int64_t 
     for (int64_t r = R8; r < rows; r++) /* bottom edge */
         for (int64_t c = 0; c < C8; c++)
             dst[c * rows + r] = src[r * cols + c];
+}
+
+/* 8 rows x 8 bfloat16 from src (row stride ld_src) to 8 rows x 8 floats of the transpose.
+ * Named registers (no arrays) so nothing spills to the stack. */
+M2O_TARGET_AVX2 static inline __attribute__((always_inline)) __m256 bf16x8_load(const uint16_t *p)
+{
+    __m256i h = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(h, 16));
+}
+
+M2O_TARGET_AVX2 static inline __attribute__((always_inline)) void
+bf16_transpose8x8(const uint16_t *src, int64_t ld_src, float *dst, int64_t ld_dst)
+{
+    __m256 r0 = bf16x8_load(src), r1 = bf16x8_load(src + ld_src);
+    __m256 r2 = bf16x8_load(src + 2 * ld_src), r3 = bf16x8_load(src + 3 * ld_src);
+    __m256 r4 = bf16x8_load(src + 4 * ld_src), r5 = bf16x8_load(src + 5 * ld_src);
+    __m256 r6 = bf16x8_load(src + 6 * ld_src), r7 = bf16x8_load(src + 7 * ld_src);
+    __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
+    __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
+    __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
+    __m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+    r0 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(1, 0, 1, 0));
+    r1 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(3, 2, 3, 2));
+    r2 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(1, 0, 1, 0));
+    r3 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(3, 2, 3, 2));
+    r4 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(1, 0, 1, 0));
+    r5 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(3, 2, 3, 2));
+    r6 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(1, 0, 1, 0));
+    r7 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(3, 2, 3, 2));
+    _mm256_storeu_ps(dst, _mm256_permute2f128_ps(r0, r4, 0x20));
+    _mm256_storeu_ps(dst + ld_dst, _mm256_permute2f128_ps(r1, r5, 0x20));
+    _mm256_storeu_ps(dst + 2 * ld_dst, _mm256_permute2f128_ps(r2, r6, 0x20));
+    _mm256_storeu_ps(dst + 3 * ld_dst, _mm256_permute2f128_ps(r3, r7, 0x20));
+    _mm256_storeu_ps(dst + 4 * ld_dst, _mm256_permute2f128_ps(r0, r4, 0x31));
+    _mm256_storeu_ps(dst + 5 * ld_dst, _mm256_permute2f128_ps(r1, r5, 0x31));
+    _mm256_storeu_ps(dst + 6 * ld_dst, _mm256_permute2f128_ps(r2, r6, 0x31));
+    _mm256_storeu_ps(dst + 7 * ld_dst, _mm256_permute2f128_ps(r3, r7, 0x31));
+}
+
+M2O_TARGET_AVX2 void convert_bf16_to_f32_transposed_avx2(const uint16_t *src, int64_t ld_src,
+                                                         int64_t rows, int64_t cols, float *dst,
+                                                         int64_t ld_dst)
+{
+    const int64_t R8 = rows / 8 * 8, C8 = cols / 8 * 8;
+    for (int64_t r = 0; r < R8; r += 8) {
+        const uint16_t *s8 = src + r * ld_src;
+        for (int64_t c = 0; c < C8; c += 8) {
+            if ((c & 31) == 0) /* these 8 source rows, 512 bytes ahead: 8 strided streams */
+                for (int i = 0; i < 8; i++)
+                    _mm_prefetch((const char *)(s8 + i * ld_src + c + 256), _MM_HINT_T0);
+            bf16_transpose8x8(s8 + c, ld_src, dst + c * ld_dst + r, ld_dst);
+        }
+    }
+    for (int64_t r = 0; r < rows; r++) /* right edge */
+        for (int64_t c = C8; c < cols; c++)
+            dst[c * ld_dst + r] = bf16_to_f32(src[r * ld_src + c]);
+    for (int64_t r = R8; r < rows; r++) /* bottom edge */
+        for (int64_t c = 0; c < C8; c++)
+            dst[c * ld_dst + r] = bf16_to_f32(src[r * ld_src + c]);
+}
+
+/* ---- finiteness ---- */
+
+M2O_TARGET_AVX2 int64_t f32_first_nonfinite_avx2(const float *v, size_t n)
+{
+    size_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        __m256 bad = _mm256_or_ps(
+            _mm256_or_ps(non_finite_mask(_mm256_loadu_ps(v + i)),
+                         non_finite_mask(_mm256_loadu_ps(v + i + 8))),
+            _mm256_or_ps(non_finite_mask(_mm256_loadu_ps(v + i + 16)),
+                         non_finite_mask(_mm256_loadu_ps(v + i + 24))));
+        if (_mm256_movemask_ps(bad))
+            break; /* found in this run: the scalar loop below names the element */
+    }
+    for (; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, v + i, 4);
+        if ((u & 0x7f800000u) == 0x7f800000u)
+            return (int64_t)i;
+    }
+    return -1;
 }
 
 /* ---- MXFP4 ---- */
