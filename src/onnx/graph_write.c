@@ -125,7 +125,7 @@ static int produce_job(void *ctx, int64_t j, void **result, m2o_err *err)
     if (!in->streamed) {
         if (w->offsets[idx] == GRAPH_INLINE || !in->nbytes)
             return 0;
-        /* a write error names the file and the fix, not the tensor (docs/ERRORS.md) */
+        /* a write error names the file and the fix, not the tensor (README.md, section Errors) */
         return pwrite_all(w->data_fd, in->data, (size_t)in->nbytes, w->offsets[idx],
                           w->data_path, err);
     }

@@ -5,7 +5,7 @@
 #   - print exactly one stderr line "moe2onnx: error: ..." naming the file/tensor/option and the
 #     fix, and nothing on stdout,
 #   - leave no output folder and no temporary folder, or the previous model byte-for-byte intact.
-# The exact messages are the table in docs/ERRORS.md, compared line by line (a change to a
+# The exact messages are the table in README.md (section Errors), compared line by line (a change to a
 # message fails here until the table is regenerated with M2O_UPDATE_DOCS=1).
 # Plain bash + coreutils; prints "ok"/"FAIL" per case and a final "N passed, N failed".
 set -uo pipefail
@@ -13,7 +13,7 @@ cd "$(dirname "$0")/../.."
 export LC_ALL=C
 
 BIN=${M2O_BIN:-build/moe2onnx}
-DOC=docs/ERRORS.md
+DOC=README.md
 . tests/tools/corrupt.sh
 . tests/tools/errcheck.sh
 
