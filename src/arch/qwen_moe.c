@@ -61,8 +61,12 @@ static int load_per_expert(gb *b, int L, layer_mlp *x, m2o_err *err)
         if (gb_tensorf(b, &x->fc1.per[e], err, true, 2, sgu, ex, p, L, e, "gate") ||
             gb_tensorf(b, &x->fc1.up[e], err, true, 2, sgu, ex, p, L, e, "up") ||
             gb_tensorf(b, &x->fc2.per[e], err, true, 2, sd, ex, p, L, e, "down"))
-            return m2o_wrap(err, "layer %d has neither fused experts (%s) nor per-expert "
-                                 "weights", L, x->fc1.what);
+            /* "neither layout" only when there is no per-expert tensor at all; otherwise the
+             * missing or misshapen tensor's own message says it */
+            return e == 0 && !x->fc1.per[0]
+                       ? m2o_wrap(err, "layer %d has neither fused experts (%s) nor per-expert "
+                                       "weights", L, x->fc1.what)
+                       : -1;
     }
     return 0;
 }

@@ -178,7 +178,9 @@ static int add_neg_a(gb *b, const char *name, const st_tensor *a_log, m2o_err *e
     float *v = m2o_malloc((size_t)n * sizeof(float), err);
     if (!v)
         return -1;
-    int rc = tensor_read_f32(a_log, 0, n, v, err);
+    int rc = require_float(a_log, err);
+    if (!rc)
+        rc = tensor_read_f32(a_log, 0, n, v, err);
     if (!rc)
         rc = check_finite(v, (size_t)n, 0, a_log->name, b->o->allow_nonfinite, err);
     if (!rc) {

@@ -159,7 +159,7 @@ static int produce_scatter_job(writer *w, size_t idx, int64_t job, m2o_err *err)
     graph_sink sink = {w, idx, 0};
     m2o_fail(err, "the producer failed without saying why");
     if (in->produce_scatter(in->ctx, job, &sink, err))
-        return m2o_wrap(err, "initializer %s (job %lld of %lld)", in->name, (long long)job,
+        return m2o_wrap(err, "initializer %s (chunk %lld of %lld)", in->name, (long long)job,
                         (long long)in->n_chunks);
     atomic_fetch_add(&w->scattered[idx], sink.written);
     return 0;
@@ -176,7 +176,7 @@ static int produce_job(void *ctx, int64_t j, void **result, m2o_err *err)
     if (!in->streamed) {
         if (w->offsets[idx] == GRAPH_INLINE || !in->nbytes)
             return 0;
-        /* a write error names the file and the fix, not the tensor (docs/ERRORS.md) */
+        /* a write error names the file and the fix, not the tensor (README.md, section Errors) */
         return locked_pwrite(w, in->data, (size_t)in->nbytes, w->offsets[idx], err);
     }
     int64_t chunk = w->jobs[j].chunk;

@@ -5,7 +5,7 @@
 #   - print exactly one stderr line "moe2onnx: error: ..." naming the file/tensor/option and the
 #     fix, and nothing on stdout,
 #   - leave no output folder and no temporary folder, or the previous model byte-for-byte intact.
-# The exact messages are the table in docs/ERRORS.md, compared line by line (a change to a
+# The exact messages are the table in README.md (section Errors), compared line by line (a change to a
 # message fails here until the table is regenerated with M2O_UPDATE_DOCS=1).
 # Plain bash + coreutils; prints "ok"/"FAIL" per case and a final "N passed, N failed".
 set -uo pipefail
@@ -13,7 +13,7 @@ cd "$(dirname "$0")/../.."
 export LC_ALL=C
 
 BIN=${M2O_BIN:-build/moe2onnx}
-DOC=docs/ERRORS.md
+DOC=README.md
 . tests/tools/corrupt.sh
 . tests/tools/errcheck.sh
 
@@ -152,10 +152,41 @@ new_case mxfp4-blocks-wrong-dtype gpt-oss-tiny "MXFP4 blocks stored as I8"
 st_edit_header "$ck/$S1" 's/"U8","shape":\[8,256,8,16\]/"I8","shape":[8,256,8,16]/'; std
 expect 1 "$L0.mlp.experts.down_proj_blocks" I8 U8 -- "${std[@]}"
 
+# Qwen layouts: per-expert tensors, shared expert, linear attention.
+QE=$L0.mlp.experts
+new_case qwen3-missing-expert qwen3-moe-tiny "experts.3.up_proj.weight renamed away"
+st_edit_header "$ck/model.safetensors" "s/\"$QE.3.up_proj.weight\"/\"$QE.3.up_proj.weighX\"/"; std
+expect 1 "$QE.3.up_proj.weight" -- "${std[@]}"
+
+new_case qwen3-expert-wrong-dtype qwen3-moe-tiny "experts.5.gate_proj.weight stored as I16 (same bytes)"
+st_edit_header "$ck/model.safetensors" "s/\"$QE.5.gate_proj.weight\":{\"dtype\":\"BF16\"/\"$QE.5.gate_proj.weight\":{\"dtype\":\"I16\"/"; std
+expect 1 "$QE.5.gate_proj.weight" I16 -- "${std[@]}"
+
+new_case qwen3-nan-expert qwen3-moe-tiny "NaN in experts.2.down_proj.weight, -p fp16"
+st_poke "$ck/model.safetensors" "$QE.2.down_proj.weight" 200 c0 7f; std fp16
+expect 1 "$QE.2.down_proj.weight" NaN --allow-nonfinite -- "${std[@]}"
+
+new_case qwen2-shared-gate-shape qwen2-moe-tiny "shared_expert_gate.weight [256,1] instead of [1,256]"
+st_edit_header "$ck/model.safetensors" "s/\"$L0.mlp.shared_expert_gate.weight\":{\"dtype\":\"BF16\",\"shape\":\[1,256\]/\"$L0.mlp.shared_expert_gate.weight\":{\"dtype\":\"BF16\",\"shape\":[256,1]/"; std
+expect 1 "$L0.mlp.shared_expert_gate.weight" "[1, 256]" -- "${std[@]}"
+
+new_case qwen3_5-a-log-wrong-dtype qwen3_5-moe-tiny "linear_attn.A_log stored as I16"
+st_edit_header "$ck/model.safetensors" "s/\"$L0.linear_attn.A_log\":{\"dtype\":\"BF16\"/\"$L0.linear_attn.A_log\":{\"dtype\":\"I16\"/"; std
+expect 1 "$L0.linear_attn.A_log" I16 -- "${std[@]}"
+
+new_case qwen3_5-missing-conv1d qwen3_5-moe-tiny "linear_attn.conv1d.weight renamed away"
+st_edit_header "$ck/model.safetensors" "s/\"$L0.linear_attn.conv1d.weight\"/\"$L0.linear_attn.conv1d.weighX\"/"; std
+expect 1 "$L0.linear_attn.conv1d.weight" -- "${std[@]}"
+
 # ---- config.json ----
 new_case config-missing gpt-oss-tiny "no config.json"
 rm "$ck/config.json"; std
 expect 1 config.json -- "${std[@]}"
+
+new_case config-is-fifo gpt-oss-tiny "config.json is a named pipe (must not hang)"
+rm "$ck/config.json"; mkfifo "$ck/config.json"; std
+RUN=(timeout 20)
+expect 1 config.json "not a regular file" -- "${std[@]}"
 
 new_case config-invalid-json gpt-oss-tiny "config.json with a comma removed"
 sed -i 's/"vocab_size": 512,/"vocab_size": 512/' "$ck/config.json"; std
@@ -164,6 +195,10 @@ expect 1 config.json "not valid JSON" -- "${std[@]}"
 new_case config-missing-field gpt-oss-tiny "config.json without hidden_size"
 sed -i '/"hidden_size"/d' "$ck/config.json"; std
 expect 1 config.json hidden_size -- "${std[@]}"
+
+new_case qwen2-config-missing-field qwen2-moe-tiny "config.json without moe_intermediate_size"
+sed -i '/"moe_intermediate_size"/d' "$ck/config.json"; std
+expect 1 config.json moe_intermediate_size -- "${std[@]}"
 
 new_case config-wrong-type gpt-oss-tiny "hidden_size given as a string"
 sed -i 's/"hidden_size": 256/"hidden_size": "256"/' "$ck/config.json"; std

@@ -3,14 +3,14 @@
 # middle of a conversion, a shard that shrinks while it is read, an unreadable shard. Each must
 # leave either the previous complete model or nothing at the output path (a killed run may leave
 # only its hidden temporary folder, which the next run removes), exit non-zero, and print one
-# clear error line. The messages are the "faults" table of docs/ERRORS.md, checked like the
+# clear error line. The messages are the "faults" table of README.md (section Errors), checked like the
 # catalogue's. Plain bash + coreutils; prints "ok"/"FAIL"/"skip" lines and "N passed, N failed".
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 export LC_ALL=C
 
 BIN=${M2O_BIN:-build/moe2onnx}
-DOC=docs/ERRORS.md
+DOC=README.md
 . tests/tools/errcheck.sh
 
 if [ ! -x "$BIN" ]; then fail "$BIN is missing (run make)"; finish; fi

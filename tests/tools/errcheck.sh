@@ -1,7 +1,7 @@
 # Shared by tests/e2e/errors.test.sh and tests/e2e/faults.test.sh (sourced, not run):
 # ok/FAIL bookkeeping, the one-line error contract, output-folder checks, and the tables of exact
-# messages in docs/ERRORS.md, which the tests compare with what the binary really prints.
-# Needs: $BIN (the moe2onnx binary), $tmp (scratch folder), $DOC (docs/ERRORS.md).
+# messages in README.md (section Errors), which the tests compare with what the binary really prints.
+# Needs: $BIN (the moe2onnx binary), $tmp (scratch folder), $DOC (README.md (section Errors)).
 
 passed=0; failed=0
 ok()   { echo "ok   $1"; passed=$((passed + 1)); }
@@ -51,7 +51,7 @@ check_same_tree() {
     [ "$(tree_sum "$1")" = "$2" ] || problem "$1 changed: the previous model was not kept intact"
 }
 
-# normalize MSG CKPT OUT: the message as docs/ERRORS.md shows it (scratch paths and pids
+# normalize MSG CKPT OUT: the message as README.md (section Errors) shows it (scratch paths and pids
 # replaced by placeholders).
 normalize() {
     local m=$1 ck=$2 out=$3
