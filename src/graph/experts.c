@@ -1,12 +1,15 @@
-/* Expert producers. One job is one expert: its matrix is read in bands of rows ("tiles", a few
- * hundred KiB of float32, so they stay in the core's cache), each band is encoded straight into
- * the output chunk(s), and the expert's checkpoint pages are released at the end. A quantized
- * encoding's codes and scales are one group (graph_add_streamed_group), so every expert is
- * quantized once. Every encoding works row by row, which is what makes the bands exact:
+/* Expert producers. One job is one expert: its matrix is read in bands of rows (a few hundred
+ * KiB of float32, so they stay in the core's cache), each band is encoded straight into the
+ * output chunk(s), and the expert's checkpoint pages are released as the bands move on. A
+ * quantized encoding's codes and scales are one group (graph_add_streamed_group), so every
+ * expert is quantized once. Every encoding works row by row, which is what makes bands exact:
  *   - blockwise int and MXFP4: rows are independent;
  *   - CUTLASS SM80: rows n..n+I-1 (I = 4 for 4-bit, 2 for 8-bit) land in one contiguous range,
  *     so a band of a multiple of I rows packs into its own slice of the output;
- *   - fp4 CUDA is a transpose of the whole expert: its raw codes are gathered first. */
+ *   - fp4 CUDA is a transpose of the whole expert: its raw codes are gathered first.
+ * An input-major expert (gpt-oss BF16, [K, N]) is read instead in panels of whole source rows
+ * (64 or one block of K for every output row): blocks run along K, so a panel quantizes on its
+ * own and is scattered to its columns, and the source is read sequentially. */
 #include "graph/experts.h"
 
 #include <stdlib.h>

@@ -133,6 +133,7 @@ struct graph_sink {
     writer *w;
     size_t idx;
     uint64_t written;
+    bool write_failed; /* the error is the file's: reported as it is, like other writes */
 };
 
 int graph_sink_write(graph_sink *sink, uint64_t offset, const void *data, size_t len,
@@ -147,8 +148,10 @@ int graph_sink_write(graph_sink *sink, uint64_t offset, const void *data, size_t
     uint64_t at = w->offsets[sink->idx];
     if (at == GRAPH_INLINE) /* disjoint pieces: concurrent jobs never touch the same bytes */
         memcpy(w->inline_data[sink->idx] + offset, data, len);
-    else if (len && locked_pwrite(w, data, len, at + offset, err))
+    else if (len && locked_pwrite(w, data, len, at + offset, err)) {
+        sink->write_failed = true;
         return -1;
+    }
     sink->written += len;
     return 0;
 }
@@ -156,11 +159,12 @@ int graph_sink_write(graph_sink *sink, uint64_t offset, const void *data, size_t
 static int produce_scatter_job(writer *w, size_t idx, int64_t job, m2o_err *err)
 {
     graph_init *in = &w->g->inits[idx];
-    graph_sink sink = {w, idx, 0};
+    graph_sink sink = {w, idx, 0, false};
     m2o_fail(err, "the producer failed without saying why");
     if (in->produce_scatter(in->ctx, job, &sink, err))
-        return m2o_wrap(err, "initializer %s (chunk %lld of %lld)", in->name, (long long)job,
-                        (long long)in->n_chunks);
+        return sink.write_failed ? -1
+                                 : m2o_wrap(err, "initializer %s (chunk %lld of %lld)", in->name,
+                                            (long long)job, (long long)in->n_chunks);
     atomic_fetch_add(&w->scattered[idx], sink.written);
     return 0;
 }
