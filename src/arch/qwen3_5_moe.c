@@ -175,41 +175,11 @@ static int check_desc(const model_desc *md, m2o_err *err)
 int qwen3_5_moe_build_graph(gb *b, m2o_err *err)
 {
     const model_desc *md = b->md;
-    const char *p = md->prefix;
     if (check_desc(md, err))
         return -1;
-    int64_t V = md->vocab_size, H = md->hidden_size;
-    int64_t sv[2] = {V, H};
-    const st_tensor *embed, *norm, *head;
-    if (gb_tensorf(b, &embed, err, true, 2, sv, "%sembed_tokens.weight", p) ||
-        gb_tensorf(b, &norm, err, true, 1, &H, "%snorm.weight", p))
-        return -1;
-    /* lm_head sits at the top level in both the text-only and the vision-language layout */
-    if (md->tie_word_embeddings)
-        head = embed;
-    else if (gb_tensorf(b, &head, err, true, 2, sv, "lm_head.weight"))
-        return -1;
-
     bool kv_layer[MD_MAX_LAYERS];
     for (int i = 0; i < md->num_layers; i++)
         kv_layer[i] = md->layer_type[i] == LAYER_FULL_ATTENTION;
-    gb_decoder_io(b, kv_layer);
-    gb_attention_mask(b);
-    if (gb_rotary_caches(b, err))
-        return -1;
-    gname hidden, residual = {{0}};
-    if (gb_embedding(b, embed, &hidden, err))
-        return -1;
-    for (int L = 0; L < md->num_layers; L++)
-        if (build_layer(b, L, &hidden, &residual, err))
-            return -1;
-
-    gname node = gname_fmt("/model/layers.%d/final_norm_layernorm/SkipLayerNorm", md->num_layers);
-    gname w = gname_fmt("model.layers.%d.final_norm_layernorm.weight", md->num_layers);
-    gname normed;
-    if (gb_skip_rmsnorm(b, node.s, w.s, norm, 1.0f, hidden.s, residual.s, &normed, NULL, err))
-        return -1;
-    linear_src lm = {.n_parts = 1, .w = {head}};
-    bool q = gb_quantize_linears(b) && !b->o->exclude_lm_head;
-    return gb_lm_head(b, &lm, q, normed.s, err);
+    /* Qwen3.5 RMSNorms scale by (1 + w) */
+    return gb_decoder(b, kv_layer, 1.0f, build_layer, err);
 }

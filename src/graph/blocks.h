@@ -116,4 +116,15 @@ typedef struct moe_desc {
  * expert encoding of opts: int4/int8 raw or CUTLASS prepacked, or mxfp4). */
 int gb_moe(gb *b, const moe_desc *m, const char *input, gname *out, m2o_err *err);
 
+/* ---- the decoder skeleton (decoder.c) ---- */
+
+/* Builds layer L: reads *hidden (and *residual, the skip input of its first norm), leaves the
+ * layer's output and residual there. */
+typedef int (*gb_layer_fn)(gb *b, int L, gname *hidden, gname *residual, m2o_err *err);
+
+/* embed_tokens → build_layer for every layer → final RMSNorm (weight + norm_offset) → lm_head,
+ * after the graph interface (past/present for layers with kv_layer[i], NULL = all), the
+ * attention-mask subgraph and the rotary caches. */
+int gb_decoder(gb *b, const bool *kv_layer, float norm_offset, gb_layer_fn build_layer, m2o_err *err);
+
 #endif
