@@ -1,4 +1,5 @@
 #include "cli/options.h"
+#include "onnx/ort_rules.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -310,6 +311,20 @@ int options_validate(const build_args *a, export_opts *o, m2o_err *err)
 static int expert_width(const model_desc *md)
 {
     return md->arch == ARCH_GPT_OSS ? md->intermediate_size : md->moe_intermediate_size;
+}
+
+/* Every architecture's attention is GroupQueryAttention with its rotary caches: a config whose
+ * head or rotary widths ONNX Runtime refuses at run time is refused here, before any output. */
+int options_check_model(const model_desc *md, m2o_err *err)
+{
+    double prf = md->partial_rotary_factor > 0 ? md->partial_rotary_factor : 1.0;
+    int rotary_dim = (int)(md->head_dim * prf);
+    m2o_err why;
+    if (!ort_gqa_rule(md->num_heads, md->num_kv_heads, md->head_dim, rotary_dim, &why))
+        return 0;
+    return m2o_fail(err, "config.json (head_dim %d, partial_rotary_factor %g, %d/%d heads): %s; "
+                    "this configuration cannot be exported for ONNX Runtime",
+                    md->head_dim, prf, md->num_heads, md->num_kv_heads, why.msg);
 }
 
 int options_resolve(const build_args *a, const model_desc *md, export_opts *o, m2o_err *err)

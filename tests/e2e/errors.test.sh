@@ -208,6 +208,10 @@ new_case config-unknown-model-type gpt-oss-tiny "model_type \"llama\""
 sed -i 's/"model_type": "gpt_oss"/"model_type": "llama"/' "$ck/config.json"; std
 expect 1 config.json llama -- "${std[@]}"
 
+new_case qwen3_5-rotary-dim-8 qwen3_5-moe-tiny "partial_rotary_factor 0.125: 8 rotary dimensions, GroupQueryAttention needs a multiple of 16"
+sed -i 's/"partial_rotary_factor": 0.25/"partial_rotary_factor": 0.125/' "$ck/config.json"; std
+expect 1 config.json partial_rotary_factor "multiple of 16" -- "${std[@]}"
+
 new_case config-disagrees-with-tensors gpt-oss-tiny "config says hidden_size 128, tensors are 256 wide"
 sed -i 's/"hidden_size": 256/"hidden_size": 128/' "$ck/config.json"; std
 expect 1 model.embed_tokens.weight "[512, 128]" -- "${std[@]}"
