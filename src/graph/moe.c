@@ -110,6 +110,14 @@ static int add_global_scales(gb *b, const char *name, int64_t E, m2o_err *err)
 static gname topk_mass(gb *b, const moe_desc *m, const char *probs, const char *input)
 {
     int L = m->layer;
+    /* In float32 whatever the io dtype: ONNX Runtime refuses TopK on bfloat16 at load, and the
+     * top-k mass is a sum of probabilities that float16 would round. */
+    gname p32 = {{0}};
+    if (b->io != ONNX_FLOAT) {
+        gname c = gname_fmt("/model/layers.%d/moe/topk_mass/Cast", L);
+        p32 = gb_cast(b, c.s, probs, ONNX_FLOAT);
+        probs = p32.s;
+    }
     gname sm = gname_fmt("/model/layers.%d/moe/topk_mass/Softmax", L);
     const char *in_sm[1] = {probs};
     node_attr_int(gb_node(b, "Softmax", NULL, sm.s, 1, in_sm, 1), "axis", -1);
@@ -136,24 +144,32 @@ static gname topk_mass(gb *b, const moe_desc *m, const char *probs, const char *
     gname rs_out = gname_out(rs.s, 0), cat_out = gname_out(cat.s, 0);
     const char *in_rsh[2] = {rs_out.s, cat_out.s};
     gb_node(b, "Reshape", NULL, rsh.s, 2, in_rsh, 1);
-    return gname_out(rsh.s, 0);
+    gname mass = gname_out(rsh.s, 0);
+    if (b->io == ONNX_FLOAT)
+        return mass;
+    gname c = gname_fmt("/model/layers.%d/moe/topk_mass/Cast_1", L);
+    return gb_cast(b, c.s, mass.s, b->io);
 }
 
-int gb_moe(gb *b, const moe_desc *m, const char *input, gname *out, m2o_err *err)
+/* ONNX Runtime's CUDA MoE kernel computes wrong results in bfloat16 (measured with ONNX Runtime
+ * 1.29 on an H200: one MoE node alone is off by 1.1-1.3 of max|ref| in bfloat16, by 5e-4 in
+ * float16), so in a bfloat16 graph the float experts run in float16: input and router logits
+ * cast in, weights and biases stored as float16, the output cast back. Measured inside whole
+ * bf16 models: 7e-3 to 1.1e-2, the level of transformers' own bfloat16. */
+static bool experts_in_float16(const gb *b, const moe_encoding *enc)
+{
+    return b->io == ONNX_BFLOAT16 && enc->weights == ENC_FLOAT;
+}
+
+/* The experts' initializers and the MoE/QMoE node over input and router logits probs, both in
+ * the io dtype b->io. */
+static int experts_node(gb *b, const moe_desc *m, const moe_encoding *e, const char *input,
+                        const char *probs_in, gname *out, m2o_err *err)
 {
     int L = m->layer;
     int64_t E = m->num_experts, H = m->hidden, I = m->inter;
-    moe_encoding enc = {0};
-    if (choose_encoding(b, m, &enc, err) || check_expert_dims(m->fc1, E, 2 * I, H, err) ||
-        check_expert_dims(m->fc2, E, H, I, err))
-        return m2o_wrap(err, "layer %d experts", L);
-    if (m->top_k < 1 || m->top_k > E)
-        return m2o_fail(err, "layer %d: num_experts_per_tok %lld must be in 1..%lld experts", L,
-                        (long long)m->top_k, (long long)E);
-
-    gname probs;
-    if (router(b, m, input, &probs, err))
-        return -1;
+    moe_encoding enc = *e;
+    gname probs = gname_fmt("%s", probs_in);
     gname weights = {{0}};
     if (m->router_weights) {
         gname sm = gname_fmt("/model/layers.%d/moe/router/Softmax", L);
@@ -241,5 +257,37 @@ int gb_moe(gb *b, const moe_desc *m, const char *input, gname *out, m2o_err *err
         gb_node(b, "Mul", NULL, mul.s, 2, in, 1);
         *out = gname_out(mul.s, 0);
     }
+    return 0;
+}
+
+int gb_moe(gb *b, const moe_desc *m, const char *input, gname *out, m2o_err *err)
+{
+    int L = m->layer;
+    int64_t E = m->num_experts, H = m->hidden, I = m->inter;
+    moe_encoding enc = {0};
+    if (choose_encoding(b, m, &enc, err) || check_expert_dims(m->fc1, E, 2 * I, H, err) ||
+        check_expert_dims(m->fc2, E, H, I, err))
+        return m2o_wrap(err, "layer %d experts", L);
+    if (m->top_k < 1 || m->top_k > E)
+        return m2o_fail(err, "layer %d: num_experts_per_tok %lld must be in 1..%lld experts", L,
+                        (long long)m->top_k, (long long)E);
+
+    gname probs;
+    if (router(b, m, input, &probs, err))
+        return -1;
+    if (!experts_in_float16(b, &enc))
+        return experts_node(b, m, &enc, input, probs.s, out, err);
+    gname cx = gname_fmt("/model/layers.%d/moe/input/Cast", L);
+    gname cp = gname_fmt("/model/layers.%d/moe/router/Cast", L);
+    gname x16 = gb_cast(b, cx.s, input, ONNX_FLOAT16), p16 = gb_cast(b, cp.s, probs.s, ONNX_FLOAT16);
+    int io = b->io;
+    b->io = ONNX_FLOAT16;
+    gname y16;
+    int rc = experts_node(b, m, &enc, x16.s, p16.s, &y16, err);
+    b->io = io;
+    if (rc)
+        return -1;
+    gname co = gname_fmt("/model/layers.%d/moe/output/Cast", L);
+    *out = gb_cast(b, co.s, y16.s, io);
     return 0;
 }

@@ -9,6 +9,7 @@
 
 #include "onnx/graph.h"
 #include "verify/names.h"
+#include "onnx/ort_rules.h"
 #include "verify/verify_internal.h"
 
 /* ------------------------------------------------------------------ name sets */
@@ -234,6 +235,22 @@ static void check_float_attr(vctx *c, const onnx_node *n, const char *attr, floa
         attr_fault(c, n, "attribute %s is %g, config.json needs %g", attr, v, want);
 }
 
+/* The exporter's way around ONNX Runtime's float MoE bug with normalize_routing_weights=0: the
+ * renormalised output times the top-k probability mass, a Mul named .../moe/topk_mass/Mul in
+ * the same layer whose inputs are the MoE output and that mass. */
+static bool has_topk_mass_scale(const vctx *c, const onnx_node *moe)
+{
+    char want[512];
+    const char *name = onnx_node_name(moe), *slash = strrchr(name, '/');
+    if (!slash || (size_t)(slash - name) + 20 >= sizeof want)
+        return false;
+    snprintf(want, sizeof want, "%.*s/topk_mass/Mul", (int)(slash - name), name);
+    const onnx_node *mul = onnx_model_find_node(c->m, want);
+    if (!mul || onnx_node_input_count(mul) != 2)
+        return false;
+    return !strcmp(onnx_node_input(mul, 0), onnx_node_output(moe, 0));
+}
+
 static void check_moe_attrs(vctx *c, const onnx_node *n)
 {
     const model_desc *md = c->md;
@@ -273,9 +290,9 @@ static void check_moe_attrs(vctx *c, const onnx_node *n)
     if (renorm && norm != 1)
         attr_fault(c, n, "attribute %s is %g, the model renormalises the top-k weights (%g)",
                    "normalize_routing_weights", (double)norm, 1);
-    if (!renorm && norm != 0)
-        attr_fault(c, n, "attribute %s is %g, norm_topk_prob=false needs %g",
-                   "normalize_routing_weights", (double)norm, 0);
+    if (!renorm && norm != 0 && !(norm == 1 && !q && has_topk_mass_scale(c, n)))
+        attr_fault(c, n, "attribute %s is %g, norm_topk_prob=false needs %g (or 1 with the "
+                   "output scaled by the top-k mass)", "normalize_routing_weights", (double)norm, 0);
     if (!renorm && q && !router_weights)
         verify_add_fault(c->r, VF_QMOE_ATTR, onnx_node_name(n),
                          "%s: norm_topk_prob=false needs router_weights (input 14): the QMoE "
@@ -366,6 +383,27 @@ static void check_moe_coverage(vctx *c)
     }
 }
 
+/* What ONNX Runtime checks only when the node runs (onnx/ort_rules.h): head size and the
+ * rotary width its cos_cache (input 7) implies. */
+static void check_gqa_run_rules(vctx *c, const onnx_node *n, int64_t heads, int64_t kv_heads)
+{
+    const onnx_tensor *cos = onnx_node_input_count(n) > 7
+                                 ? onnx_model_find_initializer(c->m, onnx_node_input(n, 7))
+                                 : NULL;
+    c->r->n_checks++;
+    if (!cos || onnx_tensor_ndim(cos) != 2) {
+        verify_add_fault(c->r, VF_GRAPH, onnx_node_name(n),
+                         "%s: cos_cache (input 7) is not a 2-D initializer", onnx_node_name(n));
+        return;
+    }
+    m2o_err why;
+    if (ort_gqa_rule((int)heads, (int)kv_heads, c->md->head_dim,
+                     (int)(2 * onnx_tensor_dims(cos)[1]), &why))
+        verify_add_fault(c->r, VF_GRAPH, onnx_node_name(n),
+                         "%s: ONNX Runtime would refuse it at run time: %s", onnx_node_name(n),
+                         why.msg);
+}
+
 static void check_attention(vctx *c)
 {
     const model_desc *md = c->md;
@@ -383,6 +421,7 @@ static void check_attention(vctx *c)
                              "%s: num_heads %lld / kv_num_heads %lld, config.json has %d / %d",
                              onnx_node_name(n), (long long)h, (long long)kv, md->num_heads,
                              md->num_kv_heads);
+        check_gqa_run_rules(c, n, h, kv);
         int L = vnames_layer(onnx_node_name(n));
         if (L < 0 || L >= md->num_layers)
             continue;
