@@ -1,7 +1,7 @@
 /* What ONNX Runtime's kernels accept at run time, beyond what its shape inference checks at load.
  * A model that breaks one of these loads and then fails at its first run, so the converter
  * refuses it before writing anything, and verify checks the written graph against the same
- * rules. Each rule names where ONNX Runtime enforces it (docs/ORT_RULES.md lists them). */
+ * rules. Each rule names where ONNX Runtime enforces it (docs/FORMATS.md §15 lists them). */
 #ifndef M2O_ORT_RULES_H
 #define M2O_ORT_RULES_H
 
