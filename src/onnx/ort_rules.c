@@ -8,6 +8,11 @@ int ort_gqa_rule(int num_heads, int kv_num_heads, int head_size, int rotary_dim,
     if (num_heads > ORT_GQA_CUDA_MAX_HEADS)
         return m2o_fail(err, "num_attention_heads %d exceeds the %d GroupQueryAttention allows on CUDA",
                         num_heads, ORT_GQA_CUDA_MAX_HEADS);
+    if (head_size % 8)
+        return m2o_fail(err, "head_dim %d is not a multiple of 8, which GroupQueryAttention "
+                        "requires", head_size);
+    if (rotary_dim == 0) /* no rotary caches */
+        return 0;
     if (head_size % 16)
         return m2o_fail(err, "head_dim %d is not a multiple of 16, which GroupQueryAttention with "
                         "rotary embedding requires", head_size);

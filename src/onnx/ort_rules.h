@@ -8,7 +8,8 @@
 #include "common/err.h"
 
 /* GroupQueryAttention with rotary caches (group_query_attention_helper.h CheckInputs, every
- * provider): num_heads a multiple of kv_num_heads; head_size a multiple of 16; the cos/sin cache
+ * provider): num_heads a multiple of kv_num_heads; head_size a multiple of 8, and with rotary
+ * caches (rotary_dim > 0; 0 = none) a multiple of 16; the cos/sin cache
  * width (rotary_dim / 2) a multiple of 8 and at most head_size / 2, so rotary_dim is a multiple
  * of 16 no larger than head_size. On CUDA also num_heads ≤ 1024 (threads per block).
  * On failure err says which rule broke, for the caller to prefix with where. */

@@ -387,16 +387,25 @@ static void check_moe_coverage(vctx *c)
  * rotary width its cos_cache (input 7) implies. */
 static void check_gqa_run_rules(vctx *c, const onnx_node *n, int64_t heads, int64_t kv_heads)
 {
+    int64_t rotary = 0;
+    onnx_node_attr_int(n, "do_rotary", &rotary);
+    m2o_err why;
+    c->r->n_checks++;
+    if (!rotary) {
+        if (ort_gqa_rule((int)heads, (int)kv_heads, c->md->head_dim, 0, &why))
+            verify_add_fault(c->r, VF_GRAPH, onnx_node_name(n),
+                             "%s: ONNX Runtime would refuse it at run time: %s",
+                             onnx_node_name(n), why.msg);
+        return;
+    }
     const onnx_tensor *cos = onnx_node_input_count(n) > 7
                                  ? onnx_model_find_initializer(c->m, onnx_node_input(n, 7))
                                  : NULL;
-    c->r->n_checks++;
     if (!cos || onnx_tensor_ndim(cos) != 2) {
         verify_add_fault(c->r, VF_GRAPH, onnx_node_name(n),
                          "%s: cos_cache (input 7) is not a 2-D initializer", onnx_node_name(n));
         return;
     }
-    m2o_err why;
     if (ort_gqa_rule((int)heads, (int)kv_heads, c->md->head_dim,
                      (int)(2 * onnx_tensor_dims(cos)[1]), &why))
         verify_add_fault(c->r, VF_GRAPH, onnx_node_name(n),

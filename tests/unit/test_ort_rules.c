@@ -28,6 +28,8 @@ TEST(head_size_and_head_counts)
     m2o_err e;
     CHECK_EQ(ort_gqa_rule(4, 2, 72, 64, &e), -1); /* a multiple of 8, not of 16 */
     CHECK_STR_CONTAINS(e.msg, "head_dim 72");
+    CHECK_EQ(ort_gqa_rule(4, 2, 72, 0, &e), 0);   /* without rotary caches a multiple of 8 will do */
+    CHECK_EQ(ort_gqa_rule(4, 2, 36, 0, &e), -1);
     CHECK_EQ(ort_gqa_rule(6, 4, 64, 64, &e), -1);
     CHECK_STR_CONTAINS(e.msg, "not a multiple of num_key_value_heads");
     CHECK_EQ(ort_gqa_rule(2048, 8, 64, 64, &e), -1);
