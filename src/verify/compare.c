@@ -24,6 +24,8 @@ void vstats_merge(vstats *into, const vstats *s)
         into->first_expected = s->first_expected;
         into->first_decoded = s->first_decoded;
         into->first_bound = s->first_bound;
+        into->first_scale = s->first_scale;
+        into->first_scale_ceiling = s->first_scale_ceiling;
     }
     into->n += s->n;
     into->n_nonfinite += s->n_nonfinite;
@@ -198,22 +200,127 @@ void venc_element(const venc *e, int64_t K, int64_t n, int64_t k, float expected
     *bound = 0;
 }
 
+/* ---- bounds from the checkpoint: a stored scale is only trusted up to what the expected block
+ * implies, so an Inf, NaN or inflated scale cannot widen its own bound ---- */
+
+/* Largest |stored scale| a block of expected values allows, or -1 when any scale passes (an
+ * MXFP4 block of zeros: its codes decode to 0 whatever the scale).
+ *   int symmetric:  max|x| / 2^(bits-1), asymmetric: (max(x, 0) - min(x, 0)) / (2^bits - 1)
+ *                   (quant/blockwise.c's rules), times (1 + 2u) for the scale's rounding to its
+ *                   type, plus that type's half subnormal;
+ *   MXFP4:          2^(floor(log2 max|x|) - 1): the OCP rule gives 2^(floor - 2), a rounded
+ *                   exponent at most 2^(floor - 1); never below 2^-127 (scale byte 0). */
+static double block_scale_ceiling(const venc *e, const float *x, int64_t len)
+{
+    double vmin = 0.0, vmax = 0.0, amax = 0.0;
+    for (int64_t i = 0; i < len; i++) {
+        if (!isfinite(x[i]))
+            continue;
+        vmin = x[i] < vmin ? x[i] : vmin;
+        vmax = x[i] > vmax ? x[i] : vmax;
+        amax = fabs((double)x[i]) > amax ? fabs((double)x[i]) : amax;
+    }
+    if (e->kind == VENC_MXFP4) {
+        if (amax == 0.0)
+            return -1.0;
+        int ex;
+        frexp(amax, &ex); /* amax = m 2^ex, m in [0.5, 1): floor(log2 amax) = ex - 1 */
+        double c = ldexp(1.0, ex - 2);
+        return c > ldexp(1.0, -127) ? c : ldexp(1.0, -127);
+    }
+    double ref = e->zero_points ? (vmax - vmin) / (double)((1 << e->bits) - 1)
+                                : amax / (double)(1 << (e->bits - 1));
+    return ref * (1.0 + 2.0 * vx_type_unit(e->elem_type)) + type_floor(e->elem_type);
+}
+
+static double stored_scale(const venc *e, int64_t K, int64_t n, int64_t k)
+{
+    if (e->kind == VENC_MXFP4) {
+        uint8_t sb = ((const uint8_t *)e->scales)[n * (K / 32) + k / 32];
+        return sb == 255 ? NAN : ldexp(1.0, (int)sb - 127);
+    }
+    return fabs((double)load_float(e->scales, e->elem_type,
+                                   (size_t)(n * (K / e->block_size) + k / e->block_size)));
+}
+
+static int64_t scale_block(const venc *e, int64_t K)
+{
+    return e->kind == VENC_MXFP4 ? 32 : e->kind == VENC_INT ? e->block_size : K;
+}
+
+/* Decoded value and bound of (n, k) with the block's scale ceiling applied: a scale above it
+ * (or not a number) puts every element of an int block out of bounds; MXFP4 bounds are capped at
+ * the ceiling, so a passthrough block whose codes decode exactly still passes. */
+static void element_checked(const venc *e, int64_t K, int64_t n, int64_t k, float x,
+                            double ceiling, double *y, double *bound, bool *scale_bad,
+                            double *scale)
+{
+    venc_element(e, K, n, k, x, y, bound);
+    *scale_bad = false;
+    if (e->kind == VENC_FLOAT || ceiling < 0)
+        return;
+    double s = stored_scale(e, K, n, k);
+    *scale = s;
+    if (e->kind == VENC_MXFP4) {
+        if (!(s <= ceiling) && s == s)
+            *bound *= ceiling / s;
+        return;
+    }
+    *scale_bad = !(s <= ceiling);
+}
+
 bool venc_passes(const float *expected, int64_t N, int64_t K, const venc *e)
 {
     if (venc_check(e, N, K, NULL))
         return false;
+    int64_t bs = scale_block(e, K);
+    double ceiling = -1.0;
     for (int64_t n = 0; n < N; n++) {
         for (int64_t k = 0; k < K; k++) {
             float x = expected[n * K + k];
-            double y, bound;
+            if (k % bs == 0 && e->kind != VENC_FLOAT)
+                ceiling = block_scale_ceiling(e, expected + n * K + k, bs);
             if (!isfinite(x))
                 continue;
-            venc_element(e, K, n, k, x, &y, &bound);
-            if (!(fabs(y - (double)x) <= bound))
+            double y, bound;
+            double y_scale = 0.0;
+            bool scale_bad;
+            element_checked(e, K, n, k, x, ceiling, &y, &bound, &scale_bad, &y_scale);
+            if (scale_bad || !isfinite(y) || !(fabs(y - (double)x) <= bound))
                 return false;
         }
     }
     return true;
+}
+
+static void record_element(vstats *st, int64_t n, int64_t k, float x, double y, double bound,
+                           bool scale_bad, double scale, double ceiling)
+{
+    double d = isfinite(y) ? fabs(y - (double)x) : INFINITY;
+    st->n++;
+    st->sum_err2 += d * d;
+    st->sum_ref2 += (double)x * x;
+    st->sum_bound2 += bound * bound;
+    if (d > st->max_abs)
+        st->max_abs = d;
+    /* NaN-safe: a NaN bound (E8M0 NaN scale) or an Inf over an Inf bound is a violation */
+    double ratio = scale_bad ? INFINITY : d == 0 ? 0 : bound > 0 ? d / bound : INFINITY;
+    if (ratio != ratio)
+        ratio = INFINITY;
+    if (ratio > st->max_ratio)
+        st->max_ratio = ratio;
+    if (!(ratio <= 1.0)) {
+        if (st->n_over == 0) {
+            st->first_row = n;
+            st->first_col = k;
+            st->first_expected = x;
+            st->first_decoded = y;
+            st->first_bound = bound;
+            st->first_scale = scale;
+            st->first_scale_ceiling = scale_bad ? ceiling : 0.0;
+        }
+        st->n_over++;
+    }
 }
 
 int venc_compare(const float *expected, int64_t N, int64_t K, const venc *e, vstats *st,
@@ -221,37 +328,22 @@ int venc_compare(const float *expected, int64_t N, int64_t K, const venc *e, vst
 {
     if (venc_check(e, N, K, err))
         return -1;
+    int64_t bs = scale_block(e, K);
+    double ceiling = -1.0;
     for (int64_t n = 0; n < N; n++) {
         for (int64_t k = 0; k < K; k++) {
             float x = expected[n * K + k];
+            if (k % bs == 0 && e->kind != VENC_FLOAT)
+                ceiling = block_scale_ceiling(e, expected + n * K + k, bs);
             if (!isfinite(x)) {
                 st->n_nonfinite++;
                 continue;
             }
             double y, bound;
-            venc_element(e, K, n, k, x, &y, &bound);
-            double d = fabs(y - (double)x);
-            if (!isfinite(y))
-                d = INFINITY;
-            st->n++;
-            st->sum_err2 += d * d;
-            st->sum_ref2 += (double)x * x;
-            st->sum_bound2 += bound * bound;
-            if (d > st->max_abs)
-                st->max_abs = d;
-            double ratio = d == 0 ? 0 : bound > 0 ? d / bound : INFINITY;
-            if (ratio > st->max_ratio)
-                st->max_ratio = ratio;
-            if (ratio > 1.0) {
-                if (st->n_over == 0) {
-                    st->first_row = n;
-                    st->first_col = k;
-                    st->first_expected = x;
-                    st->first_decoded = y;
-                    st->first_bound = bound;
-                }
-                st->n_over++;
-            }
+            double scale = 0.0;
+            bool scale_bad;
+            element_checked(e, K, n, k, x, ceiling, &y, &bound, &scale_bad, &scale);
+            record_element(st, n, k, x, y, bound, scale_bad, scale, ceiling);
         }
     }
     return 0;

@@ -48,6 +48,8 @@ typedef struct vstats {
     int64_t n_over;             /* elements over their bound */
     int64_t first_row, first_col;
     double first_expected, first_decoded, first_bound;
+    double first_scale, first_scale_ceiling; /* first violation's block scale and the largest the
+                                              * checkpoint block allows; ceiling 0: scale fine */
 } vstats;
 
 void vstats_init(vstats *s);

@@ -824,6 +824,15 @@ static void diagnose(const vplan *p, int64_t e, int64_t r0, int64_t nr, vscratch
     char where[128];
     where_text(p, e, st->first_row + r0, st->first_col, where, sizeof where);
     res->diag = VF_ERROR_BOUND;
+    if (st->first_scale_ceiling > 0) {
+        snprintf(res->msg, sizeof res->msg,
+                 "%lld of %lld elements exceed the format's error bound (first at %s: expected "
+                 "%.6g, decoded %.6g): its block's scale %.6g exceeds the %.6g the checkpoint "
+                 "block allows", (long long)st->n_over, (long long)st->n, where,
+                 st->first_expected, st->first_decoded, st->first_scale,
+                 st->first_scale_ceiling);
+        return;
+    }
     snprintf(res->msg, sizeof res->msg,
              "%lld of %lld elements exceed the format's error bound (first at %s: expected %.6g, "
              "decoded %.6g, bound %.3g); no known layout or scale bug explains it",

@@ -213,3 +213,83 @@ TEST(cutlass_raw_mixup_is_detected_by_layout)
     venc ok = int4_enc(unpacked, q.scales);
     CHECK(venc_passes(q.w, N, K, &ok));
 }
+
+/* The bound comes from the checkpoint block, never from the stored scale: an Inf, NaN or
+ * inflated scale fails however its codes decode. */
+TEST(scale_bounds_come_from_the_checkpoint_block)
+{
+    static q4 q;
+    make_q4(&q, 29);
+    venc e = int4_enc(q.codes, q.scales);
+    CHECK(venc_passes(q.w, N, K, &e));
+    float keep = q.scales[5];
+    q.scales[5] = INFINITY;
+    vstats st;
+    vstats_init(&st);
+    CHECK_EQ(venc_compare(q.w, N, K, &e, &st, NULL), 0);
+    CHECK_EQ(st.n_over, BS); /* every element of block 5 (row 1, block 1), nothing else */
+    CHECK_EQ(st.first_row, 1);
+    CHECK_EQ(st.first_col, BS);
+    CHECK(isinf(st.first_scale) && st.first_scale_ceiling > 0);
+    q.scales[5] = NAN;
+    CHECK(!venc_passes(q.w, N, K, &e));
+    /* a finite scale 1.01x the block's max|w|/8 (beyond the float32 rounding allowed) */
+    float amax = 0;
+    for (int k = BS; k < 2 * BS; k++)
+        amax = fabsf(q.w[1 * K + k]) > amax ? fabsf(q.w[1 * K + k]) : amax;
+    q.scales[5] = copysignf(amax / 8 * 1.01f, keep);
+    vstats_init(&st);
+    CHECK_EQ(venc_compare(q.w, N, K, &e, &st, NULL), 0);
+    CHECK_EQ(st.n_over, BS);
+    CHECK_NEAR(st.first_scale_ceiling, amax / 8.0, amax / 8.0 * 1e-6);
+    q.scales[5] = keep;
+    CHECK(venc_passes(q.w, N, K, &e));
+}
+
+TEST(mxfp4_nan_or_oversized_scale_fails_and_byte_0_passes)
+{
+    enum { MK = 64 };
+    static float w[MK];
+    static uint8_t codes[MK / 2], scales[MK / 32];
+    fill(w, MK, 31);
+    CHECK_EQ(mxfp4_encode_ref(w, 1, MK, codes, scales, NULL), 0);
+    venc e = {.kind = VENC_MXFP4, .codes = codes, .scales = scales};
+    CHECK(venc_passes(w, 1, MK, &e));
+    uint8_t keep = scales[1];
+    scales[1] = 255; /* E8M0 NaN */
+    vstats st;
+    vstats_init(&st);
+    CHECK_EQ(venc_compare(w, 1, MK, &e, &st, NULL), 0);
+    CHECK(st.n_over > 0);
+    CHECK_EQ(st.first_col, 32);
+    scales[1] = (uint8_t)(keep + 40); /* 2^40 times too large: capped at the block's ceiling */
+    CHECK(!venc_passes(w, 1, MK, &e));
+    scales[1] = keep;
+    /* subnormal checkpoint values: the encoder's scale byte 0 (2^-127) is within bounds */
+    for (int i = 0; i < MK; i++)
+        w[i] = ldexpf(w[i], -140);
+    CHECK_EQ(mxfp4_encode_ref(w, 1, MK, codes, scales, NULL), 0);
+    CHECK_EQ(scales[0], 0);
+    CHECK(venc_passes(w, 1, MK, &e));
+}
+
+TEST(fp16_subnormal_scales_and_values_pass)
+{
+    static q4 q;
+    fill(q.w, N * K, 37);
+    for (int i = 0; i < N * K; i++)
+        q.w[i] = ldexpf(q.w[i], -18); /* scales ~2^-21: float16 subnormals */
+    static uint16_t s16[N * NB];
+    qb_params p = {.bits = 4, .block_size = BS, .symmetric = true, .scale_type = QSCALE_F16};
+    CHECK_EQ(qb_quantize_ref(q.w, N, K, &p, q.codes, s16, NULL, NULL), 0);
+    venc e = {.kind = VENC_INT, .elem_type = ONNX_FLOAT16, .codes = q.codes, .scales = s16,
+              .bits = 4, .block_size = BS};
+    CHECK(venc_passes(q.w, N, K, &e));
+    /* float16 copies of subnormal float32 values: half an ulp of the smallest subnormal */
+    float x[4] = {ldexpf(1.0f, -20), ldexpf(-3.0f, -24), ldexpf(1.0f, -26), 0.0f};
+    uint16_t h[4];
+    for (int i = 0; i < 4; i++)
+        h[i] = f32_to_f16(x[i]);
+    venc f = {.kind = VENC_FLOAT, .elem_type = ONNX_FLOAT16, .w = h};
+    CHECK(venc_passes(x, 1, 4, &f));
+}
