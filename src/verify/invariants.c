@@ -111,6 +111,66 @@ static int check_unique_names(vctx *c, m2o_err *err)
     return 0;
 }
 
+/* The producer of `name` in v (sorted, owner = producing node, SIZE_MAX - i for initializers
+ * and graph inputs), or NULL. */
+static const named *find_named(const named *v, size_t k, const char *name)
+{
+    size_t lo = 0, hi = k;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (strcmp(v[mid].name, name) < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < k && !strcmp(v[lo].name, name) ? &v[lo] : NULL;
+}
+
+/* ONNX Runtime needs the nodes in topological order: a node reading a value that a later node
+ * produces is out of order, and when no order exists the graph has a cycle. */
+void vcheck_graph_order(vctx *c)
+{
+    onnx_model *m = c->m;
+    size_t nn = onnx_model_node_count(m), total = 0;
+    for (size_t i = 0; i < nn; i++)
+        total += onnx_node_output_count(onnx_model_node(m, i));
+    named *v = malloc((total + 1) * sizeof *v);
+    if (!v) {
+        verify_add_fault(c->r, VF_GRAPH_ORDER, "", "out of memory checking the node order");
+        return;
+    }
+    size_t k = 0;
+    for (size_t i = 0; i < nn; i++) {
+        const onnx_node *n = onnx_model_node(m, i);
+        for (size_t j = 0; j < onnx_node_output_count(n); j++)
+            if (onnx_node_output(n, j)[0])
+                v[k++] = (named){onnx_node_output(n, j), i};
+    }
+    qsort(v, k, sizeof *v, cmp_named);
+    c->r->n_checks++;
+    for (size_t i = 0; i < nn; i++) {
+        const onnx_node *n = onnx_model_node(m, i);
+        for (size_t j = 0; j < onnx_node_input_count(n); j++) {
+            const char *in = onnx_node_input(n, j);
+            if (!in[0] || onnx_model_find_initializer(m, in) || onnx_model_find_input(m, in))
+                continue;
+            const named *p = find_named(v, k, in);
+            if (p && p->owner >= i) {
+                verify_add_fault(c->r, VF_GRAPH_ORDER, onnx_node_name(n),
+                                 "node %s (#%zu) reads \"%s\", which node %s (#%zu) produces "
+                                 "%s: the nodes are not in topological order (a cycle when no "
+                                 "order exists); ONNX Runtime refuses the model",
+                                 onnx_node_name(n), i, in,
+                                 onnx_node_name(onnx_model_node(m, p->owner)), p->owner,
+                                 p->owner == i ? "itself" : "later");
+                free(v);
+                return;
+            }
+        }
+    }
+    free(v);
+}
+
 /* ------------------------------------------------------------------ router */
 
 static const onnx_node *producer(onnx_model *m, const char *value)

@@ -100,11 +100,17 @@ static int run_checks(const char *ckpt_dir, const char *model_dir, const verify_
         return -1;
     }
     vctx c = {.md = md, .ck = ck, .m = m, .cuda = cuda, .o = o, .r = r};
-    int rc = vcheck_graph(&c, err);
+    c.covered = m2o_calloc(onnx_model_initializer_count(m) + 1, sizeof *c.covered, err);
+    int rc = c.covered ? vcheck_graph(&c, err) : -1;
+    if (!rc)
+        vcheck_graph_order(&c);
     if (!rc)
         rc = vcheck_genai(&c, genai, model_file, err);
     if (!rc)
         rc = vcheck_tensors(&c, err);
+    if (!rc)
+        rc = vcheck_initializers(&c, err);
+    free(c.covered);
     onnx_model_close(m);
     ckpt_close(ck);
     return rc;

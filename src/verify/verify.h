@@ -38,6 +38,11 @@ typedef enum vfault_code {
     VF_QMOE_ATTR,            /* QMoE/MoE attribute inconsistent with config.json / provider */
     VF_GENAI_CONFIG,         /* genai_config.json inconsistent with the graph or config.json */
     VF_GRAPH,                /* other graph invariants (opsets, GQA heads, ...) */
+    VF_VALUE,                /* a float/int64 initializer differs from what the checkpoint or
+                              * config.json implies (embedding, norms, biases, sinks, rotary) */
+    VF_UNCHECKED,            /* an initializer no check knows how to verify */
+    VF_GRAPH_ORDER,          /* a node reads a value produced later or by no one (cycle) */
+    VF_FILES,                /* a file the folder needs is missing or unreadable */
     VF_COUNT
 } vfault_code;
 

@@ -227,9 +227,8 @@ static void mini_moe(mini *m, int L)
         graph_add_node(m->g, "Add", NULL, n2, 2, in, 1, out);
         snprintf(logits, sizeof logits, "%s", o);
     }
-    int64_t sv[2] = {-1, md->num_experts}, two = 2;
-    snprintf(shape, sizeof shape, "/model/constants/shape_%d", L);
-    graph_add_initializer(m->g, shape, ONNX_INT64, 1, &two, sv, sizeof sv);
+    /* the exporter's shared int64 constant, named by its value (added once, in mini_export) */
+    snprintf(shape, sizeof shape, "/model/constants/INT64/[-1, %d]", md->num_experts);
     snprintf(n2, sizeof n2, "%s/Reshape", b);
     snprintf(probs, sizeof probs, "%s/output_0", n2);
     const char *rin[2] = {logits, shape}, *rout[1] = {probs};
@@ -478,6 +477,10 @@ static int mini_export(const char *fx, const char *dir, const mini_opts *o, m2o_
     const char *cin[1] = {"input_ids"}, *cout[1] = {"h"};
     graph_node *cast = graph_add_node(m.g, "Cast", NULL, "/model/h/Cast", 1, cin, 1, cout);
     node_attr_int(cast, "to", m.io);
+    int64_t sv[2] = {-1, md->num_experts}, two = 2;
+    char shape[64];
+    snprintf(shape, sizeof shape, "/model/constants/INT64/[-1, %d]", md->num_experts);
+    graph_add_initializer(m.g, shape, ONNX_INT64, 1, &two, sv, sizeof sv);
     for (int L = 0; L < md->num_layers; L++)
         mini_layer(&m, L);
     const char *lm[1] = {"lm_head.weight"};
