@@ -20,6 +20,7 @@
 #include "checkpoint/config.h"
 #include "checkpoint/safetensors.h"
 #include "common/half.h"
+#include "onnx/genai_config.h"
 #include "onnx/graph.h"
 #include "onnx/model_reader.h"
 #include "onnx/onnx.pb-c.h"
@@ -491,6 +492,8 @@ static int mini_export(const char *fx, const char *dir, const mini_opts *o, m2o_
     int rc = graph_write(m.g, dir, &wo, err);
     if (!rc)
         rc = write_genai(dir, md, o->cuda);
+    if (!rc) /* verify checks the folder's tokenizer files too */
+        rc = genai_copy_tokenizer(ck_dir, dir, err);
     graph_free(m.g);
     ckpt_close(ck);
     free(md);
