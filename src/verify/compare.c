@@ -293,8 +293,8 @@ bool venc_passes(const float *expected, int64_t N, int64_t K, const venc *e)
     return true;
 }
 
-static void record_element(vstats *st, int64_t n, int64_t k, float x, double y, double bound,
-                           bool scale_bad, double scale, double ceiling)
+static inline void record_element(vstats *st, int64_t n, int64_t k, float x, double y,
+                                  double bound, bool scale_bad, double scale, double ceiling)
 {
     double d = isfinite(y) ? fabs(y - (double)x) : INFINITY;
     st->n++;
@@ -323,8 +323,8 @@ static void record_element(vstats *st, int64_t n, int64_t k, float x, double y, 
     }
 }
 
-int venc_compare(const float *expected, int64_t N, int64_t K, const venc *e, vstats *st,
-                 m2o_err *err)
+int venc_compare_ref(const float *expected, int64_t N, int64_t K, const venc *e, vstats *st,
+                     m2o_err *err)
 {
     if (venc_check(e, N, K, err))
         return -1;
@@ -389,4 +389,130 @@ void vx_anchor_scale_signs(const float *expected, int64_t N, int64_t K, int bloc
             out[n * nb + b] = (int8_t)(anchor > 0 ? -1 : anchor < 0 ? 1 : 0);
         }
     }
+}
+
+/* ---- the fast path: the same arithmetic as venc_element + element_checked, with everything
+ * that is constant over a block (scale, zero point, ceiling, bounds) computed once ---- */
+
+/* 2^e for the exponents a float32 can have, and a little beyond. */
+static double pow2_of(int e)
+{
+    static double table[400];
+    static bool ready; /* racy first fill writes the same values: harmless */
+    if (!ready) {
+        for (int i = 0; i < 400; i++)
+            table[i] = ldexp(1.0, i - 200);
+        ready = true;
+    }
+    return table[e + 200];
+}
+
+static void compare_float_rows(const float *x, int64_t N, int64_t K, const venc *e, vstats *st)
+{
+    double unit = vx_type_unit(e->elem_type), fl = type_floor(e->elem_type);
+    bool f32 = e->elem_type == ONNX_FLOAT;
+    for (int64_t n = 0; n < N; n++) {
+        for (int64_t k = 0; k < K; k++) {
+            float xv = x[n * K + k];
+            if (!isfinite(xv)) {
+                st->n_nonfinite++;
+                continue;
+            }
+            double y = load_float(e->w, e->elem_type, (size_t)(n * K + k)), b = 0.0;
+            if (xv != 0.0f) {
+                uint32_t bits;
+                memcpy(&bits, &xv, 4);
+                int E = (int)((bits >> 23) & 0xff);
+                if (E) { /* normal: |x| = 1.f 2^(E-127) */
+                    b = unit * pow2_of(E - 127);
+                } else {
+                    int ex;
+                    frexp(fabs((double)xv), &ex);
+                    b = ldexp(unit, ex - 1);
+                }
+            }
+            double bound = f32 ? b : (b > fl ? b : fl);
+            record_element(st, n, k, xv, y, bound, false, 0.0, 0.0);
+        }
+    }
+}
+
+static void compare_int_rows(const float *x, int64_t N, int64_t K, const venc *e, vstats *st)
+{
+    int bits = e->bits, bs = e->block_size, qmax = (1 << bits) - 1;
+    int64_t nb = K / bs;
+    bool f32 = e->elem_type == ONNX_FLOAT;
+    double d = f32 ? ldexp(1.0, -24) : vx_type_unit(e->elem_type);
+    double rel_ext = 1.0 + ldexp(1.01 * d, bits), rel_int = 0.5 + ldexp(1.0, bits - 1 - 21);
+    double fl = f32 ? 0.0 : ldexp(type_floor(e->elem_type), bits - 1);
+    for (int64_t n = 0; n < N; n++) {
+        const uint8_t *row = e->codes + n * (K * bits / 8);
+        for (int64_t b = 0; b < nb; b++) {
+            const float *xb = x + n * K + b * bs;
+            double ceiling = block_scale_ceiling(e, xb, bs);
+            float s = load_float(e->scales, e->elem_type, (size_t)(n * nb + b));
+            double sa = fabs((double)s);
+            bool bad = ceiling >= 0 && !(sa <= ceiling);
+            int zp = int_zero_point(e, K, n, b);
+            double b_ext = f32 ? sa * rel_ext : sa * rel_ext + fl;
+            double b_int = f32 ? sa * rel_int : sa * rel_int + fl;
+            for (int64_t k = b * bs; k < (b + 1) * bs; k++) {
+                float xv = x[n * K + k];
+                if (!isfinite(xv)) {
+                    st->n_nonfinite++;
+                    continue;
+                }
+                int q = int_code(row, k, bits);
+                double y = (double)(float)((float)(q - zp) * s);
+                record_element(st, n, k, xv, y, (q == 0 || q == qmax) ? b_ext : b_int, bad, sa,
+                               ceiling);
+            }
+        }
+    }
+}
+
+static void compare_mxfp4_rows(const float *x, int64_t N, int64_t K, const venc *e, vstats *st)
+{
+    const uint8_t *sc = e->scales;
+    for (int64_t n = 0; n < N; n++) {
+        for (int64_t b = 0; b < K / 32; b++) {
+            const float *xb = x + n * K + b * 32;
+            double ceiling = block_scale_ceiling(e, xb, 32);
+            uint8_t sb = sc[n * (K / 32) + b];
+            double scale = sb == 255 ? NAN : ldexp(1.0, (int)sb - 127);
+            double cap = ceiling >= 0 && !(scale <= ceiling) && scale == scale ? ceiling / scale
+                                                                                : 1.0;
+            for (int64_t k = b * 32; k < b * 32 + 32; k++) {
+                float xv = x[n * K + k];
+                if (!isfinite(xv)) {
+                    st->n_nonfinite++;
+                    continue;
+                }
+                uint8_t byte = e->codes[(n * K + k) / 2];
+                int c = k % 2 ? byte >> 4 : byte & 0xf;
+                double mag = kE2M1[c & 7] * scale;
+                double bound = kE2M1HalfGap[c & 7] * scale * (1.0 + 1e-6) * cap;
+                record_element(st, n, k, xv, c & 8 ? -mag : mag, bound, false, scale, ceiling);
+            }
+        }
+    }
+}
+
+int venc_compare(const float *expected, int64_t N, int64_t K, const venc *e, vstats *st,
+                 m2o_err *err)
+{
+    if (venc_check(e, N, K, err))
+        return -1;
+    switch (e->kind) {
+    case VENC_FLOAT:
+        compare_float_rows(expected, N, K, e, st);
+        break;
+    case VENC_INT:
+        compare_int_rows(expected, N, K, e, st);
+        break;
+    case VENC_MXFP4:
+        compare_mxfp4_rows(expected, N, K, e, st);
+        break;
+    }
+    return 0;
 }

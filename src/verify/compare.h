@@ -65,6 +65,11 @@ int venc_check(const venc *e, int64_t N, int64_t K, m2o_err *err);
 int venc_compare(const float *expected, int64_t N, int64_t K, const venc *e, vstats *st,
                  m2o_err *err);
 
+/* The same statistics computed element by element through venc_element (slow; the reference
+ * the tests hold venc_compare to). */
+int venc_compare_ref(const float *expected, int64_t N, int64_t K, const venc *e, vstats *st,
+                     m2o_err *err);
+
 /* True when every element of e is within its bound of expected (stops at the first that is not):
  * the quick test for a hypothesis about what went wrong. */
 bool venc_passes(const float *expected, int64_t N, int64_t K, const venc *e);

@@ -293,3 +293,71 @@ TEST(fp16_subnormal_scales_and_values_pass)
     venc f = {.kind = VENC_FLOAT, .elem_type = ONNX_FLOAT16, .w = h};
     CHECK(venc_passes(x, 1, 4, &f));
 }
+
+/* Equal, or both NaN (a NaN scale's bound). */
+static bool same(double a, double b)
+{
+    return a == b || (a != a && b != b);
+}
+
+static bool same_stats(const vstats *a, const vstats *b)
+{
+    return a->n == b->n && a->n_nonfinite == b->n_nonfinite && same(a->sum_err2, b->sum_err2) &&
+           same(a->sum_ref2, b->sum_ref2) && same(a->sum_bound2, b->sum_bound2) &&
+           same(a->max_abs, b->max_abs) && same(a->max_ratio, b->max_ratio) &&
+           a->n_over == b->n_over && a->first_row == b->first_row &&
+           a->first_col == b->first_col && same(a->first_bound, b->first_bound) &&
+           same(a->first_scale_ceiling, b->first_scale_ceiling);
+}
+
+static void check_fast_equals_ref(const float *x, int64_t n, int64_t k, const venc *e, int *bad)
+{
+    vstats a, b;
+    vstats_init(&a);
+    vstats_init(&b);
+    if (venc_compare(x, n, k, e, &a, NULL) || venc_compare_ref(x, n, k, e, &b, NULL) ||
+        !same_stats(&a, &b))
+        (*bad)++;
+}
+
+/* venc_compare's block-at-a-time loops give exactly the element-wise reference's statistics:
+ * good encodings, corrupted ones, subnormals, NaN/Inf in the checkpoint. */
+TEST(fast_compare_matches_the_element_wise_reference)
+{
+    static q4 q;
+    make_q4(&q, 41);
+    q.w[77] = NAN;
+    int bad = 0;
+    venc e = int4_enc(q.codes, q.scales);
+    check_fast_equals_ref(q.w, N, K, &e, &bad);
+    q.scales[3] = INFINITY;
+    q.scales[9] *= 3;
+    q.codes[100] ^= 0x5a;
+    check_fast_equals_ref(q.w, N, K, &e, &bad);
+    CHECK_EQ(bad, 0);
+    static uint8_t c8[N * K], zp[N * NB];
+    static uint16_t s16[N * NB], h[N * K];
+    static float w[N * K];
+    fill(w, N * K, 43);
+    qb_params p = {.bits = 8, .block_size = BS, .symmetric = false, .scale_type = QSCALE_BF16};
+    CHECK_EQ(qb_quantize_ref(w, N, K, &p, c8, s16, zp, NULL), 0);
+    venc e8 = {.kind = VENC_INT, .elem_type = ONNX_BFLOAT16, .codes = c8, .scales = s16,
+               .zero_points = zp, .bits = 8, .block_size = BS};
+    check_fast_equals_ref(w, N, K, &e8, &bad);
+    for (int i = 0; i < N * K; i++)
+        w[i] = ldexpf(w[i], i % 3 ? -20 : 3); /* float16 subnormals and normals */
+    for (int i = 0; i < N * K; i++)
+        h[i] = f32_to_f16(w[i]);
+    h[5] ^= 1;
+    venc f = {.kind = VENC_FLOAT, .elem_type = ONNX_FLOAT16, .w = h};
+    check_fast_equals_ref(w, N, K, &f, &bad);
+    static uint8_t codes[N * K / 2], scales[N * K / 32];
+    fill(w, N * K, 47);
+    CHECK_EQ(mxfp4_encode_ref(w, N, K, codes, scales, NULL), 0);
+    venc m = {.kind = VENC_MXFP4, .codes = codes, .scales = scales};
+    check_fast_equals_ref(w, N, K, &m, &bad);
+    scales[2] = 255;
+    scales[7] += 9;
+    check_fast_equals_ref(w, N, K, &m, &bad);
+    CHECK_EQ(bad, 0);
+}
