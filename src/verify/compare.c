@@ -212,14 +212,15 @@ void venc_element(const venc *e, int64_t K, int64_t n, int64_t k, float expected
  *                   exponent at most 2^(floor - 1); never below 2^-127 (scale byte 0). */
 static double block_scale_ceiling(const venc *e, const float *x, int64_t len)
 {
-    double vmin = 0.0, vmax = 0.0, amax = 0.0;
+    float lo = 0.0f, hi = 0.0f;
     for (int64_t i = 0; i < len; i++) {
-        if (!isfinite(x[i]))
+        float v = x[i];
+        if (v - v != 0.0f) /* NaN or Inf: not compared, no part of the bound */
             continue;
-        vmin = x[i] < vmin ? x[i] : vmin;
-        vmax = x[i] > vmax ? x[i] : vmax;
-        amax = fabs((double)x[i]) > amax ? fabs((double)x[i]) : amax;
+        lo = v < lo ? v : lo;
+        hi = v > hi ? v : hi;
     }
+    double vmin = lo, vmax = hi, amax = -vmin > vmax ? -vmin : vmax;
     if (e->kind == VENC_MXFP4) {
         if (amax == 0.0)
             return -1.0;
@@ -303,6 +304,10 @@ static inline void record_element(vstats *st, int64_t n, int64_t k, float x, dou
     st->sum_bound2 += bound * bound;
     if (d > st->max_abs)
         st->max_abs = d;
+    /* the common case, without a division: well inside the bound and below the largest ratio
+     * seen (the margin keeps the rounded quotient below it too) */
+    if (!scale_bad && d < bound * st->max_ratio * 0.999999 && d <= bound)
+        return;
     /* NaN-safe: a NaN bound (E8M0 NaN scale) or an Inf over an Inf bound is a violation */
     double ratio = scale_bad ? INFINITY : d == 0 ? 0 : bound > 0 ? d / bound : INFINITY;
     if (ratio != ratio)

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "common/half.h"
+#include "common/threadpool.h"
 #include "onnx/graph.h"
 #include "quant/quant.h"
 #include "verify/compare.h"
@@ -302,6 +303,88 @@ static float *quantized_copy(const vcopy *v, const float *x, int64_t total)
     return out;
 }
 
+/* One copy check on the ordered pool: a job per chunk of a part, results merged in order, so
+ * the first difference named is the same for any thread count. */
+typedef struct copy_run {
+    const vcopy *v;
+    const st_tensor *parts[3];
+    int np;
+    int64_t first_job[4], total;
+    const void *data;
+    vfirst f, fq; /* merged */
+    bool qdq;     /* a quantized candidate was compared (fq holds its differences) */
+} copy_run;
+
+typedef struct copy_res {
+    vfirst f, fq;
+    bool qdq;
+} copy_res;
+
+static int copy_produce(void *ctx, int64_t job, void **result, m2o_err *err)
+{
+    const copy_run *r = ctx;
+    int p = 0;
+    while (job >= r->first_job[p + 1])
+        p++;
+    const st_tensor *t = r->parts[p];
+    int64_t at = 0;
+    for (int i = 0; i < p; i++)
+        at += r->parts[i]->numel;
+    int64_t i0 = (job - r->first_job[p]) * CHUNK_ELEMS;
+    int64_t n = t->numel - i0 < CHUNK_ELEMS ? t->numel - i0 : CHUNK_ELEMS;
+    copy_res *res = m2o_calloc(1, sizeof *res, err);
+    float *x = res ? m2o_malloc((size_t)n * sizeof(float) + 4, err) : NULL;
+    int rc = x ? st_read_f32(t, i0, n, x, err) : -1;
+    if (!rc) {
+        /* quantized biases are one small tensor: a single chunk */
+        float *qdq = r->v->qbits > 0 && n == r->total ? quantized_copy(r->v, x, n) : NULL;
+        res->qdq = qdq != NULL;
+        compare_chunk(r->v, x, qdq, n, r->data, at + i0, &res->f, &res->fq);
+        free(qdq);
+    }
+    size_t es = st_dtype_size(t->dtype), os = onnx_dtype_size(r->v->type);
+    st_release(t, (size_t)i0 * es, (size_t)n * es);
+    release_range((const uint8_t *)r->data + (size_t)(at + i0) * os, (size_t)n * os);
+    free(x);
+    if (rc) {
+        free(res);
+        return -1;
+    }
+    *result = res;
+    return 0;
+}
+
+static void merge_first(vfirst *into, const vfirst *f)
+{
+    if (f->n_bad && !into->n_bad) {
+        into->index = f->index;
+        into->got = f->got;
+        into->want = f->want;
+        into->bound = f->bound;
+    }
+    into->n_bad += f->n_bad;
+}
+
+static int copy_commit(void *ctx, int64_t job, void *result, m2o_err *err)
+{
+    (void)job;
+    (void)err;
+    copy_run *r = ctx;
+    copy_res *res = result;
+    merge_first(&r->f, &res->f);
+    merge_first(&r->fq, &res->fq);
+    r->qdq |= res->qdq;
+    free(res);
+    return 0;
+}
+
+static void copy_discard(void *ctx, int64_t job, void *result)
+{
+    (void)ctx;
+    (void)job;
+    free(result);
+}
+
 static int check_copy(vctx *c, const onnx_tensor *t, const vinit_rule *rule, int layer,
                       m2o_err *err)
 {
@@ -339,42 +422,28 @@ static int check_copy(vctx *c, const onnx_tensor *t, const vinit_rule *rule, int
         if (!expert_bias_quant(c, onnx_tensor_name(t), &v.qbits, &v.qblock))
             v.qbits = 0;
     }
-    const void *data;
-    if (init_data(c, t, &data, err))
+    copy_run run = {.v = &v, .np = np, .total = total};
+    memcpy(run.parts, parts, sizeof parts);
+    if (init_data(c, t, &run.data, err))
         return -1;
-    float *x = m2o_malloc((size_t)(total < CHUNK_ELEMS ? total : CHUNK_ELEMS) * sizeof(float) + 4,
-                          err);
-    if (!x)
-        return -1;
-    vfirst f = {0}, fq = {0};
-    int64_t at = 0;
-    int rc = 0;
-    float *qdq = NULL;
-    for (int p = 0; p < np && !rc; p++) {
-        for (int64_t i = 0; i < parts[p]->numel && !rc; i += CHUNK_ELEMS) {
-            int64_t n = parts[p]->numel - i < CHUNK_ELEMS ? parts[p]->numel - i : CHUNK_ELEMS;
-            rc = st_read_f32(parts[p], i, n, x, err);
-            /* quantized biases are one small tensor: a single chunk */
-            if (!rc && v.qbits > 0 && n == total)
-                qdq = quantized_copy(&v, x, total);
-            if (!rc)
-                compare_chunk(&v, x, qdq, n, data, at + i, &f, &fq);
-            st_release(parts[p], (size_t)i * st_dtype_size(parts[p]->dtype),
-                       (size_t)n * st_dtype_size(parts[p]->dtype));
-        }
-        at += parts[p]->numel;
+    int64_t jobs = 0;
+    for (int p = 0; p < np; p++) {
+        run.first_job[p] = jobs;
+        jobs += (parts[p]->numel + CHUNK_ELEMS - 1) / CHUNK_ELEMS;
     }
-    release_range(data, (size_t)total * onnx_dtype_size(type));
-    free(x);
-    if (rc) {
-        free(qdq);
+    run.first_job[np] = jobs;
+    int threads = c->o->threads > 0 ? c->o->threads : m2o_cpu_count();
+    if (threads > jobs)
+        threads = (int)(jobs > 0 ? jobs : 1);
+    if (jobs > 0 && m2o_ordered_run(threads, 2 * threads, jobs, copy_produce, copy_commit,
+                                    copy_discard, &run, err))
         return -1;
-    }
+    vfirst f = run.f, fq = run.fq;
+    bool qdq = run.qdq;
     c->r->n_checks++;
     /* an expert bias is either copied or quantized like its experts (qmoe_quantize_bias) */
     if (f.n_bad && !(qdq && fq.n_bad == 0))
         value_fault(c, t, names, total, &f);
-    free(qdq);
     return 0;
 }
 
