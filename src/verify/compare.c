@@ -214,9 +214,10 @@ static double block_scale_ceiling(const venc *e, const float *x, int64_t len)
 {
     float lo = 0.0f, hi = 0.0f;
     for (int64_t i = 0; i < len; i++) {
-        float v = x[i];
-        if (v - v != 0.0f) /* NaN or Inf: not compared, no part of the bound */
-            continue;
+        uint32_t b;
+        memcpy(&b, &x[i], 4);
+        /* NaN or Inf: not compared, no part of the bound (branch-free, so it vectorizes) */
+        float v = (b & 0x7f800000u) == 0x7f800000u ? 0.0f : x[i];
         lo = v < lo ? v : lo;
         hi = v > hi ? v : hi;
     }
@@ -467,7 +468,7 @@ static void compare_int_rows(const float *x, int64_t N, int64_t K, const venc *e
                     st->n_nonfinite++;
                     continue;
                 }
-                int q = int_code(row, k, bits);
+                int q = bits == 4 ? (row[k >> 1] >> ((k & 1) << 2)) & 0xf : int_code(row, k, bits);
                 double y = (double)(float)((float)(q - zp) * s);
                 record_element(st, n, k, xv, y, (q == 0 || q == qmax) ? b_ext : b_int, bad, sa,
                                ceiling);
