@@ -6,6 +6,12 @@
 #include "common/half.h"
 #include "onnx/graph.h"
 
+/* A scale whose float32 reciprocal overflows (|s| <= 2^-128): the quantizer's codes saturate. */
+static bool tiny_scale(float s)
+{
+    return s != 0.0f && isinf(1.0f / s);
+}
+
 static const float kE2M1[8] = {0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f};
 /* Half the gap to the neighbouring E2M1 magnitudes (6: saturation, see compare.h). */
 static const double kE2M1HalfGap[8] = {0.25, 0.25, 0.25, 0.25, 0.5, 0.5, 1.0, 2.5};
@@ -178,10 +184,10 @@ void venc_element(const venc *e, int64_t K, int64_t n, int64_t k, float expected
         double d = e->elem_type == ONNX_FLOAT ? ldexp(1.0, -24) : vx_type_unit(e->elem_type);
         double rel = (q == 0 || q == qmax) ? 1.0 + ldexp(1.01 * d, bits)
                                            : 0.5 + ldexp(1.0, bits - 1 - 21);
-        /* the same floor a rounded-to-zero scale leaves, in code units */
+        if (tiny_scale((float)s)) /* 1/s overflows float32: codes saturate (see compare.h) */
+            rel = ldexp(1.0 + ldexp(1.0, -20), bits);
+        /* the same floor a rounded-to-zero (or subnormal) scale leaves, in code units */
         *bound = fabs(s) * rel + ldexp(type_floor(e->elem_type), bits - 1);
-        if (e->elem_type == ONNX_FLOAT)
-            *bound = fabs(s) * rel;
         return;
     }
     case VENC_MXFP4: {
@@ -450,7 +456,8 @@ static void compare_int_rows(const float *x, int64_t N, int64_t K, const venc *e
     bool f32 = e->elem_type == ONNX_FLOAT;
     double d = f32 ? ldexp(1.0, -24) : vx_type_unit(e->elem_type);
     double rel_ext = 1.0 + ldexp(1.01 * d, bits), rel_int = 0.5 + ldexp(1.0, bits - 1 - 21);
-    double fl = f32 ? 0.0 : ldexp(type_floor(e->elem_type), bits - 1);
+    double rel_tiny = ldexp(1.0 + ldexp(1.0, -20), bits);
+    double fl = ldexp(type_floor(e->elem_type), bits - 1);
     for (int64_t n = 0; n < N; n++) {
         const uint8_t *row = e->codes + n * (K * bits / 8);
         for (int64_t b = 0; b < nb; b++) {
@@ -460,8 +467,9 @@ static void compare_int_rows(const float *x, int64_t N, int64_t K, const venc *e
             double sa = fabs((double)s);
             bool bad = ceiling >= 0 && !(sa <= ceiling);
             int zp = int_zero_point(e, K, n, b);
-            double b_ext = f32 ? sa * rel_ext : sa * rel_ext + fl;
-            double b_int = f32 ? sa * rel_int : sa * rel_int + fl;
+            bool tiny = tiny_scale(s);
+            double b_ext = sa * (tiny ? rel_tiny : rel_ext) + fl;
+            double b_int = sa * (tiny ? rel_tiny : rel_int) + fl;
             for (int64_t k = b * bs; k < (b + 1) * bs; k++) {
                 float xv = x[n * K + k];
                 if (!isfinite(xv)) {

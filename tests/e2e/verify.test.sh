@@ -66,6 +66,37 @@ if [ -d "$tmp/gpt-oss-tiny_int4_cpu" ]; then
         fail "wrong checkpoint exited $rc"
     fi
 fi
+# ---- subnormal checkpoint values: no false FAIL ----
+# subnormal NAME FIXTURE PRECISION EP [EXTRA...] -- SHARD TENSOR HEX...: the fixture copy gets
+# the bytes at the tensor's start, is exported and must verify.
+. tests/tools/corrupt.sh
+subnormal() {
+    local name=$1 fixture=$2 prec=$3 ep=$4; shift 4
+    local extra=() ck="$tmp/sub-$name-ck" out="$tmp/sub-$name"
+    while [ "$1" != -- ]; do extra+=("$1"); shift; done
+    shift
+    local shard=$1 tensor=$2; shift 2
+    cp -r "$fx/$fixture" "$ck"
+    st_poke "$ck/$shard" "$tensor" 0 "$@" || { fail "subnormal $name: cannot poke $tensor"; return; }
+    if ! "$bin" -q --threads 2 -i "$ck" -o "$out" -p "$prec" -e "$ep" "${extra[@]}" >"$tmp/log" 2>&1; then
+        fail "subnormal $name: export failed: $(tail -n1 "$tmp/log")"; return
+    fi
+    "$bin" verify --threads 2 -i "$ck" -o "$out" >"$tmp/log" 2>&1 && ok "subnormal $name verifies" ||
+        fail "subnormal $name: $(tail -n1 "$tmp/log")"
+    rm -rf "$ck" "$out"
+}
+sub64=(); for i in $(seq 32); do sub64+=(01 00); done # 32 BF16 0x0001 = 2^-133
+subnormal bf16-block-int4-cpu gpt-oss-bf16-tiny int4 cpu -- model.safetensors \
+    model.layers.0.self_attn.q_proj.weight "${sub64[@]}"
+subnormal bf16-block-fp16 gpt-oss-bf16-tiny fp16 cuda -- model.safetensors \
+    model.layers.0.self_attn.q_proj.weight "${sub64[@]}"
+subnormal bf16-experts-int4-cuda gpt-oss-bf16-tiny int4 cuda -- model.safetensors \
+    model.layers.0.mlp.experts.down_proj "${sub64[@]}"
+subnormal mxfp4-scale-0-int4-cpu gpt-oss-tiny int4 cpu -- model-00001-of-00002.safetensors \
+    model.layers.0.mlp.experts.down_proj_scales 00 00 00 00
+subnormal mxfp4-scale-0-passthrough gpt-oss-tiny int4 cuda --extra_options moe_quant_type=mxfp4 -- \
+    model-00001-of-00002.safetensors model.layers.0.mlp.experts.down_proj_scales 00 00 00 00
+
 # ---- corruption table: verify must name each fault ----
 # corrupt NAME FIXTURE_EXPORT CODE DESCRIPTION -- COMMAND...: COMMAND damages $dst (a copy of
 # the export), then verify must exit 1 with a FAIL verdict carrying CODE.

@@ -292,6 +292,21 @@ TEST(fp16_subnormal_scales_and_values_pass)
         h[i] = f32_to_f16(x[i]);
     venc f = {.kind = VENC_FLOAT, .elem_type = ONNX_FLOAT16, .w = h};
     CHECK(venc_passes(x, 1, 4, &f));
+    /* float32 scales of values near 2^-130 (int4 CPU): the scales are subnormal and their
+     * reciprocal overflows, so the quantizer's codes saturate; no false FAIL */
+    for (int i = 0; i < N * K; i++)
+        q.w[i] = ldexpf(q.w[i], -112);
+    for (int bits = 4; bits <= 8; bits += 4) {
+        static uint8_t c8[N * K];
+        qb_params p32 = {.bits = bits, .block_size = BS, .symmetric = true,
+                         .scale_type = QSCALE_F32};
+        CHECK_EQ(qb_quantize_ref(q.w, N, K, &p32, c8, q.scales, NULL, NULL), 0);
+        venc e32 = {.kind = VENC_INT, .elem_type = ONNX_FLOAT, .codes = c8, .scales = q.scales,
+                    .bits = bits, .block_size = BS};
+        CHECK_MSG(venc_passes(q.w, N, K, &e32), "%d-bit float32 subnormal scales", bits);
+        q.scales[0] = 1.0f; /* still bounded by the block: a normal scale there fails */
+        CHECK(!venc_passes(q.w, N, K, &e32));
+    }
 }
 
 /* Equal, or both NaN (a NaN scale's bound). */
