@@ -250,6 +250,10 @@ new_case overflow-mxfp4-fp16 gpt-oss-tiny "MXFP4 scale byte 141 (2^14: code 4 de
 st_poke "$ck/$S1" "$L0.mlp.experts.down_proj_scales" 100 8d; std fp16 cuda
 expect 1 "$L0.mlp.experts.down_proj_blocks" "overflows float16" -- "${std[@]}"
 
+new_case overflow-neg-exp-a-log qwen3_5-moe-tiny "linear_attn.A_log element 1 set to 100 (BF16 0x42c8): -exp(100) overflows float32"
+st_poke "$ck/model.safetensors" "$L0.linear_attn.A_log" 2 c8 42; std fp32
+expect 1 "$L0.linear_attn.A_log" "overflows float32" -- "${std[@]}" --allow-nonfinite
+
 # --allow-nonfinite really keeps the value where the format can carry it.
 new_case nan-fp32-allowed gpt-oss-tiny "(passes)"
 st_poke "$ck/$S1" "$L0.self_attn.q_proj.weight" 10 c0 7f; std fp32
