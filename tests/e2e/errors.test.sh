@@ -200,6 +200,10 @@ new_case qwen2-config-missing-field qwen2-moe-tiny "config.json without moe_inte
 sed -i '/"moe_intermediate_size"/d' "$ck/config.json"; std
 expect 1 config.json moe_intermediate_size -- "${std[@]}"
 
+new_case config-rope-factor-tiny qwen3-moe-tiny "rope_scaling {linear, factor 1e-300}: infinite frequencies, NaN caches"
+sed -i 's/"rope_scaling": null/"rope_scaling": {"rope_type": "linear", "factor": 1e-300}/' "$ck/config.json"; std
+expect 1 config.json rope_scaling NaN -- "${std[@]}"
+
 new_case config-wrong-type gpt-oss-tiny "hidden_size given as a string"
 sed -i 's/"hidden_size": 256/"hidden_size": "256"/' "$ck/config.json"; std
 expect 1 config.json hidden_size -- "${std[@]}"
