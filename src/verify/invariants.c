@@ -609,6 +609,49 @@ static void check_sliding(vctx *c, const cJSON *dec)
                        "sliding_attention layers", got, expect);
 }
 
+/* True when name is one of o's string values, or matches one with "%d" standing for a layer. */
+static bool named_by(const cJSON *o, const char *name)
+{
+    const cJSON *it;
+    cJSON_ArrayForEach(it, o)
+    {
+        const char *v = cJSON_IsString(it) ? it->valuestring : NULL;
+        const char *d = v ? strstr(v, "%d") : NULL;
+        if (v && !d && !strcmp(v, name))
+            return true;
+        if (!d || strncmp(name, v, (size_t)(d - v)))
+            continue;
+        const char *p = name + (d - v), *q = p;
+        while (*q >= '0' && *q <= '9')
+            q++;
+        if (q > p && !strcmp(q, d + 2))
+            return true;
+    }
+    return false;
+}
+
+/* onnxruntime-genai feeds and reads only what genai_config.json names: a graph input it does not
+ * know is never fed (the session fails), an output it does not know is computed for nothing. */
+static void check_io_covered(vctx *c, const cJSON *in, const cJSON *out)
+{
+    c->r->n_checks += 2;
+    for (size_t i = 0; i < onnx_model_input_count(c->m); i++) {
+        const char *name = onnx_value_name(onnx_model_input(c->m, i));
+        if (!named_by(in, name)) {
+            genai_fault(c, "graph input \"%s\" is not named in decoder.inputs: onnxruntime-genai "
+                           "would not feed it", name);
+            return;
+        }
+    }
+    for (size_t i = 0; i < onnx_model_output_count(c->m); i++) {
+        const char *name = onnx_value_name(onnx_model_output(c->m, i));
+        if (!named_by(out, name)) {
+            genai_fault(c, "graph output \"%s\" is not named in decoder.outputs", name);
+            return;
+        }
+    }
+}
+
 int vcheck_genai(vctx *c, const cJSON *root, const char *model_filename, m2o_err *err)
 {
     (void)err;
@@ -655,6 +698,7 @@ int vcheck_genai(vctx *c, const cJSON *root, const char *model_filename, m2o_err
     check_kv_names(c, string_at(out, "present_key_names"), "present_key_names", false);
     check_kv_names(c, string_at(out, "present_value_names"), "present_value_names", false);
     check_sliding(c, dec);
+    check_io_covered(c, in, out);
 
     const onnx_value *logits = onnx_model_find_output(c->m, string_at(out, "logits") ?
                                                                  string_at(out, "logits") : "logits");
