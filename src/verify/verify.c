@@ -135,7 +135,7 @@ static void check_folder_files(const char *ckpt_dir, const char *model_dir, veri
     r->n_checks++;
     if (text && !j)
         verify_add_fault(r, VF_FILES, "tokenizer.json", "%s is not valid JSON", path);
-    else if (!text && !tokenizer)
+    else if (!text && !tokenizer && verify_find_fault(r, VF_FILES) < 0)
         verify_add_fault(r, VF_FILES, "tokenizer.json",
                          "%s has no tokenizer.json (nor tokenizer.model): onnxruntime-genai "
                          "cannot load the model", model_dir);

@@ -66,6 +66,18 @@ if [ -d "$tmp/gpt-oss-tiny_int4_cpu" ]; then
         fail "wrong checkpoint exited $rc"
     fi
 fi
+# the report does not depend on the thread count (a good and a damaged folder)
+if [ -d "$tmp/gpt-oss-tiny_int4_cpu" ]; then
+    same=1
+    for t in 1 3; do
+        "$bin" verify --json --threads $t -i "$fx/gpt-oss-bf16-tiny" -o "$tmp/gpt-oss-tiny_int4_cpu" >"$tmp/bad$t.json" 2>&1
+        "$bin" verify --json --threads $t -i "$fx/gpt-oss-tiny" -o "$tmp/gpt-oss-tiny_int4_cpu" >"$tmp/good$t.json" 2>&1
+    done
+    cmp -s "$tmp/bad1.json" "$tmp/bad3.json" && cmp -s "$tmp/good1.json" "$tmp/good3.json" || same=0
+    [ "$same" = 1 ] && ok "verify --json is identical with --threads 1 and 3" ||
+        fail "verify --json differs between --threads 1 and 3"
+fi
+
 # ---- subnormal checkpoint values: no false FAIL ----
 # subnormal NAME FIXTURE PRECISION EP [EXTRA...] -- SHARD TENSOR HEX...: the fixture copy gets
 # the bytes at the tensor's start, is exported and must verify.
