@@ -252,9 +252,38 @@ typedef struct vcopy {
 /* Compares a chunk of expected (checkpoint, float32) with the stored values from index i0; qdq
  * (or NULL): the same values through the experts' int quantization, a second candidate tracked
  * in fq. */
+/* True when the stored bytes are exactly x (+ offset) rounded to the stored type: the common
+ * case, one memcmp instead of an element-by-element comparison. */
+static bool chunk_identical(const vcopy *v, const float *x, int64_t n, const void *data,
+                            int64_t i0)
+{
+    size_t es = onnx_dtype_size(v->type);
+    const uint8_t *stored = (const uint8_t *)data + (size_t)i0 * es;
+    if (v->xf == VX_NEG_EXP)
+        return false;
+    if (v->type == ONNX_FLOAT && v->offset == 0.0f)
+        return !memcmp(stored, x, (size_t)n * 4);
+    uint8_t *want = malloc((size_t)n * es + 4);
+    if (!want)
+        return false;
+    for (int64_t i = 0; i < n; i++) {
+        float y = x[i] + v->offset;
+        uint16_t h = v->type == ONNX_FLOAT16 ? f32_to_f16(y) : f32_to_bf16(y);
+        if (v->type == ONNX_FLOAT)
+            memcpy(want + 4 * i, &y, 4);
+        else
+            memcpy(want + 2 * i, &h, 2);
+    }
+    bool same = !memcmp(stored, want, (size_t)n * es);
+    free(want);
+    return same;
+}
+
 static void compare_chunk(const vcopy *v, const float *x, const float *qdq, int64_t n,
                           const void *data, int64_t i0, vfirst *f, vfirst *fq)
 {
+    if (!qdq && chunk_identical(v, x, n, data, i0))
+        return;
     for (int64_t i = 0; i < n; i++) {
         double got = load(data, v->type, i0 + i), want, bound = 0;
         switch (v->xf) {
