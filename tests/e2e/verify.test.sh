@@ -155,5 +155,7 @@ corrupt garbage-int64-constant "$G" value_mismatch "the Reshape shape constant [
 corrupt missing-tokenizer "$G" folder_files "tokenizer.json deleted" -- rm "$tmp/corrupt-missing-tokenizer/tokenizer.json"
 corrupt graph-cycle "$G" graph_order "layer 0's input norm reads the o_proj output (a cycle)" -- \
     "$poke" rewire "$tmp/corrupt-graph-cycle/model.onnx" /model/layers.0/input_layernorm/SimplifiedLayerNorm 0 /model/layers.0/attn/o_proj/MatMul_Q4
+corrupt unknown-initializer "$G" unchecked_initializer "the router bias renamed (with its reader) to a name no check knows" -- \
+    "$poke" rename "$tmp/corrupt-unknown-initializer/model.onnx" $L0.moe.router.Add.bias $L0.moe.router.Add.mystery
 DOC_HEADER="| Case | Corruption | Exit | Verdict (last line of stdout) |" check_doc_table verify-corruptions
 finish

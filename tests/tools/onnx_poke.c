@@ -5,8 +5,11 @@
  *       overwrites bytes of an initializer's data: in the external data file beside the model, or
  *       in its inline raw_data (then model.onnx is rewritten);
  *   onnx_poke rewire MODEL.onnx NODE INPUT_INDEX FROM_NODE
- *       makes input INPUT_INDEX of NODE read output 0 of FROM_NODE (a later node: a cycle).
+ *       makes input INPUT_INDEX of NODE read output 0 of FROM_NODE (a later node: a cycle);
+ *   onnx_poke rename MODEL.onnx INITIALIZER NEW_NAME
+ *       renames an initializer and every node input reading it (the graph stays consistent).
  * Exit 0 on success, 1 with one line on stderr otherwise. */
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -115,17 +118,36 @@ static int rewire(const char *path, Onnx__ModelProto *m, char **argv)
     return save(path, m);
 }
 
+static int rename_init(const char *path, Onnx__ModelProto *m, char **argv)
+{
+    Onnx__GraphProto *g = m->graph;
+    bool found = false;
+    for (size_t i = 0; i < g->n_initializer; i++)
+        if (!strcmp(g->initializer[i]->name, argv[3])) {
+            g->initializer[i]->name = argv[4]; /* aliased, like rewire's */
+            found = true;
+        }
+    for (size_t i = 0; i < g->n_node; i++)
+        for (size_t j = 0; j < g->node[i]->n_input; j++)
+            if (!strcmp(g->node[i]->input[j], argv[3]))
+                g->node[i]->input[j] = argv[4];
+    return found ? save(path, m) : die("no such initializer", argv[3]);
+}
+
 int main(int argc, char **argv)
 {
-    if (argc < 6 || (strcmp(argv[1], "set") && strcmp(argv[1], "rewire")))
-        return die("usage: onnx_poke set MODEL INIT OFFSET HEX... | rewire MODEL NODE K FROM",
-                   NULL);
+    bool rename = argc == 5 && !strcmp(argv[1], "rename");
+    if (!rename && (argc < 6 || (strcmp(argv[1], "set") && strcmp(argv[1], "rewire"))))
+        return die("usage: onnx_poke set MODEL INIT OFFSET HEX... | rewire MODEL NODE K FROM | "
+                   "rename MODEL INIT NEW", NULL);
     size_t len;
     unsigned char *buf = slurp(argv[2], &len);
     Onnx__ModelProto *m = buf ? onnx__model_proto__unpack(NULL, len, buf) : NULL;
     if (!m || !m->graph)
         return die("cannot read the model", argv[2]);
-    int rc = !strcmp(argv[1], "set") ? set_bytes(argv[2], m, argc, argv) : rewire(argv[2], m, argv);
+    int rc = rename                  ? rename_init(argv[2], m, argv)
+             : !strcmp(argv[1], "set") ? set_bytes(argv[2], m, argc, argv)
+                                       : rewire(argv[2], m, argv);
     free(buf);
     return rc; /* the unpacked message is left to exit: rewire aliased one of its strings */
 }
