@@ -259,13 +259,29 @@ static int64_t scale_block(const venc *e, int64_t K)
 /* Decoded value and bound of (n, k) with the block's scale ceiling applied: a scale above it
  * (or not a number) puts every element of an int block out of bounds; MXFP4 bounds are capped at
  * the ceiling, so a passthrough block whose codes decode exactly still passes. */
+/* A float copy must be x rounded to nearest even in its type, not merely within half an ulp
+ * (both neighbours of a tie are). x finite. */
+static bool float_exact(float x, double y, int type)
+{
+    if (y == (double)x)
+        return true; /* x is representable: its rounding is itself */
+    double r = type == ONNX_FLOAT16    ? f16_to_f32(f32_to_f16(x))
+               : type == ONNX_BFLOAT16 ? bf16_to_f32(f32_to_bf16(x))
+                                       : x;
+    return y == r;
+}
+
 static void element_checked(const venc *e, int64_t K, int64_t n, int64_t k, float x,
                             double ceiling, double *y, double *bound, bool *scale_bad,
                             double *scale)
 {
     venc_element(e, K, n, k, x, y, bound);
     *scale_bad = false;
-    if (e->kind == VENC_FLOAT || ceiling < 0)
+    if (e->kind == VENC_FLOAT) {
+        *scale_bad = !float_exact(x, *y, e->elem_type);
+        return;
+    }
+    if (ceiling < 0)
         return;
     double s = stored_scale(e, K, n, k);
     *scale = s;
@@ -444,7 +460,7 @@ static void compare_float_rows(const float *x, int64_t N, int64_t K, const venc 
                 }
             }
             double bound = f32 ? b : (b > fl ? b : fl);
-            record_element(st, n, k, xv, y, bound, false, 0.0, 0.0);
+            record_element(st, n, k, xv, y, bound, !float_exact(xv, y, e->elem_type), 0.0, -1.0);
         }
     }
 }

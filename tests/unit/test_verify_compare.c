@@ -147,6 +147,15 @@ TEST(float_bounds_accept_rounding_and_reject_one_ulp_more)
     CHECK(venc_passes(x, 1, 4, &e));
     h[2] = (uint16_t)(h[2] + 1); /* one float16 ulp off */
     CHECK(!venc_passes(x, 1, 4, &e));
+    /* a tie (1 + 2^-11 lies halfway between two float16 values): only the even one passes,
+     * though both are within half an ulp */
+    float tie[1] = {1.0f + 1.0f / 2048};
+    uint16_t even = f32_to_f16(tie[0]), odd = (uint16_t)(even + 1);
+    venc t = {.kind = VENC_FLOAT, .elem_type = ONNX_FLOAT16, .w = &even};
+    CHECK_EQ(even, 0x3c00);
+    CHECK(venc_passes(tie, 1, 1, &t));
+    t.w = &odd;
+    CHECK(!venc_passes(tie, 1, 1, &t));
     /* float32 storage of float32-representable values must be exact */
     float y[4];
     memcpy(y, x, sizeof y);
