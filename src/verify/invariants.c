@@ -112,6 +112,66 @@ static int check_unique_names(vctx *c, m2o_err *err)
     return 0;
 }
 
+/* The producer of `name` in v (sorted, owner = producing node, SIZE_MAX - i for initializers
+ * and graph inputs), or NULL. */
+static const named *find_named(const named *v, size_t k, const char *name)
+{
+    size_t lo = 0, hi = k;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (strcmp(v[mid].name, name) < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < k && !strcmp(v[lo].name, name) ? &v[lo] : NULL;
+}
+
+/* ONNX Runtime needs the nodes in topological order: a node reading a value that a later node
+ * produces is out of order, and when no order exists the graph has a cycle. */
+void vcheck_graph_order(vctx *c)
+{
+    onnx_model *m = c->m;
+    size_t nn = onnx_model_node_count(m), total = 0;
+    for (size_t i = 0; i < nn; i++)
+        total += onnx_node_output_count(onnx_model_node(m, i));
+    named *v = malloc((total + 1) * sizeof *v);
+    if (!v) {
+        verify_add_fault(c->r, VF_GRAPH_ORDER, "", "out of memory checking the node order");
+        return;
+    }
+    size_t k = 0;
+    for (size_t i = 0; i < nn; i++) {
+        const onnx_node *n = onnx_model_node(m, i);
+        for (size_t j = 0; j < onnx_node_output_count(n); j++)
+            if (onnx_node_output(n, j)[0])
+                v[k++] = (named){onnx_node_output(n, j), i};
+    }
+    qsort(v, k, sizeof *v, cmp_named);
+    c->r->n_checks++;
+    for (size_t i = 0; i < nn; i++) {
+        const onnx_node *n = onnx_model_node(m, i);
+        for (size_t j = 0; j < onnx_node_input_count(n); j++) {
+            const char *in = onnx_node_input(n, j);
+            if (!in[0] || onnx_model_find_initializer(m, in) || onnx_model_find_input(m, in))
+                continue;
+            const named *p = find_named(v, k, in);
+            if (p && p->owner >= i) {
+                verify_add_fault(c->r, VF_GRAPH_ORDER, onnx_node_name(n),
+                                 "node %s (#%zu) reads \"%s\", which node %s (#%zu) produces "
+                                 "%s: the nodes are not in topological order (a cycle when no "
+                                 "order exists); ONNX Runtime refuses the model",
+                                 onnx_node_name(n), i, in,
+                                 onnx_node_name(onnx_model_node(m, p->owner)), p->owner,
+                                 p->owner == i ? "itself" : "later");
+                free(v);
+                return;
+            }
+        }
+    }
+    free(v);
+}
+
 /* ------------------------------------------------------------------ router */
 
 static const onnx_node *producer(onnx_model *m, const char *value)
@@ -597,6 +657,49 @@ static void check_sliding(vctx *c, const cJSON *dec)
                        "sliding_attention layers", got, expect);
 }
 
+/* True when name is one of o's string values, or matches one with "%d" standing for a layer. */
+static bool named_by(const cJSON *o, const char *name)
+{
+    const cJSON *it;
+    cJSON_ArrayForEach(it, o)
+    {
+        const char *v = cJSON_IsString(it) ? it->valuestring : NULL;
+        const char *d = v ? strstr(v, "%d") : NULL;
+        if (v && !d && !strcmp(v, name))
+            return true;
+        if (!d || strncmp(name, v, (size_t)(d - v)))
+            continue;
+        const char *p = name + (d - v), *q = p;
+        while (*q >= '0' && *q <= '9')
+            q++;
+        if (q > p && !strcmp(q, d + 2))
+            return true;
+    }
+    return false;
+}
+
+/* onnxruntime-genai feeds and reads only what genai_config.json names: a graph input it does not
+ * know is never fed (the session fails), an output it does not know is computed for nothing. */
+static void check_io_covered(vctx *c, const cJSON *in, const cJSON *out)
+{
+    c->r->n_checks += 2;
+    for (size_t i = 0; i < onnx_model_input_count(c->m); i++) {
+        const char *name = onnx_value_name(onnx_model_input(c->m, i));
+        if (!named_by(in, name)) {
+            genai_fault(c, "graph input \"%s\" is not named in decoder.inputs: onnxruntime-genai "
+                           "would not feed it", name);
+            return;
+        }
+    }
+    for (size_t i = 0; i < onnx_model_output_count(c->m); i++) {
+        const char *name = onnx_value_name(onnx_model_output(c->m, i));
+        if (!named_by(out, name)) {
+            genai_fault(c, "graph output \"%s\" is not named in decoder.outputs", name);
+            return;
+        }
+    }
+}
+
 int vcheck_genai(vctx *c, const cJSON *root, const char *model_filename, m2o_err *err)
 {
     (void)err;
@@ -643,6 +746,7 @@ int vcheck_genai(vctx *c, const cJSON *root, const char *model_filename, m2o_err
     check_kv_names(c, string_at(out, "present_key_names"), "present_key_names", false);
     check_kv_names(c, string_at(out, "present_value_names"), "present_value_names", false);
     check_sliding(c, dec);
+    check_io_covered(c, in, out);
 
     const onnx_value *logits = onnx_model_find_output(c->m, string_at(out, "logits") ?
                                                                  string_at(out, "logits") : "logits");

@@ -145,6 +145,7 @@ static const onnx_tensor *input_init(vctx *c, const onnx_node *n, size_t i, cons
         return NULL;
     }
     const onnx_tensor *t = onnx_model_find_initializer(c->m, name);
+    vmark_initializer(c, t);
     if (!t && required)
         verify_add_fault(c->r, VF_MISSING, name,
                          "%s %s of node %s is not an initializer: nothing to verify", what, name,
@@ -540,6 +541,7 @@ static int plan_matmul(vctx *c, vplans *ps, const onnx_node *n, m2o_err *err)
                               "verified", onnx_node_name(n), onnx_tensor_name(W));
         return 0;
     }
+    vmark_initializer(c, W); /* checked below, or a fault says why not */
     if (lin.n_parts == 0 || !float_dtype_ok(c, W, "MatMul weight"))
         return 0;
     int64_t d[2] = {lin.K, lin.N}, sw[2] = {lin.N, lin.K};
@@ -824,6 +826,15 @@ static void diagnose(const vplan *p, int64_t e, int64_t r0, int64_t nr, vscratch
     char where[128];
     where_text(p, e, st->first_row + r0, st->first_col, where, sizeof where);
     res->diag = VF_ERROR_BOUND;
+    if (st->first_scale_ceiling > 0) {
+        snprintf(res->msg, sizeof res->msg,
+                 "%lld of %lld elements exceed the format's error bound (first at %s: expected "
+                 "%.6g, decoded %.6g): its block's scale %.6g exceeds the %.6g the checkpoint "
+                 "block allows", (long long)st->n_over, (long long)st->n, where,
+                 st->first_expected, st->first_decoded, st->first_scale,
+                 st->first_scale_ceiling);
+        return;
+    }
     snprintf(res->msg, sizeof res->msg,
              "%lld of %lld elements exceed the format's error bound (first at %s: expected %.6g, "
              "decoded %.6g, bound %.3g); no known layout or scale bug explains it",
