@@ -1,5 +1,6 @@
-/* Damages a COPY of an exported model in controlled ways, for verify's corruption table
- * (tests/e2e/verify.test.sh). Built as build/tools/onnx_poke.
+/* Edits a COPY of an exported model in controlled ways: damage for verify's corruption table
+ * (tests/e2e/verify.test.sh), and test-side views for the CUDA suite (tests/cuda/). Built as
+ * build/tools/onnx_poke.
  *
  *   onnx_poke set MODEL.onnx INITIALIZER BYTE_OFFSET HEX...
  *       overwrites bytes of an initializer's data: in the external data file beside the model, or
@@ -7,7 +8,13 @@
  *   onnx_poke rewire MODEL.onnx NODE INPUT_INDEX FROM_NODE
  *       makes input INPUT_INDEX of NODE read output 0 of FROM_NODE (a later node: a cycle);
  *   onnx_poke rename MODEL.onnx INITIALIZER NEW_NAME
- *       renames an initializer and every node input reading it (the graph stays consistent).
+ *       renames an initializer and every node input reading it (the graph stays consistent);
+ *   onnx_poke expose MODEL.onnx OUT.onnx NODE_NAME_SUFFIX
+ *       writes OUT.onnx (beside MODEL, sharing its external data) with output 0 of every node
+ *       whose name ends in the suffix added as a float32 graph output (router logits);
+ *   onnx_poke f32io MODEL.onnx OUT.onnx
+ *       writes OUT.onnx whose bfloat16 graph inputs and outputs are float32, cast inside the
+ *       graph (onnxruntime-node has no bfloat16 tensors).
  * Exit 0 on success, 1 with one line on stderr otherwise. */
 #include <stdbool.h>
 #include <stdio.h>
@@ -134,18 +141,137 @@ static int rename_init(const char *path, Onnx__ModelProto *m, char **argv)
     return found ? save(path, m) : die("no such initializer", argv[3]);
 }
 
+static Onnx__ValueInfoProto *float_value(const char *name)
+{
+    Onnx__TypeProto__Tensor *tt = calloc(1, sizeof *tt);
+    Onnx__TypeProto *tp = calloc(1, sizeof *tp);
+    Onnx__ValueInfoProto *v = calloc(1, sizeof *v);
+    onnx__type_proto__tensor__init(tt);
+    onnx__type_proto__init(tp);
+    onnx__value_info_proto__init(v);
+    tt->has_elem_type = 1;
+    tt->elem_type = ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT;
+    tp->value_case = ONNX__TYPE_PROTO__VALUE_TENSOR_TYPE;
+    tp->tensor_type = tt;
+    v->name = strdup(name);
+    v->type = tp;
+    return v;
+}
+
+static void add_output(Onnx__GraphProto *g, Onnx__ValueInfoProto *v)
+{
+    g->output = realloc(g->output, (g->n_output + 1) * sizeof *g->output);
+    g->output[g->n_output++] = v;
+}
+
+static bool ends_with(const char *s, const char *suffix)
+{
+    size_t a = strlen(s), b = strlen(suffix);
+    return a >= b && !strcmp(s + a - b, suffix);
+}
+
+static int expose(Onnx__ModelProto *m, char **argv)
+{
+    Onnx__GraphProto *g = m->graph;
+    int n = 0;
+    for (size_t i = 0; i < g->n_node; i++)
+        if (ends_with(g->node[i]->name, argv[4]) && g->node[i]->n_output) {
+            add_output(g, float_value(g->node[i]->output[0]));
+            n++;
+        }
+    return n ? save(argv[3], m) : die("no node name ends in", argv[4]);
+}
+
+static Onnx__NodeProto *cast_node(const char *name, const char *from, const char *to, int type)
+{
+    Onnx__NodeProto *n = calloc(1, sizeof *n);
+    Onnx__AttributeProto *a = calloc(1, sizeof *a);
+    onnx__node_proto__init(n);
+    onnx__attribute_proto__init(a);
+    a->name = strdup("to");
+    a->has_type = 1;
+    a->type = ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INT;
+    a->has_i = 1;
+    a->i = type;
+    n->name = strdup(name);
+    n->op_type = strdup("Cast");
+    n->n_input = n->n_output = n->n_attribute = 1;
+    n->input = malloc(sizeof *n->input);
+    n->output = malloc(sizeof *n->output);
+    n->attribute = malloc(sizeof *n->attribute);
+    n->input[0] = strdup(from);
+    n->output[0] = strdup(to);
+    n->attribute[0] = a;
+    return n;
+}
+
+static bool is_bf16(const Onnx__ValueInfoProto *v)
+{
+    return v->type && v->type->tensor_type &&
+           v->type->tensor_type->elem_type == ONNX__TENSOR_PROTO__DATA_TYPE__BFLOAT16;
+}
+
+/* Every node input (and, for outputs, node output) called old now reads renamed. */
+static void rename_value(Onnx__GraphProto *g, const char *old, const char *renamed)
+{
+    for (size_t i = 0; i < g->n_node; i++) {
+        for (size_t j = 0; j < g->node[i]->n_input; j++)
+            if (!strcmp(g->node[i]->input[j], old))
+                g->node[i]->input[j] = strdup(renamed);
+        for (size_t j = 0; j < g->node[i]->n_output; j++)
+            if (!strcmp(g->node[i]->output[j], old))
+                g->node[i]->output[j] = strdup(renamed);
+    }
+}
+
+/* bfloat16 graph inputs become float32 inputs cast to bfloat16 first; bfloat16 outputs are
+ * cast to float32 last. The casts are exact (float32 holds every bfloat16). */
+static int f32io(Onnx__ModelProto *m, char **argv)
+{
+    Onnx__GraphProto *g = m->graph;
+    size_t n_in = 0, n_out = 0;
+    Onnx__NodeProto **first = calloc(g->n_input + 1, sizeof *first);
+    Onnx__NodeProto **last = calloc(g->n_output + 1, sizeof *last);
+    char inner[4096];
+    for (size_t i = 0; i < g->n_input; i++)
+        if (is_bf16(g->input[i])) {
+            snprintf(inner, sizeof inner, "%s/bf16", g->input[i]->name);
+            rename_value(g, g->input[i]->name, inner);
+            first[n_in++] = cast_node(inner, g->input[i]->name, inner,
+                                      ONNX__TENSOR_PROTO__DATA_TYPE__BFLOAT16);
+            g->input[i]->type->tensor_type->elem_type = ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT;
+        }
+    for (size_t i = 0; i < g->n_output; i++)
+        if (is_bf16(g->output[i])) {
+            snprintf(inner, sizeof inner, "%s/bf16", g->output[i]->name);
+            rename_value(g, g->output[i]->name, inner);
+            last[n_out++] = cast_node(inner, inner, g->output[i]->name,
+                                      ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT);
+            g->output[i]->type->tensor_type->elem_type = ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT;
+        }
+    Onnx__NodeProto **nodes = malloc((g->n_node + n_in + n_out) * sizeof *nodes);
+    memcpy(nodes, first, n_in * sizeof *nodes);
+    memcpy(nodes + n_in, g->node, g->n_node * sizeof *nodes);
+    memcpy(nodes + n_in + g->n_node, last, n_out * sizeof *nodes);
+    g->node = nodes;
+    g->n_node += n_in + n_out;
+    return n_in + n_out ? save(argv[3], m) : die("no bfloat16 graph input or output in", argv[2]);
+}
+
 int main(int argc, char **argv)
 {
     bool rename = argc == 5 && !strcmp(argv[1], "rename");
-    if (!rename && (argc < 6 || (strcmp(argv[1], "set") && strcmp(argv[1], "rewire"))))
+    bool view = (argc == 5 && !strcmp(argv[1], "expose")) || (argc == 4 && !strcmp(argv[1], "f32io"));
+    if (!rename && !view && (argc < 6 || (strcmp(argv[1], "set") && strcmp(argv[1], "rewire"))))
         return die("usage: onnx_poke set MODEL INIT OFFSET HEX... | rewire MODEL NODE K FROM | "
-                   "rename MODEL INIT NEW", NULL);
+                   "rename MODEL INIT NEW | expose MODEL OUT SUFFIX | f32io MODEL OUT", NULL);
     size_t len;
     unsigned char *buf = slurp(argv[2], &len);
     Onnx__ModelProto *m = buf ? onnx__model_proto__unpack(NULL, len, buf) : NULL;
     if (!m || !m->graph)
         return die("cannot read the model", argv[2]);
-    int rc = rename                  ? rename_init(argv[2], m, argv)
+    int rc = view                    ? (argv[1][0] == 'e' ? expose(m, argv) : f32io(m, argv))
+             : rename                ? rename_init(argv[2], m, argv)
              : !strcmp(argv[1], "set") ? set_bytes(argv[2], m, argc, argv)
                                        : rewire(argv[2], m, argv);
     free(buf);
