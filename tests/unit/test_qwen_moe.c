@@ -569,10 +569,10 @@ TEST(variant_writer_round_trip_exports)
     CHECK_MSG(rc == 0, "%s", err.msg);
 }
 
-/* bfloat16 io on CUDA (-p bf16, and int4 with use_cuda_bf16): inputs, caches and QMoE scales in
- * bfloat16, logits float32. The float experts are float16 (ONNX Runtime's CUDA MoE is wrong in
- * bfloat16, graph/moe.c): each weight is the checkpoint's BF16 value rounded to float16, and the
- * MoE node sits between casts to float16 and back. */
+/* bfloat16 io on CUDA (-p bf16, and int4 with use_cuda_bf16): inputs and caches in bfloat16,
+ * logits float32. The experts run in float16 (ONNX Runtime's CUDA MoE and QMoE are wrong in
+ * bfloat16, graph/moe.c): each float weight is the checkpoint's BF16 value rounded to float16,
+ * QMoE scales are float16, and the expert node sits between casts to float16 and back. */
 TEST(cuda_bf16_dtypes)
 {
     export_opts o = opts(PREC_BF16, EP_CUDA, MOE_QUANT_INT4, 32, 1);
@@ -606,7 +606,7 @@ TEST(cuda_bf16_dtypes)
     o.use_cuda_bf16 = true;
     CHECK((x = export_fixture("qwen2-moe-tiny", o)) != NULL);
     int64_t sd[3] = {E, H, I / 64};
-    CHECK(init_data(x, "model.layers.0.moe.experts.down_proj.scales", ONNX_BFLOAT16, 3, sd, &nb));
+    CHECK(init_data(x, "model.layers.0.moe.experts.down_proj.scales", ONNX_FLOAT16, 3, sd, &nb));
     const onnx_node *n = onnx_model_find_node(x->m, "/model/layers.0/moe/QMoE");
     CHECK(swiglu_attrs_ok(n, 0) && onnx_node_input_count(n) == 15);
 }
