@@ -89,7 +89,8 @@ function builds(H, I) {
     list.push(cuda(`int4 block ${bs} raw`, 'fp16', `int4-e${bs}`, [`qmoe_block_size=${bs}`, 'qmoe_weights_prepacked=0']));
   }
   list.push(cuda('int8 experts block 32', 'fp16', 'int8', ['moe_quant_type=int8', 'qmoe_block_size=32']));
-  list.push(cuda('int4 block 32 use_cuda_bf16', 'bf16', 'int4-e32', ['qmoe_block_size=32', 'use_cuda_bf16=true']));
+  list.push(cuda('int4 block 32 use_cuda_bf16', 'bf16', 'int4-e32', ['qmoe_block_size=32', 'use_cuda_bf16=true'],
+                { refusedWhen: (cfg) => (cfg.text_config ?? cfg).shared_expert_intermediate_size > 0 }));
   list.push({ name: 'mxfp4 experts', ep: 'cuda', arith: 'fp16', mxfp4: true,
               args: ['-p', 'int4', '-e', 'cuda', '--extra_options', 'moe_quant_type=mxfp4'] });
   return EP === 'cuda' ? list : list.filter((b) => b.ep === 'cpu');
@@ -183,6 +184,14 @@ function sharedKv(T) {
   };
 }
 
+// Builds moe2onnx must refuse here: int4 with bfloat16 io for models with a shared expert, which
+// ONNX Runtime's CUDA provider computes wrongly (measured by this suite before the refusal: 5e-2
+// to 4e-1 of max|logit|, 5 to 20 times transformers' own bfloat16 error).
+function recordRefusal(fixture, b, err) {
+  const ok = Boolean(err) && err.includes(b.args.find((a) => a.startsWith('use_cuda_bf16')).split('=')[0]);
+  record({ fixture, build: b.name, ep: b.ep, ok, note: ok ? `refused at conversion, as it must be: ${err.replace(/^conversion failed \(exit \d+\): /, '')}` : `expected a refusal, got ${err ?? 'an export'}` });
+}
+
 // Runs one export (prefill and prefill+decode) against ref logits.
 async function runBuild(fixture, source, b, out, ref, ids, clear) {
   const { floor, text } = floorOf(source, b.arith, clear);
@@ -262,6 +271,7 @@ async function fixtureRows(work, fixture) {
   for (const b of list) {
     const out = join(work, `${fixture}-${b.name.replace(/[^a-z0-9]+/gi, '_')}`);
     const err = convert(input, out, b.args);
+    if (b.refusedWhen?.(cfg)) { recordRefusal(fixture, b, err); continue; }
     if (err) { record({ fixture, build: b.name, ep: b.ep, ok: false, note: err }); continue; }
     if (b.mxfp4) { await mxfp4Row(fixture, b, input, out); continue; }
     const tau = TIE_UNITS * UNIT[b.arith];
@@ -301,6 +311,7 @@ async function variantRows(work, v) {
     const ref = Float32Array.from(qwenMoeForward(tensors, cfg, ids, quant).logits);
     const out = join(work, `${v.name}-${b.name.replace(/[^a-z0-9]+/gi, '_')}`);
     const err = convert(dir, out, b.args);
+    if (b.refusedWhen?.(cfg)) { recordRefusal(v.name, b, err); continue; }
     if (err) { record({ fixture: v.name, build: b.name, ep: b.ep, ok: false, note: err }); continue; }
     const clear = ctl[b.control].margins.map((m) => m >= TIE_UNITS * UNIT[b.arith]);
     await runBuild(`${v.name} (${v.what})`, v.fixture, b, out, ref, ids, clear);

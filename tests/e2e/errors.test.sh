@@ -328,6 +328,10 @@ new_case input-not-found gpt-oss-tiny "-i names a folder that does not exist"
 rm -rf "$ck"; std
 expect 2 "$ck" -- "${std[@]}"
 
+new_case qwen2-int4-bf16-shared-expert qwen2-moe-tiny "use_cuda_bf16=true on a model with a shared expert (wrong on ONNX Runtime's CUDA provider)"
+std int4 cuda
+expect 2 use_cuda_bf16 "shared expert" -- "${std[@]}" --extra_options use_cuda_bf16=true
+
 new_case mxfp4-on-cpu gpt-oss-tiny "moe_quant_type=mxfp4 with -e cpu"; std
 expect 2 mxfp4 cuda -- "${std[@]}" --extra_options moe_quant_type=mxfp4
 

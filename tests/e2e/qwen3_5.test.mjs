@@ -529,7 +529,7 @@ async function partTwo(work, cfg, ck) {
 // every weight through its declared layout (CUTLASS SM80, fp4, float16/bfloat16) and compares it
 // with the checkpoint, and checks the graph and genai_config invariants.
 const CUDA_CASES = [
-  ['fp16'], ['bf16'], ['int4'], ['int4', 'use_cuda_bf16=true'], ['int4', 'moe_quant_type=int8'],
+  ['fp16'], ['bf16'], ['int4'], ['int4', 'moe_quant_type=int8'],
   ['int4', 'moe_quant_type=mxfp4'], ['int4', 'qmoe_weights_prepacked=0'],
 ];
 

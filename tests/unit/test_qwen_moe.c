@@ -604,9 +604,9 @@ TEST(cuda_bf16_dtypes)
     o = opts(PREC_INT4, EP_CUDA, MOE_QUANT_INT4, 64, 1);
     o.io_dtype = ONNX_BFLOAT16;
     o.use_cuda_bf16 = true;
-    CHECK((x = export_fixture("qwen2-moe-tiny", o)) != NULL);
+    CHECK((x = export_fixture("qwen3-moe-tiny", o)) != NULL);
     int64_t sd[3] = {E, H, I / 64};
     CHECK(init_data(x, "model.layers.0.moe.experts.down_proj.scales", ONNX_FLOAT16, 3, sd, &nb));
     const onnx_node *n = onnx_model_find_node(x->m, "/model/layers.0/moe/QMoE");
-    CHECK(swiglu_attrs_ok(n, 0) && onnx_node_input_count(n) == 15);
+    CHECK(swiglu_attrs_ok(n, 1) && onnx_node_input_count(n) == 8);
 }
