@@ -775,7 +775,7 @@ static void diagnose(const vplan *p, int64_t e, int64_t r0, int64_t nr, vscratch
             res->diag = VF_SCALES_ABS;
             snprintf(res->msg, sizeof res->msg,
                      "signed scales were made positive (abs): in %s, %lld of %lld blocks have a "
-                     "positive anchor and need a negative scale (SPEC §4); with their signs "
+                     "positive anchor and need a negative scale (docs/FORMATS.md §4); with their signs "
                      "restored every element decodes within bounds",
                      at, (long long)wrong, (long long)n_blocks);
             return;

@@ -4,7 +4,7 @@
 //    fixture's layers 0 and 1 as single-layer graphs (float32, float16 io, int4); ONNX Runtime
 //    runs them (CausalConvWithState + LinearAttention) and every output is compared with a float64
 //    evaluation of transformers' formulas written out below, on the fixture's weights (int4: the
-//    same weights through SPEC §4's quantizer): a 9-token prefill, and a 3-token prefill followed
+//    same weights through docs/FORMATS.md §4's quantizer): a 9-token prefill, and a 3-token prefill followed
 //    by one-token decode steps that feed the conv and recurrent states back.
 // 2. The whole fixture (3 linear-attention + 1 gated full-attention layer, shared expert) built
 //    with the CLI and run through genai_config.json: a full prefill, and a 5-token prefill
@@ -125,7 +125,7 @@ function gatedDeltaNet(cfg, W, x, T, state) {
   return linear(out, T, valDim, W.out_proj, H);
 }
 
-// SPEC §4 as ONNX Runtime does it: symmetric blockwise quantization (4 or 8 bits, blocks of 32)
+// docs/FORMATS.md §4 as ONNX Runtime does it: symmetric blockwise quantization (4 or 8 bits, blocks of 32)
 // of an nn.Linear weight W [N, K], dequantized. axis 'k' (blocks along the input features of
 // each output row) is what MatMulNBits and QMoE compute with; axis 'n' (blocks along the output
 // features of each input column) is how the fixture's reference-int4*.safetensors quantized the
