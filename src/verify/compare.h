@@ -99,8 +99,9 @@ void vx_scales_to_f32(const void *scales, int elem_type, size_t n, float *out);
 /* For the "scales made positive" diagnosis: the sign each block's scale must have (-1, 0, +1)
  * under symmetric quantization of expected: the anchor maps to code 0, so scale =
  * -anchor / 2^(bits-1). The anchor is ONNX Runtime's: the block maximum when its magnitude is
- * strictly larger than the minimum's, else the minimum (docs/FORMATS.md §4 and §19: "first on ties" in ONNX Runtime's description; the
- * runtime's code, which quant/ reproduces byte for byte, picks the minimum). out: [N][K/bs]. */
+ * strictly larger than the minimum's, else the minimum (docs/FORMATS.md §4, §19: a description
+ * says "first on ties"; the runtime's code, which quant/ reproduces byte for byte, picks the
+ * minimum). out: [N][K/bs]. */
 void vx_anchor_scale_signs(const float *expected, int64_t N, int64_t K, int block_size,
                            int8_t *out);
 
