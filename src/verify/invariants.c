@@ -507,6 +507,32 @@ static void check_opsets(vctx *c)
                          "declares %lld", (long long)onnx_model_ir_version(c->m));
 }
 
+/* ONNX Runtime refuses TopK on bfloat16 at load: in a bfloat16 graph every TopK must read a
+ * float32 value (the exporter casts the top-k mass branch: Cast(to float) → Softmax → TopK). */
+static void check_topk_dtype(vctx *c)
+{
+    bool bf16 = false;
+    for (size_t i = 0; i < onnx_model_input_count(c->m) && !bf16; i++)
+        bf16 = onnx_value_elem_type(onnx_model_input(c->m, i)) == ONNX_BFLOAT16;
+    if (!bf16)
+        return;
+    for (size_t i = 0; i < onnx_model_node_count(c->m); i++) {
+        const onnx_node *n = onnx_model_node(c->m, i);
+        if (strcmp(onnx_node_op(n), "TopK"))
+            continue;
+        c->r->n_checks++;
+        const onnx_node *p = producer(c->m, onnx_node_input(n, 0));
+        while (p && !strcmp(onnx_node_op(p), "Softmax"))
+            p = producer(c->m, onnx_node_input(p, 0));
+        int64_t to = 0;
+        if (!p || strcmp(onnx_node_op(p), "Cast") || !onnx_node_attr_int(p, "to", &to) ||
+            to != ONNX_FLOAT)
+            verify_add_fault(c->r, VF_GRAPH, onnx_node_name(n),
+                             "%s: TopK in a bfloat16 graph must read float32 (ONNX Runtime has "
+                             "no bfloat16 TopK and refuses the model at load)", onnx_node_name(n));
+    }
+}
+
 int vcheck_graph(vctx *c, m2o_err *err)
 {
     if (check_unique_names(c, err))
@@ -514,6 +540,7 @@ int vcheck_graph(vctx *c, m2o_err *err)
     check_float_only_linears(c);
     check_moe_coverage(c);
     check_attention(c);
+    check_topk_dtype(c);
     check_opsets(c);
     return 0;
 }
