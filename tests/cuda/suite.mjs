@@ -46,6 +46,7 @@ import { rowMetrics } from '../e2e/lib/compare.mjs';
 import { closeModel, openModel, runModel } from '../e2e/lib/harness.mjs';
 import { readSafetensors } from '../e2e/lib/safetensors.mjs';
 import ort from 'onnxruntime-node';
+import { BIG, VARIANTS as QWEN3_5_LAYOUTS, forwardModel, makeBigCheckpoint, makeVariant } from '../e2e/qwen3_5_ref.mjs';
 import { qwenMoeForward } from '../e2e/qwen_moe_ref.mjs';
 import { QWEN_VARIANTS } from '../e2e/qwen_variants.mjs';
 
@@ -319,6 +320,53 @@ async function variantRows(work, v) {
   }
 }
 
+// Qwen3.5: the layouts the CPU test proves byte-identical (vision-language nesting, fused
+// experts, shards) must stay byte-identical in every CUDA build; and a random checkpoint with
+// Qwen3.5-35B-A3B's attention widths (16 query / 2 KV heads of 256, 64 rotary dimensions, the
+// fused q/k-norm GroupQueryAttention at full size) runs against the float64 model of
+// qwen3_5_ref.mjs (float, or quantized as the build is). No transformers run exists for that
+// checkpoint: fixed floors.
+async function qwen35Rows(work) {
+  const fixture = 'qwen3_5-moe-tiny', src = join(FIXTURES, fixture);
+  const cfg = JSON.parse(readFileSync(join(src, 'config.json'), 'utf8'));
+  const cudaBuilds = builds(...widths(cfg)).filter((b) => b.ep === 'cuda' && !b.refusedWhen?.(cfg));
+  for (const v of QWEN3_5_LAYOUTS) {
+    const dir = join(work, `q35-${v.name}`);
+    makeVariant(src, dir, cfg, v);
+    for (const b of cudaBuilds) {
+      const a = join(work, 'q35-x'), f = join(work, 'q35-f');
+      const err = convert(dir, a, b.args) ?? convert(src, f, b.args);
+      const same = !err && ['model.onnx', 'model.onnx.data', 'genai_config.json'].every((n) => readFileSync(join(a, n)).equals(readFileSync(join(f, n))));
+      record({ fixture: `${fixture} ${v.name} layout`, build: b.name, ep: b.ep, ok: same,
+               note: err ?? `export ${same ? 'byte-identical to' : 'DIFFERS from'} the fixture's` });
+      rmSync(a, { recursive: true, force: true });
+      rmSync(f, { recursive: true, force: true });
+    }
+  }
+  const dir = join(work, 'q35-big');
+  const ck = makeBigCheckpoint(dir, BIG, src);
+  const ids = [5, 77, 3, 200, 41, 9];
+  const list = builds(...widths(BIG)).filter((b) => !b.mxfp4 && !b.refusedWhen?.(BIG) && (b.control === 'fp32' || b.control?.startsWith('int4') || b.control === 'int8'));
+  const ctl = await controls(work, 'q35-big', dir, ids, BIG.num_experts_per_tok, [...new Set(list.map((b) => b.control))]);
+  const refs = new Map(); // float64 logits per quantization
+  const refOf = (c) => {
+    if (refs.has(c)) return refs.get(c);
+    const bs = Number(/^int4-e(\d+)$/.exec(c)?.[1] ?? 32);
+    const q = c === 'fp32' ? undefined : { linear: 4, experts: c === 'int8' ? 8 : 4, block: 32, expertBlock: bs, axis: 'k' };
+    refs.set(c, Float32Array.from(forwardModel(BIG, ck, ids, q)));
+    return refs.get(c);
+  };
+  for (const b of list) {
+    const ref = refOf(b.control);
+    const out = join(work, `q35-big-${b.name.replace(/[^a-z0-9]+/gi, '_')}`);
+    const err = convert(dir, out, b.args);
+    if (err) { record({ fixture: 'qwen3_5 35B-A3B widths', build: b.name, ep: b.ep, ok: false, note: err }); continue; }
+    const clear = ctl[b.control].margins.map((m) => m >= TIE_UNITS * UNIT[b.arith]);
+    await runBuild('qwen3_5 35B-A3B widths (random)', null, b, out, ref, ids, clear);
+    rmSync(out, { recursive: true, force: true });
+  }
+}
+
 function header() {
   const sh = (cmd) => { try { return execFileSync('sh', ['-c', cmd], { encoding: 'utf8' }).trim(); } catch { return 'unknown'; } };
   const ortDir = process.env.ORT_NODE_DIR ?? 'node_modules';
@@ -355,6 +403,7 @@ try {
   for (const v of QWEN_VARIANTS) {
     try { await variantRows(work, v); } catch (e) { record({ fixture: v.name, build: '(all)', ep: EP, ok: false, note: String(e.stack ?? e).split('\n')[0] }); }
   }
+  try { await qwen35Rows(work); } catch (e) { record({ fixture: 'qwen3_5 variants', build: '(all)', ep: EP, ok: false, note: String(e.stack ?? e).split('\n')[0] }); }
 } finally {
   rmSync(work, { recursive: true, force: true });
 }
