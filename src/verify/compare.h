@@ -102,6 +102,9 @@ void vx_scales_to_f32(const void *scales, int elem_type, size_t n, float *out);
  * strictly larger than the minimum's, else the minimum (docs/FORMATS.md §4, §19: a description
  * says "first on ties"; the runtime's code, which quant/ reproduces byte for byte, picks the
  * minimum). out: [N][K/bs]. */
+/* Element i of a float32 / float16 / bfloat16 array as float. */
+float vx_load_float(const void *p, int elem_type, size_t i);
+
 void vx_anchor_scale_signs(const float *expected, int64_t N, int64_t K, int block_size,
                            int8_t *out);
 

@@ -39,19 +39,6 @@ static size_t plan_of_job(const vplans *ps, int64_t job)
     return lo;
 }
 
-/* Drops the pages of [p, p + len) from this process (they are re-read if touched again). */
-static void release_range(const void *p, size_t len)
-{
-    long page = sysconf(_SC_PAGESIZE);
-    if (page <= 0 || !p || !len)
-        return;
-    uintptr_t a = ((uintptr_t)p + (uintptr_t)page - 1) & ~((uintptr_t)page - 1);
-    uintptr_t b = ((uintptr_t)p + len) & ~((uintptr_t)page - 1);
-    if (b > a)
-        madvise((void *)a, b - a, MADV_DONTNEED);
-}
-
-
 static void scratch_free(vscratch *s)
 {
     free(s->exp);
@@ -188,7 +175,7 @@ static int produce(void *vctx_, int64_t job, void **result, m2o_err *err)
         vexperts_release(&p->src, e);
     if (p->layout != VL_FLOAT_KN) {
         size_t wrow = p->experts ? p->w_stride : p->w_stride / (size_t)p->N;
-        release_range(p->w + (size_t)e * p->w_stride + (size_t)r0 * (p->experts ? 0 : wrow),
+        vrelease_pages(p->w + (size_t)e * p->w_stride + (size_t)r0 * (p->experts ? 0 : wrow),
                       p->experts ? p->w_stride : (size_t)nr * wrow);
     }
     scratch_free(&s);

@@ -63,13 +63,6 @@ static bool dims_are(const onnx_tensor *t, int ndim, const int64_t *d)
     return true;
 }
 
-static int64_t numel(const onnx_tensor *t)
-{
-    int64_t n = 1;
-    for (int i = 0; i < onnx_tensor_ndim(t); i++)
-        n *= onnx_tensor_dims(t)[i];
-    return n;
-}
 
 /* The initializer feeding input i of node n; records a fault when absent. */
 static const onnx_tensor *input_init(vctx *c, const onnx_node *n, size_t i, const char *what,
@@ -261,7 +254,7 @@ static int plan_experts(vctx *c, vplans *ps, const onnx_node *n, int layer, bool
             p->layout = VL_FP4_CUDA;
             p->passthrough = src.kind == VSRC_MXFP4;
             int64_t d[3] = {E, K, N / 2}, ds[3] = {E, N, K / 32};
-            if (wt != ONNX_UINT8 || numel(W) != E * N * K / 2) {
+            if (wt != ONNX_UINT8 || vnumel(W) != E * N * K / 2) {
                 snprintf(want, sizeof want, "uint8 [%lld, %lld, %lld]", (long long)E,
                          (long long)K, (long long)(N / 2));
                 shape_fault(c, W, role, want, false);
@@ -307,7 +300,7 @@ static int plan_experts(vctx *c, vplans *ps, const onnx_node *n, int layer, bool
             const onnx_tensor *Z = input_init(c, n, zi, "zero points", false);
             if (Z) {
                 int64_t nb = K / bs, zrow = bits == 4 ? (nb + 1) / 2 : nb;
-                if (onnx_tensor_elem_type(Z) != ONNX_UINT8 || numel(Z) != E * N * zrow) {
+                if (onnx_tensor_elem_type(Z) != ONNX_UINT8 || vnumel(Z) != E * N * zrow) {
                     snprintf(want, sizeof want, "uint8 with %lld elements",
                              (long long)(E * N * zrow));
                     shape_fault(c, Z, "zero points", want, false);
@@ -442,7 +435,7 @@ static int plan_nbits(vctx *c, vplans *ps, const onnx_node *n, m2o_err *err)
     snprintf(fmt, sizeof fmt, "nbits int%lld bs%lld", (long long)bits, (long long)bs);
     if (Z) {
         int64_t zrow = (nb * bits + 7) / 8;
-        if (onnx_tensor_elem_type(Z) != ONNX_UINT8 || numel(Z) != N * zrow) {
+        if (onnx_tensor_elem_type(Z) != ONNX_UINT8 || vnumel(Z) != N * zrow) {
             verify_add_note(c->r, "%s: zero points of type %s are not verified",
                             onnx_tensor_name(Z), onnx_dtype_name(onnx_tensor_elem_type(Z)));
             ps->n--;
