@@ -122,12 +122,12 @@ int main(int argc, char **argv)
         return 2;
     }
     const int bits_list[] = {4, 8}, bs_list[] = {32, 64, 128};
-    printf("scales float16; relative RMSE; Δ vs rtn (same bits); time = method / rtn, "
-           "one thread, %lld rows per matrix (%s rtn path)\n\n", (long long)rows,
+    printf("scales float16; relative RMSE; Δ vs rtn (same bits); time in ns per weight "
+           "(and / rtn), one thread, %lld rows per matrix (%s rtn path)\n\n", (long long)rows,
            quant_dispatch_name());
     printf("| model | matrix [N, K] | values | bits | block | rtn | search | asym | asym+s | "
-           "search Δ | asym Δ | asym+s Δ | time search | time asym | time asym+s |\n");
-    printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+           "search Δ | asym Δ | asym+s Δ | rtn ns/w | search ns/w | asym ns/w | asym+s ns/w |\n");
+    printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     double t_start = now();
     for (size_t m = 0; m < sizeof kMatrices / sizeof kMatrices[0]; m++) {
         const matrix_kind *mk = &kMatrices[m];
@@ -139,17 +139,19 @@ int main(int argc, char **argv)
                     int bits = bits_list[bi], bs = bs_list[si];
                     if (mk->K % bs)
                         continue;
+                    const double ns = 1e9 / (double)(rows * mk->K); /* per weight */
                     result rtn = run(w, rows, mk->K, bits, bs, true, QB_METHOD_RTN);
                     result srch = run(w, rows, mk->K, bits, bs, true, QB_METHOD_SEARCH);
                     result asym = run(w, rows, mk->K, bits, bs, false, QB_METHOD_RTN);
                     result asrch = run(w, rows, mk->K, bits, bs, false, QB_METHOD_SEARCH);
                     printf("| %s | %s [%lld, %lld] | %s | %d | %d | %.5f | %.5f | %.5f | %.5f | "
-                           "%+.1f%% | %+.1f%% | %+.1f%% | %.0fx | %.1fx | %.0fx |\n",
+                           "%+.1f%% | %+.1f%% | %+.1f%% | %.2f | %.0f (%.0fx) | %.2f (%.1fx) | %.0f (%.0fx) |\n",
                            mk->model, mk->name, (long long)mk->N, (long long)mk->K,
                            heavy ? "student-t3" : "normal", bits, bs, rtn.rmse, srch.rmse,
                            asym.rmse, asrch.rmse, pct(srch.rmse, rtn.rmse),
                            pct(asym.rmse, rtn.rmse), pct(asrch.rmse, rtn.rmse),
-                           srch.seconds / rtn.seconds, asym.seconds / rtn.seconds,
+                           rtn.seconds * ns, srch.seconds * ns, srch.seconds / rtn.seconds,
+                           asym.seconds * ns, asym.seconds / rtn.seconds, asrch.seconds * ns,
                            asrch.seconds / rtn.seconds);
                     fflush(stdout);
                 }
