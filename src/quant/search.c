@@ -105,14 +105,16 @@ static double ls_score(const block_ctx *b, float s, int zp)
     s = round_scale(b->st, s);
     if (s == 0.0f || !isfinite(s) || !isfinite(1.0f / s))
         return -1.0;
-    float r = 1.0f / s, z = (float)zp;
-    double vj = 0.0, jj = 0.0;
+    /* float and int sums: this loop runs ~50 times per block, and the score only ranks
+     * candidates (the winner is then checked exactly in double) */
+    float r = 1.0f / s, z = (float)zp, vj = 0.0f;
+    int jj = 0;
     for (int i = 0; i < b->bs; i++) {
         int j = code_of(b->v[i], r, z, b->qmax) - zp;
-        vj += (double)b->v[i] * j;
-        jj += (double)j * j;
+        vj += b->v[i] * (float)j;
+        jj += j * j;
     }
-    return jj > 0.0 ? vj * vj / jj : -1.0;
+    return jj > 0 ? (double)vj * vj / jj : -1.0;
 }
 
 /* The least-squares scale of codes q at zero point zp, rounded to the storage type. */
