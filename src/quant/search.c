@@ -6,12 +6,12 @@
  *      when its exact squared error (decoded exactly as qb_dequantize decodes it, with the scale
  *      already rounded to its storage type) is strictly lower;
  *   2. a grid of scales around the RTN one: symmetric tries both signs (the sign picks which end
- *      of [-2^(bits-1), 2^(bits-1) - 1] the anchor uses) times factors 1.10 .. 0.60 (values
- *      past the end are clipped); asymmetric tries the same factors of the range with zero points
+ *      of [-2^(bits-1), 2^(bits-1) - 1] the anchor uses) times a grid of factors (see
+ *      grid_factor; values past the end are clipped); asymmetric tries the same factors of the range with zero points
  *      that keep the minimum, keep the maximum, or centre the window (k_quant-style shrinking);
  *   3. each grid candidate is scored by its least-squares error: with codes fixed, the best scale
  *      is s* = sum(v j) / sum(j^2) (j = q - zp), leaving sum(v^2) - sum(v j)^2 / sum(j^2);
- *   4. the best-scoring candidate is refined twice (scale = s*, codes re-rounded) and every step
+ *   4. the best-scoring candidate (symmetric: of each sign) is refined twice (scale = s*, codes re-rounded) and every step
  *      is checked exactly against the best so far.
  * Deterministic (fixed grid, fixed order, ties keep the earlier candidate) and row-independent,
  * so the multi-threaded entry gives the same bytes as one thread. There is no SIMD twin yet:
