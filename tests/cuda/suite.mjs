@@ -45,13 +45,13 @@ import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { rowMetrics } from '../e2e/lib/compare.mjs';
 import { closeModel, openModel, runModel } from '../e2e/lib/harness.mjs';
 import { readSafetensors } from '../e2e/lib/safetensors.mjs';
 import ort from 'onnxruntime-node';
 import { BIG, VARIANTS as QWEN3_5_LAYOUTS, forwardModel, makeBigCheckpoint, makeVariant } from '../e2e/qwen3_5_ref.mjs';
 import { qwenMoeForward } from '../e2e/qwen_moe_ref.mjs';
 import { QWEN_VARIANTS } from '../e2e/qwen_variants.mjs';
+import { judge, topkMargins } from './ties.mjs';
 
 const EP = process.env.M2O_CUDA_EP ?? 'cuda';
 const BIN = process.env.M2O_BIN ?? 'build/moe2onnx';
@@ -132,33 +132,6 @@ async function routerLogits(dir, ids) {
   } finally {
     await closeModel(model);
   }
-}
-
-// Per position: the smallest top-k gap over the MoE layers, relative to that layer's largest
-// |logit| at the position.
-function topkMargins(layers, T, k) {
-  const margin = new Array(T).fill(Infinity);
-  for (const l of layers) {
-    const E = l.length / T;
-    for (let t = 0; t < T; t++) {
-      const row = Array.from(l.subarray(t * E, (t + 1) * E)).sort((a, b) => b - a);
-      const scale = Math.max(Math.abs(row[0]), Math.abs(row[E - 1]));
-      margin[t] = Math.min(margin[t], k < E ? (row[k - 1] - row[k]) / scale : Infinity);
-    }
-  }
-  return margin;
-}
-
-function judge(got, ref, dims, clear, floor) {
-  const [, T, V] = dims;
-  const rows = rowMetrics(got, ref, T, V);
-  const kept = rows.filter((r) => clear[r.row]);
-  const worst = (rs) => rs.reduce((m, r) => (r.ratio > m || Number.isNaN(r.ratio) ? r.ratio : m), 0);
-  const maxrel = worst(kept), all = worst(rows);
-  return {
-    maxrel, all, excluded: T - kept.length, ok: Number.isFinite(maxrel) && maxrel <= floor && kept.length > 0,
-    minCos: Math.min(...kept.map((r) => r.cos)), argmax: `${kept.filter((r) => r.sameArgmax).length}/${kept.length}`,
-  };
 }
 
 const results = [];
