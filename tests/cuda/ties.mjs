@@ -26,8 +26,8 @@ export function judge(got, ref, dims, clear, floor) {
   const [, T, V] = dims;
   const rows = rowMetrics(got, ref, T, V);
   const kept = rows.filter((r) => clear[r.row]);
-  // a row with a NaN/Inf is NaN: rowMetrics' max|Δ| skips a NaN that is not the row's last
-  // value, its finite flag does not
+  // a row with a NaN or an Inf in got is NaN here, whatever its ratio says (an Inf can leave
+  // a finite-looking ratio only if ref has one too, but the flag is the rule)
   const worst = (rs) => (rs.some((r) => !r.finite || Number.isNaN(r.ratio)) ? NaN : Math.max(0, ...rs.map((r) => r.ratio)));
   const maxrel = worst(kept), all = worst(rows);
   return {

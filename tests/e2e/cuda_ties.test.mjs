@@ -61,7 +61,7 @@ test('judge: the same error at a clear position fails the row', () => {
 
 test('judge: within the floor passes; NaN at a clear position fails; nothing clear fails', () => {
   assert.equal(judge(withError(0, 4e-3), REF, DIMS, [true, true, true], 2e-3).ok, true); // 1e-3 of max|ref| 4
-  // a NaN that is not the row's last value (compare.mjs's max|Δ| loses it there) and an Inf
+  // a NaN that is not the row's last value, and an Inf
   const nan = judge(withError(0, NaN), REF, DIMS, [true, true, true], 2e-3);
   assert.equal(nan.ok, false);
   assert.ok(Number.isNaN(nan.maxrel), `maxrel ${nan.maxrel}`);
