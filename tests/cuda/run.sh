@@ -9,6 +9,7 @@ cd "$(dirname "$0")/../.."
 . scripts/cuda/stage.sh --env
 B=$PWD/.carry/bundle
 export LD_LIBRARY_PATH="$B/lib:$LD_LIBRARY_PATH" M2O_BIN=$B/moe2onnx M2O_POKE=$B/onnx_poke
+export M2O_COMMIT=${M2O_COMMIT:-$(cat "$B/COMMIT" 2>/dev/null || echo unknown)}
 [ -e node_modules ] || ln -s "$ORT_NODE_DIR" node_modules
 # The original models in float16/bfloat16 under transformers: the measured part of the floors.
 export M2O_TF_PRECISION=${OUT:-/tmp}/transformers_precision.json
