@@ -171,6 +171,9 @@ int main(int argc, char **argv)
     /* Past a file size limit (ulimit -f) the kernel sends SIGXFSZ, whose default action kills
      * the process with a core dump; ignored, the write fails with EFBIG and is reported. */
     signal(SIGXFSZ, SIG_IGN);
+    /* stdout closed early (`moe2onnx ... | head -c0`): the summary line is lost, the model is not.
+     * Ignored, SIGPIPE cannot turn a complete conversion into exit 141; the write just fails. */
+    signal(SIGPIPE, SIG_IGN);
     if (argc < 2) {
         build_usage(stderr);
         return 2;
