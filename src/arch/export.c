@@ -35,6 +35,9 @@ int export_model(const char *ckpt_dir, const model_desc *md, const st_checkpoint
                  const export_opts *o, const char *out_dir, const graph_write_opts *wo,
                  m2o_err *err)
 {
+    /* A missing or unsafe tokenizer is found before the conversion, not after it. */
+    if (genai_check_tokenizer(ckpt_dir, err))
+        return -1;
     graph *g = graph_new("main_graph");
     if (!g)
         return m2o_fail(err, "out of memory creating the graph");

@@ -254,6 +254,23 @@ else
 fi
 rm -rf "$ck" "$out"
 
+# ---- tokenizer files (checked before converting) ----
+new_case tokenizer-missing gpt-oss-tiny "no tokenizer.json nor tokenizer.model"
+rm "$ck/tokenizer.json"; std
+expect 1 "$ck" tokenizer.json -- "${std[@]}"
+
+new_case tokenizer-link-outside gpt-oss-tiny "tokenizer.json is a link to /etc/passwd"
+rm "$ck/tokenizer.json"; ln -s /etc/passwd "$ck/tokenizer.json"; std
+expect 1 "$ck/tokenizer.json" /etc/passwd "outside the checkpoint" -- "${std[@]}"
+
+new_case tokenizer-invalid-json gpt-oss-tiny "tokenizer.json cut to 100 bytes"
+truncate -s 100 "$ck/tokenizer.json"; std
+expect 1 "$ck/tokenizer.json" "not valid JSON" -- "${std[@]}"
+
+new_case tokenizer-is-directory gpt-oss-tiny "tokenizer_config.json is a folder"
+rm "$ck/tokenizer_config.json"; mkdir "$ck/tokenizer_config.json"; std
+expect 1 "$ck/tokenizer_config.json" "regular file" -- "${std[@]}"
+
 # ---- output folder ----
 new_case output-has-model gpt-oss-tiny "output already holds a model, no --overwrite"
 with_previous_model "$ck"; std
@@ -284,6 +301,30 @@ mkdir -p "$tmp/ro"; chmod 555 "$tmp/ro"; out=$tmp/ro/model; std
 # root ignores mode bits: drop the capabilities that let it (needs setpriv when run as root)
 if [ "$(id -u)" -eq 0 ]; then RUN=(setpriv --bounding-set=-dac_override,-dac_read_search --); fi
 expect 1 "$tmp/ro" "not writable" -- "${std[@]}"
+
+new_case output-locked gpt-oss-tiny "another moe2onnx holds the lock on the same -o (refused at once)"
+lock="$(dirname "$out")/.$(basename "$out").moe2onnx-lock"; std
+# flock(1) holds the lock while our binary runs, as a concurrent conversion would.
+flock "$lock" "$BIN" "${std[@]}" >"$tmp/stdout" 2>"$tmp/stderr"; rc=$?
+[ "$rc" -eq 1 ] || problem "exit $rc, expected 1"
+check_error_line "$tmp/stderr" "$tmp/stdout" "another moe2onnx" "$out"
+rm -f "$lock"
+check_no_output "$out"
+if [ -z "$problems" ]; then ok "$name"; else fail "$name: $problems"; fi
+problems=""
+table_row "$name" "$rc" "$desc" "$(normalize "$(head -n1 "$tmp/stderr")" "$ck" "$out")"
+rm -rf "$ck" "$out"
+
+new_case output-parents-removed gpt-oss-tiny "-o new/a/b/model and a NaN weight: the parents it created go too"
+st_poke "$ck/$S1" "$L0.self_attn.q_proj.weight" 10 c0 7f
+out=$tmp/out/new-parent/a/b/model; std
+expect 1 "$L0.self_attn.q_proj.weight" -- "${std[@]}"
+[ ! -e "$tmp/out/new-parent" ] || fail "output-parents-removed: $tmp/out/new-parent is left behind"
+
+new_case output-dangling-link gpt-oss-tiny "-o is a symbolic link to a missing folder"
+ln -s "$tmp/out/nowhere" "$out"; std
+expect 1 "$out" "symbolic link" -- "${std[@]}"
+rm -f "$out"
 
 # ---- command line (exit 2) ----
 new_case unknown-option gpt-oss-tiny "--frobnicate"; std
