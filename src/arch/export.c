@@ -20,10 +20,12 @@ static bool ends_with(const char *s, const char *suffix)
     return n >= k && !strcmp(s + n - k, suffix);
 }
 
-static bool intentionally_skipped(const model_desc *md, const char *name)
+static bool intentionally_skipped(const model_desc *md, const export_opts *o, const char *name)
 {
     /* tied: the embedding is the LM head; a saved copy of it is redundant */
     if (md->tie_word_embeddings && !strcmp(name, "lm_head.weight"))
+        return true;
+    if (o->exclude_lm_head && !strcmp(name, "lm_head.weight")) /* extra option: no LM head */
         return true;
     const char *const *skip = md->arch == ARCH_QWEN3_5_MOE ? k_skip_qwen3_5 : k_skip_common;
     for (; *skip; skip++)
@@ -42,7 +44,7 @@ static int check_unused(const gb *b, size_t *skipped, m2o_err *err)
         if (b->used[i])
             continue;
         const char *name = ckpt_tensor(b->ck, i)->name;
-        if (intentionally_skipped(b->md, name)) {
+        if (intentionally_skipped(b->md, b->o, name)) {
             known++;
         } else if (unused++ < 3) {
             snprintf(first[unused - 1], sizeof first[0], "%s", name);

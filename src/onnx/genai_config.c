@@ -67,7 +67,10 @@ static void add_decoder(cJSON *model, const model_desc *md, const export_opts *o
         cJSON_AddStringToObject(in, "past_recurrent_names", "past_key_values.%d.recurrent_state");
     }
     cJSON *out = cJSON_AddObjectToObject(dec, "outputs");
-    cJSON_AddStringToObject(out, "logits", "logits");
+    if (o->exclude_lm_head || o->include_hidden_states)
+        cJSON_AddStringToObject(out, "hidden_states", "hidden_states");
+    if (!o->exclude_lm_head)
+        cJSON_AddStringToObject(out, "logits", "logits");
     cJSON_AddStringToObject(out, "present_key_names", "present.%d.key");
     cJSON_AddStringToObject(out, "present_value_names", "present.%d.value");
     if (linear) {

@@ -178,6 +178,25 @@ new_case qwen3_5-missing-conv1d qwen3_5-moe-tiny "linear_attn.conv1d.weight rena
 st_edit_header "$ck/model.safetensors" "s/\"$L0.linear_attn.conv1d.weight\"/\"$L0.linear_attn.conv1d.weighX\"/"; std
 expect 1 "$L0.linear_attn.conv1d.weight" -- "${std[@]}"
 
+# ---- tensors the config does not account for ----
+new_case unused-layer qwen3-moe-tiny "config.json says num_hidden_layers 1, the checkpoint has 2"
+sed -i 's/"num_hidden_layers": *2/"num_hidden_layers": 1/' "$ck/config.json"; std
+expect 1 "33 tensors" "$L1.input_layernorm.weight" config.json -- "${std[@]}"
+
+new_case unused-bias qwen3-moe-tiny "an extra $L0.self_attn.q_proj.bias, config attention_bias false"
+st_add_tensor "$ck/model.safetensors" "$L0.self_attn.q_proj.bias" BF16 4 8; std
+expect 1 "1 tensor " "$L0.self_attn.q_proj.bias" attention_bias -- "${std[@]}"
+
+new_case mtp-head-skipped qwen3_5-moe-tiny "(passes)"
+st_add_tensor "$ck/model.safetensors" "mtp.fc.weight" BF16 4 8; std
+if "$BIN" "${std[@]}" >"$tmp/stdout" 2>"$tmp/stderr" &&
+    grep -q "; 1 checkpoint tensors left out on purpose" "$tmp/stdout"; then
+    ok "mtp-head-skipped: an mtp.* tensor is left out on purpose and counted in the summary line"
+else
+    fail "mtp-head-skipped: $(cat "$tmp/stderr" "$tmp/stdout")"
+fi
+rm -rf "$ck" "$out"
+
 # ---- config.json ----
 new_case config-missing gpt-oss-tiny "no config.json"
 rm "$ck/config.json"; std
