@@ -23,7 +23,9 @@ void progress_init(progress *p, bool quiet, int num_layers)
     p->terminal = isatty(fileno(stderr));
     p->num_layers = num_layers;
     p->start = now_seconds();
-    p->last_draw = p->start; /* a conversion shorter than PROGRESS_LOG_SECONDS logs no progress line */
+    p->last_draw = p->start; /* a conversion shorter than the log interval logs no progress line */
+    const char *every = getenv("M2O_PROGRESS_SECONDS");
+    p->log_seconds = every && atof(every) > 0 ? atof(every) : PROGRESS_LOG_SECONDS;
 }
 
 static int layer_of(const char *tensor)
@@ -90,7 +92,7 @@ void progress_update(void *user, const char *tensor, uint64_t done, uint64_t tot
         return;
     double t = now_seconds();
     /* A log (stderr not a terminal) gets one plain line every few seconds, not redraws. */
-    double every = p->terminal ? 0.1 : PROGRESS_LOG_SECONDS;
+    double every = p->terminal ? 0.1 : p->log_seconds;
     if (t - p->last_draw < every && (p->terminal ? done < total : true))
         return;
     if (!p->terminal && done >= total)

@@ -71,7 +71,9 @@ static void *interrupt_watcher(void *arg)
     if (sigwait(&g_stop_signals, &sig) != 0)
         return NULL;
     remove_partial_files(g_synth_dir);
-    fprintf(stderr, "\nmoe2onnx synth: error: interrupted; partial shards removed from %s\n", g_synth_dir);
+    if (isatty(STDERR_FILENO))
+        fputs("\r\033[K", stderr); /* off the progress line */
+    fprintf(stderr, "moe2onnx synth: error: interrupted; partial shards removed from %s\n", g_synth_dir);
     _exit(128 + sig); /* the exit status a signal death would give */
 }
 
