@@ -215,8 +215,14 @@ static void remove_stale_tmp(const char *parent, const char *base)
 /* A symbolic link given as -o is followed: the model goes to (and --overwrite replaces) the
  * folder it points to, and the link stays. Renaming over the link itself would replace the
  * link with a folder and leave the old model where the link pointed. */
-static int resolve_link(const char *path, char *out, size_t size, m2o_err *err)
+static int resolve_link(const char *given, char *out, size_t size, m2o_err *err)
 {
+    /* "link/" would make lstat follow the link: look at the name without trailing slashes */
+    char path[PATH_MAX];
+    if ((size_t)snprintf(path, sizeof path, "%s", given) >= sizeof path)
+        return m2o_fail(err, "-o/--output: path too long");
+    for (size_t n = strlen(path); n > 1 && path[n - 1] == '/'; n--)
+        path[n - 1] = 0;
     struct stat st;
     if (lstat(path, &st) != 0 || !S_ISLNK(st.st_mode)) {
         if ((size_t)snprintf(out, size, "%s", path) >= size)

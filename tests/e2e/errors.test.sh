@@ -290,6 +290,25 @@ new_case tokenizer-is-directory gpt-oss-tiny "tokenizer_config.json is a folder"
 rm "$ck/tokenizer_config.json"; mkdir "$ck/tokenizer_config.json"; std
 expect 1 "$ck/tokenizer_config.json" "regular file" -- "${std[@]}"
 
+new_case tokenizer-in-hf-cache gpt-oss-tiny "(passes)"
+# the Hugging Face cache layout: snapshot files are links into blobs/, which is allowed
+hub=$tmp/hub; repo=$hub/models--org--tiny
+mkdir -p "$repo/blobs" "$repo/snapshots/c0ffee" "$repo/refs"; echo c0ffee >"$repo/refs/main"
+for f in "$ck"/*; do
+    b=$(md5sum "$f" | cut -d' ' -f1); mv "$f" "$repo/blobs/$b"
+    ln -s "../../blobs/$b" "$repo/snapshots/c0ffee/$(basename "$f")"
+done
+chmod 640 "$repo/blobs/$(md5sum <"$repo/snapshots/c0ffee/tokenizer.json" | cut -d' ' -f1)"
+if "$BIN" -q --threads 2 -m org/tiny -c "$hub" -o "$out" -p int4 -e cpu >"$tmp/stdout" 2>"$tmp/stderr" &&
+    [ -f "$out/tokenizer.json" ] && [ ! -L "$out/tokenizer.json" ] &&
+    cmp -s "$out/tokenizer.json" "$repo/snapshots/c0ffee/tokenizer.json" &&
+    [ "$(( 0$(stat -c %a "$out/tokenizer.json") & 0037 ))" -eq 0 ]; then
+    ok "tokenizer-in-hf-cache: links into the cache's blobs/ are copied as files, mode $(stat -c %a "$out/tokenizer.json") (source 640)"
+else
+    fail "tokenizer-in-hf-cache: $(cat "$tmp/stderr"); $(ls -l "$out" 2>&1 | head -c 400)"
+fi
+rm -rf "$ck" "$out" "$hub"
+
 # ---- output folder ----
 new_case output-has-model gpt-oss-tiny "output already holds a model, no --overwrite"
 with_previous_model "$ck"; std

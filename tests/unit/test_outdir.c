@@ -182,7 +182,9 @@ TEST(symlinked_output_replaces_the_folder_it_points_to)
     CHECK_EQ(symlink(target, link), 0);
     out_dir od;
     m2o_err e = {{0}};
-    CHECK_EQ(outdir_prepare(link, true, &od, &e), 0);
+    char link_slash[520];
+    snprintf(link_slash, sizeof link_slash, "%s/", link); /* "link/" must not replace the link either */
+    CHECK_EQ(outdir_prepare(link_slash, true, &od, &e), 0);
     touch(od.tmp_path, "genai_config.json");
     CHECK_EQ(outdir_commit(&od, &e), 0);
     struct stat st;
