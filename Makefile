@@ -22,6 +22,8 @@ GEN_SRC  := $(BUILD)/gen/onnx/onnx.pb-c.c
 LIB_OBJ  := $(patsubst src/%.c,$(BUILD)/obj/%.o,$(LIB_SRC)) $(BUILD)/obj/gen/onnx.pb-c.o
 TEST_SRC := $(wildcard tests/unit/test_*.c)
 TEST_BIN := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(TEST_SRC))
+TOOL_SRC := $(wildcard tests/tools/*.c)
+TOOL_BIN := $(patsubst tests/tools/%.c,$(BUILD)/tools/%,$(TOOL_SRC))
 BENCH_SRC:= $(wildcard bench/*.c)
 BENCH_BIN:= $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 
@@ -29,7 +31,7 @@ BENCH_BIN:= $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 .PHONY: all asan tsan setup test bench clean tests valgrind fuzz example
 all: $(BUILD)/moe2onnx tests
 
-tests: $(TEST_BIN)
+tests: $(TEST_BIN) $(TOOL_BIN)
 
 $(BUILD)/gen/onnx/onnx.pb-c.c $(BUILD)/gen/onnx/onnx.pb-c.h &: $(ONNX_PROTO)
 	@mkdir -p $(BUILD)/gen/onnx
@@ -56,6 +58,10 @@ $(BUILD)/tests/%: tests/unit/%.c $(wildcard tests/unit/*.h) $(BUILD)/libmoe2onnx
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -Itests/unit $< $(BUILD)/libmoe2onnx.a $(LDLIBS) -o $@
 
+# Test helpers that damage copies of exports (tests/e2e/verify.test.sh).
+$(BUILD)/tools/%: tests/tools/%.c $(BUILD)/libmoe2onnx.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) $< $(BUILD)/libmoe2onnx.a $(LDLIBS) -o $@
 $(BUILD)/bench/%: bench/%.c $(BUILD)/libmoe2onnx.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) $< $(BUILD)/libmoe2onnx.a $(LDLIBS) -o $@

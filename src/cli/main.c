@@ -146,7 +146,7 @@ static int cmd_build(int argc, char **argv)
     if (options_input_dir(&a, in_dir, sizeof in_dir, &err))
         return fail(err.msg, 2);
     model_desc md;
-    if (config_load(in_dir, &md, &err))
+    if (config_load(in_dir, &md, &err) || options_check_model(&md, &err))
         return fail(err.msg, 1);
     if (options_resolve(&a, &md, &o, &err))
         return fail(err.msg, 2);

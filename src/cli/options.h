@@ -42,6 +42,10 @@ int options_validate(const build_args *a, export_opts *o, m2o_err *err);
 /* Dims-dependent checks and defaults (block sizes vs hidden/intermediate sizes, CUTLASS K % 64). */
 int options_resolve(const build_args *a, const model_desc *md, export_opts *o, m2o_err *err);
 
+/* The model itself against ONNX Runtime's run-time rules (onnx/ort_rules.h) that no option can
+ * change: a config ONNX Runtime would refuse at its first run is a bad input. */
+int options_check_model(const model_desc *md, m2o_err *err);
+
 /* The checkpoint directory: -i, or -m resolved in the Hugging Face cache (-c or $HF_HOME/hub or
  * ~/.cache/huggingface/hub). Writes into buf. */
 int options_input_dir(const build_args *a, char *buf, size_t len, m2o_err *err);

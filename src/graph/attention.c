@@ -69,6 +69,21 @@ static void split_query_gate(gb *b, int L, const char *q, gname *query, gname *g
     *gate = gname_out(rg.s, 0);
 }
 
+/* The split-off query [B, S, heads, hd] flattened to [B, S, heads * hd] before its head norm.
+ * Not only GQA's input format: ONNX Runtime's GroupQueryAttentionPreNormFusion (level-2, CUDA
+ * and WebGPU only) folds Reshape → SimplifiedLayerNormalization → Reshape → GQA into GQA and
+ * feeds GQA the inner Reshape's input, assuming it is the 3-D projection. A 4-D query there
+ * makes every CUDA session fail at load ("Inputs 0 (query) shall be 3 dimensions"). */
+static gname flatten_heads(gb *b, int L, const char *query)
+{
+    int64_t flat[3] = {0, 0, -1};
+    gname c3 = gb_const_i64(b, 1, 3, flat);
+    gname r = gname_fmt("/model/layers.%d/attn/q_gate/Reshape_2", L);
+    const char *in_r[2] = {query, c3.s};
+    gb_node(b, "Reshape", NULL, r.s, 2, in_r, 1);
+    return gname_out(r.s, 0);
+}
+
 /* attention output * Sigmoid(gate) */
 static gname apply_output_gate(gb *b, int L, const char *attn, const char *gate)
 {
@@ -102,8 +117,10 @@ static int qk_normed_projections(gb *b, const attn_desc *a, bool quantize, const
     *key = outs[1];
     *value = outs[2];
     gname q = outs[0];
-    if (a->q_gate)
+    if (a->q_gate) {
         split_query_gate(b, a->layer, outs[0].s, &q, gate);
+        q = flatten_heads(b, a->layer, q.s);
+    }
     *query = q;
     if (a->q_norm &&
         head_norm(b, a->layer, "q", a->q_norm, a->qk_norm_offset, q.s, query, err))
@@ -111,14 +128,6 @@ static int qk_normed_projections(gb *b, const attn_desc *a, bool quantize, const
     if (a->k_norm &&
         head_norm(b, a->layer, "k", a->k_norm, a->qk_norm_offset, outs[1].s, key, err))
         return -1;
-    if (a->q_gate && !a->q_norm) { /* query [.., heads, hd] back to GQA's [.., heads * hd] */
-        int64_t flat[3] = {0, 0, -1};
-        gname c3 = gb_const_i64(b, 1, 3, flat);
-        gname r = gname_fmt("/model/layers.%d/attn/q_gate/Reshape_2", a->layer);
-        const char *in_r[2] = {q.s, c3.s};
-        gb_node(b, "Reshape", NULL, r.s, 2, in_r, 1);
-        *query = gname_out(r.s, 0);
-    }
     return 0;
 }
 

@@ -145,6 +145,13 @@ int gb_tensorf(const gb *b, const st_tensor **out, m2o_err *err, bool required, 
     return gb_tensor(b, name, ndim, shape, required, out, err);
 }
 
+gname gb_cast(gb *b, const char *name, const char *x, int to)
+{
+    const char *in[1] = {x};
+    node_attr_int(gb_node(b, "Cast", NULL, name, 1, in, 1), "to", to);
+    return gname_out(name, 0);
+}
+
 size_t gb_io_size(const gb *b)
 {
     return onnx_dtype_size(b->io);

@@ -60,6 +60,8 @@ graph_node *gb_node(gb *b, const char *op, const char *domain, const char *name,
 /* An int64 constant initializer named "/model/constants/INT64/[v0, v1]" (or ".../INT64/v" for a
  * scalar when ndim is 0), created on first use. Returns the name. */
 gname gb_const_i64(gb *b, int ndim, int n, const int64_t *vals);
+/* A Cast node named name from x to the ONNX element type to; returns its output. */
+gname gb_cast(gb *b, const char *name, const char *x, int to);
 gname gb_const_i64_scalar(gb *b, int64_t v);
 
 /* Checkpoint lookup with shape check (-1 = any); NULL when absent and !required. Errors name the

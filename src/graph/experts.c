@@ -587,6 +587,35 @@ static bool name_nonfinite(const expert_src *s, int64_t e, const float *w, int64
     return true;
 }
 
+/* Converted values that overflow their type (float16 above 65504): a float output's elements, or
+ * an int encoding's block scales (rounded to the io dtype). Names the checkpoint tensor and the
+ * element (the block's first). The MXFP4 encoder's E8M0 scales reach 2^127: they cannot. */
+static int check_overflow(const expert_src *s, int64_t e, const expert_encoder *x, const float *w,
+                          int64_t rows, int64_t cols, bool panel, int64_t first, m2o_err *err)
+{
+    int64_t index, r, c;
+    if (x->enc == ENC_FLOAT) {
+        int64_t big = first_overflow(w, (size_t)(rows * cols), x->io);
+        if (big < 0)
+            return 0;
+        r = big / cols, c = big % cols;
+        const st_tensor *t = source_element(s, e, panel ? r : first + r, panel ? first + c : c,
+                                            &index);
+        return check_fits(w + big, 1, index, t->name, x->io, err);
+    }
+    if (!enc_is_int(x->enc))
+        return 0;
+    int bs = x->p.block_size;
+    int64_t nb = cols / bs;
+    const uint8_t *sc = panel ? x->pscales : x->scales + scale_bytes(x, first, x->K);
+    int64_t bad = first_nonfinite_scale(sc, (size_t)(rows * nb), x->io);
+    if (bad < 0)
+        return 0;
+    r = bad / nb, c = bad % nb * bs;
+    const st_tensor *t = source_element(s, e, panel ? r : first + r, panel ? first + c : c, &index);
+    return scale_overflow_fail(t->name, index, bs, x->io, err);
+}
+
 /* One band or panel was read into w: checks it where nothing else will (a float output refuses
  * NaN/Inf unless allowed; quantizers refuse them anyway, so only their failure is explained),
  * then encodes it. */
@@ -596,9 +625,13 @@ static int check_and_encode(const expert_src *s, int64_t e, expert_encoder *x, c
 {
     if (!format && !allow_nonfinite && name_nonfinite(s, e, w, rows, cols, panel, first, NULL, err))
         return -1;
+    if (x->enc == ENC_FLOAT && check_overflow(s, e, x, w, rows, cols, panel, first, err))
+        return -1;
     int rc = panel ? encode_panel(x, w, first, cols, err) : encode_rows(x, w, first, rows, err);
     if (rc && !(format && name_nonfinite(s, e, w, rows, cols, panel, first, format, err)))
         return m2o_wrap(err, "encoding %s expert %lld", s->what, (long long)e);
+    if (!rc && x->enc != ENC_FLOAT)
+        rc = check_overflow(s, e, x, w, rows, cols, panel, first, err);
     return rc;
 }
 

@@ -23,8 +23,8 @@ typedef struct export_opts {
     int qmoe_block_size;        /* resolved: never 0 after validation */
     int qmoe_weights_prepacked; /* resolved layout: 1 = CUTLASS SM80 (CUDA int default), 0 = raw */
     bool qmoe_quantize_bias;    /* int experts: round the expert biases through the same blockwise
-                                   quantizer (rows = experts, blocks along N), as the fixtures'
-                                   reference-int4 files do; default false keeps them exact */
+                                   quantizer (rows = experts, blocks along N); default false keeps
+                                   them exact, as onnxruntime-genai's builder does */
 
     bool use_cuda_bf16;
     bool allow_nonfinite;       /* pass NaN/Inf weights through instead of failing */

@@ -183,9 +183,15 @@ static int add_neg_a(gb *b, const char *name, const st_tensor *a_log, m2o_err *e
         rc = tensor_read_f32(a_log, 0, n, v, err);
     if (!rc)
         rc = check_finite(v, (size_t)n, 0, a_log->name, b->o->allow_nonfinite, err);
+    for (int64_t i = 0; i < n && !rc; i++) {
+        float a = v[i];
+        v[i] = -expf(a);
+        if (isinf(v[i]) && isfinite(a)) /* a finite A_log must not become -Inf */
+            rc = m2o_fail(err, "tensor %s: element %lld is %g, whose -exp() overflows float32 "
+                               "(A_log above 88.7); fix the checkpoint",
+                          a_log->name, (long long)i, (double)a);
+    }
     if (!rc) {
-        for (int64_t i = 0; i < n; i++)
-            v[i] = -expf(v[i]);
         graph_add_initializer(b->g, name, ONNX_FLOAT, 1, &n, v, (size_t)n * sizeof(float));
     }
     free(v);

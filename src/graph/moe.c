@@ -1,5 +1,6 @@
 /* Mixture-of-experts block: router (float, never quantized) → MoE / QMoE with fused SwiGLU. */
 #include "graph/blocks.h"
+#include "onnx/ort_rules.h"
 
 #include <stdlib.h>
 
@@ -9,14 +10,6 @@ typedef struct moe_encoding {
     int bits, block_size;
     bool fp4;
 } moe_encoding;
-
-static bool block_in(int bs, const int *allowed, int n)
-{
-    for (int i = 0; i < n; i++)
-        if (bs == allowed[i])
-            return true;
-    return false;
-}
 
 /* Re-checks what the command line resolved against this layer's dims (defensive: a bad
  * combination must be an error here, never a model that runs wrong). */
@@ -36,29 +29,18 @@ static int choose_encoding(const gb *b, const moe_desc *m, moe_encoding *enc, m2
         if (!cuda)
             return m2o_fail(err, "moe_quant_type=mxfp4: ONNX Runtime's CPU QMoE has no fp4 "
                                  "kernel; use -e cuda or moe_quant_type=int4|int8");
-        if (H % 32 || I % 32)
+        if (H % ORT_MXFP4_BLOCK || I % ORT_MXFP4_BLOCK)
             return m2o_fail(err, "moe_quant_type=mxfp4 needs hidden_size %lld and expert "
-                                 "intermediate size %lld to be multiples of 32",
-                            (long long)H, (long long)I);
+                                 "intermediate size %lld to be multiples of %d",
+                            (long long)H, (long long)I, ORT_MXFP4_BLOCK);
         *enc = (moe_encoding){.op = "QMoE", .weights = ENC_FP4, .scales = ENC_FP4_SCALES,
-                              .bits = 4, .block_size = 32, .fp4 = true};
+                              .bits = 4, .block_size = ORT_MXFP4_BLOCK, .fp4 = true};
         return 0;
     }
     int bits = o->moe_quant_type == MOE_QUANT_INT8 ? 8 : 4, bs = o->qmoe_block_size;
-    static const int cpu_blocks[] = {16, 32, 64, 128}, cuda_blocks[] = {32, 64, 128};
-    if (cuda ? !block_in(bs, cuda_blocks, 3) : !block_in(bs, cpu_blocks, 4))
-        return m2o_fail(err, "qmoe_block_size=%d is not supported by ONNX Runtime's %s QMoE "
-                             "(allowed: %s)",
-                        bs, cuda ? "CUDA" : "CPU", cuda ? "32, 64, 128" : "16, 32, 64, 128");
-    if (H % bs || I % bs)
-        return m2o_fail(err, "qmoe_block_size=%d must divide hidden_size %lld and the expert "
-                             "intermediate size %lld; pick a block size that divides both",
-                        bs, (long long)H, (long long)I);
+    if (ort_qmoe_int_rule(cuda, bs, H, I, err))
+        return -1;
     bool prepacked = cuda && o->qmoe_weights_prepacked != 0;
-    if (cuda && (H % 64 || I % 64))
-        return m2o_fail(err, "ONNX Runtime's CUDA QMoE needs hidden_size %lld and the expert "
-                             "intermediate size %lld to be multiples of 64",
-                        (long long)H, (long long)I);
     *enc = (moe_encoding){.op = "QMoE", .weights = prepacked ? ENC_INT_SM80 : ENC_INT_RAW,
                           .scales = ENC_INT_SCALES, .bits = bits, .block_size = bs};
     return 0;
@@ -110,6 +92,14 @@ static int add_global_scales(gb *b, const char *name, int64_t E, m2o_err *err)
 static gname topk_mass(gb *b, const moe_desc *m, const char *probs, const char *input)
 {
     int L = m->layer;
+    /* In float32 whatever the io dtype: ONNX Runtime refuses TopK on bfloat16 at load, and the
+     * top-k mass is a sum of probabilities that float16 would round. */
+    gname p32 = {{0}};
+    if (b->io != ONNX_FLOAT) {
+        gname c = gname_fmt("/model/layers.%d/moe/topk_mass/Cast", L);
+        p32 = gb_cast(b, c.s, probs, ONNX_FLOAT);
+        probs = p32.s;
+    }
     gname sm = gname_fmt("/model/layers.%d/moe/topk_mass/Softmax", L);
     const char *in_sm[1] = {probs};
     node_attr_int(gb_node(b, "Softmax", NULL, sm.s, 1, in_sm, 1), "axis", -1);
@@ -136,24 +126,34 @@ static gname topk_mass(gb *b, const moe_desc *m, const char *probs, const char *
     gname rs_out = gname_out(rs.s, 0), cat_out = gname_out(cat.s, 0);
     const char *in_rsh[2] = {rs_out.s, cat_out.s};
     gb_node(b, "Reshape", NULL, rsh.s, 2, in_rsh, 1);
-    return gname_out(rsh.s, 0);
+    gname mass = gname_out(rsh.s, 0);
+    if (b->io == ONNX_FLOAT)
+        return mass;
+    gname c = gname_fmt("/model/layers.%d/moe/topk_mass/Cast_1", L);
+    return gb_cast(b, c.s, mass.s, b->io);
 }
 
-int gb_moe(gb *b, const moe_desc *m, const char *input, gname *out, m2o_err *err)
+/* ONNX Runtime's CUDA expert kernels are wrong in bfloat16, so in a bfloat16 graph the experts
+ * run in float16: input and router logits cast in, weights (or QMoE scales) and biases stored
+ * as float16, the output cast back. Measured with ONNX Runtime 1.29 on an H200 (tests/cuda):
+ * the float MoE op alone is off by 1.1-1.3 of max|ref| in bfloat16 and 5e-4 in float16; int4
+ * QMoE in bfloat16 is off by 5e-2 to 4e-1 in the models with a shared expert (qwen2-moe-tiny,
+ * qwen3_5-moe-tiny) while float16 QMoE matches everywhere. Inside whole bfloat16 models the
+ * float16 experts measure as close to the float32 reference as transformers' own bfloat16. */
+static bool experts_in_float16(const gb *b)
+{
+    return b->io == ONNX_BFLOAT16;
+}
+
+/* The experts' initializers and the MoE/QMoE node over input and router logits probs, both in
+ * the io dtype b->io. */
+static int experts_node(gb *b, const moe_desc *m, const moe_encoding *e, const char *input,
+                        const char *probs_in, gname *out, m2o_err *err)
 {
     int L = m->layer;
     int64_t E = m->num_experts, H = m->hidden, I = m->inter;
-    moe_encoding enc = {0};
-    if (choose_encoding(b, m, &enc, err) || check_expert_dims(m->fc1, E, 2 * I, H, err) ||
-        check_expert_dims(m->fc2, E, H, I, err))
-        return m2o_wrap(err, "layer %d experts", L);
-    if (m->top_k < 1 || m->top_k > E)
-        return m2o_fail(err, "layer %d: num_experts_per_tok %lld must be in 1..%lld experts", L,
-                        (long long)m->top_k, (long long)E);
-
-    gname probs;
-    if (router(b, m, input, &probs, err))
-        return -1;
+    moe_encoding enc = *e;
+    gname probs = gname_fmt("%s", probs_in);
     gname weights = {{0}};
     if (m->router_weights) {
         gname sm = gname_fmt("/model/layers.%d/moe/router/Softmax", L);
@@ -214,9 +214,17 @@ int gb_moe(gb *b, const moe_desc *m, const char *input, gname *out, m2o_err *err
                                  "use normalize_routing=false instead", L);
         n = gb_node(b, "MoE", "com.microsoft", node.s, n_in, in, 1);
     } else {
-        const char *in[17] = {input, probs.s, w1.s, s1.s, b1.s, w2.s, s2.s, b2.s, "", "", "",
-                              "", "", "", weights.s, g1.s, g2.s};
-        int n_in = enc.fp4 ? 17 : m->router_weights ? 15 : 8;
+        const char *in[QMOE_N_INPUTS] = {
+            [QMOE_IN_INPUT] = input,           [QMOE_IN_ROUTER_PROBS] = probs.s,
+            [QMOE_IN_FC1_WEIGHTS] = w1.s,      [QMOE_IN_FC1_SCALES] = s1.s,
+            [QMOE_IN_FC1_BIAS] = b1.s,         [QMOE_IN_FC2_WEIGHTS] = w2.s,
+            [QMOE_IN_FC2_SCALES] = s2.s,       [QMOE_IN_FC2_BIAS] = b2.s,
+            [QMOE_IN_ROUTER_WEIGHTS] = weights.s, [QMOE_IN_FC1_GLOBAL_SCALE] = g1.s,
+            [QMOE_IN_FC2_GLOBAL_SCALE] = g2.s};
+        for (int i = 0; i < QMOE_N_INPUTS; i++)
+            in[i] = in[i] ? in[i] : ""; /* unused optional inputs */
+        int n_in = enc.fp4 ? QMOE_N_INPUTS
+                   : m->router_weights ? QMOE_IN_ROUTER_WEIGHTS + 1 : QMOE_IN_FC2_BIAS + 1;
         n = gb_node(b, "QMoE", "com.microsoft", node.s, n_in, in, 1);
         node_attr_int(n, "expert_weight_bits", enc.bits);
         node_attr_int(n, "block_size", enc.block_size);
@@ -241,5 +249,37 @@ int gb_moe(gb *b, const moe_desc *m, const char *input, gname *out, m2o_err *err
         gb_node(b, "Mul", NULL, mul.s, 2, in, 1);
         *out = gname_out(mul.s, 0);
     }
+    return 0;
+}
+
+int gb_moe(gb *b, const moe_desc *m, const char *input, gname *out, m2o_err *err)
+{
+    int L = m->layer;
+    int64_t E = m->num_experts, H = m->hidden, I = m->inter;
+    moe_encoding enc = {0};
+    if (choose_encoding(b, m, &enc, err) || check_expert_dims(m->fc1, E, 2 * I, H, err) ||
+        check_expert_dims(m->fc2, E, H, I, err))
+        return m2o_wrap(err, "layer %d experts", L);
+    if (m->top_k < 1 || m->top_k > E)
+        return m2o_fail(err, "layer %d: num_experts_per_tok %lld must be in 1..%lld experts", L,
+                        (long long)m->top_k, (long long)E);
+
+    gname probs;
+    if (router(b, m, input, &probs, err))
+        return -1;
+    if (!experts_in_float16(b))
+        return experts_node(b, m, &enc, input, probs.s, out, err);
+    gname cx = gname_fmt("/model/layers.%d/moe/input/Cast", L);
+    gname cp = gname_fmt("/model/layers.%d/moe/router/Cast", L);
+    gname x16 = gb_cast(b, cx.s, input, ONNX_FLOAT16), p16 = gb_cast(b, cp.s, probs.s, ONNX_FLOAT16);
+    int io = b->io;
+    b->io = ONNX_FLOAT16;
+    gname y16;
+    int rc = experts_node(b, m, &enc, x16.s, p16.s, &y16, err);
+    b->io = io;
+    if (rc)
+        return -1;
+    gname co = gname_fmt("/model/layers.%d/moe/output/Cast", L);
+    *out = gb_cast(b, co.s, y16.s, io);
     return 0;
 }

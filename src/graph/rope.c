@@ -12,6 +12,21 @@ static double correction_dim(double num_rotations, int dim, double base, double 
     return (dim * log(max_pos / (num_rotations * 2.0 * M_PI))) / (2.0 * log(base));
 }
 
+/* Finite rotary parameters can still give Inf frequencies (a tiny rope factor): the caches
+ * would hold NaN, so the config is refused rather than exported. */
+static int rope_check_finite(const rope_params *rp, m2o_err *err)
+{
+    for (int i = 0; i < rp->rotary_dim / 2; i++)
+        if (!isfinite(rp->inv_freq[i]))
+            return m2o_fail(err, "config.json: the rope_scaling parameters give an infinite "
+                                 "rotary frequency (dimension %d), so cos_cache/sin_cache would "
+                                 "hold NaN; fix rope_scaling (factor)", 2 * i);
+    if (!isfinite(rp->attention_factor))
+        return m2o_fail(err, "config.json: the YaRN attention factor is not finite; fix "
+                             "rope_scaling");
+    return 0;
+}
+
 /* Every step below mirrors transformers' tensor arithmetic in float32; the scalars computed with
  * Python floats (correction range, factors) stay in double until they meet a tensor. */
 int rope_compute(const model_desc *md, rope_params *rp, m2o_err *err)
@@ -41,7 +56,7 @@ int rope_compute(const model_desc *md, rope_params *rp, m2o_err *err)
                             md->rope_factor);
         for (int i = 0; i < half; i++)
             rp->inv_freq[i] = rp->inv_freq[i] / (float)md->rope_factor;
-        return 0;
+        return rope_check_finite(rp, err);
     }
     if (md->rope_type != ROPE_YARN)
         return 0;
@@ -79,7 +94,7 @@ int rope_compute(const model_desc *md, rope_params *rp, m2o_err *err)
         float interpolation = 1.0f / (factor_f * pos_freqs[i]);
         rp->inv_freq[i] = interpolation * (1.0f - extra_factor) + extrapolation * extra_factor;
     }
-    return 0;
+    return rope_check_finite(rp, err);
 }
 
 void rope_cache_rows(const rope_params *rp, int64_t p0, int64_t n, float *cos_out, float *sin_out)

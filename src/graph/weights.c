@@ -94,6 +94,67 @@ int check_encodable(const float *v, size_t n, int64_t first_index, const char *t
                     tensor, (long long)(first_index + i), isnan(v[i]) ? "NaN" : "Inf", format);
 }
 
+/* Smallest magnitude that rounds to Inf (round to nearest even): half an ulp above the largest
+ * finite value. */
+static double overflow_threshold(int dtype)
+{
+    return dtype == ONNX_FLOAT16 ? 65520.0 : dtype == ONNX_BFLOAT16 ? 0x1.fffp+127 : INFINITY;
+}
+
+static const char *overflow_type_text(int dtype)
+{
+    return dtype == ONNX_FLOAT16 ? "float16 (largest finite 65504)"
+                                 : "bfloat16 (largest finite 3.39e38)";
+}
+
+int64_t first_overflow(const float *v, size_t n, int dtype)
+{
+    double lim = overflow_threshold(dtype);
+    if (isinf(lim))
+        return -1;
+    for (size_t i = 0; i < n; i++)
+        if (isfinite(v[i]) && fabs((double)v[i]) >= lim)
+            return (int64_t)i;
+    return -1;
+}
+
+int check_fits(const float *v, size_t n, int64_t first_index, const char *tensor, int dtype,
+               m2o_err *err)
+{
+    int64_t i = first_overflow(v, n, dtype);
+    if (i < 0)
+        return 0;
+    return m2o_fail(err, "tensor %s: element %lld is %g, which overflows %s and would be "
+                         "written as Inf; export with %s",
+                    tensor, (long long)(first_index + i), (double)v[i], overflow_type_text(dtype),
+                    dtype == ONNX_FLOAT16 ? "-p bf16 or -p fp32" : "-p fp32");
+}
+
+int64_t first_nonfinite_scale(const void *scales, size_t n, int elem_type)
+{
+    const uint16_t *h = scales;
+    for (size_t i = 0; i < n; i++) {
+        bool bad = elem_type == ONNX_FLOAT16    ? (h[i] & 0x7c00) == 0x7c00
+                   : elem_type == ONNX_BFLOAT16 ? (h[i] & 0x7f80) == 0x7f80
+                                                : !isfinite(((const float *)scales)[i]);
+        if (bad)
+            return (int64_t)i;
+    }
+    return -1;
+}
+
+int scale_overflow_fail(const char *tensor, int64_t block_first, int block_size, int elem_type,
+                        m2o_err *err)
+{
+    return m2o_fail(err, "tensor %s: the %d-value quantization block starting at element %lld "
+                         "needs a scale that overflows %s and would be written as Inf; use %s",
+                    tensor, block_size, (long long)block_first, overflow_type_text(elem_type),
+                    elem_type == ONNX_FLOAT16
+                        ? "--extra_options use_cuda_bf16=true (bfloat16 scales) or -e cpu "
+                          "(float32 scales)"
+                        : "-e cpu (float32 scales)");
+}
+
 const char *int_format_name(int bits)
 {
     return bits == 8 ? "int8 quantization" : "int4 quantization";
@@ -153,6 +214,9 @@ static int convert_parts(const small_ctx *c, float *f, void *out, m2o_err *err)
     if (c->offset != 0.0f)
         for (int64_t i = 0; i < total; i++)
             f[i] += c->offset;
+    for (int i = 0, at = 0; i < c->n_parts; at += (int)c->parts[i]->numel, i++)
+        if (check_fits(f + at, (size_t)c->parts[i]->numel, 0, c->parts[i]->name, c->dtype, err))
+            return -1;
     f32_to_dtype(f, out, (size_t)total, c->dtype);
     return 0;
 }
@@ -253,8 +317,13 @@ int gb_add_small_qdq(gb *b, const char *name, const st_tensor *t, int64_t rows, 
         rc = check_encodable(f, n, 0, t->name, int_format_name(bits), err);
     if (!rc)
         rc = qb_quantize(f, rows, cols, &p, codes, scales, NULL, err);
+    int64_t bad = rc ? -1 : first_nonfinite_scale(scales, qb_scales_count(rows, cols, &p), b->io);
+    if (bad >= 0)
+        rc = scale_overflow_fail(t->name, bad * block_size, block_size, b->io, err);
     if (!rc)
         rc = qb_dequantize(codes, scales, NULL, rows, cols, &p, d, err);
+    if (!rc)
+        rc = check_fits(d, n, 0, t->name, b->io, err);
     if (!rc) {
         int64_t dims[2] = {rows, cols};
         f32_to_dtype(d, out, n, b->io);
@@ -293,6 +362,8 @@ static int produce_convert(void *vctx, int64_t chunk, void *out, m2o_err *err)
         rc = tensor_read_f32(c->t, first + i, m, f, err);
         if (!rc)
             rc = check_finite(f, (size_t)m, first + i, c->t->name, c->allow_nonfinite, err);
+        if (!rc)
+            rc = check_fits(f, (size_t)m, first + i, c->t->name, c->dtype, err);
         if (!rc)
             f32_to_dtype(f, (uint8_t *)out + (size_t)i * os, (size_t)m, c->dtype);
         st_release_behind(c->t, &released, (size_t)(first + i + m) * es);
@@ -431,6 +502,9 @@ static int read_band_t(const linear_t_ctx *c, const st_tensor *w, int64_t n0, in
                 t[k * nb + r] = row[k];
         }
     }
+    int64_t big = first_overflow(t, (size_t)(c->K * nb), c->dtype);
+    if (big >= 0)
+        return check_fits(t + big, 1, (n0 + big % nb) * c->K + big / nb, w->name, c->dtype, err);
     if (c->allow_nonfinite)
         return 0;
     int64_t bad = f32_first_nonfinite(t, (size_t)(c->K * nb));
@@ -507,6 +581,25 @@ typedef struct nbits_ctx {
     bool allow_nonfinite;
 } nbits_ctx;
 
+/* Fails when a block scale of rows [r0, r0 + nr) overflowed its type, naming the checkpoint
+ * part and element where the block starts. */
+static int check_band_scales(const nbits_ctx *c, const uint8_t *scales, int64_t r0, int64_t nr,
+                             m2o_err *err)
+{
+    int elem = c->p.scale_type == QSCALE_F16 ? ONNX_FLOAT16
+               : c->p.scale_type == QSCALE_BF16 ? ONNX_BFLOAT16 : ONNX_FLOAT;
+    int64_t nb = c->K / c->p.block_size;
+    int64_t bad = first_nonfinite_scale(scales, (size_t)(nr * nb), elem);
+    if (bad < 0)
+        return 0;
+    int64_t row = r0 + bad / nb;
+    int i = 0;
+    while (i + 1 < c->s.n_parts && row >= c->s.w[i]->shape[0])
+        row -= c->s.w[i++]->shape[0];
+    return scale_overflow_fail(c->s.w[i]->name, row * c->K + bad % nb * c->p.block_size,
+                               c->p.block_size, elem, err);
+}
+
 /* Codes (outs[0]) and scales (outs[1]) of rows [r0, r0 + rows_per_chunk) from one quantization,
  * a cache-sized band of rows at a time. */
 static int produce_nbits(void *vctx, int64_t chunk, void *const *outs, m2o_err *err)
@@ -534,6 +627,8 @@ static int produce_nbits(void *vctx, int64_t chunk, void *const *outs, m2o_err *
             linear_read_rows(&c->s, r0 + i, m, w, false, int_format_name(c->p.bits), err);
             rc = -1;
         }
+        if (!rc)
+            rc = check_band_scales(c, scales + qb_scales_count(i, K, &c->p) * ss, r0 + i, m, err);
     }
     linear_release_rows(&c->s, r0, nr);
     free(w);

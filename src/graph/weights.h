@@ -38,6 +38,19 @@ int check_finite(const float *v, size_t n, int64_t first_index, const char *tens
  * those codes have no NaN/Inf, so this fails whatever --allow-nonfinite says, and says so. */
 int check_encodable(const float *v, size_t n, int64_t first_index, const char *tensor,
                     const char *format, m2o_err *err);
+/* Index of the first finite value that rounds to +-Inf in dtype (float16 from 65520, bfloat16
+ * from 3.3961e38), or -1. */
+int64_t first_overflow(const float *v, size_t n, int dtype);
+/* Fails naming the tensor and element when a finite value overflows dtype (it would be written
+ * as Inf): --allow-nonfinite keeps NaN/Inf that the checkpoint holds, it never makes new ones. */
+int check_fits(const float *v, size_t n, int64_t first_index, const char *tensor, int dtype,
+               m2o_err *err);
+/* Index of the first +-Inf/NaN among n block scales of `elem_type` (ONNX_FLOAT/16/BF16): the
+ * quantizers only see finite values, so one is a scale that overflowed its type. -1 if none. */
+int64_t first_nonfinite_scale(const void *scales, size_t n, int elem_type);
+/* The message for such a scale: block_first is the block's first element in tensor. */
+int scale_overflow_fail(const char *tensor, int64_t block_first, int block_size, int elem_type,
+                        m2o_err *err);
 /* The name of an integer expert/linear encoding for check_encodable's message. */
 const char *int_format_name(int bits);
 /* Fails naming the tensor, its file and dtype unless it is BF16, F16 or F32: streamed
@@ -69,7 +82,7 @@ int gb_add_converted(gb *b, const char *name, const st_tensor *t, m2o_err *err);
 int gb_add_linear_t(gb *b, const char *name, const linear_src *s, m2o_err *err);
 
 /* MatMulNBits B [N, K/bs, bs*bits/8] uint8 and scales [N * K/bs] io dtype (symmetric, signed
- * scales, SPEC §4), streamed by output rows. */
+ * scales, docs/FORMATS.md §4), streamed by output rows. */
 int gb_add_nbits(gb *b, const char *codes_name, const char *scales_name, const linear_src *s,
                  int bits, int block_size, m2o_err *err);
 

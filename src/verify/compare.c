@@ -6,6 +6,12 @@
 #include "common/half.h"
 #include "onnx/graph.h"
 
+/* A scale whose float32 reciprocal overflows (|s| <= 2^-128): the quantizer's codes saturate. */
+static bool tiny_scale(float s)
+{
+    return s != 0.0f && isinf(1.0f / s);
+}
+
 static const float kE2M1[8] = {0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f};
 /* Half the gap to the neighbouring E2M1 magnitudes (6: saturation, see compare.h). */
 static const double kE2M1HalfGap[8] = {0.25, 0.25, 0.25, 0.25, 0.5, 0.5, 1.0, 2.5};
@@ -24,6 +30,8 @@ void vstats_merge(vstats *into, const vstats *s)
         into->first_expected = s->first_expected;
         into->first_decoded = s->first_decoded;
         into->first_bound = s->first_bound;
+        into->first_scale = s->first_scale;
+        into->first_scale_ceiling = s->first_scale_ceiling;
     }
     into->n += s->n;
     into->n_nonfinite += s->n_nonfinite;
@@ -76,7 +84,7 @@ static double type_floor(int elem_type)
     }
 }
 
-static float load_float(const void *p, int elem_type, size_t i)
+float vx_load_float(const void *p, int elem_type, size_t i)
 {
     uint16_t h;
     switch (elem_type) {
@@ -97,7 +105,7 @@ static float load_float(const void *p, int elem_type, size_t i)
 void vx_scales_to_f32(const void *scales, int elem_type, size_t n, float *out)
 {
     for (size_t i = 0; i < n; i++)
-        out[i] = load_float(scales, elem_type, i);
+        out[i] = vx_load_float(scales, elem_type, i);
 }
 
 int venc_check(const venc *e, int64_t N, int64_t K, m2o_err *err)
@@ -153,7 +161,7 @@ void venc_element(const venc *e, int64_t K, int64_t n, int64_t k, float expected
 {
     switch (e->kind) {
     case VENC_FLOAT: {
-        *decoded = load_float(e->w, e->elem_type, (size_t)(n * K + k));
+        *decoded = vx_load_float(e->w, e->elem_type, (size_t)(n * K + k));
         /* half an ulp of expected's binade: |x| = m 2^ex, m in [0.5, 1) */
         double b = 0.0;
         if (expected != 0.0f) {
@@ -171,15 +179,15 @@ void venc_element(const venc *e, int64_t K, int64_t n, int64_t k, float expected
         int bits = e->bits, qmax = (1 << bits) - 1;
         const uint8_t *row = e->codes + n * (K * bits / 8);
         int q = int_code(row, k, bits), zp = int_zero_point(e, K, n, b);
-        double s = load_float(e->scales, e->elem_type, (size_t)(n * nb + b));
+        double s = vx_load_float(e->scales, e->elem_type, (size_t)(n * nb + b));
         *decoded = (double)(float)((float)(q - zp) * (float)s);
         double d = e->elem_type == ONNX_FLOAT ? ldexp(1.0, -24) : vx_type_unit(e->elem_type);
         double rel = (q == 0 || q == qmax) ? 1.0 + ldexp(1.01 * d, bits)
                                            : 0.5 + ldexp(1.0, bits - 1 - 21);
-        /* the same floor a rounded-to-zero scale leaves, in code units */
+        if (tiny_scale((float)s)) /* 1/s overflows float32: codes saturate (see compare.h) */
+            rel = ldexp(1.0 + ldexp(1.0, -20), bits);
+        /* the same floor a rounded-to-zero (or subnormal) scale leaves, in code units */
         *bound = fabs(s) * rel + ldexp(type_floor(e->elem_type), bits - 1);
-        if (e->elem_type == ONNX_FLOAT)
-            *bound = fabs(s) * rel;
         return;
     }
     case VENC_MXFP4: {
@@ -198,60 +206,172 @@ void venc_element(const venc *e, int64_t K, int64_t n, int64_t k, float expected
     *bound = 0;
 }
 
+/* ---- bounds from the checkpoint: a stored scale is only trusted up to what the expected block
+ * implies, so an Inf, NaN or inflated scale cannot widen its own bound ---- */
+
+/* Largest |stored scale| a block of expected values allows, or -1 when any scale passes (an
+ * MXFP4 block of zeros: its codes decode to 0 whatever the scale).
+ *   int symmetric:  max|x| / 2^(bits-1), asymmetric: (max(x, 0) - min(x, 0)) / (2^bits - 1)
+ *                   (quant/blockwise.c's rules), times (1 + 2u) for the scale's rounding to its
+ *                   type, plus that type's half subnormal;
+ *   MXFP4:          2^(floor(log2 max|x|) - 1): the OCP rule gives 2^(floor - 2), a rounded
+ *                   exponent at most 2^(floor - 1); never below 2^-127 (scale byte 0). */
+static double block_scale_ceiling(const venc *e, const float *x, int64_t len)
+{
+    float lo = 0.0f, hi = 0.0f;
+    for (int64_t i = 0; i < len; i++) {
+        uint32_t b;
+        memcpy(&b, &x[i], 4);
+        /* NaN or Inf: not compared, no part of the bound (branch-free, so it vectorizes) */
+        float v = (b & 0x7f800000u) == 0x7f800000u ? 0.0f : x[i];
+        lo = v < lo ? v : lo;
+        hi = v > hi ? v : hi;
+    }
+    double vmin = lo, vmax = hi, amax = -vmin > vmax ? -vmin : vmax;
+    if (e->kind == VENC_MXFP4) {
+        if (amax == 0.0)
+            return -1.0;
+        int ex;
+        frexp(amax, &ex); /* amax = m 2^ex, m in [0.5, 1): floor(log2 amax) = ex - 1 */
+        double c = ldexp(1.0, ex - 2);
+        return c > ldexp(1.0, -127) ? c : ldexp(1.0, -127);
+    }
+    double ref = e->zero_points ? (vmax - vmin) / (double)((1 << e->bits) - 1)
+                                : amax / (double)(1 << (e->bits - 1));
+    return ref * (1.0 + 2.0 * vx_type_unit(e->elem_type)) + type_floor(e->elem_type);
+}
+
+static double stored_scale(const venc *e, int64_t K, int64_t n, int64_t k)
+{
+    if (e->kind == VENC_MXFP4) {
+        uint8_t sb = ((const uint8_t *)e->scales)[n * (K / 32) + k / 32];
+        return sb == 255 ? NAN : ldexp(1.0, (int)sb - 127);
+    }
+    return fabs((double)vx_load_float(e->scales, e->elem_type,
+                                   (size_t)(n * (K / e->block_size) + k / e->block_size)));
+}
+
+static int64_t scale_block(const venc *e, int64_t K)
+{
+    return e->kind == VENC_MXFP4 ? 32 : e->kind == VENC_INT ? e->block_size : K;
+}
+
+/* Decoded value and bound of (n, k) with the block's scale ceiling applied: a scale above it
+ * (or not a number) puts every element of an int block out of bounds; MXFP4 bounds are capped at
+ * the ceiling, so a passthrough block whose codes decode exactly still passes. */
+/* A float copy must be x rounded to nearest even in its type, not merely within half an ulp
+ * (both neighbours of a tie are). x finite. */
+static bool float_exact(float x, double y, int type)
+{
+    if (y == (double)x)
+        return true; /* x is representable: its rounding is itself */
+    double r = type == ONNX_FLOAT16    ? f16_to_f32(f32_to_f16(x))
+               : type == ONNX_BFLOAT16 ? bf16_to_f32(f32_to_bf16(x))
+                                       : x;
+    return y == r;
+}
+
+static void element_checked(const venc *e, int64_t K, int64_t n, int64_t k, float x,
+                            double ceiling, double *y, double *bound, bool *scale_bad,
+                            double *scale)
+{
+    venc_element(e, K, n, k, x, y, bound);
+    *scale_bad = false;
+    if (e->kind == VENC_FLOAT) {
+        *scale_bad = !float_exact(x, *y, e->elem_type);
+        return;
+    }
+    if (ceiling < 0)
+        return;
+    double s = stored_scale(e, K, n, k);
+    *scale = s;
+    if (e->kind == VENC_MXFP4) {
+        if (!(s <= ceiling) && s == s)
+            *bound *= ceiling / s;
+        return;
+    }
+    *scale_bad = !(s <= ceiling);
+}
+
 bool venc_passes(const float *expected, int64_t N, int64_t K, const venc *e)
 {
     if (venc_check(e, N, K, NULL))
         return false;
+    int64_t bs = scale_block(e, K);
+    double ceiling = -1.0;
     for (int64_t n = 0; n < N; n++) {
         for (int64_t k = 0; k < K; k++) {
             float x = expected[n * K + k];
-            double y, bound;
+            if (k % bs == 0 && e->kind != VENC_FLOAT)
+                ceiling = block_scale_ceiling(e, expected + n * K + k, bs);
             if (!isfinite(x))
                 continue;
-            venc_element(e, K, n, k, x, &y, &bound);
-            if (!(fabs(y - (double)x) <= bound))
+            double y, bound;
+            double y_scale = 0.0;
+            bool scale_bad;
+            element_checked(e, K, n, k, x, ceiling, &y, &bound, &scale_bad, &y_scale);
+            if (scale_bad || !isfinite(y) || !(fabs(y - (double)x) <= bound))
                 return false;
         }
     }
     return true;
 }
 
-int venc_compare(const float *expected, int64_t N, int64_t K, const venc *e, vstats *st,
-                 m2o_err *err)
+static inline void record_element(vstats *st, int64_t n, int64_t k, float x, double y,
+                                  double bound, bool scale_bad, double scale, double ceiling)
+{
+    double d = isfinite(y) ? fabs(y - (double)x) : INFINITY;
+    st->n++;
+    st->sum_err2 += d * d;
+    st->sum_ref2 += (double)x * x;
+    st->sum_bound2 += bound * bound;
+    if (d > st->max_abs)
+        st->max_abs = d;
+    /* the common case, without a division: well inside the bound and below the largest ratio
+     * seen (the margin keeps the rounded quotient below it too) */
+    if (!scale_bad && d < bound * st->max_ratio * 0.999999 && d <= bound)
+        return;
+    /* NaN-safe: a NaN bound (E8M0 NaN scale) or an Inf over an Inf bound is a violation */
+    double ratio = scale_bad ? INFINITY : d == 0 ? 0 : bound > 0 ? d / bound : INFINITY;
+    if (ratio != ratio)
+        ratio = INFINITY;
+    if (ratio > st->max_ratio)
+        st->max_ratio = ratio;
+    if (!(ratio <= 1.0)) {
+        if (st->n_over == 0) {
+            st->first_row = n;
+            st->first_col = k;
+            st->first_expected = x;
+            st->first_decoded = y;
+            st->first_bound = bound;
+            st->first_scale = scale;
+            st->first_scale_ceiling = scale_bad ? ceiling : 0.0;
+        }
+        st->n_over++;
+    }
+}
+
+int venc_compare_ref(const float *expected, int64_t N, int64_t K, const venc *e, vstats *st,
+                     m2o_err *err)
 {
     if (venc_check(e, N, K, err))
         return -1;
+    int64_t bs = scale_block(e, K);
+    double ceiling = -1.0;
     for (int64_t n = 0; n < N; n++) {
         for (int64_t k = 0; k < K; k++) {
             float x = expected[n * K + k];
+            if (k % bs == 0 && e->kind != VENC_FLOAT)
+                ceiling = block_scale_ceiling(e, expected + n * K + k, bs);
             if (!isfinite(x)) {
                 st->n_nonfinite++;
                 continue;
             }
             double y, bound;
-            venc_element(e, K, n, k, x, &y, &bound);
-            double d = fabs(y - (double)x);
-            if (!isfinite(y))
-                d = INFINITY;
-            st->n++;
-            st->sum_err2 += d * d;
-            st->sum_ref2 += (double)x * x;
-            st->sum_bound2 += bound * bound;
-            if (d > st->max_abs)
-                st->max_abs = d;
-            double ratio = d == 0 ? 0 : bound > 0 ? d / bound : INFINITY;
-            if (ratio > st->max_ratio)
-                st->max_ratio = ratio;
-            if (ratio > 1.0) {
-                if (st->n_over == 0) {
-                    st->first_row = n;
-                    st->first_col = k;
-                    st->first_expected = x;
-                    st->first_decoded = y;
-                    st->first_bound = bound;
-                }
-                st->n_over++;
-            }
+            double scale = 0.0;
+            bool scale_bad;
+            element_checked(e, K, n, k, x, ceiling, &y, &bound, &scale_bad, &scale);
+            record_element(st, n, k, x, y, bound, scale_bad, scale, ceiling);
         }
     }
     return 0;
@@ -297,4 +417,132 @@ void vx_anchor_scale_signs(const float *expected, int64_t N, int64_t K, int bloc
             out[n * nb + b] = (int8_t)(anchor > 0 ? -1 : anchor < 0 ? 1 : 0);
         }
     }
+}
+
+/* ---- the fast path: the same arithmetic as venc_element + element_checked, with everything
+ * that is constant over a block (scale, zero point, ceiling, bounds) computed once ---- */
+
+/* 2^e for the exponents a float32 can have, and a little beyond. */
+static double pow2_of(int e)
+{
+    static double table[400];
+    static bool ready; /* racy first fill writes the same values: harmless */
+    if (!ready) {
+        for (int i = 0; i < 400; i++)
+            table[i] = ldexp(1.0, i - 200);
+        ready = true;
+    }
+    return table[e + 200];
+}
+
+static void compare_float_rows(const float *x, int64_t N, int64_t K, const venc *e, vstats *st)
+{
+    double unit = vx_type_unit(e->elem_type), fl = type_floor(e->elem_type);
+    bool f32 = e->elem_type == ONNX_FLOAT;
+    for (int64_t n = 0; n < N; n++) {
+        for (int64_t k = 0; k < K; k++) {
+            float xv = x[n * K + k];
+            if (!isfinite(xv)) {
+                st->n_nonfinite++;
+                continue;
+            }
+            double y = vx_load_float(e->w, e->elem_type, (size_t)(n * K + k)), b = 0.0;
+            if (xv != 0.0f) {
+                uint32_t bits;
+                memcpy(&bits, &xv, 4);
+                int E = (int)((bits >> 23) & 0xff);
+                if (E) { /* normal: |x| = 1.f 2^(E-127) */
+                    b = unit * pow2_of(E - 127);
+                } else {
+                    int ex;
+                    frexp(fabs((double)xv), &ex);
+                    b = ldexp(unit, ex - 1);
+                }
+            }
+            double bound = f32 ? b : (b > fl ? b : fl);
+            record_element(st, n, k, xv, y, bound, !float_exact(xv, y, e->elem_type), 0.0, -1.0);
+        }
+    }
+}
+
+static void compare_int_rows(const float *x, int64_t N, int64_t K, const venc *e, vstats *st)
+{
+    int bits = e->bits, bs = e->block_size, qmax = (1 << bits) - 1;
+    int64_t nb = K / bs;
+    bool f32 = e->elem_type == ONNX_FLOAT;
+    double d = f32 ? ldexp(1.0, -24) : vx_type_unit(e->elem_type);
+    double rel_ext = 1.0 + ldexp(1.01 * d, bits), rel_int = 0.5 + ldexp(1.0, bits - 1 - 21);
+    double rel_tiny = ldexp(1.0 + ldexp(1.0, -20), bits);
+    double fl = ldexp(type_floor(e->elem_type), bits - 1);
+    for (int64_t n = 0; n < N; n++) {
+        const uint8_t *row = e->codes + n * (K * bits / 8);
+        for (int64_t b = 0; b < nb; b++) {
+            const float *xb = x + n * K + b * bs;
+            double ceiling = block_scale_ceiling(e, xb, bs);
+            float s = vx_load_float(e->scales, e->elem_type, (size_t)(n * nb + b));
+            double sa = fabs((double)s);
+            bool bad = ceiling >= 0 && !(sa <= ceiling);
+            int zp = int_zero_point(e, K, n, b);
+            bool tiny = tiny_scale(s);
+            double b_ext = sa * (tiny ? rel_tiny : rel_ext) + fl;
+            double b_int = sa * (tiny ? rel_tiny : rel_int) + fl;
+            for (int64_t k = b * bs; k < (b + 1) * bs; k++) {
+                float xv = x[n * K + k];
+                if (!isfinite(xv)) {
+                    st->n_nonfinite++;
+                    continue;
+                }
+                int q = bits == 4 ? (row[k >> 1] >> ((k & 1) << 2)) & 0xf : int_code(row, k, bits);
+                double y = (double)(float)((float)(q - zp) * s);
+                record_element(st, n, k, xv, y, (q == 0 || q == qmax) ? b_ext : b_int, bad, sa,
+                               ceiling);
+            }
+        }
+    }
+}
+
+static void compare_mxfp4_rows(const float *x, int64_t N, int64_t K, const venc *e, vstats *st)
+{
+    const uint8_t *sc = e->scales;
+    for (int64_t n = 0; n < N; n++) {
+        for (int64_t b = 0; b < K / 32; b++) {
+            const float *xb = x + n * K + b * 32;
+            double ceiling = block_scale_ceiling(e, xb, 32);
+            uint8_t sb = sc[n * (K / 32) + b];
+            double scale = sb == 255 ? NAN : ldexp(1.0, (int)sb - 127);
+            double cap = ceiling >= 0 && !(scale <= ceiling) && scale == scale ? ceiling / scale
+                                                                                : 1.0;
+            for (int64_t k = b * 32; k < b * 32 + 32; k++) {
+                float xv = x[n * K + k];
+                if (!isfinite(xv)) {
+                    st->n_nonfinite++;
+                    continue;
+                }
+                uint8_t byte = e->codes[(n * K + k) / 2];
+                int c = k % 2 ? byte >> 4 : byte & 0xf;
+                double mag = kE2M1[c & 7] * scale;
+                double bound = kE2M1HalfGap[c & 7] * scale * (1.0 + 1e-6) * cap;
+                record_element(st, n, k, xv, c & 8 ? -mag : mag, bound, false, scale, ceiling);
+            }
+        }
+    }
+}
+
+int venc_compare(const float *expected, int64_t N, int64_t K, const venc *e, vstats *st,
+                 m2o_err *err)
+{
+    if (venc_check(e, N, K, err))
+        return -1;
+    switch (e->kind) {
+    case VENC_FLOAT:
+        compare_float_rows(expected, N, K, e, st);
+        break;
+    case VENC_INT:
+        compare_int_rows(expected, N, K, e, st);
+        break;
+    case VENC_MXFP4:
+        compare_mxfp4_rows(expected, N, K, e, st);
+        break;
+    }
+    return 0;
 }

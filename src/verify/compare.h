@@ -1,7 +1,7 @@
 /* Pure comparison of an expected float matrix with an encoded one, element by element, against
  * the error the encoding allows (verify's numeric core; buffers in, statistics out).
  *
- * Per-element bounds, derived from the formats (SPEC §4, §6):
+ * Per-element bounds, derived from the formats (docs/FORMATS.md §16):
  *   float (io dtype):  half an ulp of x's binade (2^floor(log2|x|) * u, u = 2^-24 / 2^-11 / 2^-8
  *                      for float32 / float16 / bfloat16: round to nearest), at least half the
  *                      smallest subnormal (float16); float32 must hold x exactly.
@@ -11,7 +11,11 @@
  *                      |s| * (1 + 2^b * 1.01 * d) where d is the scale type's rounding (2^-24,
  *                      2^-11, 2^-8): the anchor of a symmetric block sits at code 0 and the
  *                      opposite extreme may clamp by up to one step, more when the stored scale
- *                      was rounded down. A zero scale demands exact zeros.
+ *                      was rounded down. A zero scale demands exact zeros. Every int bound
+ *                      adds 2^(b-1) times half the scale type's smallest subnormal (a subnormal
+ *                      scale's own rounding); a scale of at most 2^-128, whose float32 reciprocal
+ *                      overflows so the quantizer's codes saturate (ONNX Runtime's rule too),
+ *                      allows |s| * 2^b: the whole range of a block of values below 2^-125.
  *   MXFP4 (E2M1 x 2^(e-127)): half the gap to the neighbouring grid values, by magnitude:
  *                      0, 0.5, 1, 1.5 -> 0.25; 2, 3 -> 0.5; 4 -> 1; 6 -> 2.5 (saturation: the
  *                      OCP rule leaves < 2, the reference builder's rounded exponent < 2.49),
@@ -48,6 +52,8 @@ typedef struct vstats {
     int64_t n_over;             /* elements over their bound */
     int64_t first_row, first_col;
     double first_expected, first_decoded, first_bound;
+    double first_scale, first_scale_ceiling; /* first violation's block scale and the largest the
+                                              * checkpoint block allows; ceiling 0: scale fine */
 } vstats;
 
 void vstats_init(vstats *s);
@@ -62,6 +68,11 @@ int venc_check(const venc *e, int64_t N, int64_t K, m2o_err *err);
 /* Compares expected [N][K] with e and accumulates into st (not reset). Pure. */
 int venc_compare(const float *expected, int64_t N, int64_t K, const venc *e, vstats *st,
                  m2o_err *err);
+
+/* The same statistics computed element by element through venc_element (slow; the reference
+ * the tests hold venc_compare to). */
+int venc_compare_ref(const float *expected, int64_t N, int64_t K, const venc *e, vstats *st,
+                     m2o_err *err);
 
 /* True when every element of e is within its bound of expected (stops at the first that is not):
  * the quick test for a hypothesis about what went wrong. */
@@ -88,8 +99,12 @@ void vx_scales_to_f32(const void *scales, int elem_type, size_t n, float *out);
 /* For the "scales made positive" diagnosis: the sign each block's scale must have (-1, 0, +1)
  * under symmetric quantization of expected: the anchor maps to code 0, so scale =
  * -anchor / 2^(bits-1). The anchor is ONNX Runtime's: the block maximum when its magnitude is
- * strictly larger than the minimum's, else the minimum (SPEC §4 says "first on ties"; the
- * runtime's code, which quant/ reproduces byte for byte, picks the minimum). out: [N][K/bs]. */
+ * strictly larger than the minimum's, else the minimum (docs/FORMATS.md §4, §19: a description
+ * says "first on ties"; the runtime's code, which quant/ reproduces byte for byte, picks the
+ * minimum). out: [N][K/bs]. */
+/* Element i of a float32 / float16 / bfloat16 array as float. */
+float vx_load_float(const void *p, int elem_type, size_t i);
+
 void vx_anchor_scale_signs(const float *expected, int64_t N, int64_t K, int block_size,
                            int8_t *out);
 

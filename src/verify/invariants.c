@@ -9,6 +9,7 @@
 
 #include "onnx/graph.h"
 #include "verify/names.h"
+#include "onnx/ort_rules.h"
 #include "verify/verify_internal.h"
 
 /* ------------------------------------------------------------------ name sets */
@@ -111,6 +112,66 @@ static int check_unique_names(vctx *c, m2o_err *err)
     return 0;
 }
 
+/* The producer of `name` in v (sorted, owner = producing node, SIZE_MAX - i for initializers
+ * and graph inputs), or NULL. */
+static const named *find_named(const named *v, size_t k, const char *name)
+{
+    size_t lo = 0, hi = k;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (strcmp(v[mid].name, name) < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < k && !strcmp(v[lo].name, name) ? &v[lo] : NULL;
+}
+
+/* ONNX Runtime needs the nodes in topological order: a node reading a value that a later node
+ * produces is out of order, and when no order exists the graph has a cycle. */
+void vcheck_graph_order(vctx *c)
+{
+    onnx_model *m = c->m;
+    size_t nn = onnx_model_node_count(m), total = 0;
+    for (size_t i = 0; i < nn; i++)
+        total += onnx_node_output_count(onnx_model_node(m, i));
+    named *v = malloc((total + 1) * sizeof *v);
+    if (!v) {
+        verify_add_fault(c->r, VF_GRAPH_ORDER, "", "out of memory checking the node order");
+        return;
+    }
+    size_t k = 0;
+    for (size_t i = 0; i < nn; i++) {
+        const onnx_node *n = onnx_model_node(m, i);
+        for (size_t j = 0; j < onnx_node_output_count(n); j++)
+            if (onnx_node_output(n, j)[0])
+                v[k++] = (named){onnx_node_output(n, j), i};
+    }
+    qsort(v, k, sizeof *v, cmp_named);
+    c->r->n_checks++;
+    for (size_t i = 0; i < nn; i++) {
+        const onnx_node *n = onnx_model_node(m, i);
+        for (size_t j = 0; j < onnx_node_input_count(n); j++) {
+            const char *in = onnx_node_input(n, j);
+            if (!in[0] || onnx_model_find_initializer(m, in) || onnx_model_find_input(m, in))
+                continue;
+            const named *p = find_named(v, k, in);
+            if (p && p->owner >= i) {
+                verify_add_fault(c->r, VF_GRAPH_ORDER, onnx_node_name(n),
+                                 "node %s (#%zu) reads \"%s\", which node %s (#%zu) produces "
+                                 "%s: the nodes are not in topological order (a cycle when no "
+                                 "order exists); ONNX Runtime refuses the model",
+                                 onnx_node_name(n), i, in,
+                                 onnx_node_name(onnx_model_node(m, p->owner)), p->owner,
+                                 p->owner == i ? "itself" : "later");
+                free(v);
+                return;
+            }
+        }
+    }
+    free(v);
+}
+
 /* ------------------------------------------------------------------ router */
 
 static const onnx_node *producer(onnx_model *m, const char *value)
@@ -201,14 +262,6 @@ static void check_float_only_linears(vctx *c)
 
 /* ------------------------------------------------------------------ QMoE / MoE attributes */
 
-static bool in_list(int64_t v, const int *list, int n)
-{
-    for (int i = 0; i < n; i++)
-        if (v == list[i])
-            return true;
-    return false;
-}
-
 static void attr_fault(vctx *c, const onnx_node *n, const char *fmt, const char *attr,
                        double got, double want)
 {
@@ -232,6 +285,22 @@ static void check_float_attr(vctx *c, const onnx_node *n, const char *attr, floa
     }
     if (fabsf(v - want) > 1e-6f * (fabsf(want) + 1.0f))
         attr_fault(c, n, "attribute %s is %g, config.json needs %g", attr, v, want);
+}
+
+/* The exporter's way around ONNX Runtime's float MoE bug with normalize_routing_weights=0: the
+ * renormalised output times the top-k probability mass, a Mul named .../moe/topk_mass/Mul in
+ * the same layer whose inputs are the MoE output and that mass. */
+static bool has_topk_mass_scale(const vctx *c, const onnx_node *moe)
+{
+    char want[512];
+    const char *name = onnx_node_name(moe), *slash = strrchr(name, '/');
+    if (!slash || (size_t)(slash - name) + 20 >= sizeof want)
+        return false;
+    snprintf(want, sizeof want, "%.*s/topk_mass/Mul", (int)(slash - name), name);
+    const onnx_node *mul = onnx_model_find_node(c->m, want);
+    if (!mul || onnx_node_input_count(mul) != 2)
+        return false;
+    return !strcmp(onnx_node_input(mul, 0), onnx_node_output(moe, 0));
 }
 
 static void check_moe_attrs(vctx *c, const onnx_node *n)
@@ -269,13 +338,14 @@ static void check_moe_attrs(vctx *c, const onnx_node *n)
     }
     /* routing: gpt-oss and norm_topk_prob renormalise over the top k */
     bool renorm = md->arch == ARCH_GPT_OSS || md->norm_topk_prob;
-    bool router_weights = q && onnx_node_input_count(n) > 14 && onnx_node_input(n, 14)[0];
+    bool router_weights = q && onnx_node_input_count(n) > QMOE_IN_ROUTER_WEIGHTS &&
+                          onnx_node_input(n, QMOE_IN_ROUTER_WEIGHTS)[0];
     if (renorm && norm != 1)
         attr_fault(c, n, "attribute %s is %g, the model renormalises the top-k weights (%g)",
                    "normalize_routing_weights", (double)norm, 1);
-    if (!renorm && norm != 0)
-        attr_fault(c, n, "attribute %s is %g, norm_topk_prob=false needs %g",
-                   "normalize_routing_weights", (double)norm, 0);
+    if (!renorm && norm != 0 && !(norm == 1 && !q && has_topk_mass_scale(c, n)))
+        attr_fault(c, n, "attribute %s is %g, norm_topk_prob=false needs %g (or 1 with the "
+                   "output scaled by the top-k mass)", "normalize_routing_weights", (double)norm, 0);
     if (!renorm && q && !router_weights)
         verify_add_fault(c->r, VF_QMOE_ATTR, onnx_node_name(n),
                          "%s: norm_topk_prob=false needs router_weights (input 14): the QMoE "
@@ -300,11 +370,12 @@ static void check_moe_attrs(vctx *c, const onnx_node *n)
             verify_add_fault(c->r, VF_QMOE_ATTR, onnx_node_name(n),
                              "%s: quant_type fp4 in a CPU folder: ONNX Runtime's CPU QMoE has no "
                              "fp4 kernel", onnx_node_name(n));
-        if (bs != 32 && bs != 0)
+        if (bs != ORT_MXFP4_BLOCK && bs != 0)
             attr_fault(c, n, "attribute %s is %g, MXFP4 blocks are %g", "block_size", (double)bs,
-                       32);
-        if (onnx_node_input_count(n) < 17 || !onnx_node_input(n, 15)[0] ||
-            !onnx_node_input(n, 16)[0])
+                       ORT_MXFP4_BLOCK);
+        if (onnx_node_input_count(n) < QMOE_N_INPUTS ||
+            !onnx_node_input(n, QMOE_IN_FC1_GLOBAL_SCALE)[0] ||
+            !onnx_node_input(n, QMOE_IN_FC2_GLOBAL_SCALE)[0])
             verify_add_fault(c->r, VF_QMOE_ATTR, onnx_node_name(n),
                              "%s: quant_type fp4 needs fc1/fc2 global scales (inputs 15, 16)",
                              onnx_node_name(n));
@@ -313,23 +384,17 @@ static void check_moe_attrs(vctx *c, const onnx_node *n)
     if (bits != 4 && bits != 8)
         attr_fault(c, n, "attribute %s is %g, QMoE supports 4 or 8 (%g)", "expert_weight_bits",
                    (double)bits, 4);
-    static const int cpu_blocks[] = {16, 32, 64, 128}, cuda_blocks[] = {32, 64, 128};
-    if (c->cuda ? !in_list(bs, cuda_blocks, 3) : !in_list(bs, cpu_blocks, 4))
-        verify_add_fault(c->r, VF_QMOE_ATTR, onnx_node_name(n),
-                         "%s: block_size %lld is not supported by ONNX Runtime's %s QMoE "
-                         "(allowed: %s)", onnx_node_name(n), (long long)bs,
-                         c->cuda ? "CUDA" : "CPU", c->cuda ? "32, 64, 128" : "16, 32, 64, 128");
     int64_t I = md->moe_intermediate_size > 0 ? md->moe_intermediate_size : md->intermediate_size;
-    if (c->cuda && (md->hidden_size % 64 || I % 64))
-        verify_add_fault(c->r, VF_QMOE_ATTR, onnx_node_name(n),
-                         "%s: the CUDA QMoE needs hidden %d and expert width %lld to be "
-                         "multiples of 64", onnx_node_name(n), md->hidden_size, (long long)I);
+    m2o_err why;
+    if (ort_qmoe_int_rule(c->cuda, (int)bs, md->hidden_size, I, &why))
+        verify_add_fault(c->r, VF_QMOE_ATTR, onnx_node_name(n), "%s: block_size %lld: %s",
+                         onnx_node_name(n), (long long)bs, why.msg);
     int64_t prepacked = -1;
     if (!c->cuda && onnx_node_attr_int(n, "weights_prepacked", &prepacked) && prepacked == 1)
         verify_add_note(c->r, "%s: weights_prepacked=1 in a CPU folder (the CPU kernel ignores "
                               "it and reads the raw layout; verified as raw)", onnx_node_name(n));
-    const onnx_tensor *s = onnx_node_input_count(n) > 3
-                               ? onnx_model_find_initializer(c->m, onnx_node_input(n, 3))
+    const onnx_tensor *s = onnx_node_input_count(n) > QMOE_IN_FC1_SCALES
+                               ? onnx_model_find_initializer(c->m, onnx_node_input(n, QMOE_IN_FC1_SCALES))
                                : NULL;
     if (c->cuda && s && onnx_tensor_elem_type(s) == ONNX_FLOAT)
         verify_add_fault(c->r, VF_QMOE_ATTR, onnx_node_name(n),
@@ -366,6 +431,36 @@ static void check_moe_coverage(vctx *c)
     }
 }
 
+/* What ONNX Runtime checks only when the node runs (onnx/ort_rules.h): head size and the
+ * rotary width its cos_cache (input 7) implies. */
+static void check_gqa_run_rules(vctx *c, const onnx_node *n, int64_t heads, int64_t kv_heads)
+{
+    int64_t rotary = 0;
+    onnx_node_attr_int(n, "do_rotary", &rotary);
+    m2o_err why;
+    c->r->n_checks++;
+    if (!rotary) {
+        if (ort_gqa_rule((int)heads, (int)kv_heads, c->md->head_dim, 0, &why))
+            verify_add_fault(c->r, VF_GRAPH, onnx_node_name(n),
+                             "%s: ONNX Runtime would refuse it at run time: %s",
+                             onnx_node_name(n), why.msg);
+        return;
+    }
+    const onnx_tensor *cos = onnx_node_input_count(n) > 7
+                                 ? onnx_model_find_initializer(c->m, onnx_node_input(n, 7))
+                                 : NULL;
+    if (!cos || onnx_tensor_ndim(cos) != 2) {
+        verify_add_fault(c->r, VF_GRAPH, onnx_node_name(n),
+                         "%s: cos_cache (input 7) is not a 2-D initializer", onnx_node_name(n));
+        return;
+    }
+    if (ort_gqa_rule((int)heads, (int)kv_heads, c->md->head_dim,
+                     (int)(2 * onnx_tensor_dims(cos)[1]), &why))
+        verify_add_fault(c->r, VF_GRAPH, onnx_node_name(n),
+                         "%s: ONNX Runtime would refuse it at run time: %s", onnx_node_name(n),
+                         why.msg);
+}
+
 static void check_attention(vctx *c)
 {
     const model_desc *md = c->md;
@@ -383,6 +478,7 @@ static void check_attention(vctx *c)
                              "%s: num_heads %lld / kv_num_heads %lld, config.json has %d / %d",
                              onnx_node_name(n), (long long)h, (long long)kv, md->num_heads,
                              md->num_kv_heads);
+        check_gqa_run_rules(c, n, h, kv);
         int L = vnames_layer(onnx_node_name(n));
         if (L < 0 || L >= md->num_layers)
             continue;
@@ -411,6 +507,32 @@ static void check_opsets(vctx *c)
                          "declares %lld", (long long)onnx_model_ir_version(c->m));
 }
 
+/* ONNX Runtime refuses TopK on bfloat16 at load: in a bfloat16 graph every TopK must read a
+ * float32 value (the exporter casts the top-k mass branch: Cast(to float) → Softmax → TopK). */
+static void check_topk_dtype(vctx *c)
+{
+    bool bf16 = false;
+    for (size_t i = 0; i < onnx_model_input_count(c->m) && !bf16; i++)
+        bf16 = onnx_value_elem_type(onnx_model_input(c->m, i)) == ONNX_BFLOAT16;
+    if (!bf16)
+        return;
+    for (size_t i = 0; i < onnx_model_node_count(c->m); i++) {
+        const onnx_node *n = onnx_model_node(c->m, i);
+        if (strcmp(onnx_node_op(n), "TopK"))
+            continue;
+        c->r->n_checks++;
+        const onnx_node *p = producer(c->m, onnx_node_input(n, 0));
+        while (p && !strcmp(onnx_node_op(p), "Softmax"))
+            p = producer(c->m, onnx_node_input(p, 0));
+        int64_t to = 0;
+        if (!p || strcmp(onnx_node_op(p), "Cast") || !onnx_node_attr_int(p, "to", &to) ||
+            to != ONNX_FLOAT)
+            verify_add_fault(c->r, VF_GRAPH, onnx_node_name(n),
+                             "%s: TopK in a bfloat16 graph must read float32 (ONNX Runtime has "
+                             "no bfloat16 TopK and refuses the model at load)", onnx_node_name(n));
+    }
+}
+
 int vcheck_graph(vctx *c, m2o_err *err)
 {
     if (check_unique_names(c, err))
@@ -418,6 +540,7 @@ int vcheck_graph(vctx *c, m2o_err *err)
     check_float_only_linears(c);
     check_moe_coverage(c);
     check_attention(c);
+    check_topk_dtype(c);
     check_opsets(c);
     return 0;
 }
@@ -549,6 +672,49 @@ static void check_sliding(vctx *c, const cJSON *dec)
                        "sliding_attention layers", got, expect);
 }
 
+/* True when name is one of o's string values, or matches one with "%d" standing for a layer. */
+static bool named_by(const cJSON *o, const char *name)
+{
+    const cJSON *it;
+    cJSON_ArrayForEach(it, o)
+    {
+        const char *v = cJSON_IsString(it) ? it->valuestring : NULL;
+        const char *d = v ? strstr(v, "%d") : NULL;
+        if (v && !d && !strcmp(v, name))
+            return true;
+        if (!d || strncmp(name, v, (size_t)(d - v)))
+            continue;
+        const char *p = name + (d - v), *q = p;
+        while (*q >= '0' && *q <= '9')
+            q++;
+        if (q > p && !strcmp(q, d + 2))
+            return true;
+    }
+    return false;
+}
+
+/* onnxruntime-genai feeds and reads only what genai_config.json names: a graph input it does not
+ * know is never fed (the session fails), an output it does not know is computed for nothing. */
+static void check_io_covered(vctx *c, const cJSON *in, const cJSON *out)
+{
+    c->r->n_checks += 2;
+    for (size_t i = 0; i < onnx_model_input_count(c->m); i++) {
+        const char *name = onnx_value_name(onnx_model_input(c->m, i));
+        if (!named_by(in, name)) {
+            genai_fault(c, "graph input \"%s\" is not named in decoder.inputs: onnxruntime-genai "
+                           "would not feed it", name);
+            return;
+        }
+    }
+    for (size_t i = 0; i < onnx_model_output_count(c->m); i++) {
+        const char *name = onnx_value_name(onnx_model_output(c->m, i));
+        if (!named_by(out, name)) {
+            genai_fault(c, "graph output \"%s\" is not named in decoder.outputs", name);
+            return;
+        }
+    }
+}
+
 int vcheck_genai(vctx *c, const cJSON *root, const char *model_filename, m2o_err *err)
 {
     (void)err;
@@ -599,6 +765,7 @@ int vcheck_genai(vctx *c, const cJSON *root, const char *model_filename, m2o_err
     check_kv_names(c, string_at(out, "present_key_names"), "present_key_names", false);
     check_kv_names(c, string_at(out, "present_value_names"), "present_value_names", false);
     check_sliding(c, dec);
+    check_io_covered(c, in, out);
 
     const onnx_value *logits = onnx_model_find_output(c->m, string_at(out, "logits") ?
                                                                  string_at(out, "logits") : "logits");

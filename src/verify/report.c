@@ -28,6 +28,10 @@ static const char *const kFaultNames[VF_COUNT] = {
     [VF_QMOE_ATTR] = "qmoe_attribute",
     [VF_GENAI_CONFIG] = "genai_config",
     [VF_GRAPH] = "graph",
+    [VF_VALUE] = "value_mismatch",
+    [VF_UNCHECKED] = "unchecked_initializer",
+    [VF_GRAPH_ORDER] = "graph_order",
+    [VF_FILES] = "folder_files",
 };
 
 const char *vfault_code_name(vfault_code c)

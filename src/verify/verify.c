@@ -5,6 +5,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "verify/verify_internal.h"
 
@@ -76,6 +78,73 @@ static int provider_of(const cJSON *root, verify_report *r, bool *cuda, m2o_err 
     return 0;
 }
 
+/* Tokenizer files the checkpoint has that the converter copies; onnxruntime-genai loads the
+ * tokenizer from the model folder, so each must be there, identical. */
+static const char *const kTokenizerFiles[] = {
+    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
+    "chat_template.json", "added_tokens.json", "tokenizer.model", "vocab.json", "merges.txt",
+};
+
+/* 1 when both files are readable and byte-identical, 0 when they differ, -1 when `b` is
+ * missing or unreadable. */
+static int same_file(const char *a, const char *b)
+{
+    FILE *fa = fopen(a, "rb"), *fb = fopen(b, "rb");
+    int rc = fb ? 1 : -1;
+    char x[65536], y[65536];
+    while (fa && fb && rc == 1) {
+        size_t na = fread(x, 1, sizeof x, fa), nb = fread(y, 1, sizeof y, fb);
+        if (na != nb || memcmp(x, y, na))
+            rc = 0;
+        if (na < sizeof x)
+            break;
+    }
+    if (fa)
+        fclose(fa);
+    if (fb)
+        fclose(fb);
+    return fa ? rc : 1; /* the checkpoint's copy vanished: nothing to compare */
+}
+
+static void check_folder_files(const char *ckpt_dir, const char *model_dir, verify_report *r)
+{
+    bool tokenizer = false;
+    for (size_t i = 0; i < sizeof kTokenizerFiles / sizeof kTokenizerFiles[0]; i++) {
+        char src[4096], dst[4096];
+        snprintf(src, sizeof src, "%s/%s", ckpt_dir, kTokenizerFiles[i]);
+        snprintf(dst, sizeof dst, "%s/%s", model_dir, kTokenizerFiles[i]);
+        FILE *f = fopen(src, "rb");
+        if (!f)
+            continue;
+        fclose(f);
+        r->n_checks++;
+        int same = same_file(src, dst);
+        if (same < 0)
+            verify_add_fault(r, VF_FILES, kTokenizerFiles[i],
+                             "%s is missing from %s (the checkpoint has it; onnxruntime-genai "
+                             "loads the tokenizer from the model folder)", kTokenizerFiles[i],
+                             model_dir);
+        else if (!same)
+            verify_add_fault(r, VF_FILES, kTokenizerFiles[i],
+                             "%s in %s differs from the checkpoint's copy", kTokenizerFiles[i],
+                             model_dir);
+        tokenizer |= same > 0 && (i == 0 || !strcmp(kTokenizerFiles[i], "tokenizer.model"));
+    }
+    char path[4096];
+    snprintf(path, sizeof path, "%s/tokenizer.json", model_dir);
+    char *text = read_text(path, NULL);
+    cJSON *j = text ? cJSON_Parse(text) : NULL;
+    r->n_checks++;
+    if (text && !j)
+        verify_add_fault(r, VF_FILES, "tokenizer.json", "%s is not valid JSON", path);
+    else if (!text && !tokenizer && verify_find_fault(r, VF_FILES) < 0)
+        verify_add_fault(r, VF_FILES, "tokenizer.json",
+                         "%s has no tokenizer.json (nor tokenizer.model): onnxruntime-genai "
+                         "cannot load the model", model_dir);
+    cJSON_Delete(j);
+    free(text);
+}
+
 static int run_checks(const char *ckpt_dir, const char *model_dir, const verify_opts *o,
                       verify_report *r, model_desc *md, cJSON *genai, m2o_err *err)
 {
@@ -99,12 +168,19 @@ static int run_checks(const char *ckpt_dir, const char *model_dir, const verify_
         ckpt_close(ck);
         return -1;
     }
+    check_folder_files(ckpt_dir, model_dir, r);
     vctx c = {.md = md, .ck = ck, .m = m, .cuda = cuda, .o = o, .r = r};
-    int rc = vcheck_graph(&c, err);
+    c.covered = m2o_calloc(onnx_model_initializer_count(m) + 1, sizeof *c.covered, err);
+    int rc = c.covered ? vcheck_graph(&c, err) : -1;
+    if (!rc)
+        vcheck_graph_order(&c);
     if (!rc)
         rc = vcheck_genai(&c, genai, model_file, err);
     if (!rc)
         rc = vcheck_tensors(&c, err);
+    if (!rc)
+        rc = vcheck_initializers(&c, err);
+    free(c.covered);
     onnx_model_close(m);
     ckpt_close(ck);
     return rc;
@@ -137,4 +213,23 @@ int verify_run(const char *ckpt_dir, const char *model_dir, const verify_opts *o
     free(text);
     free(md);
     return rc;
+}
+
+void vrelease_pages(const void *p, size_t len)
+{
+    long page = sysconf(_SC_PAGESIZE);
+    if (page <= 0 || !p || !len)
+        return;
+    uintptr_t a = ((uintptr_t)p + (uintptr_t)page - 1) & ~((uintptr_t)page - 1);
+    uintptr_t b = ((uintptr_t)p + len) & ~((uintptr_t)page - 1);
+    if (b > a)
+        madvise((void *)a, b - a, MADV_DONTNEED);
+}
+
+int64_t vnumel(const onnx_tensor *t)
+{
+    int64_t n = 1;
+    for (int i = 0; i < onnx_tensor_ndim(t); i++)
+        n *= onnx_tensor_dims(t)[i];
+    return n;
 }

@@ -6,8 +6,11 @@
  * folder's provider declare (raw, CUTLASS SM80 prepacked, fp4 CUDA, E8M0 scales, zero points),
  * and checks every element against the error the declared format allows. A failing tensor is
  * diagnosed: the known corruptions (scales made positive, N/K swapped, gate/up not interleaved,
- * nibble order, CUTLASS layout left raw, fp4 transpose missing) are tried and named. It also
- * checks graph invariants and genai_config.json against config.json. */
+ * nibble order, CUTLASS layout left raw, fp4 transpose missing) are tried and named. Bounds come
+ * from the checkpoint: a stored scale above what its checkpoint block implies fails. Every other
+ * initializer is checked against the checkpoint or config.json (initializers.c; one no rule
+ * knows fails), and so are graph invariants (unique names, topological order), genai_config.json
+ * and the folder's tokenizer files. */
 #ifndef M2O_VERIFY_H
 #define M2O_VERIFY_H
 
@@ -38,6 +41,11 @@ typedef enum vfault_code {
     VF_QMOE_ATTR,            /* QMoE/MoE attribute inconsistent with config.json / provider */
     VF_GENAI_CONFIG,         /* genai_config.json inconsistent with the graph or config.json */
     VF_GRAPH,                /* other graph invariants (opsets, GQA heads, ...) */
+    VF_VALUE,                /* a float/int64 initializer differs from what the checkpoint or
+                              * config.json implies (embedding, norms, biases, sinks, rotary) */
+    VF_UNCHECKED,            /* an initializer no check knows how to verify */
+    VF_GRAPH_ORDER,          /* a node reads a value produced later or by no one (cycle) */
+    VF_FILES,                /* a file the folder needs is missing or unreadable */
     VF_COUNT
 } vfault_code;
 

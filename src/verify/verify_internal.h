@@ -16,14 +16,29 @@ typedef struct vctx {
     bool cuda;               /* the folder targets CUDA (genai_config provider_options) */
     const verify_opts *o;
     verify_report *r;
+    bool *covered;           /* per initializer: verified (or faulted) by a node's weight check */
 } vctx;
 
 /* Graph invariants (invariants.c): names, router not quantized, QMoE/MoE attributes, GQA. */
+/* Drops the pages of [p, p + len) from this process (they are re-read if touched again). */
+void vrelease_pages(const void *p, size_t len);
+/* Number of elements of an initializer. */
+int64_t vnumel(const onnx_tensor *t);
+
 int vcheck_graph(vctx *c, m2o_err *err);
 /* genai_config.json against the graph and config.json (invariants.c). */
 int vcheck_genai(vctx *c, const cJSON *root, const char *model_filename, m2o_err *err);
 /* Every QMoE / MoE / MatMulNBits / named MatMul weight against the checkpoint (tensors.c). */
 int vcheck_tensors(vctx *c, m2o_err *err);
+
+/* Every initializer the weight checks did not cover, against the checkpoint / config.json; an
+ * initializer no rule knows is a fault (initializers.c). */
+int vcheck_initializers(vctx *c, m2o_err *err);
+/* Records that t is verified by the weight checks. */
+void vmark_initializer(vctx *c, const onnx_tensor *t);
+/* Graph well-formedness: every node input produced by an earlier node, a graph input or an
+ * initializer (topological order, hence no cycle) (invariants.c). */
+void vcheck_graph_order(vctx *c);
 
 /* Adds a tensor row; returns its index. */
 size_t verify_add_tensor(verify_report *r, const vtensor *t);

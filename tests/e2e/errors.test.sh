@@ -219,6 +219,10 @@ new_case qwen2-config-missing-field qwen2-moe-tiny "config.json without moe_inte
 sed -i '/"moe_intermediate_size"/d' "$ck/config.json"; std
 expect 1 config.json moe_intermediate_size -- "${std[@]}"
 
+new_case config-rope-factor-tiny qwen3-moe-tiny "rope_scaling {linear, factor 1e-300}: infinite frequencies, NaN caches"
+sed -i 's/"rope_scaling": null/"rope_scaling": {"rope_type": "linear", "factor": 1e-300}/' "$ck/config.json"; std
+expect 1 config.json rope_scaling NaN -- "${std[@]}"
+
 new_case config-wrong-type gpt-oss-tiny "hidden_size given as a string"
 sed -i 's/"hidden_size": 256/"hidden_size": "256"/' "$ck/config.json"; std
 expect 1 config.json hidden_size -- "${std[@]}"
@@ -226,6 +230,10 @@ expect 1 config.json hidden_size -- "${std[@]}"
 new_case config-unknown-model-type gpt-oss-tiny "model_type \"llama\""
 sed -i 's/"model_type": "gpt_oss"/"model_type": "llama"/' "$ck/config.json"; std
 expect 1 config.json llama -- "${std[@]}"
+
+new_case qwen3_5-rotary-dim-8 qwen3_5-moe-tiny "partial_rotary_factor 0.125: 8 rotary dimensions, GroupQueryAttention needs a multiple of 16"
+sed -i 's/"partial_rotary_factor": 0.25/"partial_rotary_factor": 0.125/' "$ck/config.json"; std
+expect 1 config.json partial_rotary_factor "multiple of 16" -- "${std[@]}"
 
 new_case config-disagrees-with-tensors gpt-oss-tiny "config says hidden_size 128, tensors are 256 wide"
 sed -i 's/"hidden_size": 256/"hidden_size": 128/' "$ck/config.json"; std
@@ -251,6 +259,27 @@ expect 1 "$L0.mlp.experts.down_proj_scales" NaN --allow-nonfinite -- "${std[@]}"
 new_case nan-bf16-expert-int4 gpt-oss-bf16-tiny "NaN in BF16 experts gate_up_proj, -p int4 (no flag)"
 st_poke "$ck/model.safetensors" "$L1.mlp.experts.gate_up_proj" 64 c0 7f; std int4
 expect 1 "$L1.mlp.experts.gate_up_proj" "cannot encode" -- "${std[@]}"
+
+# Finite weights that the output type cannot hold: refused, whatever --allow-nonfinite says.
+new_case overflow-fp16-weight gpt-oss-bf16-tiny "999424 (BF16 0x4974) in q_proj.weight, -p fp16 --allow-nonfinite"
+st_poke "$ck/model.safetensors" "$L0.self_attn.q_proj.weight" 10 74 49; std fp16 cuda
+expect 1 "$L0.self_attn.q_proj.weight" "element 5 is 999424" "overflows float16" -- "${std[@]}" --allow-nonfinite
+
+new_case overflow-fp16-expert gpt-oss-bf16-tiny "999424 in BF16 experts gate_up_proj, -p fp16"
+st_poke "$ck/model.safetensors" "$L0.mlp.experts.gate_up_proj" 10 74 49; std fp16 cuda
+expect 1 "$L0.mlp.experts.gate_up_proj" "overflows float16" -- "${std[@]}"
+
+new_case overflow-int4-cuda-scale gpt-oss-bf16-tiny "999424 in BF16 experts gate_up_proj, -p int4 -e cuda: its fp16 block scale overflows"
+st_poke "$ck/model.safetensors" "$L0.mlp.experts.gate_up_proj" 10 74 49; std int4 cuda
+expect 1 "$L0.mlp.experts.gate_up_proj" "scale that overflows float16" use_cuda_bf16 -- "${std[@]}"
+
+new_case overflow-mxfp4-fp16 gpt-oss-tiny "MXFP4 scale byte 141 (2^14: code 4 decodes to 65536), -p fp16"
+st_poke "$ck/$S1" "$L0.mlp.experts.down_proj_scales" 100 8d; std fp16 cuda
+expect 1 "$L0.mlp.experts.down_proj_blocks" "overflows float16" -- "${std[@]}"
+
+new_case overflow-neg-exp-a-log qwen3_5-moe-tiny "linear_attn.A_log element 1 set to 100 (BF16 0x42c8): -exp(100) overflows float32"
+st_poke "$ck/model.safetensors" "$L0.linear_attn.A_log" 2 c8 42; std fp32
+expect 1 "$L0.linear_attn.A_log" "overflows float32" -- "${std[@]}" --allow-nonfinite
 
 # --allow-nonfinite really keeps the value where the format can carry it.
 new_case nan-fp32-allowed gpt-oss-tiny "(passes)"
@@ -377,6 +406,10 @@ expect 2 -i -- -q -o "$out" -p int4 -e cpu
 new_case input-not-found gpt-oss-tiny "-i names a folder that does not exist"
 rm -rf "$ck"; std
 expect 2 "$ck" -- "${std[@]}"
+
+new_case qwen2-int4-bf16-shared-expert qwen2-moe-tiny "use_cuda_bf16=true on a model with a shared expert (wrong on ONNX Runtime's CUDA provider)"
+std int4 cuda
+expect 2 use_cuda_bf16 "shared expert" -- "${std[@]}" --extra_options use_cuda_bf16=true
 
 new_case mxfp4-on-cpu gpt-oss-tiny "moe_quant_type=mxfp4 with -e cpu"; std
 expect 2 mxfp4 cuda -- "${std[@]}" --extra_options moe_quant_type=mxfp4

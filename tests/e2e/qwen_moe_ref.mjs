@@ -5,16 +5,11 @@
 // states and logits), float and quantization-aware, before any variant is judged with it.
 //
 // Optional quantization-aware mode: linear layers and experts pass through ONNX Runtime's
-// symmetric blockwise quantizer and back (SPEC §4, float32 scales), as the fixtures'
-// reference-int4*.safetensors files were made. Two facts measured here on those files (they
-// reproduce them to 1e-6):
-//   - a block whose largest |value| occurs with both signs takes the NEGATIVE one as anchor
-//     (|max| > |min| ? max : min, as ONNX Runtime's quantizer and quant/blockwise.c do — not
-//     "the first one");
-//   - the Qwen files quantize the experts in blocks along N (32 consecutive output rows per
-//     input column): their generator treated transformers' output-major [E, 2I, H] / [E, H, I]
-//     expert tensors like gpt-oss's input-major [E, K, N] ones. QMoE can only hold blocks along
-//     K, so expertAxis 'K' is what a correct export computes; 'N' reproduces the fixture files.
+// symmetric blockwise quantizer and back (docs/FORMATS.md §4, float32 scales), as the fixtures'
+// reference-int4*.safetensors files were made: they reproduce them to ~1e-6. One fact measured
+// on those files: a block whose largest |value| occurs with both signs takes the NEGATIVE one as
+// anchor (|max| > |min| ? max : min, as ONNX Runtime's quantizer and quant/blockwise.c do — not
+// "the first one"). Experts are blocked along their input features K, as QMoE holds them.
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
@@ -22,7 +17,7 @@ import { readSafetensors } from './lib/safetensors.mjs';
 
 const f32 = Math.fround;
 
-// ---- SPEC §4: symmetric blockwise quantize → dequantize of W [N, K] (blocks along K) ----
+// ---- docs/FORMATS.md §4: symmetric blockwise quantize → dequantize of W [N, K] (blocks along K) ----
 function roundHalfAway(x) {
   return x < 0 ? -Math.floor(-x + 0.5) : Math.floor(x + 0.5);
 }
@@ -51,15 +46,6 @@ export function qdqRows(w, N, K, bits, bs) {
 }
 
 // Same with the blocks along N (columns of W [N, K]).
-export function qdqCols(w, N, K, bits, bs) {
-  const t = new Float32Array(w.length);
-  for (let n = 0; n < N; n++) for (let k = 0; k < K; k++) t[k * N + n] = w[n * K + k];
-  const q = qdqRows(t, K, N, bits, bs), out = new Float32Array(w.length);
-  for (let n = 0; n < N; n++) for (let k = 0; k < K; k++) out[n * K + k] = q[k * N + n];
-  return out;
-}
-
-// ---- config: the fields the forward needs, with transformers' defaults ----
 export function qwenConfig(cfg) {
   const c = {
     type: cfg.model_type, H: cfg.hidden_size, layers: cfg.num_hidden_layers,
@@ -214,13 +200,12 @@ function sparseMoe(x, T, c, W, L, q4, qe) {
 }
 
 // Forward over ids (one prompt). quant: null (float), or
-// { linearBits: 4, expertBits: 4|8, block: 32, expertAxis: 'K' (default) | 'N' }.
+// { linearBits: 4, expertBits: 4|8, block: 32 (linear layers), expertBlock: 32|64|128 (default block) }.
 // Returns { logits: Float64Array [T, V], hidden: [Float64Array [T, H]] per layer boundary }.
 export function qwenMoeForward(tensors, cfgJson, ids, quant = null) {
   const c = qwenConfig(cfgJson), W = weightSource(tensors, c), T = ids.length, H = c.H;
   const q4 = quant ? (w, N, K) => qdqRows(w, N, K, quant.linearBits, quant.block) : (w) => w;
-  const qdqExpert = quant?.expertAxis === 'N' ? qdqCols : qdqRows;
-  const qe = quant ? (w, N, K) => qdqExpert(w, N, K, quant.expertBits, quant.block) : (w) => w;
+  const qe = quant ? (w, N, K) => qdqRows(w, N, K, quant.expertBits, quant.expertBlock ?? quant.block) : (w) => w;
   const emb = W.get('model.embed_tokens.weight');
   let h = new Float64Array(T * H);
   for (let t = 0; t < T; t++) for (let d = 0; d < H; d++) h[t * H + d] = emb[ids[t] * H + d];

@@ -69,10 +69,11 @@ table_row() {
 }
 
 # check_doc_table NAME: the rows between "<!-- NAME:begin -->" and "<!-- NAME:end -->" in $DOC
-# must equal $rows (after the header lines). M2O_UPDATE_DOCS=1 rewrites them instead.
+# must equal $rows (after the header lines; $DOC_HEADER replaces the first when set).
+# M2O_UPDATE_DOCS=1 rewrites them instead.
 check_doc_table() {
     local name=$1 begin="<!-- $1:begin -->" end="<!-- $1:end -->"
-    local header="| Case | Input | Exit | Message (stderr) |"$'\n'"|---|---|---|---|"$'\n'
+    local header=${DOC_HEADER:-"| Case | Input | Exit | Message (stderr) |"}$'\n'"|---|---|---|---|"$'\n'
     local want=$header$rows have
     if [ "${M2O_UPDATE_DOCS:-0}" = 1 ]; then
         local new

@@ -147,6 +147,15 @@ TEST(float_bounds_accept_rounding_and_reject_one_ulp_more)
     CHECK(venc_passes(x, 1, 4, &e));
     h[2] = (uint16_t)(h[2] + 1); /* one float16 ulp off */
     CHECK(!venc_passes(x, 1, 4, &e));
+    /* a tie (1 + 2^-11 lies halfway between two float16 values): only the even one passes,
+     * though both are within half an ulp */
+    float tie[1] = {1.0f + 1.0f / 2048};
+    uint16_t even = f32_to_f16(tie[0]), odd = (uint16_t)(even + 1);
+    venc t = {.kind = VENC_FLOAT, .elem_type = ONNX_FLOAT16, .w = &even};
+    CHECK_EQ(even, 0x3c00);
+    CHECK(venc_passes(tie, 1, 1, &t));
+    t.w = &odd;
+    CHECK(!venc_passes(tie, 1, 1, &t));
     /* float32 storage of float32-representable values must be exact */
     float y[4];
     memcpy(y, x, sizeof y);
@@ -212,4 +221,167 @@ TEST(cutlass_raw_mixup_is_detected_by_layout)
     CHECK_EQ(cutlass_sm80_unpack(packed, N, K, 4, unpacked, NULL), 0);
     venc ok = int4_enc(unpacked, q.scales);
     CHECK(venc_passes(q.w, N, K, &ok));
+}
+
+/* The bound comes from the checkpoint block, never from the stored scale: an Inf, NaN or
+ * inflated scale fails however its codes decode. */
+TEST(scale_bounds_come_from_the_checkpoint_block)
+{
+    static q4 q;
+    make_q4(&q, 29);
+    venc e = int4_enc(q.codes, q.scales);
+    CHECK(venc_passes(q.w, N, K, &e));
+    float keep = q.scales[5];
+    q.scales[5] = INFINITY;
+    vstats st;
+    vstats_init(&st);
+    CHECK_EQ(venc_compare(q.w, N, K, &e, &st, NULL), 0);
+    CHECK_EQ(st.n_over, BS); /* every element of block 5 (row 1, block 1), nothing else */
+    CHECK_EQ(st.first_row, 1);
+    CHECK_EQ(st.first_col, BS);
+    CHECK(isinf(st.first_scale) && st.first_scale_ceiling > 0);
+    q.scales[5] = NAN;
+    CHECK(!venc_passes(q.w, N, K, &e));
+    /* a finite scale 1.01x the block's max|w|/8 (beyond the float32 rounding allowed) */
+    float amax = 0;
+    for (int k = BS; k < 2 * BS; k++)
+        amax = fabsf(q.w[1 * K + k]) > amax ? fabsf(q.w[1 * K + k]) : amax;
+    q.scales[5] = copysignf(amax / 8 * 1.01f, keep);
+    vstats_init(&st);
+    CHECK_EQ(venc_compare(q.w, N, K, &e, &st, NULL), 0);
+    CHECK_EQ(st.n_over, BS);
+    CHECK_NEAR(st.first_scale_ceiling, amax / 8.0, amax / 8.0 * 1e-6);
+    q.scales[5] = keep;
+    CHECK(venc_passes(q.w, N, K, &e));
+}
+
+TEST(mxfp4_nan_or_oversized_scale_fails_and_byte_0_passes)
+{
+    enum { MK = 64 };
+    static float w[MK];
+    static uint8_t codes[MK / 2], scales[MK / 32];
+    fill(w, MK, 31);
+    CHECK_EQ(mxfp4_encode_ref(w, 1, MK, codes, scales, NULL), 0);
+    venc e = {.kind = VENC_MXFP4, .codes = codes, .scales = scales};
+    CHECK(venc_passes(w, 1, MK, &e));
+    uint8_t keep = scales[1];
+    scales[1] = 255; /* E8M0 NaN */
+    vstats st;
+    vstats_init(&st);
+    CHECK_EQ(venc_compare(w, 1, MK, &e, &st, NULL), 0);
+    CHECK(st.n_over > 0);
+    CHECK_EQ(st.first_col, 32);
+    scales[1] = (uint8_t)(keep + 40); /* 2^40 times too large: capped at the block's ceiling */
+    CHECK(!venc_passes(w, 1, MK, &e));
+    scales[1] = keep;
+    /* subnormal checkpoint values: the encoder's scale byte 0 (2^-127) is within bounds */
+    for (int i = 0; i < MK; i++)
+        w[i] = ldexpf(w[i], -140);
+    CHECK_EQ(mxfp4_encode_ref(w, 1, MK, codes, scales, NULL), 0);
+    CHECK_EQ(scales[0], 0);
+    CHECK(venc_passes(w, 1, MK, &e));
+}
+
+TEST(fp16_subnormal_scales_and_values_pass)
+{
+    static q4 q;
+    fill(q.w, N * K, 37);
+    for (int i = 0; i < N * K; i++)
+        q.w[i] = ldexpf(q.w[i], -18); /* scales ~2^-21: float16 subnormals */
+    static uint16_t s16[N * NB];
+    qb_params p = {.bits = 4, .block_size = BS, .symmetric = true, .scale_type = QSCALE_F16};
+    CHECK_EQ(qb_quantize_ref(q.w, N, K, &p, q.codes, s16, NULL, NULL), 0);
+    venc e = {.kind = VENC_INT, .elem_type = ONNX_FLOAT16, .codes = q.codes, .scales = s16,
+              .bits = 4, .block_size = BS};
+    CHECK(venc_passes(q.w, N, K, &e));
+    /* float16 copies of subnormal float32 values: half an ulp of the smallest subnormal */
+    float x[4] = {ldexpf(1.0f, -20), ldexpf(-3.0f, -24), ldexpf(1.0f, -26), 0.0f};
+    uint16_t h[4];
+    for (int i = 0; i < 4; i++)
+        h[i] = f32_to_f16(x[i]);
+    venc f = {.kind = VENC_FLOAT, .elem_type = ONNX_FLOAT16, .w = h};
+    CHECK(venc_passes(x, 1, 4, &f));
+    /* float32 scales of values near 2^-130 (int4 CPU): the scales are subnormal and their
+     * reciprocal overflows, so the quantizer's codes saturate; no false FAIL */
+    for (int i = 0; i < N * K; i++)
+        q.w[i] = ldexpf(q.w[i], -112);
+    for (int bits = 4; bits <= 8; bits += 4) {
+        static uint8_t c8[N * K];
+        qb_params p32 = {.bits = bits, .block_size = BS, .symmetric = true,
+                         .scale_type = QSCALE_F32};
+        CHECK_EQ(qb_quantize_ref(q.w, N, K, &p32, c8, q.scales, NULL, NULL), 0);
+        venc e32 = {.kind = VENC_INT, .elem_type = ONNX_FLOAT, .codes = c8, .scales = q.scales,
+                    .bits = bits, .block_size = BS};
+        CHECK_MSG(venc_passes(q.w, N, K, &e32), "%d-bit float32 subnormal scales", bits);
+        q.scales[0] = 1.0f; /* still bounded by the block: a normal scale there fails */
+        CHECK(!venc_passes(q.w, N, K, &e32));
+    }
+}
+
+/* Equal, or both NaN (a NaN scale's bound). */
+static bool same(double a, double b)
+{
+    return a == b || (a != a && b != b);
+}
+
+static bool same_stats(const vstats *a, const vstats *b)
+{
+    return a->n == b->n && a->n_nonfinite == b->n_nonfinite && same(a->sum_err2, b->sum_err2) &&
+           same(a->sum_ref2, b->sum_ref2) && same(a->sum_bound2, b->sum_bound2) &&
+           same(a->max_abs, b->max_abs) && same(a->max_ratio, b->max_ratio) &&
+           a->n_over == b->n_over && a->first_row == b->first_row &&
+           a->first_col == b->first_col && same(a->first_bound, b->first_bound) &&
+           same(a->first_scale_ceiling, b->first_scale_ceiling);
+}
+
+static void check_fast_equals_ref(const float *x, int64_t n, int64_t k, const venc *e, int *bad)
+{
+    vstats a, b;
+    vstats_init(&a);
+    vstats_init(&b);
+    if (venc_compare(x, n, k, e, &a, NULL) || venc_compare_ref(x, n, k, e, &b, NULL) ||
+        !same_stats(&a, &b))
+        (*bad)++;
+}
+
+/* venc_compare's block-at-a-time loops give exactly the element-wise reference's statistics:
+ * good encodings, corrupted ones, subnormals, NaN/Inf in the checkpoint. */
+TEST(fast_compare_matches_the_element_wise_reference)
+{
+    static q4 q;
+    make_q4(&q, 41);
+    q.w[77] = NAN;
+    int bad = 0;
+    venc e = int4_enc(q.codes, q.scales);
+    check_fast_equals_ref(q.w, N, K, &e, &bad);
+    q.scales[3] = INFINITY;
+    q.scales[9] *= 3;
+    q.codes[100] ^= 0x5a;
+    check_fast_equals_ref(q.w, N, K, &e, &bad);
+    CHECK_EQ(bad, 0);
+    static uint8_t c8[N * K], zp[N * NB];
+    static uint16_t s16[N * NB], h[N * K];
+    static float w[N * K];
+    fill(w, N * K, 43);
+    qb_params p = {.bits = 8, .block_size = BS, .symmetric = false, .scale_type = QSCALE_BF16};
+    CHECK_EQ(qb_quantize_ref(w, N, K, &p, c8, s16, zp, NULL), 0);
+    venc e8 = {.kind = VENC_INT, .elem_type = ONNX_BFLOAT16, .codes = c8, .scales = s16,
+               .zero_points = zp, .bits = 8, .block_size = BS};
+    check_fast_equals_ref(w, N, K, &e8, &bad);
+    for (int i = 0; i < N * K; i++)
+        w[i] = ldexpf(w[i], i % 3 ? -20 : 3); /* float16 subnormals and normals */
+    for (int i = 0; i < N * K; i++)
+        h[i] = f32_to_f16(w[i]);
+    h[5] ^= 1;
+    venc f = {.kind = VENC_FLOAT, .elem_type = ONNX_FLOAT16, .w = h};
+    check_fast_equals_ref(w, N, K, &f, &bad);
+    static uint8_t codes[N * K / 2], scales[N * K / 32];
+    fill(w, N * K, 47);
+    CHECK_EQ(mxfp4_encode_ref(w, N, K, codes, scales, NULL), 0);
+    venc m = {.kind = VENC_MXFP4, .codes = codes, .scales = scales};
+    check_fast_equals_ref(w, N, K, &m, &bad);
+    scales[2] = 255;
+    scales[7] += 9;
+    check_fast_equals_ref(w, N, K, &m, &bad);
+    CHECK_EQ(bad, 0);
 }

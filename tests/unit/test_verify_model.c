@@ -4,7 +4,7 @@
  * fails and is named.
  *
  * Good exports come from two places: a small exporter in this file (graph.h + quant.h, written
- * from SPEC §2-§5, emitting the exporter's names) for every fixture and layout, and the real
+ * from docs/FORMATS.md §4-§11, emitting the exporter's names) for every fixture and layout, and the real
  * `moe2onnx` binary next to this test when it can export the fixture (then the same corruption
  * suite runs on its output too). */
 #include "test.h"
@@ -20,6 +20,7 @@
 #include "checkpoint/config.h"
 #include "checkpoint/safetensors.h"
 #include "common/half.h"
+#include "onnx/genai_config.h"
 #include "onnx/graph.h"
 #include "onnx/model_reader.h"
 #include "onnx/onnx.pb-c.h"
@@ -227,9 +228,8 @@ static void mini_moe(mini *m, int L)
         graph_add_node(m->g, "Add", NULL, n2, 2, in, 1, out);
         snprintf(logits, sizeof logits, "%s", o);
     }
-    int64_t sv[2] = {-1, md->num_experts}, two = 2;
-    snprintf(shape, sizeof shape, "/model/constants/shape_%d", L);
-    graph_add_initializer(m->g, shape, ONNX_INT64, 1, &two, sv, sizeof sv);
+    /* the exporter's shared int64 constant, named by its value (added once, in mini_export) */
+    snprintf(shape, sizeof shape, "/model/constants/INT64/[-1, %d]", md->num_experts);
     snprintf(n2, sizeof n2, "%s/Reshape", b);
     snprintf(probs, sizeof probs, "%s/output_0", n2);
     const char *rin[2] = {logits, shape}, *rout[1] = {probs};
@@ -478,6 +478,10 @@ static int mini_export(const char *fx, const char *dir, const mini_opts *o, m2o_
     const char *cin[1] = {"input_ids"}, *cout[1] = {"h"};
     graph_node *cast = graph_add_node(m.g, "Cast", NULL, "/model/h/Cast", 1, cin, 1, cout);
     node_attr_int(cast, "to", m.io);
+    int64_t sv[2] = {-1, md->num_experts}, two = 2;
+    char shape[64];
+    snprintf(shape, sizeof shape, "/model/constants/INT64/[-1, %d]", md->num_experts);
+    graph_add_initializer(m.g, shape, ONNX_INT64, 1, &two, sv, sizeof sv);
     for (int L = 0; L < md->num_layers; L++)
         mini_layer(&m, L);
     const char *lm[1] = {"lm_head.weight"};
@@ -488,6 +492,8 @@ static int mini_export(const char *fx, const char *dir, const mini_opts *o, m2o_
     int rc = graph_write(m.g, dir, &wo, err);
     if (!rc)
         rc = write_genai(dir, md, o->cuda);
+    if (!rc) /* verify checks the folder's tokenizer files too */
+        rc = genai_copy_tokenizer(ck_dir, dir, err);
     graph_free(m.g);
     ckpt_close(ck);
     free(md);
@@ -1103,15 +1109,18 @@ TEST(genai_config_and_attributes_are_checked_against_config_json)
     verify_report r;
     CHECK(run_verify("qwen3-moe-tiny", dir, &r));
     int nf = 0;
-    bool layers = false, past = false;
+    bool layers = false, past = false, unfed = false;
     for (size_t i = 0; i < r.n_faults; i++) {
         nf += r.faults[i].code == VF_GENAI_CONFIG;
         layers |= strstr(r.faults[i].msg, "num_hidden_layers is 3") != NULL;
         past |= strstr(r.faults[i].msg, "past.0.key") != NULL;
+        /* and the graph's real past keys are now fed by nothing */
+        unfed |= strstr(r.faults[i].msg, "graph input \"past_key_values.0.key\" is not named") !=
+                 NULL;
     }
     verify_report_free(&r);
-    CHECK_EQ(nf, 2);
-    CHECK(layers && past);
+    CHECK_EQ(nf, 3);
+    CHECK(layers && past && unfed);
     remove_folder(dir);
 }
 

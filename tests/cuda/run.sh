@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The CUDA suite, on the GPU machine: unpacks the staged ONNX Runtime CUDA kit if needed, points
+# the suite at the carried moe2onnx bundle and runs tests/cuda/suite.mjs, which writes
+# RESULTS.md into $OUT (or M2O_RESULTS). README, "CUDA suite", has the device calls. Needs
+# python3 with torch (CUDA) and transformers for the precision yardstick.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+[ -x /root/ortcuda/kit/node ] || bash scripts/cuda/stage.sh --unpack >/dev/null || exit 1
+. scripts/cuda/stage.sh --env
+B=$PWD/.carry/bundle
+export LD_LIBRARY_PATH="$B/lib:$LD_LIBRARY_PATH" M2O_BIN=$B/moe2onnx M2O_POKE=$B/onnx_poke
+[ -e node_modules ] || ln -s "$ORT_NODE_DIR" node_modules
+# The original models in float16/bfloat16 under transformers: the measured part of the floors.
+export M2O_TF_PRECISION=${OUT:-/tmp}/transformers_precision.json
+python3 tests/cuda/transformers_precision.py "$M2O_TF_PRECISION" >/dev/null 2>&1 ||
+    echo "transformers_precision.py failed: fixed floors only" >&2
+"$NODE" tests/cuda/suite.mjs
