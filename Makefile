@@ -1,6 +1,7 @@
 # moe2onnx — one make for everything.
 #   make            release build: build/moe2onnx
 #   make asan       same sources with ASan+UBSan: build-asan/moe2onnx
+#   make tsan       same sources with ThreadSanitizer: build-tsan/moe2onnx (data races)
 #   make test       full test suite (release + sanitizer unit tests, ONNX Runtime end-to-end)
 #   make bench      benchmark programs
 # Sources are found by wildcard, so adding a file to a src/ folder needs no Makefile edit.
@@ -27,7 +28,7 @@ BENCH_SRC:= $(wildcard bench/*.c)
 BENCH_BIN:= $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 
 
-.PHONY: all asan setup test bench clean tests valgrind fuzz example
+.PHONY: all asan tsan setup test bench clean tests valgrind fuzz example
 all: $(BUILD)/moe2onnx tests
 
 tests: $(TEST_BIN) $(TOOL_BIN)
@@ -70,6 +71,10 @@ bench: $(BENCH_BIN)
 asan:
 	$(MAKE) BUILD=build-asan OPT="-O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all"
 
+# The writer threads, the thread pool and the memory sampler share counters: TSan checks them.
+tsan:
+	$(MAKE) BUILD=build-tsan OPT="-O1 -g -fno-omit-frame-pointer -fsanitize=thread"
+
 setup:
 	bash scripts/setup.sh
 
@@ -77,6 +82,7 @@ setup:
 test: setup
 	$(MAKE) all
 	$(MAKE) asan
+	$(MAKE) tsan
 	bash tests/run.sh
 
 # Memcheck over the unit tests and small real conversions (also part of `make test`).
@@ -91,7 +97,7 @@ example: all
 	build/moe2onnx verify -i build/example/checkpoint -o build/example/model
 
 clean:
-	rm -rf build build-asan build-valgrind build-fuzz
+	rm -rf build build-asan build-tsan build-valgrind build-fuzz
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs the whole test suite: unit tests (release and ASan/UBSan builds), then the end-to-end
+# Runs the whole test suite: unit tests (release and ASan/UBSan builds), the ThreadSanitizer
+# stage (tests/tsan.sh), then the end-to-end
 # tests that export fixtures and run them in ONNX Runtime. Ends with one "N passed, N failed" line.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -26,6 +27,9 @@ for build in build build-asan; do
         run_binary "$build/$(basename "$t")" "$t"
     done
 done
+
+# Data races: the threaded unit tests and conversions built with ThreadSanitizer (make tsan).
+run_binary "tsan" bash tests/tsan.sh
 
 for t in tests/e2e/*.test.sh tests/e2e/*.test.mjs; do
     [ -e "$t" ] || continue

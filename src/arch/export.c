@@ -1,11 +1,75 @@
 #include "arch/export.h"
 
+#include <stdio.h>
+#include <string.h>
+
 #include "arch/arch.h"
 #include "graph/builder.h"
 #include "onnx/genai_config.h"
 
+/* Checkpoint tensors an architecture leaves out on purpose (prefixes; "*" ends a suffix pattern):
+ *   Qwen3.5-MoE checkpoints carry a multi-token-prediction head (mtp.*) that generation does not
+ *   run, and the vision-language ones a vision tower (model.visual.*) that is not exported;
+ *   old checkpoints of every family may hold rotary inv_freq buffers, computed from the config. */
+static const char *const k_skip_qwen3_5[] = {"mtp.", "model.visual.", "*.rotary_emb.inv_freq", NULL};
+static const char *const k_skip_common[] = {"*.rotary_emb.inv_freq", NULL};
+
+static bool ends_with(const char *s, const char *suffix)
+{
+    size_t n = strlen(s), k = strlen(suffix);
+    return n >= k && !strcmp(s + n - k, suffix);
+}
+
+static bool intentionally_skipped(const model_desc *md, const export_opts *o, const char *name)
+{
+    /* tied: the embedding is the LM head; a saved copy of it is redundant */
+    if (md->tie_word_embeddings && !strcmp(name, "lm_head.weight"))
+        return true;
+    if (o->exclude_lm_head && !strcmp(name, "lm_head.weight")) /* extra option: no LM head */
+        return true;
+    const char *const *skip = md->arch == ARCH_QWEN3_5_MOE ? k_skip_qwen3_5 : k_skip_common;
+    for (; *skip; skip++)
+        if ((*skip)[0] == '*' ? ends_with(name, *skip + 1) : !strncmp(name, *skip, strlen(*skip)))
+            return true;
+    return false;
+}
+
+/* A tensor no block read means the config does not describe the checkpoint (fewer layers, no
+ * bias, ...): converting anyway gives a model that loads, passes verify and is wrong. */
+static int check_unused(const gb *b, size_t *skipped, m2o_err *err)
+{
+    size_t n = ckpt_count(b->ck), unused = 0, known = 0;
+    char first[3][160];
+    for (size_t i = 0; i < n; i++) {
+        if (b->used[i])
+            continue;
+        const char *name = ckpt_tensor(b->ck, i)->name;
+        if (intentionally_skipped(b->md, b->o, name)) {
+            known++;
+        } else if (unused++ < 3) {
+            snprintf(first[unused - 1], sizeof first[0], "%s", name);
+        }
+    }
+    if (skipped)
+        *skipped = known;
+    if (!unused)
+        return 0;
+    return m2o_fail(err, "checkpoint: %zu tensor%s the %s architecture does not use with this config.json "
+                         "(%s%s%s%s%s%s); the config does not describe the checkpoint (num_hidden_layers? "
+                         "attention_bias?) — pass the config.json that came with it",
+                    unused, unused == 1 ? "" : "s", b->md->model_type, first[0], unused > 1 ? ", " : "",
+                    unused > 1 ? first[1] : "", unused > 2 ? ", " : "", unused > 2 ? first[2] : "",
+                    unused > 3 ? ", ..." : "");
+}
+
 int arch_build_graph(const model_desc *md, const st_checkpoint *ck, const export_opts *o,
                      graph *g, m2o_err *err)
+{
+    return arch_build_graph_checked(md, ck, o, g, NULL, err);
+}
+
+int arch_build_graph_checked(const model_desc *md, const st_checkpoint *ck, const export_opts *o,
+                             graph *g, size_t *skipped, m2o_err *err)
 {
     gb b;
     if (gb_init(&b, g, md, ck, o, err))
@@ -27,6 +91,8 @@ int arch_build_graph(const model_desc *md, const st_checkpoint *ck, const export
                       md->model_type);
         break;
     }
+    if (!rc && b.used)
+        rc = check_unused(&b, skipped, err);
     gb_free(&b);
     return rc;
 }
@@ -35,10 +101,20 @@ int export_model(const char *ckpt_dir, const model_desc *md, const st_checkpoint
                  const export_opts *o, const char *out_dir, const graph_write_opts *wo,
                  m2o_err *err)
 {
+    return export_model_stats(ckpt_dir, md, ck, o, out_dir, wo, NULL, err);
+}
+
+int export_model_stats(const char *ckpt_dir, const model_desc *md, const st_checkpoint *ck,
+                       const export_opts *o, const char *out_dir, const graph_write_opts *wo,
+                       size_t *skipped, m2o_err *err)
+{
+    /* A missing or unsafe tokenizer is found before the conversion, not after it. */
+    if (genai_check_tokenizer(ckpt_dir, err))
+        return -1;
     graph *g = graph_new("main_graph");
     if (!g)
         return m2o_fail(err, "out of memory creating the graph");
-    int rc = arch_build_graph(md, ck, o, g, err);
+    int rc = arch_build_graph_checked(md, ck, o, g, skipped, err);
     if (!rc)
         rc = graph_write(g, out_dir, wo, err);
     graph_free(g);

@@ -16,11 +16,20 @@
  * architecture needs is missing or has the wrong shape/dtype. */
 int arch_build_graph(const model_desc *md, const st_checkpoint *ck, const export_opts *o,
                      graph *g, m2o_err *err);
+/* The same, and then every checkpoint tensor must have been read: one the architecture does not
+ * use is refused, naming the first ones and the count, unless the architecture leaves it out on
+ * purpose (multi-token-prediction head, vision tower, ...); those are counted in *skipped. */
+int arch_build_graph_checked(const model_desc *md, const st_checkpoint *ck, const export_opts *o,
+                             graph *g, size_t *skipped, m2o_err *err);
 
-/* Everything: arch_build_graph, graph_write (with wo: threads, progress, cancellation),
+/* Everything: arch_build_graph_checked, graph_write (with wo: threads, progress, cancellation),
  * genai_config.json, tokenizer files copied from ckpt_dir. */
 int export_model(const char *ckpt_dir, const model_desc *md, const st_checkpoint *ck,
                  const export_opts *o, const char *out_dir, const graph_write_opts *wo,
                  m2o_err *err);
+/* export_model that also reports how many checkpoint tensors were left out on purpose. */
+int export_model_stats(const char *ckpt_dir, const model_desc *md, const st_checkpoint *ck,
+                       const export_opts *o, const char *out_dir, const graph_write_opts *wo,
+                       size_t *skipped, m2o_err *err);
 
 #endif

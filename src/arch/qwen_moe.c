@@ -43,7 +43,7 @@ static int load_fused_experts(gb *b, int L, const st_tensor *gate_up, layer_mlp 
     int64_t s1[3] = {E, 2 * I, H}, s2[3] = {E, H, I};
     x->fc1.kind = x->fc2.kind = EXPERT_FUSED_NK;
     x->fc1.interleave = true; /* [gate; up] halves → interleaved rows */
-    if (ckpt_expect(b->ck, gate_up->name, 3, s1, &x->fc1.t, err) ||
+    if (gb_tensorf(b, &x->fc1.t, err, true, 3, s1, "%s", gate_up->name) ||
         gb_tensorf(b, &x->fc2.t, err, true, 3, s2, "%s", x->fc2.what))
         return m2o_wrap(err, "layer %d fused experts", L);
     return 0;

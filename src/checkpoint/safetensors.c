@@ -1039,6 +1039,15 @@ const st_tensor *ckpt_find(const st_checkpoint *c, const char *name)
     return hit ? *hit : NULL;
 }
 
+long ckpt_index(const st_checkpoint *c, const char *name)
+{
+    st_tensor key = {.name = name};
+    const st_tensor *kp = &key;
+    const st_tensor *const *hit = bsearch(&kp, c->by_name, c->n, sizeof *c->by_name,
+                                          cmp_tensor_ptr_name);
+    return hit ? (long)(hit - c->by_name) : -1;
+}
+
 int ckpt_expect(const st_checkpoint *c, const char *name, int ndim, const int64_t *shape,
                 const st_tensor **out, m2o_err *err)
 {

@@ -77,6 +77,8 @@ void ckpt_close(st_checkpoint *c);
 size_t ckpt_count(const st_checkpoint *c);
 const st_tensor *ckpt_tensor(const st_checkpoint *c, size_t i);
 const st_tensor *ckpt_find(const st_checkpoint *c, const char *name);
+/* The position of `name` in ckpt_tensor's order, or -1. */
+long ckpt_index(const st_checkpoint *c, const char *name);
 /* Total bytes of tensor data over all shards. */
 uint64_t ckpt_total_bytes(const st_checkpoint *c);
 

@@ -85,7 +85,7 @@ static int run_export(const build_args *a, const char *in_dir, const model_desc 
         outdir_abort(&od);
         return -1;
     }
-    if (sigbus_guard_arm(ck, od.tmp_path, a->output, err)) {
+    if (sigbus_guard_arm(ck, od.tmp_path, a->output, od.lock_path, err)) {
         ckpt_close(ck);
         outdir_abort(&od);
         return -1;
@@ -101,7 +101,8 @@ static int run_export(const build_args *a, const char *in_dir, const model_desc 
     wo.progress_chunks = true;
     wo.cancelled = interrupted;
 
-    int rc = export_model(in_dir, md, ck, o, od.tmp_path, &wo, err);
+    size_t skipped = 0;
+    int rc = export_model_stats(in_dir, md, ck, o, od.tmp_path, &wo, &skipped, err);
     progress_finish(&pr);
     if (rc == 0 && g_interrupted)
         rc = m2o_fail(err, "interrupted");
@@ -115,10 +116,13 @@ static int run_export(const build_args *a, const char *in_dir, const model_desc 
     } else {
         double secs = now_seconds() - pr.start;
         double in_gb = (double)ckpt_total_bytes(ck) / 1e9;
+        char skip_note[96] = "";
+        if (skipped) /* mtp head, vision tower: named in arch/export.c */
+            snprintf(skip_note, sizeof skip_note, "; %zu checkpoint tensors left out on purpose", skipped);
         printf("moe2onnx: wrote %s (%s, %s) in %.2f s; input %.2f GB at %.2f GB/s; peak RSS %.0f MB "
-               "(anonymous %.0f MB)\n",
+               "(anonymous %.0f MB)%s\n",
                od.final_path, md->model_type, a->precision, secs, in_gb, secs > 0 ? in_gb / secs : 0,
-               (double)peak_rss_bytes() / 1048576.0, (double)peak_anon_bytes() / 1048576.0);
+               (double)peak_rss_bytes() / 1048576.0, (double)peak_anon_bytes() / 1048576.0, skip_note);
     }
     sigbus_guard_disarm();
     ckpt_close(ck);
@@ -171,6 +175,9 @@ int main(int argc, char **argv)
     /* Past a file size limit (ulimit -f) the kernel sends SIGXFSZ, whose default action kills
      * the process with a core dump; ignored, the write fails with EFBIG and is reported. */
     signal(SIGXFSZ, SIG_IGN);
+    /* stdout closed early (`moe2onnx ... | head -c0`): the summary line is lost, the model is not.
+     * Ignored, SIGPIPE cannot turn a complete conversion into exit 141; the write just fails. */
+    signal(SIGPIPE, SIG_IGN);
     if (argc < 2) {
         build_usage(stderr);
         return 2;

@@ -116,12 +116,13 @@ typedef struct extra_values {
     int use_fp4_moe;
     int qmoe_block_size;        /* 0 = unset */
     int qmoe_prepacked;         /* -2 = unset, else -1/0/1 */
-    bool use_cuda_bf16, exclude_lm_head, exclude_embeds, qmoe_quantize_bias;
+    bool use_cuda_bf16, exclude_lm_head, include_hidden_states, exclude_embeds, qmoe_quantize_bias;
 } extra_values;
 
 static const char *const EXTRA_KEYS =
     "int4_block_size, int4_accuracy_level, moe_quant_type, use_8bits_moe, use_fp4_moe, "
-    "qmoe_block_size, qmoe_weights_prepacked, qmoe_quantize_bias, use_cuda_bf16, exclude_lm_head";
+    "qmoe_block_size, qmoe_weights_prepacked, qmoe_quantize_bias, use_cuda_bf16, exclude_lm_head, "
+    "include_hidden_states";
 
 static int parse_one_extra(const char *key, const char *v, extra_values *x, m2o_err *err)
 {
@@ -159,6 +160,7 @@ static int parse_one_extra(const char *key, const char *v, extra_values *x, m2o_
     }
     if (!strcmp(key, "use_cuda_bf16")) return parse_bool(key, v, &x->use_cuda_bf16, err);
     if (!strcmp(key, "exclude_lm_head")) return parse_bool(key, v, &x->exclude_lm_head, err);
+    if (!strcmp(key, "include_hidden_states")) return parse_bool(key, v, &x->include_hidden_states, err);
     if (!strcmp(key, "qmoe_quantize_bias")) return parse_bool(key, v, &x->qmoe_quantize_bias, err);
     if (!strcmp(key, "exclude_embeds")) {
         if (parse_bool(key, v, &x->exclude_embeds, err)) return -1;
@@ -294,6 +296,7 @@ int options_validate(const build_args *a, export_opts *o, m2o_err *err)
         o->qmoe_weights_prepacked = x.qmoe_prepacked == 0 ? 0 : 1;
     o->use_cuda_bf16 = x.use_cuda_bf16;
     o->exclude_lm_head = x.exclude_lm_head;
+    o->include_hidden_states = x.include_hidden_states && !x.exclude_lm_head; /* already the output */
     o->exclude_embeds = false;
     if (x.qmoe_quantize_bias && o->moe_quant_type == MOE_QUANT_MXFP4)
         return m2o_fail(err, "extra option qmoe_quantize_bias=true applies to int4/int8 experts, not mxfp4");
@@ -439,7 +442,10 @@ void build_usage(FILE *f)
         "                              qmoe_weights_prepacked=-1|0|1 (cuda int: 1/-1 CUTLASS SM80, 0 raw)\n"
         "                              qmoe_quantize_bias=BOOL (round expert biases like the weights;\n"
         "                                off = exact biases, as onnxruntime-genai)\n"
-        "                              use_cuda_bf16=BOOL, exclude_lm_head=BOOL (keep lm_head float)\n"
+        "                              use_cuda_bf16=BOOL\n"
+        "                              exclude_lm_head=BOOL (no lm_head: output hidden_states, the\n"
+        "                                final norm's output, instead of logits)\n"
+        "                              include_hidden_states=BOOL (hidden_states output beside logits)\n"
         "                              BOOL is true|false|1|0\n"
         "  --threads N                 worker threads (default: all cores)\n"
         "  -q, --quiet                 only the final summary line\n"

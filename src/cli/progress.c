@@ -1,7 +1,9 @@
 #include "cli/progress.h"
 
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
@@ -17,9 +19,13 @@ void progress_init(progress *p, bool quiet, int num_layers)
 {
     memset(p, 0, sizeof *p);
     p->out = stderr;
-    p->enabled = !quiet && isatty(fileno(stderr));
+    p->enabled = !quiet;
+    p->terminal = isatty(fileno(stderr));
     p->num_layers = num_layers;
     p->start = now_seconds();
+    p->last_draw = p->start; /* a conversion shorter than the log interval logs no progress line */
+    const char *every = getenv("M2O_PROGRESS_SECONDS");
+    p->log_seconds = every && atof(every) > 0 ? atof(every) : PROGRESS_LOG_SECONDS;
 }
 
 static int layer_of(const char *tensor)
@@ -28,16 +34,21 @@ static int layer_of(const char *tensor)
     return s ? atoi(s + 7) : -1;
 }
 
-void progress_update(void *user, const char *tensor, uint64_t done, uint64_t total)
+/* Columns of the terminal on stderr: the kernel's window size, else $COLUMNS, else 80. */
+static int terminal_width(int fd)
 {
-    progress *p = user;
-    peak_anon_bytes(); /* sample the anonymous high-water mark at every tensor */
-    if (!p->enabled)
-        return;
-    double t = now_seconds();
-    if (done < total && t - p->last_draw < 0.1)
-        return;
-    p->last_draw = t;
+    struct winsize ws;
+    if (ioctl(fd, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0)
+        return ws.ws_col;
+    const char *env = getenv("COLUMNS");
+    int cols = env ? atoi(env) : 0;
+    return cols > 0 ? cols : 80;
+}
+
+/* Formats the status line without the tensor name; returns its length. */
+static int format_status(const progress *p, const char *tensor, uint64_t done, uint64_t total, double t,
+                         char *line, size_t size)
+{
     double el = t - p->start, frac = total ? (double)done / (double)total : 1.0;
     double rate = el > 0 ? (double)done / el : 0;
     double eta = rate > 0 ? (double)(total - done) / rate : 0;
@@ -49,21 +60,57 @@ void progress_update(void *user, const char *tensor, uint64_t done, uint64_t tot
     char where[48] = "";
     if (layer >= 0)
         snprintf(where, sizeof where, " layer %d/%d", layer + 1, p->num_layers);
-    char name[48], eta_s[24] = "ETA --";
-    snprintf(name, sizeof name, "%.44s", tensor);
+    char eta_s[24] = "ETA --";
     if (el >= 0.5 && frac >= 0.01) /* the rate means nothing before that */
         snprintf(eta_s, sizeof eta_s, "ETA %.0fs", eta);
-    int w = fprintf(p->out, "\r[%s] %3.0f%%%s %.2f/%.2f GB %.0f MB/s %s %s", bar, frac * 100, where,
-                    (double)done / 1e9, (double)total / 1e9, rate / 1e6, eta_s, name);
+    return snprintf(line, size, "[%s] %3.0f%%%s %.2f/%.2f GB %.0f MB/s %s", bar, frac * 100, where,
+                    (double)done / 1e9, (double)total / 1e9, rate / 1e6, eta_s);
+}
+
+/* A terminal line that wraps scrolls at every redraw: the line (tensor name last) is cut to one
+ * column less than the terminal, so the cursor never reaches the last column. */
+static void draw_terminal(progress *p, const char *tensor, const char *status)
+{
+    int cols = terminal_width(fileno(p->out)) - 1;
+    char line[512];
+    int w = snprintf(line, sizeof line, "%s %s", status, tensor);
+    if (w > cols) w = cols;
+    if (w >= (int)sizeof line) w = (int)sizeof line - 1;
+    if (w < 0) w = 0;
+    fprintf(p->out, "\r%.*s", w, line);
     if (w < p->last_width)
         fprintf(p->out, "%*s", p->last_width - w, "");
     p->last_width = w;
     fflush(p->out);
 }
 
+void progress_update(void *user, const char *tensor, uint64_t done, uint64_t total)
+{
+    progress *p = user;
+    peak_anon_bytes(); /* sample the anonymous high-water mark at every tensor */
+    if (!p->enabled)
+        return;
+    double t = now_seconds();
+    /* A log (stderr not a terminal) gets one plain line every few seconds, not redraws. */
+    double every = p->terminal ? 0.1 : p->log_seconds;
+    if (t - p->last_draw < every && (p->terminal ? done < total : true))
+        return;
+    if (!p->terminal && done >= total)
+        return; /* the summary line follows */
+    p->last_draw = t;
+    char status[256];
+    format_status(p, tensor, done, total, t, status, sizeof status);
+    if (p->terminal) {
+        draw_terminal(p, tensor, status);
+    } else {
+        fprintf(p->out, "moe2onnx: %s %s\n", status, tensor);
+        fflush(p->out);
+    }
+}
+
 void progress_finish(progress *p)
 {
-    if (p->enabled && p->last_width) {
+    if (p->enabled && p->terminal && p->last_width) {
         fprintf(p->out, "\r%*s\r", p->last_width, "");
         fflush(p->out);
     }
@@ -78,7 +125,7 @@ uint64_t peak_rss_bytes(void)
 
 /* The kernel reports the current RssAnon but no anonymous high-water mark, so the build samples
  * it (see peak_anon_sample); this returns the largest sample. */
-static uint64_t g_peak_anon;
+static _Atomic uint64_t g_peak_anon; /* sampled by the writer threads and the sampler thread */
 
 static uint64_t status_kb(const char *key)
 {
@@ -99,6 +146,8 @@ static uint64_t status_kb(const char *key)
 uint64_t peak_anon_bytes(void)
 {
     uint64_t cur = status_kb("RssAnon:");
-    if (cur > g_peak_anon) g_peak_anon = cur;
-    return g_peak_anon;
+    uint64_t seen = atomic_load(&g_peak_anon);
+    while (cur > seen && !atomic_compare_exchange_weak(&g_peak_anon, &seen, cur)) {
+    }
+    return atomic_load(&g_peak_anon);
 }

@@ -8,12 +8,18 @@
 
 typedef struct progress {
     FILE *out;
-    bool enabled;        /* a terminal and not --quiet */
+    bool enabled;        /* not --quiet */
+    bool terminal;       /* stderr is a terminal: redraw one line; else a plain line every few seconds */
     int num_layers;
     double start;        /* seconds, monotonic */
     double last_draw;
+    double log_seconds;  /* between plain lines: $M2O_PROGRESS_SECONDS, else PROGRESS_LOG_SECONDS */
     int last_width;
 } progress;
+
+/* Seconds between the plain progress lines written when stderr is not a terminal (a log file,
+ * CI); the environment variable M2O_PROGRESS_SECONDS overrides it. */
+#define PROGRESS_LOG_SECONDS 5.0
 
 double now_seconds(void);
 void progress_init(progress *p, bool quiet, int num_layers);

@@ -18,7 +18,7 @@ typedef struct mapped_range {
 
 static mapped_range *g_ranges;
 static size_t g_n_ranges;
-static char g_tmp[PATH_MAX], g_final[PATH_MAX];
+static char g_tmp[PATH_MAX], g_final[PATH_MAX], g_lock[PATH_MAX];
 static bool g_tty; /* a progress line may be open on stderr: end it first */
 
 static void put(const char *s)
@@ -74,6 +74,8 @@ static void on_sigbus(int sig, siginfo_t *si, void *uctx)
     put(g_final);
     put(" — check or re-download the file and run again\n");
     remove_flat_dir(g_tmp);
+    if (g_lock[0])
+        unlink(g_lock); /* the kernel drops the lock itself at exit; this removes its file */
     _exit(1);
 }
 
@@ -91,7 +93,7 @@ static void add_range(const st_tensor *t)
 }
 
 int sigbus_guard_arm(const st_checkpoint *ck, const char *tmp_dir, const char *final_dir,
-                     m2o_err *err)
+                     const char *lock_file, m2o_err *err)
 {
     size_t n = ckpt_count(ck);
     g_ranges = m2o_calloc(n, sizeof *g_ranges, err);
@@ -102,6 +104,7 @@ int sigbus_guard_arm(const st_checkpoint *ck, const char *tmp_dir, const char *f
         add_range(ckpt_tensor(ck, i));
     snprintf(g_tmp, sizeof g_tmp, "%s", tmp_dir);
     snprintf(g_final, sizeof g_final, "%s", final_dir);
+    snprintf(g_lock, sizeof g_lock, "%s", lock_file ? lock_file : "");
     g_tty = isatty(STDERR_FILENO);
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);

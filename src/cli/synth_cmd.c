@@ -1,9 +1,13 @@
 /* `moe2onnx synth`: write a synthetic Hub-layout checkpoint (real names and shapes, random
  * values) for benchmarks and the built-in example. */
+#include <dirent.h>
 #include <errno.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli/progress.h"
 #include "cli/subcommands.h"
@@ -36,6 +40,56 @@ static void synth_progress(void *ctx, const char *file, uint64_t done, uint64_t 
 {
     (void)file;
     progress_update(ctx, "", done, total);
+}
+
+/* Interrupt handling: SIGINT/TERM/HUP are blocked in every thread and taken here, where it is
+ * safe to list the output folder, so an interrupted synth leaves no .partial shard behind. */
+static sigset_t g_stop_signals;
+static const char *g_synth_dir;
+
+static void remove_partial_files(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        size_t n = strlen(e->d_name);
+        if (n > 8 && !strcmp(e->d_name + n - 8, ".partial")) {
+            char path[4200];
+            if ((size_t)snprintf(path, sizeof path, "%s/%s", dir, e->d_name) < sizeof path)
+                unlink(path);
+        }
+    }
+    closedir(d);
+}
+
+static void *interrupt_watcher(void *arg)
+{
+    (void)arg;
+    int sig = 0;
+    if (sigwait(&g_stop_signals, &sig) != 0)
+        return NULL;
+    remove_partial_files(g_synth_dir);
+    if (isatty(STDERR_FILENO))
+        fputs("\r\033[K", stderr); /* off the progress line */
+    fprintf(stderr, "moe2onnx synth: error: interrupted; partial shards removed from %s\n", g_synth_dir);
+    _exit(128 + sig); /* the exit status a signal death would give */
+}
+
+static void watch_interrupts(const char *dir)
+{
+    g_synth_dir = dir;
+    sigemptyset(&g_stop_signals);
+    sigaddset(&g_stop_signals, SIGINT);
+    sigaddset(&g_stop_signals, SIGTERM);
+    sigaddset(&g_stop_signals, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &g_stop_signals, NULL); /* before synth starts its threads */
+    pthread_t t;
+    if (pthread_create(&t, NULL, interrupt_watcher, NULL) == 0)
+        pthread_detach(t);
+    else
+        pthread_sigmask(SIG_UNBLOCK, &g_stop_signals, NULL);
 }
 
 int cmd_synth(int argc, char **argv)
@@ -94,6 +148,7 @@ int cmd_synth(int argc, char **argv)
         fprintf(stderr, "moe2onnx synth: error: %s\n", err.msg);
         return 2;
     }
+    watch_interrupts(o.out_dir);
     progress pr;
     progress_init(&pr, quiet, 0);
     o.progress = synth_progress;

@@ -29,6 +29,8 @@ int gb_init(gb *b, graph *g, const model_desc *md, const st_checkpoint *ck, cons
     b->ck = ck;
     b->o = o;
     b->io = o->io_dtype;
+    if (ck && ckpt_count(ck) && !(b->used = m2o_calloc(ckpt_count(ck), sizeof *b->used, err)))
+        return -1;
     if (b->io != ONNX_FLOAT && b->io != ONNX_FLOAT16 && b->io != ONNX_BFLOAT16)
         return m2o_fail(err, "export options: io dtype %d is not float32, float16 or bfloat16 "
                              "(the command line must resolve io_dtype)", b->io);
@@ -42,6 +44,8 @@ void gb_free(gb *b)
     free(b->consts);
     b->consts = NULL;
     b->n_consts = b->cap_consts = 0;
+    free(b->used);
+    b->used = NULL;
 }
 
 graph_node *gb_node(gb *b, const char *op, const char *domain, const char *name, int n_in,
@@ -124,6 +128,9 @@ int gb_tensor(const gb *b, const char *name, int ndim, const int64_t *shape, boo
                              "it; is this a complete %s checkpoint?)",
                         name, want, b->md->model_type, b->md->model_type);
     }
+    long i = ckpt_index(b->ck, name);
+    if (b->used && i >= 0)
+        b->used[i] = true;
     return ckpt_expect(b->ck, name, ndim, shape, out, err);
 }
 

@@ -43,6 +43,10 @@ typedef struct gb {
     /* Names of constants already added (each constant exists once). */
     char **consts;
     int n_consts, cap_consts;
+
+    /* used[i]: checkpoint tensor ckpt_tensor(ck, i) was looked up by the builder. A tensor no
+     * block reads means the config does not describe the checkpoint (arch_check_unused). */
+    bool *used;
 } gb;
 
 int gb_init(gb *b, graph *g, const model_desc *md, const st_checkpoint *ck, const export_opts *o,
@@ -61,7 +65,7 @@ gname gb_cast(gb *b, const char *name, const char *x, int to);
 gname gb_const_i64_scalar(gb *b, int64_t v);
 
 /* Checkpoint lookup with shape check (-1 = any); NULL when absent and !required. Errors name the
- * tensor and the expected shape. */
+ * tensor and the expected shape. A tensor found is marked used. */
 int gb_tensor(const gb *b, const char *name, int ndim, const int64_t *shape, bool required,
               const st_tensor **out, m2o_err *err);
 /* Same with a printf-style name. */

@@ -14,8 +14,8 @@ int gb_decoder(gb *b, const bool *kv_layer, float norm_offset, gb_layer_fn build
         gb_tensorf(b, &norm, err, true, 1, &H, "%snorm.weight", md->prefix))
         return -1;
     /* lm_head sits at the top level in both the text-only and the vision-language layout */
-    if (md->tie_word_embeddings)
-        head = embed;
+    if (md->tie_word_embeddings || b->o->exclude_lm_head)
+        head = embed; /* unused when excluded */
     else if (gb_tensorf(b, &head, err, true, 2, sv, "lm_head.weight"))
         return -1;
 
@@ -35,7 +35,12 @@ int gb_decoder(gb *b, const bool *kv_layer, float norm_offset, gb_layer_fn build
     gname normed;
     if (gb_skip_rmsnorm(b, node.s, w.s, norm, norm_offset, hidden.s, residual.s, &normed, NULL, err))
         return -1;
+    if (b->o->exclude_lm_head || b->o->include_hidden_states) {
+        const char *in[1] = {normed.s}, *out[1] = {"hidden_states"};
+        graph_add_node(b->g, "Identity", NULL, "/model/hidden_states/Identity", 1, in, 1, out);
+    }
+    if (b->o->exclude_lm_head)
+        return 0;
     linear_src lm = {.n_parts = 1, .w = {head}};
-    bool q = gb_quantize_linears(b) && !b->o->exclude_lm_head;
-    return gb_lm_head(b, &lm, q, normed.s, err);
+    return gb_lm_head(b, &lm, gb_quantize_linears(b), normed.s, err);
 }

@@ -28,7 +28,11 @@ typedef struct export_opts {
 
     bool use_cuda_bf16;
     bool allow_nonfinite;       /* pass NaN/Inf weights through instead of failing */
-    bool exclude_lm_head;       /* keep lm_head un-quantized */
+    /* As onnxruntime-genai's builder: exclude_lm_head drops the LM head and the graph outputs
+     * "hidden_states" (the final norm's output, io dtype) instead of "logits";
+     * include_hidden_states outputs "hidden_states" first and "logits" after it. */
+    bool exclude_lm_head;
+    bool include_hidden_states;
     bool exclude_embeds;
 } export_opts;
 

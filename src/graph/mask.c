@@ -22,8 +22,11 @@ void gb_decoder_io(gb *b, const bool *kv_layer)
         }
     }
     const char *logit_dims[3] = {"batch_size", "sequence_length", NULL};
-    int64_t ld[3] = {-1, -1, md->vocab_size};
-    graph_add_output(b->g, "logits", ONNX_FLOAT, 3, ld, logit_dims);
+    int64_t ld[3] = {-1, -1, md->vocab_size}, hd[3] = {-1, -1, md->hidden_size};
+    if (b->o->exclude_lm_head || b->o->include_hidden_states)
+        graph_add_output(b->g, "hidden_states", b->io, 3, hd, logit_dims);
+    if (!b->o->exclude_lm_head)
+        graph_add_output(b->g, "logits", ONNX_FLOAT, 3, ld, logit_dims);
     for (int i = 0; i < md->num_layers; i++) {
         if (kv_layer && !kv_layer[i])
             continue;

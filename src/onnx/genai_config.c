@@ -67,7 +67,10 @@ static void add_decoder(cJSON *model, const model_desc *md, const export_opts *o
         cJSON_AddStringToObject(in, "past_recurrent_names", "past_key_values.%d.recurrent_state");
     }
     cJSON *out = cJSON_AddObjectToObject(dec, "outputs");
-    cJSON_AddStringToObject(out, "logits", "logits");
+    if (o->exclude_lm_head || o->include_hidden_states)
+        cJSON_AddStringToObject(out, "hidden_states", "hidden_states");
+    if (!o->exclude_lm_head)
+        cJSON_AddStringToObject(out, "logits", "logits");
     cJSON_AddStringToObject(out, "present_key_names", "present.%d.key");
     cJSON_AddStringToObject(out, "present_value_names", "present.%d.value");
     if (linear) {
@@ -160,52 +163,4 @@ int genai_config_write(const char *out_dir, const model_desc *md, const export_o
     int rc = write_text(path, text, err);
     free(text);
     return rc;
-}
-
-static int copy_file(const char *src, const char *dst, m2o_err *err)
-{
-    FILE *in = fopen(src, "rb");
-    if (!in)
-        return m2o_fail(err, "cannot read %s: %s", src, strerror(errno));
-    FILE *out = fopen(dst, "wb");
-    if (!out) {
-        fclose(in);
-        return m2o_fail(err, "cannot create %s: %s", dst, strerror(errno));
-    }
-    char buf[1 << 16];
-    size_t n;
-    int bad = 0;
-    while (!bad && (n = fread(buf, 1, sizeof buf, in)) > 0)
-        bad = fwrite(buf, 1, n, out) != n;
-    bad |= ferror(in) || fflush(out) != 0 || fsync(fileno(out)) != 0;
-    fclose(in);
-    if (fclose(out) != 0 || bad)
-        return m2o_fail(err, "cannot copy %s to %s: %s", src, dst, strerror(errno));
-    return 0;
-}
-
-int genai_copy_tokenizer(const char *ckpt_dir, const char *out_dir, m2o_err *err)
-{
-    static const char *const files[] = {
-        "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-        "chat_template.jinja", "chat_template.json", "added_tokens.json",
-        "tokenizer.model", "vocab.json", "merges.txt",
-    };
-    int have_tokenizer = 0;
-    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
-        char src[4096], dst[4096];
-        struct stat st;
-        snprintf(src, sizeof src, "%s/%s", ckpt_dir, files[i]);
-        if (stat(src, &st) != 0 || !S_ISREG(st.st_mode))
-            continue;
-        snprintf(dst, sizeof dst, "%s/%s", out_dir, files[i]);
-        if (copy_file(src, dst, err))
-            return -1;
-        if (i == 0 || !strcmp(files[i], "tokenizer.model"))
-            have_tokenizer = 1;
-    }
-    if (!have_tokenizer)
-        return m2o_fail(err, "%s: no tokenizer.json (or tokenizer.model); copy the tokenizer "
-                             "files of the model into the checkpoint folder", ckpt_dir);
-    return 0;
 }

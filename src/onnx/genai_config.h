@@ -18,9 +18,15 @@ char *genai_config_json(const model_desc *md, const export_opts *o, const char *
 int genai_config_write(const char *out_dir, const model_desc *md, const export_opts *o,
                        const char *model_filename, m2o_err *err);
 
+/* Checks the tokenizer files of ckpt_dir before anything is converted: tokenizer.json or
+ * tokenizer.model must exist (a folder without a tokenizer cannot run), each file present must be
+ * a regular file whose real path lies inside ckpt_dir or, for a Hugging Face cache snapshot, the
+ * cache's blobs/ folder (a link elsewhere, e.g. to /etc/shadow, is refused), and the JSON files
+ * must parse. */
+int genai_check_tokenizer(const char *ckpt_dir, m2o_err *err);
 /* Copies the tokenizer files present in ckpt_dir (tokenizer.json, tokenizer_config.json,
- * special_tokens_map.json, chat templates, vocab/merges files) into out_dir. tokenizer.json or
- * tokenizer.model must exist: a folder without a tokenizer cannot run. */
+ * special_tokens_map.json, chat templates, vocab/merges files) into out_dir, checked as above;
+ * each copy gets at most its source's permissions. */
 int genai_copy_tokenizer(const char *ckpt_dir, const char *out_dir, m2o_err *err);
 
 #endif

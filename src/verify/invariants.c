@@ -755,7 +755,11 @@ int vcheck_genai(vctx *c, const cJSON *root, const char *model_filename, m2o_err
     }
     check_io_name(c, in, "input_ids", true);
     check_io_name(c, in, "attention_mask", true);
-    check_io_name(c, out, "logits", false);
+    /* exclude_lm_head=true exports (as onnxruntime-genai's builder) end in hidden_states */
+    bool no_head = !string_at(out, "logits") && string_at(out, "hidden_states");
+    check_io_name(c, out, no_head ? "hidden_states" : "logits", false);
+    if (!no_head && string_at(out, "hidden_states"))
+        check_io_name(c, out, "hidden_states", false);
     check_kv_names(c, string_at(in, "past_key_names"), "past_key_names", true);
     check_kv_names(c, string_at(in, "past_value_names"), "past_value_names", true);
     check_kv_names(c, string_at(out, "present_key_names"), "present_key_names", false);

@@ -178,6 +178,25 @@ new_case qwen3_5-missing-conv1d qwen3_5-moe-tiny "linear_attn.conv1d.weight rena
 st_edit_header "$ck/model.safetensors" "s/\"$L0.linear_attn.conv1d.weight\"/\"$L0.linear_attn.conv1d.weighX\"/"; std
 expect 1 "$L0.linear_attn.conv1d.weight" -- "${std[@]}"
 
+# ---- tensors the config does not account for ----
+new_case unused-layer qwen3-moe-tiny "config.json says num_hidden_layers 1, the checkpoint has 2"
+sed -i 's/"num_hidden_layers": *2/"num_hidden_layers": 1/' "$ck/config.json"; std
+expect 1 "33 tensors" "$L1.input_layernorm.weight" config.json -- "${std[@]}"
+
+new_case unused-bias qwen3-moe-tiny "an extra $L0.self_attn.q_proj.bias, config attention_bias false"
+st_add_tensor "$ck/model.safetensors" "$L0.self_attn.q_proj.bias" BF16 4 8; std
+expect 1 "1 tensor " "$L0.self_attn.q_proj.bias" attention_bias -- "${std[@]}"
+
+new_case mtp-head-skipped qwen3_5-moe-tiny "(passes)"
+st_add_tensor "$ck/model.safetensors" "mtp.fc.weight" BF16 4 8; std
+if "$BIN" "${std[@]}" >"$tmp/stdout" 2>"$tmp/stderr" &&
+    grep -q "; 1 checkpoint tensors left out on purpose" "$tmp/stdout"; then
+    ok "mtp-head-skipped: an mtp.* tensor is left out on purpose and counted in the summary line"
+else
+    fail "mtp-head-skipped: $(cat "$tmp/stderr" "$tmp/stdout")"
+fi
+rm -rf "$ck" "$out"
+
 # ---- config.json ----
 new_case config-missing gpt-oss-tiny "no config.json"
 rm "$ck/config.json"; std
@@ -283,6 +302,42 @@ else
 fi
 rm -rf "$ck" "$out"
 
+# ---- tokenizer files (checked before converting) ----
+new_case tokenizer-missing gpt-oss-tiny "no tokenizer.json nor tokenizer.model"
+rm "$ck/tokenizer.json"; std
+expect 1 "$ck" tokenizer.json -- "${std[@]}"
+
+new_case tokenizer-link-outside gpt-oss-tiny "tokenizer.json is a link to /etc/passwd"
+rm "$ck/tokenizer.json"; ln -s /etc/passwd "$ck/tokenizer.json"; std
+expect 1 "$ck/tokenizer.json" /etc/passwd "outside the checkpoint" -- "${std[@]}"
+
+new_case tokenizer-invalid-json gpt-oss-tiny "tokenizer.json cut to 100 bytes"
+truncate -s 100 "$ck/tokenizer.json"; std
+expect 1 "$ck/tokenizer.json" "not valid JSON" -- "${std[@]}"
+
+new_case tokenizer-is-directory gpt-oss-tiny "tokenizer_config.json is a folder"
+rm "$ck/tokenizer_config.json"; mkdir "$ck/tokenizer_config.json"; std
+expect 1 "$ck/tokenizer_config.json" "regular file" -- "${std[@]}"
+
+new_case tokenizer-in-hf-cache gpt-oss-tiny "(passes)"
+# the Hugging Face cache layout: snapshot files are links into blobs/, which is allowed
+hub=$tmp/hub; repo=$hub/models--org--tiny
+mkdir -p "$repo/blobs" "$repo/snapshots/c0ffee" "$repo/refs"; echo c0ffee >"$repo/refs/main"
+for f in "$ck"/*; do
+    b=$(md5sum "$f" | cut -d' ' -f1); mv "$f" "$repo/blobs/$b"
+    ln -s "../../blobs/$b" "$repo/snapshots/c0ffee/$(basename "$f")"
+done
+chmod 640 "$repo/blobs/$(md5sum <"$repo/snapshots/c0ffee/tokenizer.json" | cut -d' ' -f1)"
+if "$BIN" -q --threads 2 -m org/tiny -c "$hub" -o "$out" -p int4 -e cpu >"$tmp/stdout" 2>"$tmp/stderr" &&
+    [ -f "$out/tokenizer.json" ] && [ ! -L "$out/tokenizer.json" ] &&
+    cmp -s "$out/tokenizer.json" "$repo/snapshots/c0ffee/tokenizer.json" &&
+    [ "$(( 0$(stat -c %a "$out/tokenizer.json") & 0037 ))" -eq 0 ]; then
+    ok "tokenizer-in-hf-cache: links into the cache's blobs/ are copied as files, mode $(stat -c %a "$out/tokenizer.json") (source 640)"
+else
+    fail "tokenizer-in-hf-cache: $(cat "$tmp/stderr"); $(ls -l "$out" 2>&1 | head -c 400)"
+fi
+rm -rf "$ck" "$out" "$hub"
+
 # ---- output folder ----
 new_case output-has-model gpt-oss-tiny "output already holds a model, no --overwrite"
 with_previous_model "$ck"; std
@@ -313,6 +368,30 @@ mkdir -p "$tmp/ro"; chmod 555 "$tmp/ro"; out=$tmp/ro/model; std
 # root ignores mode bits: drop the capabilities that let it (needs setpriv when run as root)
 if [ "$(id -u)" -eq 0 ]; then RUN=(setpriv --bounding-set=-dac_override,-dac_read_search --); fi
 expect 1 "$tmp/ro" "not writable" -- "${std[@]}"
+
+new_case output-locked gpt-oss-tiny "another moe2onnx holds the lock on the same -o (refused at once)"
+lock="$(dirname "$out")/.$(basename "$out").moe2onnx-lock"; std
+# flock(1) holds the lock while our binary runs, as a concurrent conversion would.
+flock "$lock" "$BIN" "${std[@]}" >"$tmp/stdout" 2>"$tmp/stderr"; rc=$?
+[ "$rc" -eq 1 ] || problem "exit $rc, expected 1"
+check_error_line "$tmp/stderr" "$tmp/stdout" "another moe2onnx" "$out"
+rm -f "$lock"
+check_no_output "$out"
+if [ -z "$problems" ]; then ok "$name"; else fail "$name: $problems"; fi
+problems=""
+table_row "$name" "$rc" "$desc" "$(normalize "$(head -n1 "$tmp/stderr")" "$ck" "$out")"
+rm -rf "$ck" "$out"
+
+new_case output-parents-removed gpt-oss-tiny "-o new/a/b/model and a NaN weight: the parents it created go too"
+st_poke "$ck/$S1" "$L0.self_attn.q_proj.weight" 10 c0 7f
+out=$tmp/out/new-parent/a/b/model; std
+expect 1 "$L0.self_attn.q_proj.weight" -- "${std[@]}"
+[ ! -e "$tmp/out/new-parent" ] || fail "output-parents-removed: $tmp/out/new-parent is left behind"
+
+new_case output-dangling-link gpt-oss-tiny "-o is a symbolic link to a missing folder"
+ln -s "$tmp/out/nowhere" "$out"; std
+expect 1 "$out" "symbolic link" -- "${std[@]}"
+rm -f "$out"
 
 # ---- command line (exit 2) ----
 new_case unknown-option gpt-oss-tiny "--frobnicate"; std

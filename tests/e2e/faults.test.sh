@@ -165,6 +165,48 @@ else
     never_started killed
 fi
 
+# ---- two conversions, one output ----
+new_case concurrent-output "a second conversion to the -o of one still running" "$tmp/out/concurrent"
+if start_big "$out"; then
+    t0=$(date +%s%N)
+    "$BIN" -q --threads 2 -i "$TINY" -o "$out" -p int4 -e cpu >"$tmp/stdout2" 2>"$tmp/stderr2"; rc=$?
+    ms=$((($(date +%s%N) - t0) / 1000000))
+    [ "$ms" -lt 5000 ] || problem "the second run took $ms ms to refuse"
+    kill -INT "$pid"; wait "$pid"
+    mv "$tmp/stdout2" "$tmp/stdout"; mv "$tmp/stderr2" "$tmp/stderr"
+    [ ! -e "$(dirname "$out")/.$(basename "$out").moe2onnx-lock" ] || problem "lock file left behind"
+    report "$rc" 1 "another moe2onnx" "$out"
+else
+    never_started "raced"
+fi
+
+# stdout closed before the summary line: the model is complete, so the exit status is 0.
+new_case closed-stdout "stdout is a pipe closed early" "$tmp/out/closed-stdout"
+"$BIN" --threads 2 -i "$TINY" -o "$out" -p int4 -e cpu 2>"$tmp/stderr" | head -c0; rc=${PIPESTATUS[0]}
+if [ "$rc" -eq 0 ] && [ -f "$out/model.onnx" ] && [ ! -s "$tmp/stderr" ]; then
+    ok "$name: exit 0 and a complete model (the summary line is lost)"
+else
+    fail "$name: exit $rc, stderr: $(head -c 300 "$tmp/stderr")"
+fi
+
+# An interrupted synth removes the shard it was writing (no .partial file stays).
+new_case synth-interrupted "SIGINT while synth writes a shard" "$tmp/out/synth"
+"$BIN" synth -q --preset gpt-oss-20b --layers 1 --threads 1 -o "$out" >/dev/null 2>"$tmp/stderr" &
+pid=$!
+for i in $(seq 1200); do
+    ls "$out"/*.partial >/dev/null 2>&1 && break
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.05
+done
+kill -INT "$pid"; wait "$pid"; rc=$?
+left=$(ls "$out"/*.partial 2>/dev/null)
+if [ "$rc" -eq 130 ] && [ -z "$left" ] && grep -q "interrupted" "$tmp/stderr" && [ "$(wc -l <"$tmp/stderr")" -eq 1 ]; then
+    ok "$name: exit 130, no .partial shard left"
+else
+    fail "$name: exit $rc, left: $left, stderr: $(head -c 300 "$tmp/stderr")"
+fi
+rm -rf "$out"
+
 # ---- shards that cannot be read ----
 # The shard shrinks after it was opened and validated: reads through the memory map raise
 # SIGBUS, which the converter turns into an error naming the shard.

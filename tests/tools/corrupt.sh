@@ -61,3 +61,14 @@ st_poke() {
     for b in "$@"; do fmt+="\\x$b"; done
     printf "$fmt" | dd of="$f" bs=1 seek=$((8 + n + begin + off)) conv=notrunc status=none
 }
+
+# st_add_tensor FILE NAME DTYPE SHAPE NBYTES: appends a tensor of NBYTES zero bytes, e.g.
+# st_add_tensor f model.layers.0.self_attn.q_proj.bias BF16 4 8  (SHAPE is the JSON list body).
+st_add_tensor() {
+    local f=$1 name=$2 dtype=$3 shape=$4 nbytes=$5 n size data
+    n=$(st_header_len "$f")
+    size=$(stat -c %s "$f")
+    data=$((size - 8 - n))
+    st_edit_header "$f" "s/^{/{\"$name\":{\"dtype\":\"$dtype\",\"shape\":[$shape],\"data_offsets\":[$data,$((data + nbytes))]},/"
+    head -c "$nbytes" /dev/zero >>"$f"
+}

@@ -152,3 +152,60 @@ TEST(unwritable_parent_is_reported)
     chmod(r, 0755);
     remove_tree(r);
 }
+
+TEST(second_run_on_the_same_output_is_refused_at_once)
+{
+    const char *r = root();
+    char out[512];
+    snprintf(out, sizeof out, "%s/model", r);
+    out_dir first, second;
+    m2o_err e = {{0}};
+    CHECK_EQ(outdir_prepare(out, false, &first, &e), 0);
+    CHECK_EQ(outdir_prepare(out, false, &second, &e), -1);
+    CHECK_STR_CONTAINS(e.msg, "another moe2onnx is writing");
+    CHECK(exists(first.tmp_path, "")); /* the refusal touched nothing of the first run */
+    CHECK_EQ(outdir_commit(&first, &e), 0);
+    CHECK(!exists(r, ".model.moe2onnx-lock")); /* released and removed at the end */
+    CHECK_EQ(outdir_prepare(out, true, &second, &e), 0);
+    outdir_abort(&second);
+    remove_tree(r);
+}
+
+TEST(symlinked_output_replaces_the_folder_it_points_to)
+{
+    const char *r = root();
+    char target[512], link[512];
+    snprintf(target, sizeof target, "%s/real", r);
+    snprintf(link, sizeof link, "%s/link", r);
+    mkdir(target, 0777);
+    touch(target, "model.onnx");
+    CHECK_EQ(symlink(target, link), 0);
+    out_dir od;
+    m2o_err e = {{0}};
+    char link_slash[520];
+    snprintf(link_slash, sizeof link_slash, "%s/", link); /* "link/" must not replace the link either */
+    CHECK_EQ(outdir_prepare(link_slash, true, &od, &e), 0);
+    touch(od.tmp_path, "genai_config.json");
+    CHECK_EQ(outdir_commit(&od, &e), 0);
+    struct stat st;
+    CHECK(lstat(link, &st) == 0 && S_ISLNK(st.st_mode)); /* the link stays a link */
+    CHECK(exists(target, "genai_config.json"));
+    CHECK(!exists(target, "model.onnx"));
+    remove_tree(r);
+}
+
+TEST(failed_run_removes_the_parent_folders_it_created)
+{
+    const char *r = root();
+    char out[512], top[512];
+    snprintf(top, sizeof top, "%s/a", r);
+    snprintf(out, sizeof out, "%s/a/b/model", r);
+    out_dir od;
+    m2o_err e = {{0}};
+    CHECK_EQ(outdir_prepare(out, false, &od, &e), 0);
+    CHECK(exists(top, "b"));
+    outdir_abort(&od);
+    CHECK(!exists(top, ""));
+    CHECK(exists(r, ""));
+    remove_tree(r);
+}

@@ -84,7 +84,7 @@ static bool same_opts(const export_opts *a, const export_opts *b)
            a->qmoe_weights_prepacked == b->qmoe_weights_prepacked &&
            a->qmoe_quantize_bias == b->qmoe_quantize_bias && a->use_cuda_bf16 == b->use_cuda_bf16 &&
            a->allow_nonfinite == b->allow_nonfinite && a->exclude_lm_head == b->exclude_lm_head &&
-           a->exclude_embeds == b->exclude_embeds;
+           a->include_hidden_states == b->include_hidden_states && a->exclude_embeds == b->exclude_embeds;
 }
 
 static exported *export_fixture(const char *fixture, export_opts o)

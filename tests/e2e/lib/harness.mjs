@@ -86,7 +86,9 @@ export async function openModel(modelDir, opts = {}) {
   const inp = decoder.inputs ?? {}, out = decoder.outputs ?? {};
   const names = {
     inputIds: inp.input_ids ?? 'input_ids', attentionMask: inp.attention_mask ?? 'attention_mask',
-    positionIds: inp.position_ids ?? 'position_ids', logits: out.logits ?? 'logits',
+    // an exclude_lm_head=true export has no logits: its rows are the final hidden states
+    positionIds: inp.position_ids ?? 'position_ids',
+    logits: out.logits ?? (out.hidden_states && !('logits' in out) ? out.hidden_states : 'logits'),
   };
   const meta = new Map(session.inputMetadata.map((m) => [m.name, m]));
   if (!meta.has(names.inputIds)) throw new Error(`${file}: no ${names.inputIds} input`);
