@@ -185,6 +185,10 @@ int gb_attention(gb *b, const attn_desc *a, const char *input, gname *out, m2o_e
     node_attr_int(n, "do_rotary", 1);
     node_attr_int(n, "rotary_interleaved", 0);
     node_attr_int(n, "local_window_size", gqa_local_window_size(a->window));
+    /* genai_config.json lists sliding layers under decoder.sliding_window, so onnxruntime-genai
+     * gives them window-sized caches; the op indexes those cache-relative and evicts the oldest */
+    if (a->window > 0)
+        node_attr_int(n, "sliding_window_cache", 1);
     node_attr_float(n, "softcap", 0.0f);
 
     gname attn = a->q_gate ? apply_output_gate(b, L, o0.s, gate.s) : o0;

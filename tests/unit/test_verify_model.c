@@ -400,7 +400,7 @@ static void add_kv_value(graph *g, bool input, const char *name, const model_des
 static int write_genai(const char *dir, const model_desc *md, bool cuda)
 {
     cJSON *root = cJSON_CreateObject(), *model = cJSON_AddObjectToObject(root, "model");
-    cJSON_AddStringToObject(model, "type", md->arch == ARCH_GPT_OSS ? "gptoss" : md->model_type);
+    cJSON_AddStringToObject(model, "type", genai_model_type(md->arch));
     cJSON_AddNumberToObject(model, "vocab_size", md->vocab_size);
     cJSON_AddNumberToObject(model, "context_length", md->context_length);
     cJSON *dec = cJSON_AddObjectToObject(model, "decoder");
