@@ -9,6 +9,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "graph/blocks.h"
+
 const char *genai_model_type(arch_kind a)
 {
     switch (a) {
@@ -39,11 +41,12 @@ static cJSON *provider_options(const export_opts *o)
 }
 
 /* Sliding-attention layers get window-sized KV caches in onnxruntime-genai (CPU: window + 16
- * positions, CUDA: window; src/models/windowed_kv_cache.cpp) when this section lists them; their
- * GroupQueryAttention carries sliding_window_cache=1 to index such a cache (graph/attention.c). */
-static void add_sliding_window(cJSON *dec, const model_desc *md)
+ * positions; src/models/windowed_kv_cache.cpp) when this section lists them; their
+ * GroupQueryAttention carries sliding_window_cache=1 to index such a cache (graph/attention.c,
+ * which says why CUDA exports have neither yet). */
+static void add_sliding_window(cJSON *dec, const model_desc *md, const export_opts *o)
 {
-    if (md->sliding_window < 1)
+    if (md->sliding_window < 1 || !gqa_window_sized_cache(o->ep))
         return;
     cJSON *layers = cJSON_CreateArray();
     for (int L = 0; L < md->num_layers; L++)
@@ -88,7 +91,7 @@ static void add_decoder(cJSON *model, const model_desc *md, const export_opts *o
     cJSON_AddNumberToObject(dec, "num_attention_heads", md->num_heads);
     cJSON_AddNumberToObject(dec, "num_hidden_layers", md->num_layers);
     cJSON_AddNumberToObject(dec, "num_key_value_heads", md->num_kv_heads);
-    add_sliding_window(dec, md);
+    add_sliding_window(dec, md, o);
 }
 
 static void add_search(cJSON *root, const model_desc *md)

@@ -624,6 +624,18 @@ static void check_io_name(vctx *c, const cJSON *o, const char *key, bool input)
                     input ? "inputs" : "outputs", key, name, input ? "input" : "output");
 }
 
+/* True when layer L's GroupQueryAttention indexes its KV cache relative to a window-sized buffer. */
+static bool gqa_indexes_window_cache(vctx *c, int L)
+{
+    for (size_t i = 0; i < onnx_model_node_count(c->m); i++) {
+        const onnx_node *n = onnx_model_node(c->m, i);
+        int64_t on = 0;
+        if (!strcmp(onnx_node_op(n), "GroupQueryAttention") && vnames_layer(onnx_node_name(n)) == L)
+            return onnx_node_attr_int(n, "sliding_window_cache", &on) && on == 1;
+    }
+    return false;
+}
+
 static void check_sliding(vctx *c, const cJSON *dec)
 {
     const model_desc *md = c->md;
@@ -650,6 +662,12 @@ static void check_sliding(vctx *c, const cJSON *dec)
         if (L < 0 || L >= md->num_layers || md->layer_type[L] != LAYER_SLIDING_ATTENTION) {
             genai_fault(c, "decoder.sliding_window.layers lists %d, which is not a "
                            "sliding_attention layer in config.json", L);
+            return;
+        }
+        if (!gqa_indexes_window_cache(c, L)) {
+            genai_fault(c, "decoder.sliding_window.layers lists %d, whose GroupQueryAttention has "
+                           "no sliding_window_cache=1: onnxruntime-genai gives it a window-sized "
+                           "cache the op would index as a whole-sequence one", L);
             return;
         }
     }
