@@ -1,4 +1,4 @@
-/* safetensors reader: see safetensors.h and SPEC §1 for the format and the rules checked here. */
+/* safetensors reader: see safetensors.h and docs/FORMATS.md §1 for the format and the rules checked here. */
 #include "checkpoint/safetensors.h"
 
 #include <cJSON.h>

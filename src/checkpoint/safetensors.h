@@ -1,4 +1,4 @@
-/* safetensors reader: memory-maps each file, validates it completely (SPEC §1), and follows
+/* safetensors reader: memory-maps each file, validates it completely (docs/FORMATS.md §1), and follows
  * model.safetensors.index.json across shards. Tensors are exposed as raw bytes in the map;
  * float tensors can be converted to float32 on request. Every violation is one error line naming
  * the file and tensor. */

@@ -1,5 +1,7 @@
 #include "checkpoint/st_writer.h"
 
+#include "common/threadpool.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -368,7 +370,7 @@ static int fill_chunk(fill_job *j, size_t c, uint8_t *buf, m2o_err *err)
     return write_at(j->w, buf, len, j->at + off, err);
 }
 
-static void *fill_worker(void *arg)
+static void fill_worker(void *arg)
 {
     fill_job *j = arg;
     m2o_err e = {{0}};
@@ -391,7 +393,6 @@ static void *fill_worker(void *arg)
     }
     pthread_mutex_unlock(&j->mu);
     free(buf);
-    return NULL;
 }
 
 static int fill_tensor_chunks(st_writer *w, size_t index, st_fill_fn fn, void *ctx, m2o_err *err)
@@ -400,15 +401,9 @@ static int fill_tensor_chunks(st_writer *w, size_t index, st_fill_fn fn, void *c
     fill_job j = {.w = w, .index = index, .fn = fn, .ctx = ctx, .nbytes = t->end - t->begin,
                   .at = data_at(w, t->begin)};
     j.nchunks = (size_t)((j.nbytes + ST_WRITER_CHUNK - 1) / ST_WRITER_CHUNK);
-    int helpers = (w->threads < (int)j.nchunks ? w->threads : (int)j.nchunks) - 1;
-    pthread_t tid[ST_WRITER_MAX_THREADS];
-    int started = 0;
+    int workers = w->threads < (int)j.nchunks ? w->threads : (int)j.nchunks;
     pthread_mutex_init(&j.mu, NULL);
-    while (started < helpers && pthread_create(&tid[started], NULL, fill_worker, &j) == 0)
-        started++;
-    fill_worker(&j);
-    for (int i = 0; i < started; i++)
-        pthread_join(tid[i], NULL);
+    m2o_run_workers(workers, fill_worker, &j);
     pthread_mutex_destroy(&j.mu);
     if (j.failed && err)
         *err = j.err;
@@ -502,7 +497,7 @@ static int write_window(const st_writer *w, uint8_t *buf, size_t len, uint64_t s
     return write_at(w, buf, len, start, err);
 }
 
-static void *window_worker(void *arg)
+static void window_worker(void *arg)
 {
     window_job *j = arg;
     const st_writer *w = j->w;
@@ -541,7 +536,6 @@ static void *window_worker(void *arg)
     }
     pthread_mutex_unlock(&j->mu);
     free(mem);
-    return NULL;
 }
 
 void st_writer_use_direct_io(st_writer *w) { w->want_direct = true; }
@@ -555,15 +549,9 @@ int st_writer_fill_all(st_writer *w, st_fill_fn fn, void *ctx, st_progress_fn pr
     window_job j = {.w = w, .fn = fn, .ctx = ctx, .caller = pthread_self(), .progress = progress,
                     .progress_ctx = progress_ctx};
     j.nwindows = (size_t)((st_writer_file_size(w) + ST_WRITER_CHUNK - 1) / ST_WRITER_CHUNK);
-    int helpers = (w->threads < (int)j.nwindows ? w->threads : (int)j.nwindows) - 1;
-    pthread_t tid[ST_WRITER_MAX_THREADS];
-    int started = 0;
+    int workers = w->threads < (int)j.nwindows ? w->threads : (int)j.nwindows;
     pthread_mutex_init(&j.mu, NULL);
-    while (started < helpers && pthread_create(&tid[started], NULL, window_worker, &j) == 0)
-        started++;
-    window_worker(&j);
-    for (int i = 0; i < started; i++)
-        pthread_join(tid[i], NULL);
+    m2o_run_workers(workers, window_worker, &j);
     pthread_mutex_destroy(&j.mu);
     if (j.failed) {
         if (err)

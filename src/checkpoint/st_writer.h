@@ -1,4 +1,4 @@
-/* Streaming safetensors writer (format: SPEC §1). Tensors are declared first (name, dtype,
+/* Streaming safetensors writer (format: docs/FORMATS.md §1.1). Tensors are declared first (name, dtype,
  * shape); st_writer_begin_data() then writes the 8-byte little-endian header length and the JSON
  * header (padded with spaces so the data buffer starts at a multiple of 8), with data_offsets
  * tiling the buffer in declaration order. The data then comes from plain writes in that order,

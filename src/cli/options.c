@@ -275,18 +275,14 @@ int options_validate(const build_args *a, export_opts *o, m2o_err *err)
     if (o->moe_quant_type == MOE_QUANT_MXFP4 && (x.qmoe_prepacked == 0 || x.qmoe_prepacked == 1))
         return m2o_fail(err, "qmoe_weights_prepacked applies to int4/int8 experts; MXFP4 experts always use "
                              "the CUDA fp4 layout (remove the option)");
-    if (o->moe_quant_type == MOE_QUANT_MXFP4 && x.qmoe_block_size && x.qmoe_block_size != 32)
-        return m2o_fail(err, "qmoe_block_size=%d with moe_quant_type=mxfp4: MXFP4 blocks are always 32",
-                        x.qmoe_block_size);
-    if (int4 && x.qmoe_block_size) {
-        if (o->ep == EP_CPU && x.qmoe_block_size > 128)
-            return m2o_fail(err, "qmoe_block_size=%d with -e cpu: the CPU QMoE kernel allows 16, 32, 64, 128",
-                            x.qmoe_block_size);
-        if (o->ep == EP_CUDA && o->moe_quant_type != MOE_QUANT_MXFP4 &&
-            (x.qmoe_block_size < 32 || x.qmoe_block_size > 128))
-            return m2o_fail(err, "qmoe_block_size=%d with -e cuda: the CUDA QMoE kernel allows 32, 64, 128",
-                            x.qmoe_block_size);
-    }
+    if (o->moe_quant_type == MOE_QUANT_MXFP4 && x.qmoe_block_size && x.qmoe_block_size != ORT_MXFP4_BLOCK)
+        return m2o_fail(err, "qmoe_block_size=%d with moe_quant_type=mxfp4: MXFP4 blocks are always %d",
+                        x.qmoe_block_size, ORT_MXFP4_BLOCK);
+    bool cuda = o->ep == EP_CUDA;
+    if (int4 && x.qmoe_block_size && o->moe_quant_type != MOE_QUANT_MXFP4 &&
+        !ort_qmoe_block_ok(cuda, x.qmoe_block_size))
+        return m2o_fail(err, "qmoe_block_size=%d with -e %s: the %s QMoE kernel allows %s", x.qmoe_block_size,
+                        cuda ? "cuda" : "cpu", cuda ? "CUDA" : "CPU", ort_qmoe_blocks_text(cuda));
 
     o->io_dtype = io_dtype_for(o->precision, o->ep, x.use_cuda_bf16);
     o->int4_block_size = x.int4_block_size ? x.int4_block_size : 32;
@@ -343,22 +339,17 @@ int options_resolve(const build_args *a, const model_desc *md, export_opts *o, m
     int H = md->hidden_size, I = expert_width(md);
     bool cuda_int = o->ep == EP_CUDA && o->moe_quant_type != MOE_QUANT_MXFP4;
     if (o->moe_quant_type == MOE_QUANT_MXFP4) {
-        if (H % 32 || I % 32)
+        if (H % ORT_MXFP4_BLOCK || I % ORT_MXFP4_BLOCK)
             return m2o_fail(err, "moe_quant_type=mxfp4: hidden_size %d and expert intermediate size %d must be "
-                                 "multiples of 32 (MXFP4 block)", H, I);
+                                 "multiples of %d (MXFP4 block)", H, I, ORT_MXFP4_BLOCK);
         return 0;
     }
-    if (cuda_int && (H % 64 || I % 64))
+    if (cuda_int && (H % ORT_QMOE_CUDA_WIDTH_MULTIPLE || I % ORT_QMOE_CUDA_WIDTH_MULTIPLE))
         return m2o_fail(err, "-e cuda int%d experts: hidden_size %d and expert intermediate size %d must be "
-                             "multiples of 64 for ONNX Runtime's CUDA QMoE kernel; use -e cpu",
-                        o->moe_quant_type == MOE_QUANT_INT8 ? 8 : 4, H, I);
-    if (o->qmoe_block_size) {
-        int bs = o->qmoe_block_size;
-        if (H % bs || I % bs)
-            return m2o_fail(err, "qmoe_block_size=%d does not divide hidden_size %d and expert intermediate size "
-                                 "%d; pick a block size that divides both", bs, H, I);
-        return 0;
-    }
+                             "multiples of %d for ONNX Runtime's CUDA QMoE kernel; use -e cpu",
+                        o->moe_quant_type == MOE_QUANT_INT8 ? 8 : 4, H, I, ORT_QMOE_CUDA_WIDTH_MULTIPLE);
+    if (o->qmoe_block_size)
+        return ort_qmoe_int_rule(o->ep == EP_CUDA, o->qmoe_block_size, H, I, err);
     /* Default: CPU uses 32 like int4_block_size (most accurate common choice); CUDA the largest
      * block its kernel allows that divides both widths (gpt-oss's 2880 is not a multiple of 128). */
     static const int cpu_pref[] = {32, 128, 64, 16};
@@ -366,7 +357,7 @@ int options_resolve(const build_args *a, const model_desc *md, export_opts *o, m
     const int *pref = o->ep == EP_CPU ? cpu_pref : cuda_pref;
     int n = o->ep == EP_CPU ? 4 : 3;
     for (int i = 0; i < n; i++)
-        if (H % pref[i] == 0 && I % pref[i] == 0) {
+        if (ort_qmoe_block_ok(o->ep == EP_CUDA, pref[i]) && H % pref[i] == 0 && I % pref[i] == 0) {
             o->qmoe_block_size = pref[i];
             return 0;
         }

@@ -164,3 +164,28 @@ int m2o_ordered_run(int threads, int window, int64_t n_jobs, m2o_produce_fn prod
     free(tids);
     return rc;
 }
+
+typedef struct worker_call {
+    void (*fn)(void *);
+    void *ctx;
+} worker_call;
+
+static void *worker_trampoline(void *arg)
+{
+    const worker_call *w = arg;
+    w->fn(w->ctx);
+    return NULL;
+}
+
+void m2o_run_workers(int workers, void (*fn)(void *ctx), void *ctx)
+{
+    enum { MAX_HELPERS = 255 };
+    pthread_t tids[MAX_HELPERS];
+    worker_call call = {fn, ctx};
+    int helpers = workers - 1 > MAX_HELPERS ? MAX_HELPERS : workers - 1, started = 0;
+    while (started < helpers && pthread_create(&tids[started], NULL, worker_trampoline, &call) == 0)
+        started++;
+    fn(ctx);
+    for (int i = 0; i < started; i++)
+        pthread_join(tids[i], NULL);
+}

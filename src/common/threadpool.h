@@ -1,4 +1,10 @@
-/* Parallel work with an ordered, single-threaded consumer.
+/* The project's one way to run work on threads.
+ *
+ * m2o_run_workers() runs one function on several threads at once (the calling thread being one
+ * of them): the workers share their work through the context, claiming items until none is
+ * left, so the result is complete however many threads could be started.
+ *
+ * Parallel work with an ordered, single-threaded consumer:
  *
  * m2o_ordered_run() runs produce(job) for jobs 0..n_jobs-1 on worker threads and hands each result
  * to commit(job) on the calling thread strictly in job order. At most `window` jobs are produced
@@ -13,6 +19,11 @@
 
 /* Number of online CPUs (at least 1). */
 int m2o_cpu_count(void);
+
+/* Runs fn(ctx) on `workers` threads (the caller included; workers <= 1 runs it once, here) and
+ * returns when all have returned. A thread that cannot be started is simply not there: fn must
+ * claim its items from ctx, never count on a number of workers. */
+void m2o_run_workers(int workers, void (*fn)(void *ctx), void *ctx);
 
 /* Produces job's result into *result (worker thread; may run concurrently with other jobs). */
 typedef int (*m2o_produce_fn)(void *ctx, int64_t job, void **result, m2o_err *err);

@@ -1,6 +1,6 @@
 /* Expert weights: where each expert's matrix comes from in the checkpoint, and the streamed
  * producers that turn one expert (one chunk) into each encoding the MoE / QMoE ops take
- * (SPEC §3): float [E, N, K]; int raw [E, N, K/pack] + scales [E, N, K/bs]; int CUTLASS SM80
+ * (docs/FORMATS.md §8): float [E, N, K]; int raw [E, N, K/pack] + scales [E, N, K/bs]; int CUTLASS SM80
  * prepacked (declared [E, K, N/pack]); fp4 [E, K, N/2] + E8M0 scales [E, N, K/32].
  *
  * Every source yields the expert's matrix as float32 [N][K] (nn.Linear layout: rows are output

@@ -1,5 +1,6 @@
 /* Mixture-of-experts block: router (float, never quantized) → MoE / QMoE with fused SwiGLU. */
 #include "graph/blocks.h"
+#include "onnx/ort_rules.h"
 
 #include <stdlib.h>
 
@@ -9,14 +10,6 @@ typedef struct moe_encoding {
     int bits, block_size;
     bool fp4;
 } moe_encoding;
-
-static bool block_in(int bs, const int *allowed, int n)
-{
-    for (int i = 0; i < n; i++)
-        if (bs == allowed[i])
-            return true;
-    return false;
-}
 
 /* Re-checks what the command line resolved against this layer's dims (defensive: a bad
  * combination must be an error here, never a model that runs wrong). */
@@ -36,29 +29,18 @@ static int choose_encoding(const gb *b, const moe_desc *m, moe_encoding *enc, m2
         if (!cuda)
             return m2o_fail(err, "moe_quant_type=mxfp4: ONNX Runtime's CPU QMoE has no fp4 "
                                  "kernel; use -e cuda or moe_quant_type=int4|int8");
-        if (H % 32 || I % 32)
+        if (H % ORT_MXFP4_BLOCK || I % ORT_MXFP4_BLOCK)
             return m2o_fail(err, "moe_quant_type=mxfp4 needs hidden_size %lld and expert "
-                                 "intermediate size %lld to be multiples of 32",
-                            (long long)H, (long long)I);
+                                 "intermediate size %lld to be multiples of %d",
+                            (long long)H, (long long)I, ORT_MXFP4_BLOCK);
         *enc = (moe_encoding){.op = "QMoE", .weights = ENC_FP4, .scales = ENC_FP4_SCALES,
-                              .bits = 4, .block_size = 32, .fp4 = true};
+                              .bits = 4, .block_size = ORT_MXFP4_BLOCK, .fp4 = true};
         return 0;
     }
     int bits = o->moe_quant_type == MOE_QUANT_INT8 ? 8 : 4, bs = o->qmoe_block_size;
-    static const int cpu_blocks[] = {16, 32, 64, 128}, cuda_blocks[] = {32, 64, 128};
-    if (cuda ? !block_in(bs, cuda_blocks, 3) : !block_in(bs, cpu_blocks, 4))
-        return m2o_fail(err, "qmoe_block_size=%d is not supported by ONNX Runtime's %s QMoE "
-                             "(allowed: %s)",
-                        bs, cuda ? "CUDA" : "CPU", cuda ? "32, 64, 128" : "16, 32, 64, 128");
-    if (H % bs || I % bs)
-        return m2o_fail(err, "qmoe_block_size=%d must divide hidden_size %lld and the expert "
-                             "intermediate size %lld; pick a block size that divides both",
-                        bs, (long long)H, (long long)I);
+    if (ort_qmoe_int_rule(cuda, bs, H, I, err))
+        return -1;
     bool prepacked = cuda && o->qmoe_weights_prepacked != 0;
-    if (cuda && (H % 64 || I % 64))
-        return m2o_fail(err, "ONNX Runtime's CUDA QMoE needs hidden_size %lld and the expert "
-                             "intermediate size %lld to be multiples of 64",
-                        (long long)H, (long long)I);
     *enc = (moe_encoding){.op = "QMoE", .weights = prepacked ? ENC_INT_SM80 : ENC_INT_RAW,
                           .scales = ENC_INT_SCALES, .bits = bits, .block_size = bs};
     return 0;
@@ -232,9 +214,17 @@ static int experts_node(gb *b, const moe_desc *m, const moe_encoding *e, const c
                                  "use normalize_routing=false instead", L);
         n = gb_node(b, "MoE", "com.microsoft", node.s, n_in, in, 1);
     } else {
-        const char *in[17] = {input, probs.s, w1.s, s1.s, b1.s, w2.s, s2.s, b2.s, "", "", "",
-                              "", "", "", weights.s, g1.s, g2.s};
-        int n_in = enc.fp4 ? 17 : m->router_weights ? 15 : 8;
+        const char *in[QMOE_N_INPUTS] = {
+            [QMOE_IN_INPUT] = input,           [QMOE_IN_ROUTER_PROBS] = probs.s,
+            [QMOE_IN_FC1_WEIGHTS] = w1.s,      [QMOE_IN_FC1_SCALES] = s1.s,
+            [QMOE_IN_FC1_BIAS] = b1.s,         [QMOE_IN_FC2_WEIGHTS] = w2.s,
+            [QMOE_IN_FC2_SCALES] = s2.s,       [QMOE_IN_FC2_BIAS] = b2.s,
+            [QMOE_IN_ROUTER_WEIGHTS] = weights.s, [QMOE_IN_FC1_GLOBAL_SCALE] = g1.s,
+            [QMOE_IN_FC2_GLOBAL_SCALE] = g2.s};
+        for (int i = 0; i < QMOE_N_INPUTS; i++)
+            in[i] = in[i] ? in[i] : ""; /* unused optional inputs */
+        int n_in = enc.fp4 ? QMOE_N_INPUTS
+                   : m->router_weights ? QMOE_IN_ROUTER_WEIGHTS + 1 : QMOE_IN_FC2_BIAS + 1;
         n = gb_node(b, "QMoE", "com.microsoft", node.s, n_in, in, 1);
         node_attr_int(n, "expert_weight_bits", enc.bits);
         node_attr_int(n, "block_size", enc.block_size);

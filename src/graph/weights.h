@@ -82,7 +82,7 @@ int gb_add_converted(gb *b, const char *name, const st_tensor *t, m2o_err *err);
 int gb_add_linear_t(gb *b, const char *name, const linear_src *s, m2o_err *err);
 
 /* MatMulNBits B [N, K/bs, bs*bits/8] uint8 and scales [N * K/bs] io dtype (symmetric, signed
- * scales, SPEC §4), streamed by output rows. */
+ * scales, docs/FORMATS.md §4), streamed by output rows. */
 int gb_add_nbits(gb *b, const char *codes_name, const char *scales_name, const linear_src *s,
                  int bits, int block_size, m2o_err *err);
 

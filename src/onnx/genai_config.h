@@ -1,4 +1,4 @@
-/* genai_config.json (what onnxruntime-genai reads to run the folder, SPEC §2) and the tokenizer
+/* genai_config.json (what onnxruntime-genai reads to run the folder, docs/FORMATS.md §14) and the tokenizer
  * files copied next to the model. */
 #ifndef M2O_GENAI_CONFIG_H
 #define M2O_GENAI_CONFIG_H

@@ -23,3 +23,36 @@ int ort_gqa_rule(int num_heads, int kv_num_heads, int head_size, int rotary_dim,
                         rotary_dim, head_size);
     return 0;
 }
+
+static const int qmoe_cpu_blocks[] = {16, 32, 64, 128}, qmoe_cuda_blocks[] = {32, 64, 128};
+
+bool ort_qmoe_block_ok(bool cuda, int block_size)
+{
+    const int *list = cuda ? qmoe_cuda_blocks : qmoe_cpu_blocks;
+    int n = cuda ? 3 : 4;
+    for (int i = 0; i < n; i++)
+        if (block_size == list[i])
+            return true;
+    return false;
+}
+
+const char *ort_qmoe_blocks_text(bool cuda)
+{
+    return cuda ? "32, 64, 128" : "16, 32, 64, 128";
+}
+
+int ort_qmoe_int_rule(bool cuda, int block_size, int64_t H, int64_t I, m2o_err *err)
+{
+    if (!ort_qmoe_block_ok(cuda, block_size))
+        return m2o_fail(err, "qmoe_block_size=%d is not supported by ONNX Runtime's %s QMoE (allowed: %s)",
+                        block_size, cuda ? "CUDA" : "CPU", ort_qmoe_blocks_text(cuda));
+    if (H % block_size || I % block_size)
+        return m2o_fail(err, "qmoe_block_size=%d does not divide hidden_size %lld and expert intermediate "
+                        "size %lld; pick a block size that divides both",
+                        block_size, (long long)H, (long long)I);
+    if (cuda && (H % ORT_QMOE_CUDA_WIDTH_MULTIPLE || I % ORT_QMOE_CUDA_WIDTH_MULTIPLE))
+        return m2o_fail(err, "ONNX Runtime's CUDA QMoE needs hidden_size %lld and expert intermediate "
+                        "size %lld to be multiples of %d",
+                        (long long)H, (long long)I, ORT_QMOE_CUDA_WIDTH_MULTIPLE);
+    return 0;
+}

@@ -5,6 +5,9 @@
 #ifndef M2O_ORT_RULES_H
 #define M2O_ORT_RULES_H
 
+#include <stdbool.h>
+#include <stdint.h>
+
 #include "common/err.h"
 
 /* GroupQueryAttention with rotary caches (group_query_attention_helper.h CheckInputs, every
@@ -17,5 +20,36 @@ int ort_gqa_rule(int num_heads, int kv_num_heads, int head_size, int rotary_dim,
 
 /* Largest num_heads ONNX Runtime's CUDA GroupQueryAttention launches (max threads per block). */
 #define ORT_GQA_CUDA_MAX_HEADS 1024
+
+/* com.microsoft QMoE inputs by position (docs/FORMATS.md §11.5); 8-10 (fc3) and 11-13 (zero
+ * points) are not used by the exporter. */
+enum qmoe_input {
+    QMOE_IN_INPUT = 0,
+    QMOE_IN_ROUTER_PROBS = 1,
+    QMOE_IN_FC1_WEIGHTS = 2,
+    QMOE_IN_FC1_SCALES = 3,
+    QMOE_IN_FC1_BIAS = 4,
+    QMOE_IN_FC2_WEIGHTS = 5,
+    QMOE_IN_FC2_SCALES = 6,
+    QMOE_IN_FC2_BIAS = 7,
+    QMOE_IN_ROUTER_WEIGHTS = 14, /* when given, router_probs only select and these weigh */
+    QMOE_IN_FC1_GLOBAL_SCALE = 15,
+    QMOE_IN_FC2_GLOBAL_SCALE = 16,
+    QMOE_N_INPUTS = 17
+};
+
+/* MXFP4 (quant_type fp4) blocks: always 32 along K. */
+#define ORT_MXFP4_BLOCK 32
+/* ONNX Runtime's CUDA QMoE int kernels need the hidden and expert widths to be multiples of it. */
+#define ORT_QMOE_CUDA_WIDTH_MULTIPLE 64
+
+/* Block sizes ONNX Runtime's QMoE kernels take for int4/int8 experts: CPU 16, 32, 64, 128;
+ * CUDA 32, 64, 128. ort_qmoe_blocks_text gives the list for messages. */
+bool ort_qmoe_block_ok(bool cuda, int block_size);
+const char *ort_qmoe_blocks_text(bool cuda);
+
+/* The int4/int8 QMoE rules for one layer's widths (hidden H, expert intermediate I): block size,
+ * divisibility, and on CUDA widths multiple of ORT_QMOE_CUDA_WIDTH_MULTIPLE. */
+int ort_qmoe_int_rule(bool cuda, int block_size, int64_t H, int64_t I, m2o_err *err);
 
 #endif

@@ -1,4 +1,4 @@
-/* CUTLASS fpA_intB SM80 prepacked weight layout (SPEC §5), the bytes ONNX Runtime's
+/* CUTLASS fpA_intB SM80 prepacked weight layout (docs/FORMATS.md §5), the bytes ONNX Runtime's
  * pack_weights_for_cuda_mixed_gemm(q, N, K, bits, force_arch=80) produces. It composes three
  * steps: a row permutation of B inside 32-row (4-bit) / 16-row (8-bit) tiles, a column
  * interleave of 4 (4-bit) / 2 (8-bit) output columns in 64-element runs of K, and a reorder of

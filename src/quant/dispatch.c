@@ -1,10 +1,13 @@
 /* Runtime choice of the optimized code path, and the row-splitting thread helper. */
 #include "quant/quant_internal.h"
 
+#include "common/threadpool.h"
+
 #if M2O_HAVE_X86
 #include <cpuid.h>
 #endif
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -52,18 +55,20 @@ typedef struct range_job {
     m2o_err err;
 } range_job;
 
-static void *run_range_job(void *arg)
-{
-    range_job *j = arg;
-    j->err.msg[0] = 0;
-    j->rc = j->fn(j->ctx, j->begin, j->end, &j->err);
-    return NULL;
-}
+typedef struct range_jobs {
+    range_job *jobs;
+    int n;
+    atomic_int next; /* the next job to claim */
+} range_jobs;
 
-static int online_cpus(void)
+static void run_range_jobs(void *arg)
 {
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
-    return n < 1 ? 1 : (n > 256 ? 256 : (int)n);
+    range_jobs *rj = arg;
+    for (int t; (t = atomic_fetch_add(&rj->next, 1)) < rj->n;) {
+        range_job *j = &rj->jobs[t];
+        j->err.msg[0] = 0;
+        j->rc = j->fn(j->ctx, j->begin, j->end, &j->err);
+    }
 }
 
 int quant_parallel_for(int64_t count, int64_t align, int nthreads, quant_range_fn fn, void *ctx,
@@ -73,50 +78,35 @@ int quant_parallel_for(int64_t count, int64_t align, int nthreads, quant_range_f
         return m2o_fail(err, "quant_parallel_for: bad arguments (count %lld, align %lld)",
                         (long long)count, (long long)align);
     if (nthreads <= 0)
-        nthreads = online_cpus();
+        nthreads = m2o_cpu_count();
     int64_t units = (count + align - 1) / align;
     if (nthreads > units)
         nthreads = (int)(units > 0 ? units : 1);
     if (nthreads <= 1)
         return fn(ctx, 0, count, err);
 
-    range_job *jobs = m2o_calloc((size_t)nthreads, sizeof *jobs, err);
-    pthread_t *tids = m2o_calloc((size_t)nthreads, sizeof *tids, err);
-    if (!jobs || !tids) {
-        free(jobs);
-        free(tids);
+    range_jobs rj = {.jobs = m2o_calloc((size_t)nthreads, sizeof *rj.jobs, err), .n = nthreads};
+    if (!rj.jobs)
         return -1;
-    }
+    atomic_init(&rj.next, 0);
     /* Contiguous chunks of whole `align` units, sizes differing by at most one unit. */
     int64_t start = 0;
     for (int t = 0; t < nthreads; t++) {
         int64_t u = units / nthreads + (t < units % nthreads ? 1 : 0);
         int64_t end = start + u * align;
-        jobs[t] = (range_job){fn, ctx, start, end < count ? end : count, 0, {{0}}};
-        start = jobs[t].end;
+        rj.jobs[t] = (range_job){fn, ctx, start, end < count ? end : count, 0, {{0}}};
+        start = rj.jobs[t].end;
     }
-    int started = 0, rc = 0;
-    for (int t = 1; t < nthreads; t++) {
-        if (pthread_create(&tids[t], NULL, run_range_job, &jobs[t]) != 0) {
-            /* Run what could not get a thread here, in order, so the result stays complete. */
-            for (int r = t; r < nthreads; r++)
-                run_range_job(&jobs[r]);
-            break;
-        }
-        started = t;
-    }
-    run_range_job(&jobs[0]);
-    for (int t = 1; t <= started; t++)
-        pthread_join(tids[t], NULL);
+    m2o_run_workers(nthreads, run_range_jobs, &rj);
+    int rc = 0;
     for (int t = 0; t < nthreads; t++) {
-        if (jobs[t].rc != 0) {
+        if (rj.jobs[t].rc != 0) {
             if (err)
-                memcpy(err->msg, jobs[t].err.msg, sizeof err->msg);
+                memcpy(err->msg, rj.jobs[t].err.msg, sizeof err->msg);
             rc = -1;
             break;
         }
     }
-    free(jobs);
-    free(tids);
+    free(rj.jobs);
     return rc;
 }

@@ -1,4 +1,4 @@
-/* fp4 CUDA MoE layout (SPEC §5), what pack_fp4_weights_for_cuda_moe_gemm(q, N, K) produces:
+/* fp4 CUDA MoE layout (docs/FORMATS.md §6), what pack_fp4_weights_for_cuda_moe_gemm(q, N, K) produces:
  * a plain transpose of 4-bit codes, raw [N][K/2] (low nibble = even k) to [K][N/2] (low nibble =
  * even n). The fast path works on 2 rows x 2 columns at a time (two input bytes give two output
  * bytes) and walks the matrix in tiles so both sides stay in cache. */

@@ -1,4 +1,4 @@
-/* MXFP4 (OCP Microscaling v1.0, SPEC §6): E2M1 codes, blocks of 32 along K, one E8M0 scale
+/* MXFP4 (OCP Microscaling v1.0, docs/FORMATS.md §7): E2M1 codes, blocks of 32 along K, one E8M0 scale
  * byte per block (value 2^(byte - 127); byte 255 is NaN).
  *
  * Encoding rule chosen: the OCP one. Per block, e = floor(log2(amax)) - 2, so the largest

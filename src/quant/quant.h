@@ -1,6 +1,6 @@
-/* Pure numeric kernels for every expert-weight encoding (SPEC §3–§6): buffers in, buffers out,
+/* Pure numeric kernels for every expert-weight encoding (docs/FORMATS.md §4–§8): buffers in, buffers out,
  * no I/O, no globals beyond the CPU-feature dispatch. Each kernel has a plain `_ref` version that
- * mirrors SPEC.md line by line and, where speed matters, an optimized version chosen at run time
+ * mirrors docs/FORMATS.md line by line and, where speed matters, an optimized version chosen at run time
  * that must give identical bytes. Every function validates its arguments and returns 0, or -1
  * with a message in err (nothing asserts or aborts).
  *
@@ -15,7 +15,7 @@
 
 #include "common/err.h"
 
-/* ---- Blockwise integer quantization (ONNX Runtime quantize_matmul_4bits/8bits, SPEC §4) ---- */
+/* ---- Blockwise integer quantization (ONNX Runtime quantize_matmul_4bits/8bits, docs/FORMATS.md §4) ---- */
 
 typedef enum qscale_type { QSCALE_F32, QSCALE_F16, QSCALE_BF16 } qscale_type;
 
@@ -53,7 +53,37 @@ int qb_quantize_mt(const float *w, int64_t N, int64_t K, const qb_params *p, uin
 int qb_dequantize(const uint8_t *codes, const void *scales, const uint8_t *zero_points,
                   int64_t N, int64_t K, const qb_params *p, float *out, m2o_err *err);
 
-/* ---- CUTLASS fpA_intB SM80 prepacked layout (SPEC §5) ---- */
+/* ---- Error-minimizing scale search (src/quant/search.c) ----
+ * Same formats and sizes as qb_quantize (symmetric: signed scales, zero point 2^(bits-1);
+ * asymmetric: scales + zero points), so nothing changes for ONNX Runtime; only the chosen
+ * scale, zero point and codes of each block differ. Starts every block from the RTN bytes and
+ * keeps them unless a candidate decodes with strictly lower squared error, so no block is ever
+ * worse than RTN. Same bytes for any nthreads. */
+typedef enum qb_method { QB_METHOD_RTN = 0, QB_METHOD_SEARCH = 1 } qb_method;
+int qb_quantize_search(const float *w, int64_t N, int64_t K, const qb_params *p, uint8_t *codes,
+                       void *scales, uint8_t *zero_points, m2o_err *err);
+int qb_quantize_search_mt(const float *w, int64_t N, int64_t K, const qb_params *p,
+                          uint8_t *codes, void *scales, uint8_t *zero_points, int nthreads,
+                          m2o_err *err);
+/* RTN (exactly qb_quantize_mt) or search, for callers that take the method as an option. */
+int qb_quantize_method_mt(const float *w, int64_t N, int64_t K, const qb_params *p,
+                          qb_method method, uint8_t *codes, void *scales, uint8_t *zero_points,
+                          int nthreads, m2o_err *err);
+
+/* Quantization error of a tensor against its source W [N][K], decoded with qb_dequantize. */
+typedef struct qb_error {
+    double sse;         /* sum of (w - deq)^2 */
+    double sum_sq;      /* sum of w^2 */
+    double max_abs_err; /* largest |w - deq| */
+    int64_t count;      /* N * K */
+} qb_error;
+int qb_quant_error(const float *w, const uint8_t *codes, const void *scales,
+                   const uint8_t *zero_points, int64_t N, int64_t K, const qb_params *p,
+                   qb_error *out, m2o_err *err);
+/* ||W - deq|| / ||W|| (0 for an exact all-zero tensor). */
+double qb_relative_rmse(const qb_error *e);
+
+/* ---- CUTLASS fpA_intB SM80 prepacked layout (docs/FORMATS.md §5) ---- */
 /* raw: [N][K*bits/8] codes as produced by qb_quantize; out: N*K*bits/8 bytes. K % 64 == 0. */
 int cutlass_sm80_pack_ref(const uint8_t *raw, int64_t N, int64_t K, int bits, uint8_t *out,
                           m2o_err *err);
@@ -64,12 +94,12 @@ int cutlass_sm80_pack_mt(const uint8_t *raw, int64_t N, int64_t K, int bits, uin
 int cutlass_sm80_unpack(const uint8_t *packed, int64_t N, int64_t K, int bits, uint8_t *raw,
                         m2o_err *err);
 
-/* ---- fp4 CUDA MoE layout (SPEC §5): nibble transpose [N][K/2] -> [K][N/2] ---- */
+/* ---- fp4 CUDA MoE layout (docs/FORMATS.md §6): nibble transpose [N][K/2] -> [K][N/2] ---- */
 int fp4_cuda_pack_ref(const uint8_t *raw, int64_t N, int64_t K, uint8_t *out, m2o_err *err);
 int fp4_cuda_pack(const uint8_t *raw, int64_t N, int64_t K, uint8_t *out, m2o_err *err);
 int fp4_cuda_unpack(const uint8_t *packed, int64_t N, int64_t K, uint8_t *raw, m2o_err *err);
 
-/* ---- MXFP4 (OCP MX v1.0, SPEC §6) ---- */
+/* ---- MXFP4 (OCP MX v1.0, docs/FORMATS.md §7) ---- */
 /* codes: [N][K/2] (low nibble = even k), scales: [N][K/32] E8M0 bytes. A gpt-oss checkpoint's
  * `*_blocks` [N, K/32, 16] are exactly these codes and `*_scales` exactly these scales, so the
  * passthrough path copies them unchanged. */

@@ -51,7 +51,7 @@ static inline float qscale_load(const void *scales, qscale_type t, int64_t i)
 }
 
 /* Scale and zero point of one block from its min and max, exactly as ONNX Runtime's
- * range2scale / range2scalezp (SPEC §4). Returns the unrounded float scale. */
+ * range2scale / range2scalezp (docs/FORMATS.md §4). Returns the unrounded float scale. */
 float qb_block_params(float vmin, float vmax, const qb_params *p, uint8_t *zp);
 
 /* Rows [r0, r1) of the blockwise quantizer, arguments already checked. Pointers are the

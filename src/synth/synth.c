@@ -12,7 +12,7 @@
 #define SYNTH_MAX_LAYERS 512
 
 /* ---- presets ---------------------------------------------------------------------------------
- * Dimensions and token ids of the public configs (SPEC §1); the tiny ones match the fixtures. */
+ * Dimensions and token ids of the public configs (docs/FORMATS.md §18); the tiny ones match the fixtures. */
 
 #define GPT_OSS_TOKENS                                                                          \
     .bos = -1, .eos = 200002, .pad = 199999, .gen_bos = 199998, .gen_pad = 199999,              \

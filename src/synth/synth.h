@@ -1,7 +1,7 @@
 /* Synthetic checkpoints: writes a Hugging Face Hub-layout checkpoint folder (sharded safetensors
  * + model.safetensors.index.json, config.json, generation_config.json, a small byte-level BPE
  * tokenizer.json + tokenizer_config.json) with the real tensor names, dtypes and shapes of a
- * known model (SPEC §1) and deterministic random values, so full-size conversions can be run and
+ * known model (docs/FORMATS.md §3, §18) and deterministic random values, so full-size conversions can be run and
  * measured without downloading anything.
  *
  * Values: BF16 tensors are drawn from N(0, 0.02) (norm weights from 1 + N(0, 0.02), attention

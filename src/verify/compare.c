@@ -84,7 +84,7 @@ static double type_floor(int elem_type)
     }
 }
 
-static float load_float(const void *p, int elem_type, size_t i)
+float vx_load_float(const void *p, int elem_type, size_t i)
 {
     uint16_t h;
     switch (elem_type) {
@@ -105,7 +105,7 @@ static float load_float(const void *p, int elem_type, size_t i)
 void vx_scales_to_f32(const void *scales, int elem_type, size_t n, float *out)
 {
     for (size_t i = 0; i < n; i++)
-        out[i] = load_float(scales, elem_type, i);
+        out[i] = vx_load_float(scales, elem_type, i);
 }
 
 int venc_check(const venc *e, int64_t N, int64_t K, m2o_err *err)
@@ -161,7 +161,7 @@ void venc_element(const venc *e, int64_t K, int64_t n, int64_t k, float expected
 {
     switch (e->kind) {
     case VENC_FLOAT: {
-        *decoded = load_float(e->w, e->elem_type, (size_t)(n * K + k));
+        *decoded = vx_load_float(e->w, e->elem_type, (size_t)(n * K + k));
         /* half an ulp of expected's binade: |x| = m 2^ex, m in [0.5, 1) */
         double b = 0.0;
         if (expected != 0.0f) {
@@ -179,7 +179,7 @@ void venc_element(const venc *e, int64_t K, int64_t n, int64_t k, float expected
         int bits = e->bits, qmax = (1 << bits) - 1;
         const uint8_t *row = e->codes + n * (K * bits / 8);
         int q = int_code(row, k, bits), zp = int_zero_point(e, K, n, b);
-        double s = load_float(e->scales, e->elem_type, (size_t)(n * nb + b));
+        double s = vx_load_float(e->scales, e->elem_type, (size_t)(n * nb + b));
         *decoded = (double)(float)((float)(q - zp) * (float)s);
         double d = e->elem_type == ONNX_FLOAT ? ldexp(1.0, -24) : vx_type_unit(e->elem_type);
         double rel = (q == 0 || q == qmax) ? 1.0 + ldexp(1.01 * d, bits)
@@ -247,7 +247,7 @@ static double stored_scale(const venc *e, int64_t K, int64_t n, int64_t k)
         uint8_t sb = ((const uint8_t *)e->scales)[n * (K / 32) + k / 32];
         return sb == 255 ? NAN : ldexp(1.0, (int)sb - 127);
     }
-    return fabs((double)load_float(e->scales, e->elem_type,
+    return fabs((double)vx_load_float(e->scales, e->elem_type,
                                    (size_t)(n * (K / e->block_size) + k / e->block_size)));
 }
 
@@ -446,7 +446,7 @@ static void compare_float_rows(const float *x, int64_t N, int64_t K, const venc 
                 st->n_nonfinite++;
                 continue;
             }
-            double y = load_float(e->w, e->elem_type, (size_t)(n * K + k)), b = 0.0;
+            double y = vx_load_float(e->w, e->elem_type, (size_t)(n * K + k)), b = 0.0;
             if (xv != 0.0f) {
                 uint32_t bits;
                 memcpy(&bits, &xv, 4);
@@ -479,7 +479,7 @@ static void compare_int_rows(const float *x, int64_t N, int64_t K, const venc *e
         for (int64_t b = 0; b < nb; b++) {
             const float *xb = x + n * K + b * bs;
             double ceiling = block_scale_ceiling(e, xb, bs);
-            float s = load_float(e->scales, e->elem_type, (size_t)(n * nb + b));
+            float s = vx_load_float(e->scales, e->elem_type, (size_t)(n * nb + b));
             double sa = fabs((double)s);
             bool bad = ceiling >= 0 && !(sa <= ceiling);
             int zp = int_zero_point(e, K, n, b);

@@ -1,7 +1,7 @@
 /* Pure comparison of an expected float matrix with an encoded one, element by element, against
  * the error the encoding allows (verify's numeric core; buffers in, statistics out).
  *
- * Per-element bounds, derived from the formats (SPEC §4, §6):
+ * Per-element bounds, derived from the formats (docs/FORMATS.md §16):
  *   float (io dtype):  half an ulp of x's binade (2^floor(log2|x|) * u, u = 2^-24 / 2^-11 / 2^-8
  *                      for float32 / float16 / bfloat16: round to nearest), at least half the
  *                      smallest subnormal (float16); float32 must hold x exactly.
@@ -99,8 +99,12 @@ void vx_scales_to_f32(const void *scales, int elem_type, size_t n, float *out);
 /* For the "scales made positive" diagnosis: the sign each block's scale must have (-1, 0, +1)
  * under symmetric quantization of expected: the anchor maps to code 0, so scale =
  * -anchor / 2^(bits-1). The anchor is ONNX Runtime's: the block maximum when its magnitude is
- * strictly larger than the minimum's, else the minimum (SPEC §4 says "first on ties"; the
- * runtime's code, which quant/ reproduces byte for byte, picks the minimum). out: [N][K/bs]. */
+ * strictly larger than the minimum's, else the minimum (docs/FORMATS.md §4, §19: a description
+ * says "first on ties"; the runtime's code, which quant/ reproduces byte for byte, picks the
+ * minimum). out: [N][K/bs]. */
+/* Element i of a float32 / float16 / bfloat16 array as float. */
+float vx_load_float(const void *p, int elem_type, size_t i);
+
 void vx_anchor_scale_signs(const float *expected, int64_t N, int64_t K, int block_size,
                            int8_t *out);
 

@@ -73,41 +73,6 @@ static const vinit_rule kRules[] = {
 
 /* ------------------------------------------------------------------ helpers */
 
-static void release_range(const void *p, size_t len)
-{
-    long page = sysconf(_SC_PAGESIZE);
-    if (page <= 0 || !p || !len)
-        return;
-    uintptr_t a = ((uintptr_t)p + (uintptr_t)page - 1) & ~((uintptr_t)page - 1);
-    uintptr_t b = ((uintptr_t)p + len) & ~((uintptr_t)page - 1);
-    if (b > a)
-        madvise((void *)a, b - a, MADV_DONTNEED);
-}
-
-static int64_t numel(const onnx_tensor *t)
-{
-    int64_t n = 1;
-    for (int i = 0; i < onnx_tensor_ndim(t); i++)
-        n *= onnx_tensor_dims(t)[i];
-    return n;
-}
-
-static double load(const void *p, int type, int64_t i)
-{
-    uint16_t h;
-    float f;
-    switch (type) {
-    case ONNX_FLOAT16:
-        memcpy(&h, (const uint8_t *)p + 2 * i, 2);
-        return f16_to_f32(h);
-    case ONNX_BFLOAT16:
-        memcpy(&h, (const uint8_t *)p + 2 * i, 2);
-        return bf16_to_f32(h);
-    default:
-        memcpy(&f, (const uint8_t *)p + 4 * i, 4);
-        return f;
-    }
-}
 
 /* x rounded to type (nearest even), as a double. */
 static double round_to(float x, int type)
@@ -138,9 +103,9 @@ static int init_data(vctx *c, const onnx_tensor *t, const void **p, m2o_err *err
     size_t len;
     if (onnx_model_tensor_data(c->m, t, p, &len, err))
         return -1;
-    if (len != (size_t)numel(t) * onnx_dtype_size(onnx_tensor_elem_type(t)))
+    if (len != (size_t)vnumel(t) * onnx_dtype_size(onnx_tensor_elem_type(t)))
         return m2o_fail(err, "initializer %s: %zu data bytes for %lld elements",
-                        onnx_tensor_name(t), len, (long long)numel(t));
+                        onnx_tensor_name(t), len, (long long)vnumel(t));
     return 0;
 }
 
@@ -285,7 +250,7 @@ static void compare_chunk(const vcopy *v, const float *x, const float *qdq, int6
     if (!qdq && chunk_identical(v, x, n, data, i0))
         return;
     for (int64_t i = 0; i < n; i++) {
-        double got = load(data, v->type, i0 + i), want, bound = 0;
+        double got = vx_load_float(data, v->type, i0 + i), want, bound = 0;
         switch (v->xf) {
         case VX_NEG_EXP:
             want = (float)-exp((double)x[i]);
@@ -373,7 +338,7 @@ static int copy_produce(void *ctx, int64_t job, void **result, m2o_err *err)
     }
     size_t es = st_dtype_size(t->dtype), os = onnx_dtype_size(r->v->type);
     st_release(t, (size_t)i0 * es, (size_t)n * es);
-    release_range((const uint8_t *)r->data + (size_t)(at + i0) * os, (size_t)n * os);
+    vrelease_pages((const uint8_t *)r->data + (size_t)(at + i0) * os, (size_t)n * os);
     free(x);
     if (rc) {
         free(res);
@@ -436,10 +401,10 @@ static int check_copy(vctx *c, const onnx_tensor *t, const vinit_rule *rule, int
         total += parts[np++]->numel;
     }
     int type = onnx_tensor_elem_type(t);
-    if (!is_float(type) || numel(t) != total) {
+    if (!is_float(type) || vnumel(t) != total) {
         verify_add_fault(c->r, VF_SHAPE, onnx_tensor_name(t),
                          "%s is %s with %lld elements, the checkpoint's %s has %lld",
-                         onnx_tensor_name(t), onnx_dtype_name(type), (long long)numel(t), names,
+                         onnx_tensor_name(t), onnx_dtype_name(type), (long long)vnumel(t), names,
                          (long long)total);
         return 0;
     }
@@ -494,14 +459,14 @@ static void check_fill(vctx *c, const onnx_tensor *t, double want, const char *w
     }
     vfirst f = {0};
     double w = round_to((float)want, type);
-    for (int64_t i = 0; i < numel(t); i++) {
-        double got = load(data, type, i);
+    for (int64_t i = 0; i < vnumel(t); i++) {
+        double got = vx_load_float(data, type, i);
         if (!(got == w))
             note_bad(&f, i, got, w, 0);
     }
     c->r->n_checks++;
     if (f.n_bad)
-        value_fault(c, t, why, numel(t), &f);
+        value_fault(c, t, why, vnumel(t), &f);
 }
 
 /* "/model/constants/INT64/[1, -1]" holds 1, -1; ".../INT64/1" is the scalar 1. */
@@ -526,7 +491,7 @@ static bool check_int64_const(vctx *c, const onnx_tensor *t, m2o_err *err)
             s++;
     }
     const void *data;
-    bool ok = onnx_tensor_elem_type(t) == ONNX_INT64 && numel(t) == n &&
+    bool ok = onnx_tensor_elem_type(t) == ONNX_INT64 && vnumel(t) == n &&
               onnx_tensor_ndim(t) == (list ? 1 : 0) && !init_data(c, t, &data, err) &&
               !memcmp(data, want, (size_t)n * sizeof(int64_t));
     c->r->n_checks++;
@@ -623,12 +588,12 @@ static void check_rotary(vctx *c, const onnx_tensor *t, bool sine, m2o_err *err)
              * float32 cos/sin and factor, then the stored type's rounding */
             double bound = r.factor * (phase * ldexp(1.0, -20) + ldexp(1.0, -22)) +
                            half_ulp(want, type);
-            double got = load(data, type, p * r.half + i);
+            double got = vx_load_float(data, type, p * r.half + i);
             if (!isfinite(got) || !(fabs(got - want) <= bound))
                 note_bad(&f, p * r.half + i, got, want, bound);
         }
     }
-    release_range(data, (size_t)(d[0] * r.half) * onnx_dtype_size(type));
+    vrelease_pages(data, (size_t)(d[0] * r.half) * onnx_dtype_size(type));
     c->r->n_checks++;
     if (f.n_bad)
         value_fault(c, t, "the rotary cache config.json implies", d[0] * r.half, &f);

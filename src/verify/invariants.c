@@ -263,14 +263,6 @@ static void check_float_only_linears(vctx *c)
 
 /* ------------------------------------------------------------------ QMoE / MoE attributes */
 
-static bool in_list(int64_t v, const int *list, int n)
-{
-    for (int i = 0; i < n; i++)
-        if (v == list[i])
-            return true;
-    return false;
-}
-
 static void attr_fault(vctx *c, const onnx_node *n, const char *fmt, const char *attr,
                        double got, double want)
 {
@@ -347,7 +339,8 @@ static void check_moe_attrs(vctx *c, const onnx_node *n)
     }
     /* routing: gpt-oss and norm_topk_prob renormalise over the top k */
     bool renorm = md->arch == ARCH_GPT_OSS || md->norm_topk_prob;
-    bool router_weights = q && onnx_node_input_count(n) > 14 && onnx_node_input(n, 14)[0];
+    bool router_weights = q && onnx_node_input_count(n) > QMOE_IN_ROUTER_WEIGHTS &&
+                          onnx_node_input(n, QMOE_IN_ROUTER_WEIGHTS)[0];
     if (renorm && norm != 1)
         attr_fault(c, n, "attribute %s is %g, the model renormalises the top-k weights (%g)",
                    "normalize_routing_weights", (double)norm, 1);
@@ -378,11 +371,12 @@ static void check_moe_attrs(vctx *c, const onnx_node *n)
             verify_add_fault(c->r, VF_QMOE_ATTR, onnx_node_name(n),
                              "%s: quant_type fp4 in a CPU folder: ONNX Runtime's CPU QMoE has no "
                              "fp4 kernel", onnx_node_name(n));
-        if (bs != 32 && bs != 0)
+        if (bs != ORT_MXFP4_BLOCK && bs != 0)
             attr_fault(c, n, "attribute %s is %g, MXFP4 blocks are %g", "block_size", (double)bs,
-                       32);
-        if (onnx_node_input_count(n) < 17 || !onnx_node_input(n, 15)[0] ||
-            !onnx_node_input(n, 16)[0])
+                       ORT_MXFP4_BLOCK);
+        if (onnx_node_input_count(n) < QMOE_N_INPUTS ||
+            !onnx_node_input(n, QMOE_IN_FC1_GLOBAL_SCALE)[0] ||
+            !onnx_node_input(n, QMOE_IN_FC2_GLOBAL_SCALE)[0])
             verify_add_fault(c->r, VF_QMOE_ATTR, onnx_node_name(n),
                              "%s: quant_type fp4 needs fc1/fc2 global scales (inputs 15, 16)",
                              onnx_node_name(n));
@@ -391,23 +385,17 @@ static void check_moe_attrs(vctx *c, const onnx_node *n)
     if (bits != 4 && bits != 8)
         attr_fault(c, n, "attribute %s is %g, QMoE supports 4 or 8 (%g)", "expert_weight_bits",
                    (double)bits, 4);
-    static const int cpu_blocks[] = {16, 32, 64, 128}, cuda_blocks[] = {32, 64, 128};
-    if (c->cuda ? !in_list(bs, cuda_blocks, 3) : !in_list(bs, cpu_blocks, 4))
-        verify_add_fault(c->r, VF_QMOE_ATTR, onnx_node_name(n),
-                         "%s: block_size %lld is not supported by ONNX Runtime's %s QMoE "
-                         "(allowed: %s)", onnx_node_name(n), (long long)bs,
-                         c->cuda ? "CUDA" : "CPU", c->cuda ? "32, 64, 128" : "16, 32, 64, 128");
     int64_t I = md->moe_intermediate_size > 0 ? md->moe_intermediate_size : md->intermediate_size;
-    if (c->cuda && (md->hidden_size % 64 || I % 64))
-        verify_add_fault(c->r, VF_QMOE_ATTR, onnx_node_name(n),
-                         "%s: the CUDA QMoE needs hidden %d and expert width %lld to be "
-                         "multiples of 64", onnx_node_name(n), md->hidden_size, (long long)I);
+    m2o_err why;
+    if (ort_qmoe_int_rule(c->cuda, (int)bs, md->hidden_size, I, &why))
+        verify_add_fault(c->r, VF_QMOE_ATTR, onnx_node_name(n), "%s: block_size %lld: %s",
+                         onnx_node_name(n), (long long)bs, why.msg);
     int64_t prepacked = -1;
     if (!c->cuda && onnx_node_attr_int(n, "weights_prepacked", &prepacked) && prepacked == 1)
         verify_add_note(c->r, "%s: weights_prepacked=1 in a CPU folder (the CPU kernel ignores "
                               "it and reads the raw layout; verified as raw)", onnx_node_name(n));
-    const onnx_tensor *s = onnx_node_input_count(n) > 3
-                               ? onnx_model_find_initializer(c->m, onnx_node_input(n, 3))
+    const onnx_tensor *s = onnx_node_input_count(n) > QMOE_IN_FC1_SCALES
+                               ? onnx_model_find_initializer(c->m, onnx_node_input(n, QMOE_IN_FC1_SCALES))
                                : NULL;
     if (c->cuda && s && onnx_tensor_elem_type(s) == ONNX_FLOAT)
         verify_add_fault(c->r, VF_QMOE_ATTR, onnx_node_name(n),
@@ -520,6 +508,32 @@ static void check_opsets(vctx *c)
                          "declares %lld", (long long)onnx_model_ir_version(c->m));
 }
 
+/* ONNX Runtime refuses TopK on bfloat16 at load: in a bfloat16 graph every TopK must read a
+ * float32 value (the exporter casts the top-k mass branch: Cast(to float) → Softmax → TopK). */
+static void check_topk_dtype(vctx *c)
+{
+    bool bf16 = false;
+    for (size_t i = 0; i < onnx_model_input_count(c->m) && !bf16; i++)
+        bf16 = onnx_value_elem_type(onnx_model_input(c->m, i)) == ONNX_BFLOAT16;
+    if (!bf16)
+        return;
+    for (size_t i = 0; i < onnx_model_node_count(c->m); i++) {
+        const onnx_node *n = onnx_model_node(c->m, i);
+        if (strcmp(onnx_node_op(n), "TopK"))
+            continue;
+        c->r->n_checks++;
+        const onnx_node *p = producer(c->m, onnx_node_input(n, 0));
+        while (p && !strcmp(onnx_node_op(p), "Softmax"))
+            p = producer(c->m, onnx_node_input(p, 0));
+        int64_t to = 0;
+        if (!p || strcmp(onnx_node_op(p), "Cast") || !onnx_node_attr_int(p, "to", &to) ||
+            to != ONNX_FLOAT)
+            verify_add_fault(c->r, VF_GRAPH, onnx_node_name(n),
+                             "%s: TopK in a bfloat16 graph must read float32 (ONNX Runtime has "
+                             "no bfloat16 TopK and refuses the model at load)", onnx_node_name(n));
+    }
+}
+
 int vcheck_graph(vctx *c, m2o_err *err)
 {
     if (check_unique_names(c, err))
@@ -527,6 +541,7 @@ int vcheck_graph(vctx *c, m2o_err *err)
     check_float_only_linears(c);
     check_moe_coverage(c);
     check_attention(c);
+    check_topk_dtype(c);
     check_opsets(c);
     return 0;
 }

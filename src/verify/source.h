@@ -1,5 +1,5 @@
 /* The checkpoint side of verify: each expert and linear weight rebuilt as float32 [N][K] from
- * the source tensors, following SPEC §1 directly (not the exporter's code):
+ * the source tensors, following docs/FORMATS.md §3 directly (not the exporter's code):
  *   gpt-oss MXFP4  *_blocks U8 [E, N, K/32, 16] + *_scales U8 [E, N, K/32], decoded;
  *   gpt-oss BF16   gate_up_proj [E, H, 2I] / down_proj [E, I, H], input-major: transposed;
  *   Qwen fused     gate_up_proj [E, 2I, H] (gate then up) / down_proj [E, H, I];

@@ -5,6 +5,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "verify/verify_internal.h"
 
@@ -211,4 +213,23 @@ int verify_run(const char *ckpt_dir, const char *model_dir, const verify_opts *o
     free(text);
     free(md);
     return rc;
+}
+
+void vrelease_pages(const void *p, size_t len)
+{
+    long page = sysconf(_SC_PAGESIZE);
+    if (page <= 0 || !p || !len)
+        return;
+    uintptr_t a = ((uintptr_t)p + (uintptr_t)page - 1) & ~((uintptr_t)page - 1);
+    uintptr_t b = ((uintptr_t)p + len) & ~((uintptr_t)page - 1);
+    if (b > a)
+        madvise((void *)a, b - a, MADV_DONTNEED);
+}
+
+int64_t vnumel(const onnx_tensor *t)
+{
+    int64_t n = 1;
+    for (int i = 0; i < onnx_tensor_ndim(t); i++)
+        n *= onnx_tensor_dims(t)[i];
+    return n;
 }

@@ -20,6 +20,11 @@ typedef struct vctx {
 } vctx;
 
 /* Graph invariants (invariants.c): names, router not quantized, QMoE/MoE attributes, GQA. */
+/* Drops the pages of [p, p + len) from this process (they are re-read if touched again). */
+void vrelease_pages(const void *p, size_t len);
+/* Number of elements of an initializer. */
+int64_t vnumel(const onnx_tensor *t);
+
 int vcheck_graph(vctx *c, m2o_err *err);
 /* genai_config.json against the graph and config.json (invariants.c). */
 int vcheck_genai(vctx *c, const cJSON *root, const char *model_filename, m2o_err *err);

@@ -1,7 +1,7 @@
 // gpt-oss end to end: builds each fixture (official MXFP4 layout and BF16 layout) with the CLI for
 // every CPU precision, runs it in ONNX Runtime (onnxruntime-node, CPU) with the genai_config.json
 // harness, and compares every logits row with the transformers reference of that precision
-// (SPEC §8): a full-prompt prefill, and a 5-token prefill followed by one-token decode steps that
+// (docs/FORMATS.md §17): a full-prompt prefill, and a 5-token prefill followed by one-token decode steps that
 // feed present → past (which crosses the 3- and 4-token sliding windows).
 //
 // Floors: fp32 and int4 (int4_accuracy_level=0, linear block 32, expert blocks 32/64/128 against

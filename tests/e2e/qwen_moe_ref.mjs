@@ -5,7 +5,7 @@
 // states and logits), float and quantization-aware, before any variant is judged with it.
 //
 // Optional quantization-aware mode: linear layers and experts pass through ONNX Runtime's
-// symmetric blockwise quantizer and back (SPEC §4, float32 scales), as the fixtures'
+// symmetric blockwise quantizer and back (docs/FORMATS.md §4, float32 scales), as the fixtures'
 // reference-int4*.safetensors files were made: they reproduce them to ~1e-6. One fact measured
 // on those files: a block whose largest |value| occurs with both signs takes the NEGATIVE one as
 // anchor (|max| > |min| ? max : min, as ONNX Runtime's quantizer and quant/blockwise.c do — not
@@ -17,7 +17,7 @@ import { readSafetensors } from './lib/safetensors.mjs';
 
 const f32 = Math.fround;
 
-// ---- SPEC §4: symmetric blockwise quantize → dequantize of W [N, K] (blocks along K) ----
+// ---- docs/FORMATS.md §4: symmetric blockwise quantize → dequantize of W [N, K] (blocks along K) ----
 function roundHalfAway(x) {
   return x < 0 ? -Math.floor(-x + 0.5) : Math.floor(x + 0.5);
 }

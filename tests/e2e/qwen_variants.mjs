@@ -2,7 +2,7 @@
 // own, written byte-deterministically so every run (and any other tool) sees the same files:
 //   fusedExperts: per-expert experts.{j}.{gate,up,down}_proj.weight rewritten as
 //     experts.gate_up_proj [E, 2I, H] (expert j's gate rows, then its up rows) and
-//     experts.down_proj [E, H, I] — the same BF16 bits, only moved (SPEC §1);
+//     experts.down_proj [E, H, I] — the same BF16 bits, only moved (docs/FORMATS.md §3);
 //   denseLayers: the given layers turned into dense SwiGLU MLPs (their router, experts and
 //     shared expert removed; mlp.{gate,up,down}_proj of intermediate_size added, uniform values
 //     with the fixture's scale 1/sqrt(fan_in), from a fixed xorshift stream, rounded to BF16)

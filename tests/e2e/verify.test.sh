@@ -31,7 +31,8 @@ verified=0
 for case in "gpt-oss-tiny int4 cpu" "gpt-oss-tiny int4 cuda" "gpt-oss-tiny fp16 cuda" \
             "gpt-oss-tiny int4 cuda moe_quant_type=mxfp4" "gpt-oss-bf16-tiny int4 cpu" \
             "gpt-oss-bf16-tiny fp32 cpu" "qwen3-moe-tiny int4 cpu" "qwen2-moe-tiny int4 cpu" \
-            "qwen2-moe-tiny int4 cuda" "qwen3_5-moe-tiny int4 cpu"; do
+            "qwen2-moe-tiny int4 cuda" "qwen2-moe-tiny bf16 cuda" "qwen2-moe-tiny fp32 cpu" \
+            "qwen3_5-moe-tiny int4 cpu"; do
     set -- $case
     name=$(echo "$case" | tr ' =' '__')
     out="$tmp/$name"
@@ -157,5 +158,7 @@ corrupt graph-cycle "$G" graph_order "layer 0's input norm reads the o_proj outp
     "$poke" rewire "$tmp/corrupt-graph-cycle/model.onnx" /model/layers.0/input_layernorm/SimplifiedLayerNorm 0 /model/layers.0/attn/o_proj/MatMul_Q4
 corrupt unknown-initializer "$G" unchecked_initializer "the router bias renamed (with its reader) to a name no check knows" -- \
     "$poke" rename "$tmp/corrupt-unknown-initializer/model.onnx" $L0.moe.router.Add.bias $L0.moe.router.Add.mystery
+corrupt bf16-topk "qwen2-moe-tiny_bf16_cuda" graph "bf16 export: the top-k mass Softmax reads the bfloat16 router logits (TopK on bfloat16: ONNX Runtime refuses it)" -- \
+    "$poke" rewire "$tmp/corrupt-bf16-topk/model.onnx" /model/layers.0/moe/topk_mass/Softmax 0 /model/layers.0/moe/router/Reshape
 DOC_HEADER="| Case | Corruption | Exit | Verdict (last line of stdout) |" check_doc_table verify-corruptions
 finish

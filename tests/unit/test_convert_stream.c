@@ -329,7 +329,7 @@ static float bf16_at(const st_tensor *t, int64_t i)
     return bf16_to_f32(h);
 }
 
-/* Expert e as float [N][K], straight from the layout's definition (SPEC §1), not through the
+/* Expert e as float [N][K], straight from the layout's definition (docs/FORMATS.md §3), not through the
  * readers under test. */
 static void reference_matrix(int kind, const expert_src *s, int64_t e, float *w)
 {

@@ -4,7 +4,7 @@
  *   with the same io dtype, byte for byte, and so do the raw CUDA codes and the signed scales;
  *   mxfp4 from the MXFP4 checkpoint → codes and scale bytes equal the checkpoint's exactly;
  *   mxfp4 from BF16 → the encoding of the checkpoint's own floats —
- * plus dtypes (float16 io, float32 logits, FLOAT8E8M0 scales) and the QMoE attributes of SPEC §3.
+ * plus dtypes (float16 io, float32 logits, FLOAT8E8M0 scales) and the QMoE attributes of docs/FORMATS.md §11.5.
  * Also: every node name and value name is unique, and a duplicate is a build error. */
 #include <stdlib.h>
 #include <string.h>
@@ -123,7 +123,7 @@ static void check_cuda_int(moe_quant q, int bits, int block, int prepacked)
     int64_t E = 8, H = 256, I = 256;
     for (int L = 0; L < 2; L++) {
         CHECK_MSG(qmoe_attrs_ok(&cuda, L, bits, block, NULL, prepacked),
-                  "layer %d QMoE attributes differ from SPEC §3", L);
+                  "layer %d QMoE attributes differ from docs/FORMATS.md §11.5", L);
         for (int p = 0; p < 2; p++) {
             int64_t N = p ? H : 2 * I, K = p ? I : H;
             char wn[128], sn[128];

@@ -2,7 +2,7 @@
  * kernels give identical bytes on random shapes and on the corner cases that decide bytes
  * (ties between a positive and a negative extreme, exact .5 after scaling, all-zero and signed
  * zero blocks, constant blocks, scales that round to 0 or overflow float16); hand-computed
- * codes for the rules of SPEC §4; quantize -> dequantize error bounds; invalid arguments. */
+ * codes for the rules of docs/FORMATS.md §4; quantize -> dequantize error bounds; invalid arguments. */
 #include "test.h"
 #include "test_quant_rng.h"
 

@@ -63,7 +63,7 @@ TEST(cutlass_sm80_pack_paths_agree_and_unpack_inverts)
 
 TEST(cutlass_sm80_element_positions_follow_the_closed_form)
 {
-    /* A single nonzero code at (n, k) must land where SPEC §5 says: 4-bit, n = 5, k = 40, K = 128:
+    /* A single nonzero code at (n, k) must land where docs/FORMATS.md §5 says: 4-bit, n = 5, k = 40, K = 128:
      * kp = 32 + index_of(8 in perm4) = 32 + 2 = 34; kt = 0, kin = 34;
      * elem = (5/4)*(128*4) + 0 + (5%4)*64 + 34 = 610; word 76, i = 2 -> d = 1; nibble 609. */
     const int64_t N = 8, K = 128;

@@ -291,9 +291,14 @@ TEST(cuda_int4_experts_int4_int8_mxfp4)
     check_cuda("int4", 0, NULL, ONNX_FLOAT16, 4, NULL);
     if (g_failed_now)
         return;
-    check_cuda("int4", 1, bf16, ONNX_BFLOAT16, 4, NULL);
-    if (g_failed_now)
-        return;
+    /* int4 with bfloat16 io is refused for this shared-expert model (ONNX Runtime's CUDA
+     * provider computes it wrongly, tests/cuda/RESULTS.md) */
+    exported x;
+    m2o_err err = {{0}};
+    int rc = export_with("int4", "cuda", 1, bf16, &x, &err);
+    release(&x);
+    CHECK(rc != 0);
+    CHECK_STR_CONTAINS(err.msg, "use_cuda_bf16");
     check_cuda("int4", 1, int8, ONNX_FLOAT16, 8, NULL);
     if (g_failed_now)
         return;

@@ -1,5 +1,5 @@
 /* safetensors reader: the fixture checkpoints read back with the right names, shapes and values,
- * and every validation rule of SPEC §1 rejects a hand-made corrupt file with one line naming the
+ * and every validation rule of docs/FORMATS.md §1 rejects a hand-made corrupt file with one line naming the
  * file, the tensor and the rule. */
 #include <dirent.h>
 #include <fcntl.h>

@@ -4,7 +4,7 @@
  * fails and is named.
  *
  * Good exports come from two places: a small exporter in this file (graph.h + quant.h, written
- * from SPEC §2-§5, emitting the exporter's names) for every fixture and layout, and the real
+ * from docs/FORMATS.md §4-§11, emitting the exporter's names) for every fixture and layout, and the real
  * `moe2onnx` binary next to this test when it can export the fixture (then the same corruption
  * suite runs on its output too). */
 #include "test.h"

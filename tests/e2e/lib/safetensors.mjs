@@ -1,4 +1,4 @@
-// Reads safetensors files (SPEC §1) for the end-to-end tests, plus the 16-bit float conversions
+// Reads safetensors files (docs/FORMATS.md §1) for the end-to-end tests, plus the 16-bit float conversions
 // the harness needs (Node 20 has no Float16Array). Node built-ins only.
 import { readFileSync } from 'node:fs';
 
