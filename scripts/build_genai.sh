@@ -3,11 +3,11 @@
 # config parser (src/config.cpp, json.cpp, config_utils.cpp), its model-type lists
 # (src/models/model_type.h) and its sliding-window KV cache sizing (ComputeWindowedKvCacheSize,
 # cut out of src/models/windowed_kv_cache.cpp), compiled from the given source tree and linked
-# into tests/genai/genai_config_check.cpp. Cached and idempotent like scripts/setup.sh:
+# into tests/genai/genai_load_check.cpp. Cached and idempotent like scripts/setup.sh:
 #
 #   scripts/build_genai.sh SRC_DIR      SRC_DIR: a checkout of microsoft/onnxruntime-genai
 #
-# Output: ${M2O_GENAI_DIR:-/var/cache/moe2onnx/genai}/genai_config_check (+ a stamp naming the
+# Output: ${M2O_GENAI_DIR:-/var/cache/moe2onnx/genai}/genai_load_check (+ a stamp naming the
 # sources). tests/run.sh runs tests/e2e/genai.test.sh when it exists.
 #
 # Not built: the rest of the runtime (sessions, generator, tokenizer). It needs onnxruntime-
@@ -28,9 +28,9 @@ for f in "${need[@]}"; do
 done
 
 ours=(scripts/build_genai.sh scripts/genai_shim/generators.h scripts/genai_shim/pre.h
-      scripts/genai_shim/models/onnxruntime_api.h tests/genai/genai_config_check.cpp)
+      scripts/genai_shim/models/onnxruntime_api.h tests/genai/genai_load_check.cpp)
 stamp=$(cat "${need[@]/#/$SRC/}" "${ours[@]}" | sha256sum | cut -c1-16)
-if [ -x "$OUT/genai_config_check" ] && [ "$(cat "$OUT/stamp" 2>/dev/null)" = "$stamp" ]; then
+if [ -x "$OUT/genai_load_check" ] && [ "$(cat "$OUT/genai_load_check.stamp" 2>/dev/null)" = "$stamp" ]; then
     echo "build_genai: up to date ($OUT, sources $stamp)"
     exit 0
 fi
@@ -58,8 +58,8 @@ for f in config json config_utils windowed_size; do
     nice -n 15 "$CXX" "${flags[@]}" -c "$work/src/$f.cpp" -o "$work/$f.o"
     objs+=("$work/$f.o")
 done
-nice -n 15 "$CXX" "${flags[@]}" tests/genai/genai_config_check.cpp "${objs[@]}" -o "$work/genai_config_check"
-mv "$work/genai_config_check" "$OUT/genai_config_check"
-echo "$stamp" > "$OUT/stamp"
-git -C "$SRC" rev-parse HEAD > "$OUT/source_commit" 2>/dev/null || echo "(not a git checkout)" > "$OUT/source_commit"
-echo "build_genai: built $OUT/genai_config_check from $SRC ($(cat "$OUT/source_commit"))"
+nice -n 15 "$CXX" "${flags[@]}" tests/genai/genai_load_check.cpp "${objs[@]}" -o "$work/genai_load_check"
+mv "$work/genai_load_check" "$OUT/genai_load_check"
+echo "$stamp" > "$OUT/genai_load_check.stamp"
+{ git -C "$SRC" rev-parse HEAD 2>/dev/null || echo "$SRC, version $(cat "$SRC/VERSION_INFO" 2>/dev/null || echo unknown)"; } > "$OUT/genai_load_check.source"
+echo "build_genai: built $OUT/genai_load_check from $SRC ($(cat "$OUT/genai_load_check.source"))"

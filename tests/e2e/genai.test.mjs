@@ -1,7 +1,7 @@
 // Every CPU export of every fixture read by onnxruntime-genai's own code: its config parser,
 // model-type dispatch and sliding-window cache sizing, built from its sources by
 // scripts/build_genai.sh into $M2O_GENAI_DIR (default /var/cache/moe2onnx/genai). Per export:
-// genai_config_check accepts the folder, picks the text decoder, feeds every graph input, and
+// genai_load_check accepts the folder, picks the text decoder, feeds every graph input, and
 // sizes the KV caches: sliding layers window + 16 positions on the CPU and window on CUDA, the
 // others context_length. Controls: the folder with a key the parser does not know, and with the
 // vision-language type, must be refused. Then the export runs in ONNX Runtime with caches of
@@ -19,7 +19,7 @@ import { readSafetensors } from './lib/safetensors.mjs';
 
 const BIN = process.env.M2O_BIN ?? 'build/moe2onnx';
 const FIXTURES = process.env.M2O_FIXTURES ?? 'tests/fixtures';
-const CHECK = join(process.env.M2O_GENAI_DIR ?? '/var/cache/moe2onnx/genai', 'genai_config_check');
+const CHECK = join(process.env.M2O_GENAI_DIR ?? '/var/cache/moe2onnx/genai', 'genai_load_check');
 const FIXTURE_TYPES = {
   'gpt-oss-tiny': 'gptoss', 'gpt-oss-bf16-tiny': 'gptoss', 'qwen3-moe-tiny': 'qwen3',
   'qwen2-moe-tiny': 'qwen2', 'qwen3_5-moe-tiny': 'qwen3_5_moe_text',
@@ -49,7 +49,7 @@ function report(ok, name, lines = []) {
   console.log(`${ok ? 'ok  ' : 'FAIL'} ${name}${lines.length ? ': ' + lines.join(' | ') : ''}`);
 }
 
-// genai_config_check's verdict on a folder: { ok, out, err }.
+// genai_load_check's verdict on a folder: { ok, out, err }.
 function runCheck(dir, namesFile) {
   try {
     return { ok: true, out: execFileSync(CHECK, [dir, namesFile], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }) };

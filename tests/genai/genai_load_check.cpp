@@ -3,7 +3,7 @@
  * (src/models/model_type.h) and the sliding-window cache sizing (ComputeWindowedKvCacheSize from
  * src/models/windowed_kv_cache.cpp), all compiled from its sources by scripts/build_genai.sh.
  *
- *   genai_config_check MODEL_DIR NAMES_FILE
+ *   genai_load_check MODEL_DIR NAMES_FILE
  *
  * NAMES_FILE lists the graph's inputs and outputs ("in NAME" / "out NAME" lines). Printed:
  *   type T model CLASS             the model class CreateModel (src/models/model.cpp) picks
@@ -31,7 +31,7 @@ using Generators::ModelType;
 
 [[noreturn]] static void fail(const std::string &msg)
 {
-    std::cerr << "genai_config_check: " << msg << "\n";
+    std::cerr << "genai_load_check: " << msg << "\n";
     std::exit(1);
 }
 
@@ -89,7 +89,7 @@ static std::string derive(const std::string &kv_tmpl, const char *suffix)
 int main(int argc, char **argv)
 {
     if (argc != 3)
-        fail("usage: genai_config_check MODEL_DIR NAMES_FILE");
+        fail("usage: genai_load_check MODEL_DIR NAMES_FILE");
     std::set<std::string> ins, outs;
     std::ifstream names(argv[2]);
     for (std::string kind, name; names >> kind >> name;)
