@@ -16,7 +16,9 @@ cp build/moe2onnx build/tools/onnx_poke "$B/"
 for lib in $(ldd build/moe2onnx build/tools/onnx_poke | awk '/libprotobuf-c|libcjson/ {print $3}' | sort -u); do
     cp -L "$lib" "$B/lib/"
 done
-echo "bundle: $(du -sh "$B" | cut -f1) in $B ($(ls "$B/lib" | tr '\n' ' '))"
+# the commit the binary was built from, for RESULTS.md (the device's copy has no git history)
+{ git rev-parse --short HEAD; git diff --quiet HEAD -- src Makefile || echo "+ uncommitted changes"; } | paste -sd' ' > "$B/COMMIT"
+echo "bundle: $(du -sh "$B" | cut -f1) in $B ($(ls "$B/lib" | tr '\n' ' '); commit $(cat "$B/COMMIT"))"
 if ! ls .carry/kit0/kit.tar.xz.part* >/dev/null 2>&1; then
     tmp=$(mktemp -d)
     bash scripts/cuda/make_kit.sh "$tmp" 28

@@ -9,9 +9,14 @@ cd "$(dirname "$0")/../.."
 . scripts/cuda/stage.sh --env
 B=$PWD/.carry/bundle
 export LD_LIBRARY_PATH="$B/lib:$LD_LIBRARY_PATH" M2O_BIN=$B/moe2onnx M2O_POKE=$B/onnx_poke
+export M2O_COMMIT=${M2O_COMMIT:-$(cat "$B/COMMIT" 2>/dev/null || echo unknown)}
 [ -e node_modules ] || ln -s "$ORT_NODE_DIR" node_modules
 # The original models in float16/bfloat16 under transformers: the measured part of the floors.
 export M2O_TF_PRECISION=${OUT:-/tmp}/transformers_precision.json
-python3 tests/cuda/transformers_precision.py "$M2O_TF_PRECISION" >/dev/null 2>&1 ||
+timeout 150 python3 tests/cuda/transformers_precision.py "$M2O_TF_PRECISION" >/dev/null 2>&1 ||
     echo "transformers_precision.py failed: fixed floors only" >&2
+# A device command runs at most 600 s and returns nothing when killed: the suite stops its jobs
+# in time to write RESULTS.md (suite.mjs, "deadline"); its jobs run in parallel processes.
+export M2O_CUDA_DEADLINE_S=${M2O_CUDA_DEADLINE_S:-$((540 - SECONDS))}
+echo "setup took ${SECONDS} s; suite deadline ${M2O_CUDA_DEADLINE_S} s"
 "$NODE" tests/cuda/suite.mjs

@@ -2,8 +2,9 @@
 // build the CUDA provider runs, each run in ONNX Runtime's CUDA execution provider through its
 // genai_config.json (a full prefill, and a 5-token prefill followed by one-token decode steps),
 // compared row by row with the matching transformers reference. tests/cuda/run.sh runs it on the
-// GPU machine and writes RESULTS.md; `M2O_CUDA_EP=cpu node tests/cuda/suite.mjs` runs the CPU
-// builds alone, here, to check the plumbing.
+// GPU machine and writes RESULTS.md; `M2O_CUDA_EP=cpu node tests/cuda/suite.mjs` runs, here, what
+// needs no GPU (the CPU controls against their references, the layout checks, which only
+// convert) to check the plumbing. Jobs run in parallel processes under a deadline (see "running").
 //
 // Router ties. These tiny random models have near-tied router scores; float16 arithmetic then
 // picks another expert at some positions (transformers' own float16 does the same) and that
@@ -36,19 +37,21 @@
 // their references as the same checkpoint's float build of the same arithmetic (intFloor below
 // says why).
 // mxfp4: this ONNX Runtime build has no fp4 QMoE (it needs USE_FP4_QMOE), so those exports are
-// loaded to record the error and proven by `moe2onnx verify` (our independent decoder) instead.
-import { execFileSync } from 'node:child_process';
+// loaded and run to record that error (any other error fails the row) and proven by
+// `moe2onnx verify` (our independent decoder) instead.
+import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 
-import { rowMetrics } from '../e2e/lib/compare.mjs';
 import { closeModel, openModel, runModel } from '../e2e/lib/harness.mjs';
 import { readSafetensors } from '../e2e/lib/safetensors.mjs';
 import ort from 'onnxruntime-node';
 import { BIG, VARIANTS as QWEN3_5_LAYOUTS, forwardModel, makeBigCheckpoint, makeVariant } from '../e2e/qwen3_5_ref.mjs';
 import { qwenMoeForward } from '../e2e/qwen_moe_ref.mjs';
 import { QWEN_VARIANTS } from '../e2e/qwen_variants.mjs';
+import { judge, topkMargins } from './ties.mjs';
 
 const EP = process.env.M2O_CUDA_EP ?? 'cuda';
 const BIN = process.env.M2O_BIN ?? 'build/moe2onnx';
@@ -94,8 +97,12 @@ function builds(H, I) {
                 { refusedWhen: (cfg) => (cfg.text_config ?? cfg).shared_expert_intermediate_size > 0 }));
   list.push({ name: 'mxfp4 experts', ep: 'cuda', arith: 'fp16', mxfp4: true,
               args: ['-p', 'int4', '-e', 'cuda', '--extra_options', 'moe_quant_type=mxfp4'] });
-  return EP === 'cuda' ? list : list.filter((b) => b.ep === 'cpu');
+  return list;
 }
+
+// Builds whose run this EP can do: all on the GPU machine; here, the CPU ones (the controls
+// are built and judged in both cases; conversion-only checks run everywhere).
+const runnable = (b) => EP === 'cuda' || b.ep === 'cpu';
 
 function convert(input, out, args) {
   try {
@@ -127,36 +134,11 @@ async function routerLogits(dir, ids) {
   }
 }
 
-// Per position: the smallest top-k gap over the MoE layers, relative to that layer's largest
-// |logit| at the position.
-function topkMargins(layers, T, k) {
-  const margin = new Array(T).fill(Infinity);
-  for (const l of layers) {
-    const E = l.length / T;
-    for (let t = 0; t < T; t++) {
-      const row = Array.from(l.subarray(t * E, (t + 1) * E)).sort((a, b) => b - a);
-      const scale = Math.max(Math.abs(row[0]), Math.abs(row[E - 1]));
-      margin[t] = Math.min(margin[t], k < E ? (row[k - 1] - row[k]) / scale : Infinity);
-    }
-  }
-  return margin;
-}
-
-function judge(got, ref, dims, clear, floor) {
-  const [, T, V] = dims;
-  const rows = rowMetrics(got, ref, T, V);
-  const kept = rows.filter((r) => clear[r.row]);
-  const worst = (rs) => rs.reduce((m, r) => (r.ratio > m || Number.isNaN(r.ratio) ? r.ratio : m), 0);
-  const maxrel = worst(kept), all = worst(rows);
-  return {
-    maxrel, all, excluded: T - kept.length, ok: Number.isFinite(maxrel) && maxrel <= floor && kept.length > 0,
-    minCos: Math.min(...kept.map((r) => r.cos)), argmax: `${kept.filter((r) => r.sameArgmax).length}/${kept.length}`,
-  };
-}
-
 const results = [];
 function record(row) {
   results.push(row);
+  // a job's child process keeps its rows on disk as it goes: a job stopped at the deadline keeps them
+  if (process.env.M2O_CUDA_JOB_OUT) writeFileSync(process.env.M2O_CUDA_JOB_OUT, JSON.stringify(results));
   const r = row.runs?.map((x) => `${x.mode} maxrel ${fmt(x.maxrel)} (all ${fmt(x.all)}, ${x.excluded} excluded)`).join('; ');
   console.log(`${row.ok ? 'ok  ' : 'FAIL'} ${row.fixture} ${row.build} [${row.ep}]: ${row.note ?? r}`);
 }
@@ -239,13 +221,17 @@ async function runBuild(fixture, source, b, out, ref, ids, clear, floats = {}) {
 
 async function mxfp4Row(fixture, b, input, out) {
   const base = { fixture, build: b.name, ep: b.ep, floor: null };
-  let load;
+  // The expected failure is the missing fp4 kernel, at load or at the first run; any other error
+  // (a graph ONNX Runtime refuses for another reason) is a FAIL, so a real bug cannot hide here.
+  let load, loadOk = true;
   try {
     const m = await openModel(out, { sessionOptions: { executionProviders: providers(b.ep) } });
-    await closeModel(m);
-    load = 'loads';
+    try { await runModel(m, [1, 2, 3]); } finally { await closeModel(m); }
+    load = 'loads and runs (this ONNX Runtime build has an fp4 QMoE: give this row a reference)';
   } catch (e) {
-    load = `not runnable here: ${String(e.message).split('\n')[0].slice(0, 160)}`;
+    const msg = String(e.message).split('\n')[0].slice(0, 200);
+    loadOk = /USE_FP4_QMOE/.test(String(e.message));
+    load = loadOk ? `not runnable: this ONNX Runtime build lacks fp4 QMoE (USE_FP4_QMOE): ${msg}` : `unexpected load/run error: ${msg}`;
   }
   let verdict;
   try {
@@ -253,7 +239,7 @@ async function mxfp4Row(fixture, b, input, out) {
   } catch (e) {
     verdict = `verify exit ${e.status}: ${String(e.stdout ?? '').trim().split('\n').pop()}`;
   }
-  record({ ...base, ok: verdict.startsWith('verify: PASS'), note: `${load}; ${verdict}` });
+  record({ ...base, ok: loadOk && verdict.startsWith('verify: PASS'), note: `${load}; ${verdict}` });
 }
 
 // Controls of a checkpoint: router margins (and, for variants, reference logits) per quantization.
@@ -266,6 +252,20 @@ async function controls(work, tag, input, ids, k, which) {
     out[c] = { dir, margins: topkMargins(await routerLogits(dir, ids), ids.length, k) };
   }
   return out;
+}
+
+// The quantized CPU controls are exports in their own right: each is judged against its
+// reference too (float32 arithmetic, every position clear), which also proves that a CUDA row
+// and its control were given the same reference.
+const CONTROL_NAME = {
+  'int4-e32': 'int4 block 32', 'int4-e64': 'int4 block 64', 'int4-e128': 'int4 block 128', int8: 'int8 experts block 32',
+};
+async function controlRows(label, source, ctl, refOf, ids) {
+  for (const [c, { dir }] of Object.entries(ctl)) {
+    if (c === 'fp32') continue; // the fp32 control is one of the builds
+    const b = { name: `${CONTROL_NAME[c]} CPU (control)`, ep: 'cpu', arith: 'fp32', control: c };
+    await runBuild(label, source, b, dir, refOf(c), ids, ids.map(() => true));
+  }
 }
 
 const topK = (cfg) => cfg.num_experts_per_tok ?? cfg.experts_per_token ?? cfg.text_config?.num_experts_per_tok;
@@ -284,7 +284,7 @@ async function fixtureRows(work, fixture) {
   const ids = Array.from(refs.fp32.input_ids.data, Number);
   const ctl = await controls(work, fixture, input, ids, topK(cfg), needed);
   const floats = {};
-  for (const b of list) {
+  for (const b of list.filter(runnable)) {
     const out = join(work, `${fixture}-${b.name.replace(/[^a-z0-9]+/gi, '_')}`);
     const err = convert(input, out, b.args);
     if (b.refusedWhen?.(cfg)) { recordRefusal(fixture, b, err); continue; }
@@ -295,6 +295,7 @@ async function fixtureRows(work, fixture) {
     await runBuild(fixture, fixture, b, out, refs[b.control].logits.data, ids, clear, floats);
     rmSync(out, { recursive: true, force: true });
   }
+  await controlRows(fixture, fixture, ctl, (c) => refs[c].logits.data, ids);
 }
 
 // Variants with their own config: references from the independent forward pass of
@@ -322,10 +323,17 @@ async function variantRows(work, v) {
   const needed = [...new Set(list.map((b) => b.control))];
   const ctl = await controls(work, v.name, dir, ids, cfg.num_experts_per_tok, needed);
   const floats = {};
-  for (const b of list) {
-    const bs = Number(/^int4-e(\d+)$/.exec(b.control)?.[1] ?? 0);
-    const quant = bs ? { linearBits: 4, expertBits: 4, block: 32, expertBlock: bs } : null;
-    const ref = Float32Array.from(qwenMoeForward(tensors, cfg, ids, quant).logits);
+  const refs = new Map(); // reference logits per control quantization, computed once
+  const refOf = (c) => {
+    if (!refs.has(c)) {
+      const bs = Number(/^int4-e(\d+)$/.exec(c)?.[1] ?? 0);
+      const quant = bs ? { linearBits: 4, expertBits: 4, block: 32, expertBlock: bs } : null;
+      refs.set(c, Float32Array.from(qwenMoeForward(tensors, cfg, ids, quant).logits));
+    }
+    return refs.get(c);
+  };
+  for (const b of list.filter(runnable)) {
+    const ref = refOf(b.control);
     const out = join(work, `${v.name}-${b.name.replace(/[^a-z0-9]+/gi, '_')}`);
     const err = convert(dir, out, b.args);
     if (b.refusedWhen?.(cfg)) { recordRefusal(v.name, b, err); continue; }
@@ -334,6 +342,7 @@ async function variantRows(work, v) {
     await runBuild(`${v.name} (${v.what})`, v.fixture, b, out, ref, ids, clear, floats);
     rmSync(out, { recursive: true, force: true });
   }
+  await controlRows(`${v.name} (${v.what})`, v.fixture, ctl, refOf, ids);
 }
 
 // Qwen3.5: the layouts the CPU test proves byte-identical (vision-language nesting, fused
@@ -342,7 +351,7 @@ async function variantRows(work, v) {
 // fused q/k-norm GroupQueryAttention at full size) runs against the float64 model of
 // qwen3_5_ref.mjs (float, or quantized as the build is). No transformers run exists for that
 // checkpoint: fixed floors.
-async function qwen35Rows(work) {
+async function qwen35LayoutRows(work) {
   const fixture = 'qwen3_5-moe-tiny', src = join(FIXTURES, fixture);
   const cfg = JSON.parse(readFileSync(join(src, 'config.json'), 'utf8'));
   const cudaBuilds = builds(...widths(cfg)).filter((b) => b.ep === 'cuda' && !b.refusedWhen?.(cfg));
@@ -359,6 +368,10 @@ async function qwen35Rows(work) {
       rmSync(f, { recursive: true, force: true });
     }
   }
+}
+
+async function qwen35BigRows(work) {
+  const src = join(FIXTURES, 'qwen3_5-moe-tiny');
   const dir = join(work, 'q35-big');
   const ck = makeBigCheckpoint(dir, BIG, src);
   const ids = [5, 77, 3, 200, 41, 9];
@@ -373,7 +386,7 @@ async function qwen35Rows(work) {
     return refs.get(c);
   };
   const floats = {};
-  for (const b of list) {
+  for (const b of list.filter(runnable)) {
     const ref = refOf(b.control);
     const out = join(work, `q35-big-${b.name.replace(/[^a-z0-9]+/gi, '_')}`);
     const err = convert(dir, out, b.args);
@@ -382,18 +395,23 @@ async function qwen35Rows(work) {
     await runBuild('qwen3_5 35B-A3B widths (random)', null, b, out, ref, ids, clear, floats);
     rmSync(out, { recursive: true, force: true });
   }
+  await controlRows('qwen3_5 35B-A3B widths (random)', null, ctl, refOf, ids);
 }
 
 function header() {
-  const sh = (cmd) => { try { return execFileSync('sh', ['-c', cmd], { encoding: 'utf8' }).trim(); } catch { return 'unknown'; } };
+  const sh = (cmd) => {
+    try { return execFileSync('sh', ['-c', cmd], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim() || 'unknown'; } catch { return 'unknown'; }
+  };
   const ortDir = process.env.ORT_NODE_DIR ?? 'node_modules';
   let ver = 'unknown';
   try { ver = JSON.parse(readFileSync(join(ortDir, 'onnxruntime-node', 'package.json'), 'utf8')).version; } catch { /* absent */ }
   return [
     '# CUDA suite results', '',
     `- date: ${new Date().toISOString().replace(/\.\d+Z$/, 'Z')}`,
-    `- ONNX Runtime: ${ver} (onnxruntime-node, ${EP === 'cuda' ? 'CUDA execution provider' : 'CPU execution provider only'})`,
-    `- GPU: ${sh('nvidia-smi --query-gpu=name,driver_version --format=csv,noheader')}`,
+    `- ONNX Runtime: ${ver} (onnxruntime-node; ort.env.versions ${JSON.stringify(ort.env.versions ?? {})}; ` +
+      `${EP === 'cuda' ? 'CUDA execution provider' : 'CPU execution provider only'})`,
+    `- GPU: ${sh('nvidia-smi -L | head -1')}; driver ${sh('nvidia-smi --query-gpu=driver_version --format=csv,noheader | head -1')}, ` +
+      `${sh("nvidia-smi | grep -o 'CUDA Version: [0-9.]*' | head -1")}`,
     `- moe2onnx: commit ${process.env.M2O_COMMIT ?? sh('git rev-parse --short HEAD 2>/dev/null')}`,
     '- command: `bash tests/cuda/run.sh` on the GPU machine (README, "CUDA suite")', '',
     'Each row: max|Δ|/max|ref| per logits row, worst row over the positions whose router top-k margin is clear',
@@ -412,21 +430,85 @@ function tableRow(r) {
   return `| ${r.fixture} | ${r.build} | ${r.ep} | ${cell(p)} | ${cell(d)} | ${Math.min(p.minCos, d.minCos).toFixed(5)} | ${p.argmax}, ${d.argmax} | ${r.floor} | ${r.ok ? 'pass' : 'FAIL'} |`;
 }
 
-const work = mkdtempSync(join(tmpdir(), 'm2o-cuda-'));
-try {
-  for (const f of FIXTURE_NAMES) {
-    try { await fixtureRows(work, f); } catch (e) { record({ fixture: f, build: '(all)', ep: EP, ok: false, note: String(e.stack ?? e).split('\n')[0] }); }
+// ---- running: independent jobs (a fixture, a variant, ...) in parallel child processes ----
+// Each job converts, runs and judges its own exports in its own temporary folder, so jobs share
+// nothing but the GPU; M2O_CUDA_PARALLEL child processes (default: half the cores, at most 8)
+// take them from a queue. The rows are merged in job order, so RESULTS.md does not depend on
+// which job finished first. A child that dies leaves a FAIL row naming its exit status.
+const JOBS = [
+  ...FIXTURE_NAMES.map((f) => ({ id: f, run: (w) => fixtureRows(w, f) })),
+  ...QWEN_VARIANTS.map((v) => ({ id: v.name, run: (w) => variantRows(w, v) })),
+  { id: 'qwen3_5-moe-tiny layouts', run: qwen35LayoutRows, long: true },
+  { id: 'qwen3_5 35B-A3B widths', run: qwen35BigRows, long: true },
+];
+
+async function runJobs(ids) {
+  const work = mkdtempSync(join(tmpdir(), 'm2o-cuda-'));
+  try {
+    for (const job of JOBS.filter((j) => ids.includes(j.id))) {
+      try { await job.run(work); } catch (e) { record({ fixture: job.id, build: '(all)', ep: EP, ok: false, note: String(e.stack ?? e).split('\n')[0] }); }
+    }
+  } finally {
+    rmSync(work, { recursive: true, force: true });
   }
-  for (const v of QWEN_VARIANTS) {
-    try { await variantRows(work, v); } catch (e) { record({ fixture: v.name, build: '(all)', ep: EP, ok: false, note: String(e.stack ?? e).split('\n')[0] }); }
-  }
-  try { await qwen35Rows(work); } catch (e) { record({ fixture: 'qwen3_5 variants', build: '(all)', ep: EP, ok: false, note: String(e.stack ?? e).split('\n')[0] }); }
-} finally {
-  rmSync(work, { recursive: true, force: true });
 }
+
+// The device runs one command for at most 10 minutes and returns nothing from one it kills, so
+// the suite keeps its own deadline (M2O_CUDA_DEADLINE_S seconds from its start, default 480):
+// a job still running then is stopped and a job not started is not run, each a FAIL row, and
+// RESULTS.md is still written.
+const DEADLINE = Date.now() + 1000 * Number(process.env.M2O_CUDA_DEADLINE_S ?? 480);
+const jobFail = (job, note) => [{ fixture: job.id, build: '(all)', ep: EP, ok: false, note }];
+
+function runChild(job, dir) {
+  const file = join(dir, `${JOBS.indexOf(job)}.json`);
+  if (Date.now() >= DEADLINE) return Promise.resolve(jobFail(job, 'not run: the suite reached its deadline (M2O_CUDA_DEADLINE_S)'));
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [fileURLToPath(import.meta.url)], {
+      env: { ...process.env, M2O_CUDA_JOB: job.id, M2O_CUDA_JOB_OUT: file }, stdio: ['ignore', 'inherit', 'inherit'],
+    });
+    let late = false;
+    const timer = setTimeout(() => { late = true; child.kill('SIGKILL'); }, Math.max(0, DEADLINE - Date.now()));
+    child.on('close', (code, signal) => {
+      clearTimeout(timer);
+      let rows = [];
+      try { rows = JSON.parse(readFileSync(file, 'utf8')); } catch { /* no row recorded yet */ }
+      if (late) rows.push(...jobFail(job, 'stopped unfinished at the suite\'s deadline (M2O_CUDA_DEADLINE_S)'));
+      else if (code !== 0) rows.push(...jobFail(job, `job process ended (exit ${code ?? signal}) before finishing`));
+      resolve(rows);
+    });
+  });
+}
+
+async function runParallel(n) {
+  const dir = mkdtempSync(join(tmpdir(), 'm2o-cuda-jobs-'));
+  const rows = new Array(JOBS.length);
+  // the Qwen3.5 jobs (the 35B-A3B-width checkpoint and its float64 references, and three
+  // layouts converted twice per build) are the longest: started first, they do not end last
+  const queue = [...JOBS.keys()].sort((a, b) => Number(Boolean(JOBS[b].long)) - Number(Boolean(JOBS[a].long)) || a - b);
+  const worker = async () => {
+    while (queue.length) {
+      const i = queue.shift();
+      rows[i] = await runChild(JOBS[i], dir);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(n, JOBS.length) }, worker));
+  rmSync(dir, { recursive: true, force: true });
+  results.push(...rows.flat());
+}
+
+const started = Date.now();
+if (process.env.M2O_CUDA_JOB) { // a child: one job, rows to M2O_CUDA_JOB_OUT
+  await runJobs([process.env.M2O_CUDA_JOB]);
+  process.exit(0);
+}
+const parallel = Number(process.env.M2O_CUDA_PARALLEL ?? Math.max(1, Math.min(8, Math.floor(cpus().length / 2))));
+if (parallel > 1) await runParallel(parallel);
+else await runJobs(JOBS.map((j) => j.id));
+const wall = Math.round((Date.now() - started) / 1000);
 const passed = results.filter((r) => r.ok).length, failed = results.length - passed;
-const lines = [...header(), ...results.map(tableRow), '', `${passed} passed, ${failed} failed`, ''];
+const lines = [...header(), ...results.map(tableRow), '', `${passed} passed, ${failed} failed (${wall} s, ${parallel} parallel jobs)`, ''];
 const dest = process.env.M2O_RESULTS ?? (process.env.OUT ? join(process.env.OUT, 'RESULTS.md') : null);
 if (dest) writeFileSync(dest, lines.join('\n'));
-console.log(`${passed} passed, ${failed} failed`);
+console.log(`${passed} passed, ${failed} failed (${wall} s, ${parallel} parallel jobs)`);
 process.exit(failed ? 1 : 0);

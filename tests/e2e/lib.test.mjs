@@ -148,6 +148,7 @@ await test('compare_metrics_and_floors', () => {
   const n = checkLogits(nan, ref, [1, T, V], { minCos: 0 });
   assert.ok(!n.ok);
   assert.match(n.lines[1], /row 0: non-finite values/);
+  assert.ok(Number.isNaN(n.rows[0].ratio) && Number.isNaN(n.summary.ratio), 'a NaN that is not the row\'s last value makes its ratio NaN');
   assert.throws(() => checkLogits(ref.subarray(1), ref, [1, T, V], { maxRel: 1 }), /expected 6 x 50/);
 });
 

@@ -16,7 +16,7 @@ export function rowMetrics(got, ref, rows, vocab, { argmaxTieTol = 0 } = {}) {
       const g = got[o], x = ref[o];
       if (!Number.isFinite(g)) finite = false;
       const d = Math.abs(g - x);
-      if (!(d <= maxAbsDiff)) maxAbsDiff = d; // NaN propagates
+      if (Number.isNaN(d) || d > maxAbsDiff) maxAbsDiff = d; // NaN stays: no later d > NaN replaces it
       maxAbsRef = Math.max(maxAbsRef, Math.abs(x));
       dot += g * x;
       ng += g * g;
@@ -43,8 +43,9 @@ export function summarize(rowsMetrics) {
   for (const m of rowsMetrics) {
     s.maxAbsDiff = Math.max(s.maxAbsDiff, m.maxAbsDiff);
     s.maxAbsRef = Math.max(s.maxAbsRef, m.maxAbsRef);
-    if (!(m.ratio <= s.ratio)) { s.ratio = m.ratio; s.worstRatioRow = m.row; }
-    if (!(m.cos >= s.minCos)) { s.minCos = m.cos; s.minCosRow = m.row; }
+    // a NaN, once taken, stays (no later comparison with NaN is true)
+    if (Number.isNaN(m.ratio) || m.ratio > s.ratio) { s.ratio = m.ratio; s.worstRatioRow = m.row; }
+    if (Number.isNaN(m.cos) || m.cos < s.minCos) { s.minCos = m.cos; s.minCosRow = m.row; }
     s.argmaxAgree += m.sameArgmax ? 1 : 0;
     s.finite &&= m.finite;
   }
