@@ -12,6 +12,17 @@ int gqa_local_window_size(int window)
     return window > 0 ? window : -1;
 }
 
+bool gqa_window_sized_cache(exec_provider ep)
+{
+    /* onnxruntime-genai sizes a listed sliding layer's cache window + 16 on the CPU and window on
+     * CUDA, and the op then indexes it cache-relative. Measured on the CPU with ONNX Runtime 1.30
+     * (tests/e2e/gpt_oss.test.mjs: window + 16 and exactly window, eviction inside the prompt,
+     * 1e-6 of transformers). ONNX Runtime's CUDA kernel (1.29) also requires past and present to
+     * be one buffer, which onnxruntime-genai binds but onnxruntime-node cannot, so no CUDA
+     * export could be run by tests/cuda: CUDA exports keep full-length caches until one is. */
+    return ep == EP_CPU;
+}
+
 /* RMSNorm over each head: [B, S, heads * hd] → [B, S, heads, hd] → norm → back. */
 static int head_norm(gb *b, int L, const char *which, const st_tensor *w, float offset,
                      const char *input, gname *out, m2o_err *err)
@@ -185,6 +196,10 @@ int gb_attention(gb *b, const attn_desc *a, const char *input, gname *out, m2o_e
     node_attr_int(n, "do_rotary", 1);
     node_attr_int(n, "rotary_interleaved", 0);
     node_attr_int(n, "local_window_size", gqa_local_window_size(a->window));
+    /* genai_config.json lists sliding layers under decoder.sliding_window, so onnxruntime-genai
+     * gives them window-sized caches; the op indexes those cache-relative and evicts the oldest */
+    if (a->window > 0 && gqa_window_sized_cache(b->o->ep))
+        node_attr_int(n, "sliding_window_cache", 1);
     node_attr_float(n, "softcap", 0.0f);
 
     gname attn = a->q_gate ? apply_output_gate(b, L, o0.s, gate.s) : o0;

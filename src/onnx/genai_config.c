@@ -9,6 +9,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "graph/blocks.h"
+
 const char *genai_model_type(arch_kind a)
 {
     switch (a) {
@@ -19,7 +21,9 @@ const char *genai_model_type(arch_kind a)
     case ARCH_QWEN2_MOE:
         return "qwen2";
     case ARCH_QWEN3_5_MOE:
-        return "qwen3_5";
+        /* onnxruntime-genai's "qwen3_5" is the vision-language model (it opens vision.filename);
+         * the text-only decoder is "qwen3_5_moe_text" (src/models/model_type.h) */
+        return "qwen3_5_moe_text";
     }
     return "decoder";
 }
@@ -36,12 +40,29 @@ static cJSON *provider_options(const export_opts *o)
     return arr;
 }
 
-static bool has_linear_attention(const model_desc *md)
+/* Sliding-attention layers get window-sized KV caches in onnxruntime-genai (CPU: window + 16
+ * positions; src/models/windowed_kv_cache.cpp) when this section lists them; their
+ * GroupQueryAttention carries sliding_window_cache=1 to index such a cache (graph/attention.c,
+ * which says why CUDA exports have neither yet). */
+static void add_sliding_window(cJSON *dec, const model_desc *md, const export_opts *o)
 {
-    for (int i = 0; i < md->num_layers; i++)
-        if (md->layer_type[i] == LAYER_LINEAR_ATTENTION)
-            return true;
-    return false;
+    if (md->sliding_window < 1 || !gqa_window_sized_cache(o->ep))
+        return;
+    cJSON *layers = cJSON_CreateArray();
+    for (int L = 0; L < md->num_layers; L++)
+        if (md->layer_type[L] == LAYER_SLIDING_ATTENTION)
+            cJSON_AddItemToArray(layers, cJSON_CreateNumber(L));
+    if (cJSON_GetArraySize(layers) == 0) {
+        cJSON_Delete(layers);
+        return;
+    }
+    cJSON *sw = cJSON_AddObjectToObject(dec, "sliding_window");
+    cJSON_AddNumberToObject(sw, "window_size", md->sliding_window);
+    cJSON_AddBoolToObject(sw, "slide_key_value_cache", 0);
+    cJSON_AddBoolToObject(sw, "slide_inputs", 0);
+    cJSON_AddItemToObject(sw, "layers", layers);
+    /* 0: the runtime's default slack for the execution provider */
+    cJSON_AddNumberToObject(sw, "cache_slack", 0);
 }
 
 static void add_decoder(cJSON *model, const model_desc *md, const export_opts *o,
@@ -59,13 +80,6 @@ static void add_decoder(cJSON *model, const model_desc *md, const export_opts *o
     cJSON_AddStringToObject(in, "attention_mask", "attention_mask");
     cJSON_AddStringToObject(in, "past_key_names", "past_key_values.%d.key");
     cJSON_AddStringToObject(in, "past_value_names", "past_key_values.%d.value");
-    /* Linear-attention layers (Qwen3.5) carry a conv and a recurrent state instead of a KV
-     * cache: onnxruntime-genai feeds each present.{i}.* back as past_key_values.{i}.* */
-    bool linear = has_linear_attention(md);
-    if (linear) {
-        cJSON_AddStringToObject(in, "past_conv_names", "past_key_values.%d.conv_state");
-        cJSON_AddStringToObject(in, "past_recurrent_names", "past_key_values.%d.recurrent_state");
-    }
     cJSON *out = cJSON_AddObjectToObject(dec, "outputs");
     if (o->exclude_lm_head || o->include_hidden_states)
         cJSON_AddStringToObject(out, "hidden_states", "hidden_states");
@@ -73,13 +87,14 @@ static void add_decoder(cJSON *model, const model_desc *md, const export_opts *o
         cJSON_AddStringToObject(out, "logits", "logits");
     cJSON_AddStringToObject(out, "present_key_names", "present.%d.key");
     cJSON_AddStringToObject(out, "present_value_names", "present.%d.value");
-    if (linear) {
-        cJSON_AddStringToObject(out, "present_conv_names", "present.%d.conv_state");
-        cJSON_AddStringToObject(out, "present_recurrent_names", "present.%d.recurrent_state");
-    }
+    /* Linear-attention layers (Qwen3.5) carry past_key_values.{i}.conv_state/.recurrent_state:
+     * onnxruntime-genai finds them by the graph's input names, deriving both templates from
+     * past_key_names/present_key_names (src/models/recurrent_state.cpp). Its config parser
+     * throws on keys it does not know, past_recurrent_names among them, so none is written. */
     cJSON_AddNumberToObject(dec, "num_attention_heads", md->num_heads);
     cJSON_AddNumberToObject(dec, "num_hidden_layers", md->num_layers);
     cJSON_AddNumberToObject(dec, "num_key_value_heads", md->num_kv_heads);
+    add_sliding_window(dec, md, o);
 }
 
 static void add_search(cJSON *root, const model_desc *md)

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "onnx/genai_config.h"
 #include "onnx/graph.h"
 #include "verify/names.h"
 #include "onnx/ort_rules.h"
@@ -638,6 +639,18 @@ static void check_io_name(vctx *c, const cJSON *o, const char *key, bool input)
                     input ? "inputs" : "outputs", key, name, input ? "input" : "output");
 }
 
+/* True when layer L's GroupQueryAttention indexes its KV cache relative to a window-sized buffer. */
+static bool gqa_indexes_window_cache(vctx *c, int L)
+{
+    for (size_t i = 0; i < onnx_model_node_count(c->m); i++) {
+        const onnx_node *n = onnx_model_node(c->m, i);
+        int64_t on = 0;
+        if (!strcmp(onnx_node_op(n), "GroupQueryAttention") && vnames_layer(onnx_node_name(n)) == L)
+            return onnx_node_attr_int(n, "sliding_window_cache", &on) && on == 1;
+    }
+    return false;
+}
+
 static void check_sliding(vctx *c, const cJSON *dec)
 {
     const model_desc *md = c->md;
@@ -664,6 +677,12 @@ static void check_sliding(vctx *c, const cJSON *dec)
         if (L < 0 || L >= md->num_layers || md->layer_type[L] != LAYER_SLIDING_ATTENTION) {
             genai_fault(c, "decoder.sliding_window.layers lists %d, which is not a "
                            "sliding_attention layer in config.json", L);
+            return;
+        }
+        if (!gqa_indexes_window_cache(c, L)) {
+            genai_fault(c, "decoder.sliding_window.layers lists %d, whose GroupQueryAttention has "
+                           "no sliding_window_cache=1: onnxruntime-genai gives it a window-sized "
+                           "cache the op would index as a whole-sequence one", L);
             return;
         }
     }
@@ -695,12 +714,35 @@ static bool named_by(const cJSON *o, const char *name)
 
 /* onnxruntime-genai feeds and reads only what genai_config.json names: a graph input it does not
  * know is never fed (the session fails), an output it does not know is computed for nothing. */
+/* onnxruntime-genai names linear-attention states after the KV template: the last ".key" of
+ * past_key_names / present_key_names replaced by ".conv_state" and ".recurrent_state"
+ * (src/models/recurrent_state.cpp). True when name is one of those for some layer. */
+static bool named_as_state(const cJSON *o, const char *key_template_key, const char *name)
+{
+    const char *t = string_at(o, key_template_key);
+    const char *dot = t ? strrchr(t, '.') : NULL;
+    if (!dot)
+        return false;
+    static const char *const suffixes[] = {"conv_state", "recurrent_state"};
+    for (size_t k = 0; k < 2; k++) {
+        char buf[256];
+        snprintf(buf, sizeof buf, "%.*s%s", (int)(dot - t + 1), t, suffixes[k]);
+        cJSON *one = cJSON_CreateObject();
+        cJSON_AddStringToObject(one, "t", buf);
+        bool hit = named_by(one, name);
+        cJSON_Delete(one);
+        if (hit)
+            return true;
+    }
+    return false;
+}
+
 static void check_io_covered(vctx *c, const cJSON *in, const cJSON *out)
 {
     c->r->n_checks += 2;
     for (size_t i = 0; i < onnx_model_input_count(c->m); i++) {
         const char *name = onnx_value_name(onnx_model_input(c->m, i));
-        if (!named_by(in, name)) {
+        if (!named_by(in, name) && !named_as_state(in, "past_key_names", name)) {
             genai_fault(c, "graph input \"%s\" is not named in decoder.inputs: onnxruntime-genai "
                            "would not feed it", name);
             return;
@@ -708,7 +750,7 @@ static void check_io_covered(vctx *c, const cJSON *in, const cJSON *out)
     }
     for (size_t i = 0; i < onnx_model_output_count(c->m); i++) {
         const char *name = onnx_value_name(onnx_model_output(c->m, i));
-        if (!named_by(out, name)) {
+        if (!named_by(out, name) && !named_as_state(out, "present_key_names", name)) {
             genai_fault(c, "graph output \"%s\" is not named in decoder.outputs", name);
             return;
         }
@@ -744,8 +786,9 @@ int vcheck_genai(vctx *c, const cJSON *root, const char *model_filename, m2o_err
     c->r->n_checks++;
     if (!type)
         genai_fault(c, "model.type is missing");
-    else if (md->arch == ARCH_GPT_OSS && strcmp(type, "gptoss"))
-        genai_fault(c, "model.type is \"%s\", onnxruntime-genai runs gpt-oss as \"gptoss\"", type);
+    else if (strcmp(type, genai_model_type(md->arch)))
+        genai_fault(c, "model.type is \"%s\", onnxruntime-genai runs this text decoder as \"%s\"",
+                    type, genai_model_type(md->arch));
 
     const cJSON *in = cJSON_GetObjectItemCaseSensitive(dec, "inputs");
     const cJSON *out = cJSON_GetObjectItemCaseSensitive(dec, "outputs");

@@ -74,6 +74,10 @@ function checkConfig(dir, fixture) {
     kv_heads: d.num_key_value_heads === hf.num_key_value_heads, head_size: d.head_size === hf.head_dim,
     hidden: d.hidden_size === hf.hidden_size, eos: cfg.model.eos_token_id === hf.eos_token_id,
     context: cfg.model.context_length === hf.max_position_embeddings,
+    // onnxruntime-genai gives exactly these layers window-sized KV caches
+    sliding_window: d.sliding_window?.window_size === hf.sliding_window &&
+      JSON.stringify(d.sliding_window?.layers) ===
+      JSON.stringify(hf.layer_types.flatMap((t, i) => (t === 'sliding_attention' ? [i] : []))),
     tokenizer: existsSync(join(dir, 'tokenizer.json')) && existsSync(join(dir, 'tokenizer_config.json')),
   };
   const bad = Object.entries(want).filter(([, v]) => !v).map(([k]) => k);
@@ -93,17 +97,26 @@ try {
       }
       const ref = readSafetensors(join(FIXTURES, fixture, c.ref));
       const ids = Array.from(ref.input_ids.data, Number);
-      const model = await openModel(out, { threads: 1 });
-      try {
-        for (const [mode, opts] of [['prefill', {}], [`prefill${PREFILL}+decode`, { prefill: PREFILL }]]) {
-          const r = await runModel(model, ids, opts);
-          const v = checkLogits(r.logits, ref.logits.data, r.dims, c.floor, { label: 'logits' });
-          const differs = c.mustDiffer === undefined || v.summary.ratio > c.mustDiffer;
-          const why = differs ? [] : [`  worst row ratio ${v.summary.ratio} ≤ ${c.mustDiffer}: the option changed nothing`];
-          report(v.ok && differs, `${label} ${mode}`, [...v.lines, ...why]);
+      // The sliding layers' caches as onnxruntime-genai allocates them on the CPU (window + 16
+      // positions: no eviction within the 12-token prompt) and exactly window-sized as on CUDA
+      // (the oldest positions are evicted while the prompt runs).
+      for (const slack of [undefined, 0]) {
+        const model = await openModel(out, { threads: 1, cacheSlack: slack });
+        const cache = slack === 0 ? ' window-sized cache' : '';
+        try {
+          for (const [mode, opts] of [['prefill', {}], [`prefill${PREFILL}+decode`, { prefill: PREFILL }]]) {
+            const r = await runModel(model, ids, opts);
+            const v = checkLogits(r.logits, ref.logits.data, r.dims, c.floor, { label: 'logits' });
+            const differs = c.mustDiffer === undefined || v.summary.ratio > c.mustDiffer;
+            const why = differs ? [] : [`  worst row ratio ${v.summary.ratio} ≤ ${c.mustDiffer}: the option changed nothing`];
+            const sized = model.states.filter((st) => st.capacity > 0 && r.states[st.past].dims[2] !== st.capacity)
+              .map((st) => `  ${st.present} has ${r.states[st.past].dims[2]} positions, the runtime allocates ${st.capacity}`);
+            if (!model.states.some((st) => st.capacity > 0)) sized.push('  no sliding layer got a window-sized cache');
+            report(v.ok && differs && !sized.length, `${label} ${mode}${cache}`, [...v.lines, ...why, ...sized]);
+          }
+        } finally {
+          await closeModel(model);
         }
-      } finally {
-        await closeModel(model);
       }
     }
   }

@@ -170,10 +170,12 @@ function checkConfig(dir, cfg) {
     heads: d.num_attention_heads === cfg.num_attention_heads, kv_heads: d.num_key_value_heads === cfg.num_key_value_heads,
     head_size: d.head_size === cfg.head_dim, hidden: d.hidden_size === cfg.hidden_size,
     eos: g.model.eos_token_id === cfg.eos_token_id, context: g.model.context_length === cfg.max_position_embeddings,
-    past_conv: d.inputs.past_conv_names === 'past_key_values.%d.conv_state',
-    past_recurrent: d.inputs.past_recurrent_names === 'past_key_values.%d.recurrent_state',
-    present_conv: d.outputs.present_conv_names === 'present.%d.conv_state',
-    present_recurrent: d.outputs.present_recurrent_names === 'present.%d.recurrent_state',
+    // onnxruntime-genai derives the conv/recurrent state names from these two templates and
+    // throws on keys its config parser does not know (past_recurrent_names among them)
+    past_key: d.inputs.past_key_names === 'past_key_values.%d.key',
+    present_key: d.outputs.present_key_names === 'present.%d.key',
+    no_state_keys: !JSON.stringify(d).match(/conv_names|recurrent_names/),
+    type: g.model.type === 'qwen3_5_moe_text',
     tokenizer: existsSync(join(dir, 'tokenizer.json')),
   };
   const bad = Object.entries(want).filter(([, v]) => !v).map(([k]) => k);

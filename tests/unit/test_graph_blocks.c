@@ -267,7 +267,7 @@ TEST(genai_config_has_spec_fields)
     CHECK(!strcmp(cJSON_GetObjectItem(out, "present_key_names")->valuestring, "present.%d.key"));
     CHECK(!strcmp(cJSON_GetObjectItem(out, "present_value_names")->valuestring, "present.%d.value"));
     CHECK(!strcmp(cJSON_GetObjectItem(out, "logits")->valuestring, "logits"));
-    /* full-length caches on every layer: no sliding_window section for the runtime to shrink */
+    /* CUDA: full-length caches (graph/attention.c says why), no section for the runtime */
     CHECK(cJSON_GetObjectItem(dec, "sliding_window") == NULL);
     cJSON *po = cJSON_GetObjectItem(cJSON_GetObjectItem(dec, "session_options"), "provider_options");
     CHECK(cJSON_GetArraySize(po) == 1 && cJSON_GetObjectItem(cJSON_GetArrayItem(po, 0), "cuda"));
@@ -284,6 +284,25 @@ TEST(genai_config_has_spec_fields)
                                                                      "decoder"), "session_options"),
                              "provider_options");
     CHECK(cJSON_IsArray(po) && cJSON_GetArraySize(po) == 0);
+    /* CPU: the runtime sizes the sliding layers' caches to the window from this section */
+    cJSON *sw = cJSON_GetObjectItem(cJSON_GetObjectItem(cJSON_GetObjectItem(root, "model"), "decoder"),
+                                    "sliding_window");
+    CHECK(sw != NULL);
+    if (sw) {
+        CHECK_EQ(cJSON_GetObjectItem(sw, "window_size")->valueint, md.sliding_window);
+        CHECK(cJSON_IsFalse(cJSON_GetObjectItem(sw, "slide_key_value_cache")));
+        CHECK(cJSON_IsFalse(cJSON_GetObjectItem(sw, "slide_inputs")));
+        CHECK_EQ(cJSON_GetObjectItem(sw, "cache_slack")->valueint, 0);
+        cJSON *layers = cJSON_GetObjectItem(sw, "layers");
+        int n_sliding = 0, listed_ok = 1;
+        for (int L = 0; L < md.num_layers; L++)
+            n_sliding += md.layer_type[L] == LAYER_SLIDING_ATTENTION;
+        cJSON *it;
+        cJSON_ArrayForEach(it, layers) listed_ok &= md.layer_type[it->valueint] == LAYER_SLIDING_ATTENTION;
+        CHECK(n_sliding > 0);
+        CHECK_EQ(cJSON_GetArraySize(layers), n_sliding);
+        CHECK(listed_ok);
+    }
     cJSON_Delete(root);
 }
 

@@ -400,7 +400,7 @@ static void add_kv_value(graph *g, bool input, const char *name, const model_des
 static int write_genai(const char *dir, const model_desc *md, bool cuda)
 {
     cJSON *root = cJSON_CreateObject(), *model = cJSON_AddObjectToObject(root, "model");
-    cJSON_AddStringToObject(model, "type", md->arch == ARCH_GPT_OSS ? "gptoss" : md->model_type);
+    cJSON_AddStringToObject(model, "type", genai_model_type(md->arch));
     cJSON_AddNumberToObject(model, "vocab_size", md->vocab_size);
     cJSON_AddNumberToObject(model, "context_length", md->context_length);
     cJSON *dec = cJSON_AddObjectToObject(model, "decoder");
@@ -1121,6 +1121,45 @@ TEST(genai_config_and_attributes_are_checked_against_config_json)
     verify_report_free(&r);
     CHECK_EQ(nf, 3);
     CHECK(layers && past && unfed);
+    remove_folder(dir);
+}
+
+/* A sliding layer listed for a window-sized cache whose GroupQueryAttention would index it as a
+ * whole-sequence cache (no sliding_window_cache=1, as the mini export writes it). */
+TEST(window_sized_cache_needs_the_attention_attribute)
+{
+    char dir[PATH_MAX], path[PATH_MAX];
+    tmp_path(dir, sizeof dir, "swc");
+    remove_folder(dir);
+    CHECK_EQ(mini_export("gpt-oss-tiny", dir, &kCpuInt4, NULL), 0);
+    snprintf(path, sizeof path, "%s/genai_config.json", dir);
+    FILE *f = fopen(path, "r");
+    CHECK(f);
+    char text[8192];
+    size_t n = fread(text, 1, sizeof text - 1, f);
+    fclose(f);
+    text[n] = 0;
+    cJSON *root = cJSON_Parse(text);
+    cJSON *dec = cJSON_GetObjectItem(cJSON_GetObjectItem(root, "model"), "decoder");
+    cJSON *sw = cJSON_AddObjectToObject(dec, "sliding_window");
+    cJSON_AddNumberToObject(sw, "window_size", 4);
+    cJSON *layers = cJSON_AddArrayToObject(sw, "layers");
+    cJSON_AddItemToArray(layers, cJSON_CreateNumber(0));
+    char *out = cJSON_Print(root);
+    cJSON_Delete(root);
+    f = fopen(path, "w");
+    fputs(out, f);
+    fclose(f);
+    free(out);
+    verify_report r;
+    CHECK(run_verify("gpt-oss-tiny", dir, &r));
+    bool named = false;
+    for (size_t i = 0; i < r.n_faults; i++)
+        named |= r.faults[i].code == VF_GENAI_CONFIG &&
+                 strstr(r.faults[i].msg, "lists 0, whose GroupQueryAttention has no "
+                                         "sliding_window_cache=1") != NULL;
+    verify_report_free(&r);
+    CHECK(named);
     remove_folder(dir);
 }
 

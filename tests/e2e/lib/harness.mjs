@@ -40,10 +40,30 @@ function pairStates(stateInputs, outputNames, decoder) {
 
 // Initial value of a state input from its declared shape: the first dimension is the batch (1),
 // other symbolic dimensions are sequence lengths (0, so KV caches start empty), numbers stay.
-function initialState(meta) {
+// A sliding layer's KV cache (capacity > 0) is a fixed buffer of that many positions instead,
+// fed back whole every step, as onnxruntime-genai allocates it.
+function initialState(meta, capacity = 0) {
   if (!meta.isTensor) throw new Error(`harness: state input ${meta.name} is not a tensor`);
   const dims = meta.shape.map((d, i) => (i === 0 ? 1 : typeof d === 'number' && d >= 0 ? d : 0));
+  if (capacity > 0) dims[2] = capacity;
   return zeros(meta.type, dims, meta.name);
+}
+
+// onnxruntime-genai's cache capacity for the layers decoder.sliding_window lists
+// (src/models/windowed_kv_cache.cpp): window + slack, slack = cache_slack or the execution
+// provider's default (16 on the CPU, 0 on CUDA), never more than max_length. Keyed by past name.
+export const GENAI_CPU_CACHE_SLACK = 16;
+function slidingCapacities(config, decoder, slack) {
+  const sw = decoder.sliding_window;
+  const caps = new Map();
+  if (!sw || !(sw.window_size > 0)) return caps;
+  const maxLength = config.search?.max_length ?? config.model?.context_length ?? Infinity;
+  const s = slack ?? (sw.cache_slack > 0 ? sw.cache_slack : GENAI_CPU_CACHE_SLACK);
+  const cap = Math.min(sw.window_size + s, maxLength);
+  const inp = decoder.inputs ?? {};
+  for (const L of sw.layers ?? [])
+    for (const p of [inp.past_key_names, inp.past_value_names]) if (p) caps.set(fmtName(p, L), cap);
+  return caps;
 }
 
 function zeros(type, dims, name) {
@@ -73,7 +93,8 @@ export function tensorToF32(t) {
 
 // Opens a model folder: { dir, config, session, names, states, inputTypes }.
 // opts: threads (intra-op, default 1 for reproducible timings), sessionOptions (merged over the
-// defaults), filename (instead of decoder.filename).
+// defaults), filename (instead of decoder.filename), cacheSlack (positions beyond the window in
+// the sliding layers' caches instead of the runtime's CPU default; 0 = exactly the window).
 export async function openModel(modelDir, opts = {}) {
   const config = JSON.parse(readFileSync(join(modelDir, 'genai_config.json'), 'utf8'));
   const decoder = config?.model?.decoder;
@@ -96,7 +117,11 @@ export async function openModel(modelDir, opts = {}) {
   const plain = new Set([names.inputIds, names.attentionMask, names.positionIds]);
   const stateNames = session.inputNames.filter((n) => !plain.has(n));
   const states = pairStates(stateNames, session.outputNames, decoder);
-  for (const s of states) s.meta = meta.get(s.past);
+  const caps = slidingCapacities(config, decoder, opts.cacheSlack);
+  for (const s of states) {
+    s.meta = meta.get(s.past);
+    s.capacity = caps.get(s.past) ?? 0;
+  }
   const typeOf = (n) => meta.get(n)?.type ?? 'int64';
   return {
     dir: modelDir, config, session, names, states,
@@ -140,7 +165,7 @@ export async function runModel(modelOrDir, inputIds, opts = {}) {
     const T = ids.length;
     const first = Math.min(opts.prefill ?? T, T);
     if (!(first >= 1)) throw new Error(`harness: prefill must be at least 1 token (got ${opts.prefill})`);
-    let states = model.states.map((s) => opts.initialState?.(s.meta) ?? initialState(s.meta));
+    let states = model.states.map((s) => opts.initialState?.(s.meta) ?? initialState(s.meta, s.capacity));
     const chunks = [];
     let vocab = 0, runs = 0;
     for (let past = 0; past < T; ) {
