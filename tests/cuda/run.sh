@@ -13,7 +13,10 @@ export M2O_COMMIT=${M2O_COMMIT:-$(cat "$B/COMMIT" 2>/dev/null || echo unknown)}
 [ -e node_modules ] || ln -s "$ORT_NODE_DIR" node_modules
 # The original models in float16/bfloat16 under transformers: the measured part of the floors.
 export M2O_TF_PRECISION=${OUT:-/tmp}/transformers_precision.json
-timeout 150 python3 tests/cuda/transformers_precision.py "$M2O_TF_PRECISION" >/dev/null 2>&1 ||
+Q35_BIG=$(mktemp -d)/qwen3_5-35b-a3b-widths   # the suite's random Qwen3.5 checkpoint, same bytes
+"$NODE" tests/cuda/make_q35_big.mjs "$Q35_BIG"
+timeout 150 python3 tests/cuda/transformers_precision.py "$M2O_TF_PRECISION" \
+    "qwen3_5-35b-a3b-widths=$Q35_BIG" >/dev/null 2>&1 ||
     echo "transformers_precision.py failed: fixed floors only" >&2
 # A device command runs at most 600 s and returns nothing when killed: the suite stops its jobs
 # in time to write RESULTS.md (suite.mjs, "deadline"); its jobs run in parallel processes.

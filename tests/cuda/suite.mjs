@@ -48,7 +48,7 @@ import { fileURLToPath } from 'node:url';
 import { closeModel, openModel, runModel } from '../e2e/lib/harness.mjs';
 import { readSafetensors } from '../e2e/lib/safetensors.mjs';
 import ort from 'onnxruntime-node';
-import { BIG, VARIANTS as QWEN3_5_LAYOUTS, forwardModel, makeBigCheckpoint, makeVariant } from '../e2e/qwen3_5_ref.mjs';
+import { BIG, BIG_IDS, VARIANTS as QWEN3_5_LAYOUTS, forwardModel, makeBigCheckpoint, makeVariant } from '../e2e/qwen3_5_ref.mjs';
 import { qwenMoeForward } from '../e2e/qwen_moe_ref.mjs';
 import { QWEN_VARIANTS } from '../e2e/qwen_variants.mjs';
 import { judge, topkMargins } from './ties.mjs';
@@ -61,6 +61,8 @@ const PREFILL = 5;
 const TIE_UNITS = 10;
 const UNIT = { fp16: 2 ** -11, bf16: 2 ** -8, fp32: 2 ** -24 };
 const FLOOR = { fp32: 2e-3, fp16: 2e-3, bf16: 2e-3 * 8 };
+// transformers_precision.py's key for the 35B-A3B-width checkpoint (make_q35_big.mjs writes it).
+const Q35_BIG = 'qwen3_5-35b-a3b-widths';
 const TF = process.env.M2O_TF_PRECISION && existsSync(process.env.M2O_TF_PRECISION)
   ? JSON.parse(readFileSync(process.env.M2O_TF_PRECISION, 'utf8')) : null;
 const FIXTURE_NAMES = ['gpt-oss-tiny', 'gpt-oss-bf16-tiny', 'qwen3-moe-tiny', 'qwen2-moe-tiny', 'qwen3_5-moe-tiny'];
@@ -349,8 +351,8 @@ async function variantRows(work, v) {
 // experts, shards) must stay byte-identical in every CUDA build; and a random checkpoint with
 // Qwen3.5-35B-A3B's attention widths (16 query / 2 KV heads of 256, 64 rotary dimensions, the
 // fused q/k-norm GroupQueryAttention at full size) runs against the float64 model of
-// qwen3_5_ref.mjs (float, or quantized as the build is). No transformers run exists for that
-// checkpoint: fixed floors.
+// qwen3_5_ref.mjs (float, or quantized as the build is); transformers_precision.py measures the
+// original model's own float16/bfloat16 error on it like on the fixtures (against its float32).
 async function qwen35LayoutRows(work) {
   const fixture = 'qwen3_5-moe-tiny', src = join(FIXTURES, fixture);
   const cfg = JSON.parse(readFileSync(join(src, 'config.json'), 'utf8'));
@@ -374,7 +376,7 @@ async function qwen35BigRows(work) {
   const src = join(FIXTURES, 'qwen3_5-moe-tiny');
   const dir = join(work, 'q35-big');
   const ck = makeBigCheckpoint(dir, BIG, src);
-  const ids = [5, 77, 3, 200, 41, 9];
+  const ids = BIG_IDS;
   const list = builds(...widths(BIG)).filter((b) => !b.mxfp4 && !b.refusedWhen?.(BIG) && (b.control === 'fp32' || b.control?.startsWith('int4') || b.control === 'int8'));
   const ctl = await controls(work, 'q35-big', dir, ids, BIG.num_experts_per_tok, [...new Set(list.map((b) => b.control))]);
   const refs = new Map(); // float64 logits per quantization
@@ -392,10 +394,10 @@ async function qwen35BigRows(work) {
     const err = convert(dir, out, b.args);
     if (err) { record({ fixture: 'qwen3_5 35B-A3B widths', build: b.name, ep: b.ep, ok: false, note: err }); continue; }
     const clear = ctl[b.control].margins.map((m) => m >= TIE_UNITS * UNIT[b.arith]);
-    await runBuild('qwen3_5 35B-A3B widths (random)', null, b, out, ref, ids, clear, floats);
+    await runBuild('qwen3_5 35B-A3B widths (random)', Q35_BIG, b, out, ref, ids, clear, floats);
     rmSync(out, { recursive: true, force: true });
   }
-  await controlRows('qwen3_5 35B-A3B widths (random)', null, ctl, refOf, ids);
+  await controlRows('qwen3_5 35B-A3B widths (random)', Q35_BIG, ctl, refOf, ids);
 }
 
 function header() {

@@ -5,7 +5,9 @@ measured noise of each precision for each fixture: an export may be at most twic
 the float32 reference as the original model is in the same precision (and never more than the
 fixed floors allow when the original is closer).
 
-python3 tests/cuda/transformers_precision.py OUT.json   (needs torch with CUDA and transformers)
+python3 tests/cuda/transformers_precision.py OUT.json [NAME=DIR ...]
+    (needs torch with CUDA and transformers). Each NAME=DIR is a checkpoint without reference
+    files (DIR/ids.json holds its prompt): there transformers' own float32 is the reference.
 """
 import json
 import sys
@@ -32,27 +34,38 @@ def row_ratios(got, ref):
     return (d / ref.abs().amax(dim=-1)).flatten().tolist()
 
 
-def main(out_path):
+def measure(out, f, path, ids, ref_logits):
+    out[f] = {}
+    for name, dtype in (("fp32", torch.float32), ("fp16", torch.float16), ("bf16", torch.bfloat16)):
+        try:
+            model = load(path, dtype)
+            with torch.no_grad():
+                logits = model(ids).logits.float().cpu()
+            out[f][name] = row_ratios(logits, ref_logits)
+        except Exception as e:  # recorded, the suite then keeps the fixed floors
+            out[f][name] = f"error: {type(e).__name__}: {str(e)[:300]}"
+        print(f, name, out[f][name] if isinstance(out[f][name], str) else f"max {max(out[f][name]):.3e}", flush=True)
+
+
+def main(out_path, extra):
     out = {"torch": torch.__version__, "gpu": torch.cuda.get_device_name(0)}
     import transformers
     out["transformers"] = transformers.__version__
+    for spec in extra:
+        name, path = spec.split("=", 1)
+        with open(f"{path}/ids.json") as fh:
+            ids = torch.tensor([json.load(fh)]).cuda()
+        with torch.no_grad():
+            ref = load(path, torch.float32)(ids).logits.float().cpu()
+        measure(out, name, path, ids, ref)
     for f in FIXTURES:
         path = f"tests/fixtures/{f}"
         ref = load_file(f"{path}/reference.safetensors")
         ids = ref["input_ids"].cuda()
-        out[f] = {}
-        for name, dtype in (("fp32", torch.float32), ("fp16", torch.float16), ("bf16", torch.bfloat16)):
-            try:
-                model = load(path, dtype)
-                with torch.no_grad():
-                    logits = model(ids).logits.float().cpu()
-                out[f][name] = row_ratios(logits, ref["logits"].float())
-            except Exception as e:  # recorded, the suite then keeps the fixed floors
-                out[f][name] = f"error: {type(e).__name__}: {str(e)[:300]}"
-            print(f, name, out[f][name] if isinstance(out[f][name], str) else f"max {max(out[f][name]):.3e}", flush=True)
+        measure(out, f, path, ids, ref["logits"].float())
     with open(out_path, "w") as fh:
         json.dump(out, fh, indent=1)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], sys.argv[2:])

@@ -33,7 +33,7 @@ import { checkLogits } from './lib/compare.mjs';
 import { closeModel, openModel, runModel, tensorToF32 } from './lib/harness.mjs';
 import { encodeSafetensors, f32ArrayToF16, readSafetensors } from './lib/safetensors.mjs';
 import {
-  BIG, VARIANTS, forwardModel, gatedDeltaNet, layerWeights, lcg, makeBigCheckpoint, makeVariant, qdq,
+  BIG, BIG_IDS, VARIANTS, forwardModel, gatedDeltaNet, layerWeights, lcg, makeBigCheckpoint, makeVariant, qdq,
   quantizedLayer, zeroState,
 } from './qwen3_5_ref.mjs';
 
@@ -356,7 +356,7 @@ async function partFour(work) {
     report(false, '35B-A3B widths fp32 build', [err]);
     return;
   }
-  const ids = [5, 77, 3, 200, 41, 9];
+  const ids = BIG_IDS;
   const ref = forwardModel(BIG, ck, ids);
   const model = await openModel(out, { threads: 2 });
   try {

@@ -334,6 +334,9 @@ export const VARIANTS = [
   { name: 'vl-fused-sharded', vl: true, fused: true, shards: 2 },
 ];
 
+// The prompt the e2e test and the CUDA suite run it on.
+export const BIG_IDS = [5, 77, 3, 200, 41, 9];
+
 export const BIG = {
   model_type: 'qwen3_5_moe_text', architectures: ['Qwen3_5MoeForCausalLM'], vocab_size: 256,
   hidden_size: 2048, num_hidden_layers: 2, num_attention_heads: 16, num_key_value_heads: 2, head_dim: 256,
