@@ -44,7 +44,8 @@ static inline bool file_exists_in(const char *dir, const char *name)
     return stat(path, &st) == 0;
 }
 
-/* Reads dir/name into a malloc'd buffer; NULL when missing. */
+/* Reads dir/name into a malloc'd buffer with a NUL after its len bytes (text files can be used
+ * as strings); NULL when missing. */
 static inline unsigned char *read_whole(const char *dir, const char *name, size_t *len)
 {
     char path[4096];
@@ -55,11 +56,13 @@ static inline unsigned char *read_whole(const char *dir, const char *name, size_
     fseek(f, 0, SEEK_END);
     long n = ftell(f);
     fseek(f, 0, SEEK_SET);
-    unsigned char *buf = malloc(n > 0 ? (size_t)n : 1);
+    unsigned char *buf = malloc(n > 0 ? (size_t)n + 1 : 1);
     if (buf && n > 0 && fread(buf, 1, (size_t)n, f) != (size_t)n) {
         free(buf);
         buf = NULL;
     }
+    if (buf)
+        buf[n > 0 ? n : 0] = 0;
     fclose(f);
     *len = n > 0 ? (size_t)n : 0;
     return buf;
