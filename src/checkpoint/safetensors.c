@@ -1,5 +1,8 @@
-/* safetensors reader: see safetensors.h and docs/FORMATS.md §1 for the format and the rules checked here. */
+/* safetensors reader, one file: the dtype table, the header parsed and every rule of
+ * docs/FORMATS.md §1 checked (entries, metadata, data tiling), the file mapped. Tensor data
+ * access is st_data.c, the shard index st_index.c, a checkpoint folder checkpoint_dir.c. */
 #include "checkpoint/safetensors.h"
+#include "checkpoint/st_internal.h"
 
 #include <cJSON.h>
 #include <dirent.h>
@@ -19,10 +22,6 @@
 #error "safetensors data is little-endian and is read in place; a little-endian host is assumed"
 #endif
 
-/* Real headers are a few MB at most (~100k tensors); anything larger is garbage. */
-#define ST_MAX_HEADER_BYTES (100ull * 1024 * 1024)
-/* Index files are small JSON too; refuse to slurp something absurd. */
-#define ST_MAX_INDEX_BYTES (256ull * 1024 * 1024)
 /* JSON numbers arrive as doubles: integers are exact only up to 2^53. */
 #define ST_MAX_EXACT_INT 9007199254740992.0
 
@@ -58,21 +57,10 @@ static int dtype_from_name(const char *s, st_dtype *out)
     return -1;
 }
 
-struct st_file {
-    char *path;
-    const uint8_t *image; /* whole file: mapped, or the caller's buffer */
-    size_t image_len;
-    bool mapped;          /* we own a read-only map: munmap on close, madvise allowed */
-    st_tensor *tensors;   /* sorted by name */
-    size_t n;
-    char *arena;          /* tensor names, metadata keys and values */
-    const char **meta;    /* key0, value0, key1, value1, ... sorted by key */
-    size_t n_meta;
-};
 
 /* ---------- small helpers ---------- */
 
-static void format_shape(char *buf, size_t cap, const int64_t *shape, int ndim)
+void st_format_shape(char *buf, size_t cap, const int64_t *shape, int ndim)
 {
     size_t n = (size_t)snprintf(buf, cap, "[");
     for (int i = 0; i < ndim && n < cap; i++)
@@ -81,7 +69,7 @@ static void format_shape(char *buf, size_t cap, const int64_t *shape, int ndim)
         snprintf(buf + n, cap - n, "]");
 }
 
-static const char *json_type_name(const cJSON *j)
+const char *st_json_type_name(const cJSON *j)
 {
     if (!j) return "nothing";
     if (cJSON_IsNull(j)) return "null";
@@ -164,7 +152,7 @@ static bool is_json_space(char c)
 
 /* Parses JSON text of exactly `len` bytes (trailing whitespace allowed, nothing else). On failure
  * fills err with "<what>: <noun> ..." and returns NULL. */
-static cJSON *parse_json_text(const char *text, size_t len, const char *what, const char *noun,
+cJSON *st_parse_json_text(const char *text, size_t len, const char *what, const char *noun,
                               const char *fix, m2o_err *err)
 {
     const char *why = NULL;
@@ -223,7 +211,7 @@ static int parse_entry(const cJSON *e, const char *what, const char *name, size_
 {
     if (!cJSON_IsObject(e))
         return m2o_fail(err, "%s: tensor '%s': header entry is %s, not an object with dtype, "
-                        "shape and data_offsets — " CORRUPT, what, name, json_type_name(e));
+                        "shape and data_offsets — " CORRUPT, what, name, st_json_type_name(e));
     const cJSON *jdt = NULL, *jshape = NULL, *joff = NULL;
     for (const cJSON *f = e->child; f; f = f->next) {
         const cJSON **slot = !strcmp(f->string, "dtype") ? &jdt
@@ -239,7 +227,7 @@ static int parse_entry(const cJSON *e, const char *what, const char *name, size_
 
     if (!cJSON_IsString(jdt))
         return m2o_fail(err, "%s: tensor '%s': \"dtype\" is %s, expected a dtype name such as "
-                        "\"BF16\" — " CORRUPT, what, name, jdt ? json_type_name(jdt) : "missing");
+                        "\"BF16\" — " CORRUPT, what, name, jdt ? st_json_type_name(jdt) : "missing");
     if (dtype_from_name(jdt->valuestring, &t->dtype))
         return m2o_fail(err, "%s: tensor '%s': unknown dtype \"%.40s\" (known: BOOL, U8, I8, U16, "
                         "I16, F16, BF16, U32, I32, F32, U64, I64, F64, F8_E4M3, F8_E5M2, F8_E8M0) — "
@@ -248,7 +236,7 @@ static int parse_entry(const cJSON *e, const char *what, const char *name, size_
 
     if (!cJSON_IsArray(jshape))
         return m2o_fail(err, "%s: tensor '%s': \"shape\" is %s, expected an array of sizes — " CORRUPT,
-                        what, name, jshape ? json_type_name(jshape) : "missing");
+                        what, name, jshape ? st_json_type_name(jshape) : "missing");
     int ndim = 0;
     uint64_t numel = 1;
     for (const cJSON *d = jshape->child; d; d = d->next) {
@@ -278,7 +266,7 @@ static int parse_entry(const cJSON *e, const char *what, const char *name, size_
         !json_uint(joff->child->next, &en))
         return m2o_fail(err, "%s: tensor '%s': \"data_offsets\" must be [begin, end] with "
                         "non-negative integers, found %s — " CORRUPT, what, name,
-                        joff ? json_type_name(joff) : "nothing");
+                        joff ? st_json_type_name(joff) : "nothing");
     if (b > en)
         return m2o_fail(err, "%s: tensor '%s': data_offsets [%llu, %llu] end before they begin — "
                         CORRUPT, what, name, (unsigned long long)b, (unsigned long long)en);
@@ -288,7 +276,7 @@ static int parse_entry(const cJSON *e, const char *what, const char *name, size_
                         (unsigned long long)en, data_len);
     if (en - b != need) {
         char sh[256];
-        format_shape(sh, sizeof sh, t->shape, ndim);
+        st_format_shape(sh, sizeof sh, t->shape, ndim);
         return m2o_fail(err, "%s: tensor '%s': data_offsets [%llu, %llu] hold %llu bytes but %s %s "
                         "needs %llu — " CORRUPT, what, name, (unsigned long long)b,
                         (unsigned long long)en, (unsigned long long)(en - b), k_dtypes[t->dtype].name,
@@ -304,11 +292,11 @@ static int parse_metadata(const cJSON *m, const char *what, m2o_err *err)
 {
     if (!cJSON_IsObject(m))
         return m2o_fail(err, "%s: __metadata__ is %s, expected an object of strings — " CORRUPT,
-                        what, json_type_name(m));
+                        what, st_json_type_name(m));
     for (const cJSON *kv = m->child; kv; kv = kv->next) {
         if (!cJSON_IsString(kv))
             return m2o_fail(err, "%s: __metadata__ key '%s' holds %s, expected a string — " CORRUPT,
-                            what, kv->string, json_type_name(kv));
+                            what, kv->string, st_json_type_name(kv));
     }
     return 0;
 }
@@ -437,13 +425,13 @@ int st_file_parse(const uint8_t *buf, size_t len, const char *what, st_file **ou
         return m2o_fail(err, "%s: header length %llu exceeds the %llu-byte limit — this is not a "
                         "safetensors file, or it is corrupt", what, (unsigned long long)hlen,
                         ST_MAX_HEADER_BYTES);
-    cJSON *root = parse_json_text((const char *)buf + 8, (size_t)hlen, what, "header",
+    cJSON *root = st_parse_json_text((const char *)buf + 8, (size_t)hlen, what, "header",
                                   "the file is corrupt or not a safetensors file", err);
     if (!root)
         return -1;
     if (!cJSON_IsObject(root)) {
         m2o_fail(err, "%s: header is %s, not a JSON object of tensors — the file is corrupt or not "
-                 "a safetensors file", what, json_type_name(root));
+                 "a safetensors file", what, st_json_type_name(root));
         cJSON_Delete(root);
         return -1;
     }
@@ -531,548 +519,4 @@ const char *st_file_metadata(const st_file *f, const char *key)
 {
     const char *const *hit = bsearch(&key, f->meta, f->n_meta, 2 * sizeof *f->meta, cmp_meta_key);
     return hit ? hit[1] : NULL;
-}
-
-/* ---------- tensor data ---------- */
-
-int st_read_f32(const st_tensor *t, int64_t first, int64_t count, float *out, m2o_err *err)
-{
-    if (first < 0 || count < 0 || first > t->numel || count > t->numel - first)
-        return m2o_fail(err, "%s: tensor '%s': elements [%lld, %lld) are outside its %lld elements",
-                        st_file_path(t->file), t->name, (long long)first, (long long)first + count,
-                        (long long)t->numel);
-    size_t es = k_dtypes[t->dtype].size;
-    const uint8_t *p = t->data + (size_t)first * es;
-    switch (t->dtype) {
-    case ST_BF16:
-        for (int64_t i = 0; i < count; i++) {
-            uint16_t h;
-            memcpy(&h, p + 2 * i, 2);
-            out[i] = bf16_to_f32(h);
-        }
-        return 0;
-    case ST_F16:
-        for (int64_t i = 0; i < count; i++) {
-            uint16_t h;
-            memcpy(&h, p + 2 * i, 2);
-            out[i] = f16_to_f32(h);
-        }
-        return 0;
-    case ST_F32:
-        if (count)
-            memcpy(out, p, (size_t)count * 4);
-        return 0;
-    default:
-        return m2o_fail(err, "%s: tensor '%s' is %s, not a float type (BF16, F16, F32) — this "
-                        "checkpoint layout is not supported here", st_file_path(t->file), t->name,
-                        k_dtypes[t->dtype].name);
-    }
-}
-
-bool st_all_finite(const st_tensor *t, int64_t *bad_index)
-{
-    const uint8_t *p = t->data;
-    for (int64_t i = 0; i < t->numel; i++) {
-        bool bad;
-        if (t->dtype == ST_BF16 || t->dtype == ST_F16) {
-            uint16_t h;
-            memcpy(&h, p + 2 * i, 2);
-            uint16_t expmask = t->dtype == ST_BF16 ? 0x7f80 : 0x7c00;
-            bad = (h & expmask) == expmask;
-        } else if (t->dtype == ST_F32) {
-            uint32_t u;
-            memcpy(&u, p + 4 * i, 4);
-            bad = (u & 0x7f800000u) == 0x7f800000u;
-        } else if (t->dtype == ST_F64) {
-            uint64_t u;
-            memcpy(&u, p + 8 * i, 8);
-            bad = (u & 0x7ff0000000000000ull) == 0x7ff0000000000000ull;
-        } else {
-            return true;
-        }
-        if (bad) {
-            if (bad_index)
-                *bad_index = i;
-            return false;
-        }
-    }
-    return true;
-}
-
-/* Releases happen in whole windows of the file, aligned in file offsets. A page fault on a file
- * map maps more than the page: the cached pages around it ("fault-around", 64 KiB by default)
- * and, with large page-cache folios (ext4, XFS, tmpfs on recent kernels), the whole folio, up
- * to 2 MiB, naturally aligned in the file. So the first read of a range can map the tail of the
- * range before it, which may already have been released; whoever finishes last must release
- * the whole shared window. A page still being read by a neighbour is simply faulted in again
- * (the map is read-only and never written). Rounding inward instead would leave boundary pages
- * resident for good and let resident memory grow with the model. */
-#define ST_RELEASE_WINDOW ((size_t)2 << 20)
-
-static void release_file_range(const st_file *f, size_t a, size_t b)
-{
-    a &= ~(ST_RELEASE_WINDOW - 1);
-    if (b > f->image_len)
-        b = f->image_len;
-    if (b > a)
-        madvise((void *)(f->image + a), b - a, MADV_DONTNEED);
-}
-
-void st_release(const st_tensor *t, size_t offset, size_t len)
-{
-    /* Only our own read-only file map: MADV_DONTNEED on it drops clean page-cache pages (they are
-     * re-read if touched again). On a caller's heap buffer it would zero memory, so never there. */
-    if (!t || !t->file || !t->file->mapped || offset >= t->nbytes)
-        return;
-    if (len > t->nbytes - offset)
-        len = t->nbytes - offset;
-    size_t start = (size_t)(t->data - t->file->image) + offset;
-    size_t end = (start + len + ST_RELEASE_WINDOW - 1) & ~(ST_RELEASE_WINDOW - 1);
-    release_file_range(t->file, start, end);
-}
-
-void st_prefetch(const st_tensor *t, size_t offset, size_t len)
-{
-    if (!t || !t->file || !t->file->mapped || offset >= t->nbytes || !len)
-        return;
-    if (len > t->nbytes - offset)
-        len = t->nbytes - offset;
-    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
-    uintptr_t a = (uintptr_t)(t->data + offset) & ~(page - 1);
-    uintptr_t b = (uintptr_t)(t->data + offset + len);
-    madvise((void *)a, b - a, MADV_WILLNEED);
-}
-
-void st_release_behind(const st_tensor *t, size_t *released, size_t pos)
-{
-    if (!t || !t->file || !t->file->mapped)
-        return;
-    if (pos > t->nbytes)
-        pos = t->nbytes;
-    size_t base = (size_t)(t->data - t->file->image);
-    size_t end = (base + pos) & ~(ST_RELEASE_WINDOW - 1); /* the window holding pos stays */
-    if (end <= base + *released)
-        return;
-    release_file_range(t->file, base + *released, end);
-    *released = end - base;
-}
-
-/* ---------- index ---------- */
-
-static int cmp_entry(const void *a, const void *b)
-{
-    return strcmp(((const st_index_entry *)a)->tensor, ((const st_index_entry *)b)->tensor);
-}
-
-void st_index_free(st_index *ix)
-{
-    if (!ix)
-        return;
-    for (size_t i = 0; i < ix->n_shards; i++)
-        free(ix->shards[i]);
-    free(ix->shards);
-    for (size_t i = 0; i < ix->n_entries; i++)
-        free((char *)ix->entries[i].tensor);
-    free(ix->entries);
-    free(ix);
-}
-
-const st_index_entry *st_index_find(const st_index *ix, const char *tensor)
-{
-    st_index_entry key = {.tensor = tensor};
-    return bsearch(&key, ix->entries, ix->n_entries, sizeof key, cmp_entry);
-}
-
-static bool plain_file_name(const char *s)
-{
-    return s[0] && strcmp(s, ".") && strcmp(s, "..") && !strchr(s, '/') && !strchr(s, '\\');
-}
-
-static int cmp_str_ptr(const void *a, const void *b)
-{
-    return strcmp(*(const char *const *)a, *(const char *const *)b);
-}
-
-/* Distinct shard names, sorted (n log n even for a hostile index naming a shard per tensor). */
-static int collect_shards(st_index *ix, const char **names, size_t n, const char *what, m2o_err *err)
-{
-    qsort(names, n, sizeof *names, cmp_str_ptr);
-    ix->shards = m2o_calloc(n, sizeof *ix->shards, err);
-    if (!ix->shards)
-        return -1;
-    for (size_t i = 0; i < n; i++) {
-        if (i && !strcmp(names[i - 1], names[i]))
-            continue;
-        if (!(ix->shards[ix->n_shards] = strdup(names[i])))
-            return m2o_fail(err, "out of memory reading %s", what);
-        ix->n_shards++;
-    }
-    return 0;
-}
-
-static int fill_index(st_index *ix, const cJSON *map, const char *what, m2o_err *err)
-{
-    size_t n = 0;
-    for (const cJSON *e = map->child; e; e = e->next) {
-        if (!cJSON_IsString(e))
-            return m2o_fail(err, "%s: weight_map entry for tensor '%s' is %s, expected a shard file "
-                            "name — the index is corrupt; re-download it", what, e->string,
-                            json_type_name(e));
-        if (!plain_file_name(e->valuestring))
-            return m2o_fail(err, "%s: tensor '%s' maps to \"%.200s\", which is not a plain file name "
-                            "in the checkpoint folder — the index is corrupt or unsafe", what,
-                            e->string, e->valuestring);
-        n++;
-    }
-    if (!n)
-        return m2o_fail(err, "%s: weight_map is empty — the index is corrupt; re-download it", what);
-    const char **names = m2o_malloc(n * sizeof *names, err);
-    ix->entries = m2o_calloc(n, sizeof *ix->entries, err);
-    if (!names || !ix->entries) {
-        free(names);
-        return -1;
-    }
-    size_t k = 0;
-    for (const cJSON *e = map->child; e; e = e->next)
-        names[k++] = e->valuestring;
-    int rc = collect_shards(ix, names, n, what, err);
-    free(names);
-    if (rc)
-        return -1;
-    for (const cJSON *e = map->child; e; e = e->next) {
-        st_index_entry *en = &ix->entries[ix->n_entries];
-        const char *key = e->valuestring;
-        char **hit = bsearch(&key, ix->shards, ix->n_shards, sizeof *ix->shards, cmp_str_ptr);
-        en->shard = (size_t)(hit - ix->shards);
-        if (!(en->tensor = strdup(e->string)))
-            return m2o_fail(err, "out of memory reading %s", what);
-        ix->n_entries++;
-    }
-    qsort(ix->entries, ix->n_entries, sizeof *ix->entries, cmp_entry);
-    for (size_t i = 1; i < ix->n_entries; i++)
-        if (!strcmp(ix->entries[i - 1].tensor, ix->entries[i].tensor))
-            return m2o_fail(err, "%s: tensor '%s' appears twice in weight_map — the index is "
-                            "corrupt; re-download it", what, ix->entries[i].tensor);
-    return 0;
-}
-
-int st_index_parse(const char *json, size_t len, const char *what, st_index **out, m2o_err *err)
-{
-    *out = NULL;
-    cJSON *root = parse_json_text(json, len, what, "shard index",
-                                  "the index is corrupt; re-download it", err);
-    if (!root)
-        return -1;
-    int rc = -1;
-    st_index *ix = NULL;
-    const cJSON *meta = cJSON_GetObjectItemCaseSensitive(root, "metadata");
-    const cJSON *map = cJSON_GetObjectItemCaseSensitive(root, "weight_map");
-    if (!cJSON_IsObject(root))
-        m2o_fail(err, "%s: shard index is %s, expected a JSON object with \"weight_map\" — the "
-                 "index is corrupt; re-download it", what, json_type_name(root));
-    else if (meta && !cJSON_IsObject(meta) && !cJSON_IsNull(meta))
-        m2o_fail(err, "%s: \"metadata\" is %s, expected an object — the index is corrupt; "
-                 "re-download it", what, json_type_name(meta));
-    else if (!cJSON_IsObject(map))
-        m2o_fail(err, "%s: \"weight_map\" is %s, expected an object of tensor → shard file — the "
-                 "index is corrupt; re-download it", what, map ? json_type_name(map) : "missing");
-    else if ((ix = m2o_calloc(1, sizeof *ix, err)) && !fill_index(ix, map, what, err))
-        rc = 0;
-    cJSON_Delete(root);
-    if (rc) {
-        st_index_free(ix);
-        return -1;
-    }
-    *out = ix;
-    return 0;
-}
-
-/* ---------- checkpoint directory ---------- */
-
-struct st_checkpoint {
-    char *dir;
-    st_file **files;
-    size_t n_files;
-    const st_tensor **by_name;
-    size_t n;
-    uint64_t total_bytes;
-};
-
-static char *join_path(const char *dir, const char *name, m2o_err *err)
-{
-    size_t n = strlen(dir) + strlen(name) + 2;
-    char *p = m2o_malloc(n, err);
-    if (p)
-        snprintf(p, n, "%s/%s", dir, name);
-    return p;
-}
-
-/* 1 = regular file exists, 0 = absent, -1 = error (filled). */
-static int file_exists(const char *path, m2o_err *err)
-{
-    struct stat st;
-    if (stat(path, &st))
-        return errno == ENOENT || errno == ENOTDIR ? 0 : m2o_fail(err, "%s: %s", path, strerror(errno));
-    return S_ISREG(st.st_mode) ? 1 : m2o_fail(err, "%s: exists but is not a regular file — put "
-                                                   "the downloaded file itself there", path);
-}
-
-static int read_text_file(const char *path, size_t limit, char **out, size_t *len, m2o_err *err)
-{
-    FILE *fp = fopen(path, "rb");
-    if (!fp)
-        return m2o_fail(err, "%s: cannot open: %s — check that the file exists and is readable",
-                        path, strerror(errno));
-    char *buf = NULL;
-    size_t n = 0, cap = 0;
-    for (;;) {
-        if (n == cap) {
-            if (cap >= limit) {
-                free(buf);
-                fclose(fp);
-                return m2o_fail(err, "%s: larger than %zu bytes — not a checkpoint index", path, limit);
-            }
-            cap = cap ? 2 * cap : 65536;
-            char *nb = realloc(buf, cap + 1);
-            if (!nb) {
-                free(buf);
-                fclose(fp);
-                return m2o_fail(err, "out of memory reading %s", path);
-            }
-            buf = nb;
-        }
-        size_t got = fread(buf + n, 1, cap - n, fp);
-        n += got;
-        if (got == 0)
-            break;
-    }
-    int bad = ferror(fp);
-    fclose(fp);
-    if (bad) {
-        free(buf);
-        return m2o_fail(err, "%s: read error", path);
-    }
-    buf[n] = 0;
-    *out = buf;
-    *len = n;
-    return 0;
-}
-
-static int cmp_tensor_ptr_name(const void *a, const void *b)
-{
-    return strcmp((*(const st_tensor *const *)a)->name, (*(const st_tensor *const *)b)->name);
-}
-
-/* Every shard must hold exactly the tensors the index maps to it. */
-static int check_shards(const st_checkpoint *c, const st_index *ix, const char *ixpath, m2o_err *err)
-{
-    for (size_t i = 0; i < ix->n_entries; i++) {
-        const st_index_entry *e = &ix->entries[i];
-        if (!st_file_find(c->files[e->shard], e->tensor))
-            return m2o_fail(err, "%s maps tensor '%s' to %s, which does not hold it — the index and "
-                            "shards come from different downloads; re-download the checkpoint",
-                            ixpath, e->tensor, ix->shards[e->shard]);
-    }
-    for (size_t s = 0; s < c->n_files; s++) {
-        const st_file *f = c->files[s];
-        for (size_t i = 0; i < f->n; i++) {
-            const st_index_entry *e = st_index_find(ix, f->tensors[i].name);
-            if (!e || e->shard != s)
-                return m2o_fail(err, "%s holds tensor '%s', which %s %s %s — the index and shards "
-                                "come from different downloads; re-download the checkpoint",
-                                f->path, f->tensors[i].name, ixpath,
-                                e ? "maps to another shard:" : "does not list",
-                                e ? ix->shards[e->shard] : "at all");
-        }
-    }
-    return 0;
-}
-
-static int open_sharded(st_checkpoint *c, const char *ixpath, m2o_err *err)
-{
-    char *text = NULL;
-    size_t len = 0;
-    if (read_text_file(ixpath, ST_MAX_INDEX_BYTES, &text, &len, err))
-        return -1;
-    st_index *ix;
-    int rc = st_index_parse(text, len, ixpath, &ix, err);
-    free(text);
-    if (rc)
-        return -1;
-    rc = -1;
-    c->files = m2o_calloc(ix->n_shards, sizeof *c->files, err);
-    if (!c->files)
-        goto out;
-    for (size_t s = 0; s < ix->n_shards; s++) {
-        char *p = join_path(c->dir, ix->shards[s], err);
-        if (!p)
-            goto out;
-        int ex = file_exists(p, err);
-        if (ex == 0)
-            m2o_fail(err, "%s names shard '%s', which is missing from %s — download that shard "
-                     "(or the whole checkpoint) again", ixpath, ix->shards[s], c->dir);
-        int bad = ex != 1 || st_file_open(p, &c->files[s], err);
-        free(p);
-        if (bad)
-            goto out;
-        c->n_files++;
-    }
-    if (check_shards(c, ix, ixpath, err))
-        goto out;
-    c->by_name = m2o_malloc(ix->n_entries * sizeof *c->by_name, err);
-    if (!c->by_name)
-        goto out;
-    for (size_t i = 0; i < ix->n_entries; i++) /* entries are name-sorted already */
-        c->by_name[i] = st_file_find(c->files[ix->entries[i].shard], ix->entries[i].tensor);
-    c->n = ix->n_entries;
-    rc = 0;
-out:
-    st_index_free(ix);
-    return rc;
-}
-
-static int open_single(st_checkpoint *c, const char *path, m2o_err *err)
-{
-    c->files = m2o_calloc(1, sizeof *c->files, err);
-    if (!c->files || st_file_open(path, &c->files[0], err))
-        return -1;
-    c->n_files = 1;
-    const st_file *f = c->files[0];
-    c->by_name = m2o_malloc(f->n * sizeof *c->by_name, err);
-    if (!c->by_name)
-        return -1;
-    for (size_t i = 0; i < f->n; i++)
-        c->by_name[i] = &f->tensors[i];
-    c->n = f->n;
-    return 0;
-}
-
-static size_t count_safetensors_files(const char *dir)
-{
-    DIR *d = opendir(dir);
-    size_t n = 0;
-    if (!d)
-        return 0;
-    for (struct dirent *e; (e = readdir(d));) {
-        size_t l = strlen(e->d_name);
-        n += l > 12 && !strcmp(e->d_name + l - 12, ".safetensors");
-    }
-    closedir(d);
-    return n;
-}
-
-static int open_dir(st_checkpoint *c, m2o_err *err)
-{
-    struct stat st;
-    if (stat(c->dir, &st))
-        return m2o_fail(err, "%s: %s — pass the checkpoint folder that holds config.json and the "
-                        "*.safetensors files", c->dir, strerror(errno));
-    if (!S_ISDIR(st.st_mode))
-        return m2o_fail(err, "%s: not a directory — pass the checkpoint folder that holds "
-                        "config.json and the *.safetensors files", c->dir);
-    char *ixpath = join_path(c->dir, "model.safetensors.index.json", err);
-    char *single = join_path(c->dir, "model.safetensors", err);
-    int rc = -1;
-    if (ixpath && single) {
-        int has_ix = file_exists(ixpath, err), has_single = has_ix ? 0 : file_exists(single, err);
-        if (has_ix == 1)
-            rc = open_sharded(c, ixpath, err);
-        else if (has_single == 1)
-            rc = open_single(c, single, err);
-        else if (has_ix == 0 && has_single == 0) {
-            size_t others = count_safetensors_files(c->dir);
-            m2o_fail(err, "%s: holds neither model.safetensors.index.json nor model.safetensors%s — "
-                     "pass a Hugging Face checkpoint folder%s", c->dir,
-                     others ? " (other *.safetensors files are there)" : "",
-                     others ? " and restore its model.safetensors.index.json" : "");
-        }
-    }
-    free(ixpath);
-    free(single);
-    return rc;
-}
-
-int ckpt_open(const char *dir, st_checkpoint **out, m2o_err *err)
-{
-    *out = NULL;
-    st_checkpoint *c = m2o_calloc(1, sizeof *c, err);
-    if (!c)
-        return -1;
-    if (!(c->dir = strdup(dir)) || open_dir(c, err)) {
-        if (!c->dir)
-            m2o_fail(err, "out of memory opening %s", dir);
-        ckpt_close(c);
-        return -1;
-    }
-    for (size_t i = 0; i < c->n; i++)
-        c->total_bytes += c->by_name[i]->nbytes;
-    *out = c;
-    return 0;
-}
-
-void ckpt_close(st_checkpoint *c)
-{
-    if (!c)
-        return;
-    for (size_t i = 0; i < c->n_files; i++)
-        st_file_close(c->files[i]);
-    free(c->files);
-    free(c->by_name);
-    free(c->dir);
-    free(c);
-}
-
-size_t ckpt_count(const st_checkpoint *c) { return c->n; }
-uint64_t ckpt_total_bytes(const st_checkpoint *c) { return c->total_bytes; }
-
-const st_tensor *ckpt_tensor(const st_checkpoint *c, size_t i)
-{
-    return i < c->n ? c->by_name[i] : NULL;
-}
-
-const st_tensor *ckpt_find(const st_checkpoint *c, const char *name)
-{
-    st_tensor key = {.name = name};
-    const st_tensor *kp = &key;
-    const st_tensor *const *hit = bsearch(&kp, c->by_name, c->n, sizeof *c->by_name,
-                                          cmp_tensor_ptr_name);
-    return hit ? *hit : NULL;
-}
-
-long ckpt_index(const st_checkpoint *c, const char *name)
-{
-    st_tensor key = {.name = name};
-    const st_tensor *kp = &key;
-    const st_tensor *const *hit = bsearch(&kp, c->by_name, c->n, sizeof *c->by_name,
-                                          cmp_tensor_ptr_name);
-    return hit ? (long)(hit - c->by_name) : -1;
-}
-
-int ckpt_expect(const st_checkpoint *c, const char *name, int ndim, const int64_t *shape,
-                const st_tensor **out, m2o_err *err)
-{
-    const st_tensor *t = ckpt_find(c, name);
-    if (out)
-        *out = t;
-    if (!t)
-        return m2o_fail(err, "%s: checkpoint has no tensor '%s' — the checkpoint does not match its "
-                        "config.json or is not a supported layout", c->dir, name);
-    bool ok = t->ndim == ndim;
-    for (int i = 0; ok && i < ndim; i++)
-        ok = shape[i] == -1 || shape[i] == t->shape[i];
-    if (ok)
-        return 0;
-    char want[256], have[256];
-    size_t n = (size_t)snprintf(want, sizeof want, "[");
-    for (int i = 0; i < ndim && n < sizeof want; i++)
-        n += (size_t)(shape[i] == -1 ? snprintf(want + n, sizeof want - n, "%s*", i ? ", " : "")
-                                     : snprintf(want + n, sizeof want - n, "%s%lld", i ? ", " : "",
-                                                (long long)shape[i]));
-    if (n < sizeof want)
-        snprintf(want + n, sizeof want - n, "]");
-    format_shape(have, sizeof have, t->shape, t->ndim);
-    if (out)
-        *out = NULL;
-    return m2o_fail(err, "%s: tensor '%s' has shape %s, expected %s — the checkpoint does not "
-                    "match its config.json", st_file_path(t->file), name, have, want);
 }
