@@ -85,7 +85,7 @@ static int run_export(const build_args *a, const char *in_dir, const model_desc 
         outdir_abort(&od);
         return -1;
     }
-    if (sigbus_guard_arm(ck, od.tmp_path, a->output, od.lock_path, err)) {
+    if (sigbus_guard_arm(ck, od.tmp_path, a->output, od.lock_path, od.parent, od.created_top, err)) {
         ckpt_close(ck);
         outdir_abort(&od);
         return -1;

@@ -19,6 +19,9 @@ typedef struct mapped_range {
 static mapped_range *g_ranges;
 static size_t g_n_ranges;
 static char g_tmp[PATH_MAX], g_final[PATH_MAX], g_lock[PATH_MAX];
+static char g_parent[PATH_MAX]; /* the output's parent folder */
+static size_t g_created_len;    /* length of the outermost folder this run created (a prefix of
+                                   g_parent), 0 when it created none */
 static bool g_tty; /* a progress line may be open on stderr: end it first */
 
 static void put(const char *s)
@@ -57,6 +60,21 @@ static void remove_flat_dir(const char *dir)
     }
 }
 
+/* rmdir (async-signal-safe) of the parent folders this run created, innermost first, as
+ * outdir_abort does: a failed run leaves no empty folders behind. */
+static void remove_created_parents(void)
+{
+    if (!g_created_len)
+        return;
+    for (size_t n = strlen(g_parent); n >= g_created_len && rmdir(g_parent) == 0;) {
+        while (n > 0 && g_parent[n - 1] != '/')
+            n--;
+        if (n <= 1)
+            break;
+        g_parent[--n] = 0;
+    }
+}
+
 static void on_sigbus(int sig, siginfo_t *si, void *uctx)
 {
     (void)sig, (void)uctx;
@@ -76,6 +94,7 @@ static void on_sigbus(int sig, siginfo_t *si, void *uctx)
     remove_flat_dir(g_tmp);
     if (g_lock[0])
         unlink(g_lock); /* the kernel drops the lock itself at exit; this removes its file */
+    remove_created_parents();
     _exit(1);
 }
 
@@ -93,7 +112,7 @@ static void add_range(const st_tensor *t)
 }
 
 int sigbus_guard_arm(const st_checkpoint *ck, const char *tmp_dir, const char *final_dir,
-                     const char *lock_file, m2o_err *err)
+                     const char *lock_file, const char *parent, const char *created_top, m2o_err *err)
 {
     size_t n = ckpt_count(ck);
     g_ranges = m2o_calloc(n, sizeof *g_ranges, err);
@@ -105,6 +124,9 @@ int sigbus_guard_arm(const st_checkpoint *ck, const char *tmp_dir, const char *f
     snprintf(g_tmp, sizeof g_tmp, "%s", tmp_dir);
     snprintf(g_final, sizeof g_final, "%s", final_dir);
     snprintf(g_lock, sizeof g_lock, "%s", lock_file ? lock_file : "");
+    snprintf(g_parent, sizeof g_parent, "%s", parent ? parent : "");
+    g_created_len = created_top && created_top[0] && !strncmp(g_parent, created_top, strlen(created_top))
+                        ? strlen(created_top) : 0;
     g_tty = isatty(STDERR_FILENO);
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);

@@ -210,13 +210,15 @@ rm -rf "$out"
 # ---- shards that cannot be read ----
 # The shard shrinks after it was opened and validated: reads through the memory map raise
 # SIGBUS, which the converter turns into an error naming the shard.
-new_case shard-shrinks "the shard is truncated to 0 bytes mid-conversion" "$tmp/out/shrink"
+# -o names a folder under two new ones: the SIGBUS exit removes them too, as a failed run does.
+new_case shard-shrinks "the shard is truncated to 0 bytes mid-conversion" "$tmp/out/shrink-new/sub/model"
 ck=$tmp/shrinking
 mkdir -p "$ck"
 cp --sparse=always "$BIG"/* "$ck/"
 BIG_SAVED=$BIG; BIG=$ck
 if start_big "$out"; then
     truncate -s 0 "$ck/model.safetensors"; wait "$pid"; rc=$?
+    [ ! -e "$tmp/out/shrink-new" ] || problem "the parent folders the run created are left behind"
     report "$rc" 1 "$ck/model.safetensors" "re-download"
 else
     never_started "cut short by truncating its shard"
