@@ -104,15 +104,16 @@ clean:
 # ---- fuzz: libFuzzer harnesses (fuzz/fuzz_*.c) -------------------------------------------------
 #   make fuzz           builds build-fuzz/fuzz_* with clang -fsanitize=fuzzer,address,undefined
 #   bash fuzz/run.sh    runs each over its seed corpus for FUZZ_SECONDS (default 20)
-# The harnesses need only the checkpoint readers and common helpers (no protobuf), compiled
+# The harnesses need only the checkpoint readers, common helpers and the tokenizer-file checks
+# (no protobuf), compiled
 # straight into each binary so every line of our code is instrumented.
 FUZZ_BUILD  := build-fuzz
 FUZZ_CC     ?= clang
 FUZZ_CFLAGS := $(CSTD) $(filter-out -Wno-format-truncation,$(WARN)) -g -O1 -fno-omit-frame-pointer \
                -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
                $(shell pkg-config --cflags libcjson) -Isrc
-FUZZ_LIBSRC := $(wildcard src/checkpoint/*.c src/common/*.c)
-FUZZ_HDRS   := $(wildcard src/checkpoint/*.h src/common/*.h)
+FUZZ_LIBSRC := $(wildcard src/checkpoint/*.c src/common/*.c) src/onnx/tokenizer_files.c
+FUZZ_HDRS   := $(wildcard src/checkpoint/*.h src/common/*.h) src/onnx/genai_config.h
 FUZZ_BIN    := $(patsubst fuzz/%.c,$(FUZZ_BUILD)/%,$(wildcard fuzz/fuzz_*.c))
 
 fuzz: $(FUZZ_BIN)

@@ -16,7 +16,7 @@ fi
 
 dict_for() {
     case "$1" in
-        fuzz_config) echo fuzz/config.dict ;;
+        fuzz_config|fuzz_tokenizer) echo fuzz/config.dict ;;
         *) echo fuzz/safetensors.dict ;;
     esac
 }

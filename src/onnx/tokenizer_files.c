@@ -93,11 +93,19 @@ static int check_json(const char *path, const char *shown, m2o_err *err)
     const char *end = NULL;
     cJSON *j = cJSON_ParseWithLengthOpts(text, len, &end, false);
     size_t at = end ? (size_t)(end - text) : 0;
+    /* cJSON stops after the first value; the tokenizers library (serde_json) refuses anything but
+     * whitespace after it, so "{...}{...}" or "{...}\0junk" would fail only at load time. */
+    size_t tail = at;
+    while (j && tail < len && strchr(" \t\r\n", text[tail]) && text[tail])
+        tail++;
     free(text);
     if (!j)
         return m2o_fail(err, "%s is not valid JSON (error near byte %zu); re-download the tokenizer files",
                         shown, at);
     cJSON_Delete(j);
+    if (tail < len)
+        return m2o_fail(err, "%s is not valid JSON (data after the JSON value at byte %zu); re-download the "
+                             "tokenizer files", shown, tail);
     return 0;
 }
 

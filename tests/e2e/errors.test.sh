@@ -315,6 +315,10 @@ new_case tokenizer-invalid-json gpt-oss-tiny "tokenizer.json cut to 100 bytes"
 truncate -s 100 "$ck/tokenizer.json"; std
 expect 1 "$ck/tokenizer.json" "not valid JSON" -- "${std[@]}"
 
+new_case tokenizer-trailing-data gpt-oss-tiny "tokenizer_config.json has a second JSON value after the first"
+echo '{"extra": 1}' >>"$ck/tokenizer_config.json"; std
+expect 1 "$ck/tokenizer_config.json" "data after the JSON value" -- "${std[@]}"
+
 new_case tokenizer-is-directory gpt-oss-tiny "tokenizer_config.json is a folder"
 rm "$ck/tokenizer_config.json"; mkdir "$ck/tokenizer_config.json"; std
 expect 1 "$ck/tokenizer_config.json" "regular file" -- "${std[@]}"
