@@ -185,15 +185,6 @@ int qb_quantize_ref(const float *w, int64_t N, int64_t K, const qb_params *p, ui
     return qb_quantize_rows_ref(w, 0, N, K, p, codes, scales, zero_points, err);
 }
 
-typedef struct qb_job {
-    const float *w;
-    int64_t K;
-    const qb_params *p;
-    uint8_t *codes;
-    void *scales;
-    uint8_t *zero_points;
-} qb_job;
-
 static int qb_rows(void *ctx, int64_t r0, int64_t r1, m2o_err *err)
 {
     const qb_job *j = ctx;

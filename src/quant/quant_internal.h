@@ -88,4 +88,15 @@ void convert_f32_to_f16_avx2(const float *src, uint16_t *dst, size_t n);
 void convert_f32_to_bf16_avx2(const float *src, uint16_t *dst, size_t n);
 #endif
 
+/* Rows [r0, r1) of one blockwise quantization, the context quant_parallel_for hands to the row
+ * functions of blockwise.c (RTN) and search.c (scale search). */
+typedef struct qb_job {
+    const float *w;
+    int64_t K;
+    const qb_params *p;
+    uint8_t *codes;
+    void *scales;
+    uint8_t *zero_points;
+} qb_job;
+
 #endif

@@ -289,18 +289,9 @@ static int search_rows(const float *w, int64_t r0, int64_t r1, int64_t K, const 
     return 0;
 }
 
-typedef struct search_job {
-    const float *w;
-    int64_t K;
-    const qb_params *p;
-    uint8_t *codes;
-    void *scales;
-    uint8_t *zero_points;
-} search_job;
-
 static int search_range(void *ctx, int64_t r0, int64_t r1, m2o_err *err)
 {
-    const search_job *j = ctx;
+    const qb_job *j = ctx;
     return search_rows(j->w, r0, r1, j->K, j->p, j->codes, j->scales, j->zero_points, err);
 }
 
@@ -313,7 +304,7 @@ int qb_quantize_search_mt(const float *w, int64_t N, int64_t K, const qb_params 
     if (!w || !codes || !scales || (!p->symmetric && !zero_points))
         return m2o_fail(err, "blockwise quantization (search): %s buffer is NULL",
                         !w ? "weight" : !codes ? "codes" : !scales ? "scales" : "zero_points");
-    search_job j = {w, K, p, codes, scales, zero_points};
+    qb_job j = {w, K, p, codes, scales, zero_points};
     return quant_parallel_for(N, 1, nthreads, search_range, &j, err);
 }
 

@@ -10,38 +10,8 @@
 
 #include "common/half.h"
 #include "quant/quant.h"
+#include "test_quant_buf.h"
 
-typedef struct qout {
-    uint8_t *codes, *zp;
-    void *scales;
-    size_t cb, sb, zb;
-} qout;
-
-static void qout_alloc(qout *o, int64_t N, int64_t K, const qb_params *p)
-{
-    o->cb = qb_codes_bytes(N, K, p);
-    o->sb = qb_scales_count(N, K, p) * qscale_size(p->scale_type);
-    o->zb = qb_zero_points_bytes(N, K, p);
-    o->codes = malloc(o->cb);
-    o->scales = malloc(o->sb);
-    o->zp = malloc(o->zb ? o->zb : 1);
-    memset(o->codes, 0xa5, o->cb); /* garbage, so unwritten bytes would show */
-    memset(o->scales, 0xa5, o->sb);
-    memset(o->zp, 0xa5, o->zb ? o->zb : 1);
-}
-
-static void qout_free(qout *o)
-{
-    free(o->codes);
-    free(o->scales);
-    free(o->zp);
-}
-
-static bool qout_equal(const qout *a, const qout *b)
-{
-    return memcmp(a->codes, b->codes, a->cb) == 0 && memcmp(a->scales, b->scales, a->sb) == 0 &&
-           memcmp(a->zp, b->zp, a->zb) == 0;
-}
 
 /* Fills W [N][K] with a mix chosen per block: Gaussian, constant, all +0, all -0, mixed ±0,
  * a tie between +m and -m, values that land exactly on .5 after scaling, a positive anchor,

@@ -8,41 +8,11 @@
 
 #include "common/half.h"
 #include "quant/quant.h"
+#include "test_quant_buf.h"
 
-typedef struct qbuf {
-    uint8_t *codes, *zp;
-    void *scales;
-    size_t cb, sb, zb;
-} qbuf;
-
-static void qbuf_alloc(qbuf *o, int64_t N, int64_t K, const qb_params *p)
-{
-    o->cb = qb_codes_bytes(N, K, p);
-    o->sb = qb_scales_count(N, K, p) * qscale_size(p->scale_type);
-    o->zb = qb_zero_points_bytes(N, K, p);
-    o->codes = malloc(o->cb);
-    o->scales = malloc(o->sb);
-    o->zp = malloc(o->zb ? o->zb : 1);
-    memset(o->codes, 0xa5, o->cb);
-    memset(o->scales, 0xa5, o->sb);
-    memset(o->zp, 0xa5, o->zb ? o->zb : 1);
-}
-
-static void qbuf_free(qbuf *o)
-{
-    free(o->codes);
-    free(o->scales);
-    free(o->zp);
-}
-
-static bool qbuf_same(const qbuf *a, const qbuf *b)
-{
-    return memcmp(a->codes, b->codes, a->cb) == 0 && memcmp(a->scales, b->scales, a->sb) == 0 &&
-           memcmp(a->zp, b->zp, a->zb) == 0;
-}
 
 static int quantize(const float *w, int64_t N, int64_t K, const qb_params *p, qb_method m,
-                    qbuf *o, int threads)
+                    qout *o, int threads)
 {
     m2o_err err = {{0}};
     int rc = qb_quantize_method_mt(w, N, K, p, m, o->codes, o->scales, o->zp, threads, &err);
@@ -52,7 +22,7 @@ static int quantize(const float *w, int64_t N, int64_t K, const qb_params *p, qb
 }
 
 /* Squared error of every block (NaN or inf counts as +inf), decoded by qb_dequantize. */
-static void block_sse(const float *w, int64_t N, int64_t K, const qb_params *p, const qbuf *o,
+static void block_sse(const float *w, int64_t N, int64_t K, const qb_params *p, const qout *o,
                       double *sse)
 {
     float *deq = malloc(sizeof(float) * (size_t)(N * K));
@@ -105,9 +75,9 @@ TEST(search_is_never_worse_than_rtn_on_any_block)
                     qb_params p = {bits, bs, sym == 1, (qscale_type)st};
                     float *w = malloc(sizeof(float) * (size_t)(N * K));
                     fill_mixed(&r, w, N, K, bs);
-                    qbuf a, b;
-                    qbuf_alloc(&a, N, K, &p);
-                    qbuf_alloc(&b, N, K, &p);
+                    qout a, b;
+                    qout_alloc(&a, N, K, &p);
+                    qout_alloc(&b, N, K, &p);
                     double sa[64], sb[64];
                     CHECK(quantize(w, N, K, &p, QB_METHOD_RTN, &a, 1) == 0);
                     CHECK(quantize(w, N, K, &p, QB_METHOD_SEARCH, &b, 1) == 0);
@@ -116,8 +86,8 @@ TEST(search_is_never_worse_than_rtn_on_any_block)
                     for (int g = 0; g < N * K / bs; g++)
                         CHECK_MSG(sb[g] <= sa[g], "bits %d bs %d sym %d scale type %d block %d: "
                                   "search %.9g > rtn %.9g", bits, bs, sym, st, g, sb[g], sa[g]);
-                    qbuf_free(&a);
-                    qbuf_free(&b);
+                    qout_free(&a);
+                    qout_free(&b);
                     free(w);
                     combos++;
                 }
@@ -128,13 +98,13 @@ TEST(search_is_never_worse_than_rtn_on_any_block)
 static double rel_rmse(const float *w, int64_t N, int64_t K, int bits, bool sym, qb_method m)
 {
     qb_params p = {bits, 32, sym, QSCALE_F16};
-    qbuf o;
-    qbuf_alloc(&o, N, K, &p);
+    qout o;
+    qout_alloc(&o, N, K, &p);
     qb_error e = {0};
     if (quantize(w, N, K, &p, m, &o, 2) != 0 ||
         qb_quant_error(w, o.codes, o.scales, o.zp, N, K, &p, &e, NULL) != 0)
         e.sse = HUGE_VAL;
-    qbuf_free(&o);
+    qout_free(&o);
     return qb_relative_rmse(&e);
 }
 
@@ -170,20 +140,20 @@ TEST(rtn_method_is_qb_quantize_byte_for_byte_and_threads_do_not_change_bytes)
     fill_mixed(&r, w, N, K, 32);
     for (int sym = 0; sym < 2; sym++) {
         qb_params p = {4, 32, sym == 1, QSCALE_BF16};
-        qbuf a, b, c;
-        qbuf_alloc(&a, N, K, &p);
-        qbuf_alloc(&b, N, K, &p);
-        qbuf_alloc(&c, N, K, &p);
+        qout a, b, c;
+        qout_alloc(&a, N, K, &p);
+        qout_alloc(&b, N, K, &p);
+        qout_alloc(&c, N, K, &p);
         CHECK(qb_quantize(w, N, K, &p, a.codes, a.scales, a.zp, NULL) == 0);
         CHECK(quantize(w, N, K, &p, QB_METHOD_RTN, &b, 3) == 0);
-        CHECK_MSG(qbuf_same(&a, &b), "sym %d: RTN method differs from qb_quantize", sym);
+        CHECK_MSG(qout_equal(&a, &b), "sym %d: RTN method differs from qb_quantize", sym);
         CHECK(quantize(w, N, K, &p, QB_METHOD_SEARCH, &b, 1) == 0);
         CHECK(quantize(w, N, K, &p, QB_METHOD_SEARCH, &c, 3) == 0);
-        CHECK_MSG(qbuf_same(&b, &c), "sym %d: 3 threads differ from 1", sym);
-        CHECK_MSG(!qbuf_same(&a, &b), "sym %d: the search changed nothing", sym);
-        qbuf_free(&a);
-        qbuf_free(&b);
-        qbuf_free(&c);
+        CHECK_MSG(qout_equal(&b, &c), "sym %d: 3 threads differ from 1", sym);
+        CHECK_MSG(!qout_equal(&a, &b), "sym %d: the search changed nothing", sym);
+        qout_free(&a);
+        qout_free(&b);
+        qout_free(&c);
     }
     free(w);
 }
@@ -200,9 +170,9 @@ TEST(exact_blocks_keep_the_rtn_bytes)
     }
     for (int sym = 0; sym < 2; sym++) {
         qb_params p = {4, 16, sym == 1, QSCALE_F32};
-        qbuf a, b;
-        qbuf_alloc(&a, 3, 16, &p);
-        qbuf_alloc(&b, 3, 16, &p);
+        qout a, b;
+        qout_alloc(&a, 3, 16, &p);
+        qout_alloc(&b, 3, 16, &p);
         CHECK(quantize(w, 3, 16, &p, QB_METHOD_RTN, &a, 1) == 0);
         CHECK(quantize(w, 3, 16, &p, QB_METHOD_SEARCH, &b, 1) == 0);
         double sa[3], sb[3];
@@ -210,11 +180,11 @@ TEST(exact_blocks_keep_the_rtn_bytes)
         block_sse(w, 3, 16, &p, &b, sb);
         CHECK_EQ(sa[0] == 0.0, 1);
         CHECK_EQ(sa[1] == 0.0, 1);
-        CHECK_MSG(qbuf_same(&a, &b) || sb[2] < sa[2], "sym %d: bytes changed with no gain", sym);
+        CHECK_MSG(qout_equal(&a, &b) || sb[2] < sa[2], "sym %d: bytes changed with no gain", sym);
         CHECK_SAME_BYTES(a.codes, b.codes, 16); /* the two exact rows */
         CHECK_SAME_BYTES(a.scales, b.scales, 2 * sizeof(float));
-        qbuf_free(&a);
-        qbuf_free(&b);
+        qout_free(&a);
+        qout_free(&b);
     }
 }
 
@@ -228,9 +198,9 @@ TEST(single_outlier_block_keeps_the_outlier)
         v[i] = i == 7 ? 100.0f : 1.0f + 0.01f * (float)i;
     for (int sym = 0; sym < 2; sym++) {
         qb_params p = {4, 16, sym == 1, QSCALE_F16};
-        qbuf a, b;
-        qbuf_alloc(&a, 1, 16, &p);
-        qbuf_alloc(&b, 1, 16, &p);
+        qout a, b;
+        qout_alloc(&a, 1, 16, &p);
+        qout_alloc(&b, 1, 16, &p);
         CHECK(quantize(v, 1, 16, &p, QB_METHOD_RTN, &a, 1) == 0);
         CHECK(quantize(v, 1, 16, &p, QB_METHOD_SEARCH, &b, 1) == 0);
         double sa, sb;
@@ -241,8 +211,8 @@ TEST(single_outlier_block_keeps_the_outlier)
         float deq[16];
         CHECK(qb_dequantize(b.codes, b.scales, b.zp, 1, 16, &p, deq, NULL) == 0);
         CHECK_MSG(fabsf(deq[7] - 100.0f) < 0.1f, "sym %d: outlier decodes to %g", sym, deq[7]);
-        qbuf_free(&a);
-        qbuf_free(&b);
+        qout_free(&a);
+        qout_free(&b);
     }
 }
 
@@ -256,8 +226,8 @@ TEST(searched_zero_points_are_packed_like_onnx_runtime)
     for (int i = 0; i < N * K; i++)
         w[i] = student_t3(&r) + (i / 16 % 3 == 1 ? 2.0f : 0.0f); /* one block all shifted */
     qb_params p = {4, 16, false, QSCALE_F32};
-    qbuf o;
-    qbuf_alloc(&o, N, K, &p);
+    qout o;
+    qout_alloc(&o, N, K, &p);
     CHECK_EQ(o.zb, (size_t)(N * 2));
     CHECK(quantize(w, N, K, &p, QB_METHOD_SEARCH, &o, 1) == 0);
     float deq[4 * 48];
@@ -271,7 +241,7 @@ TEST(searched_zero_points_are_packed_like_onnx_runtime)
             CHECK_NEAR(deq[k], (float)(q - zp) * s, 0);
         }
     }
-    qbuf_free(&o);
+    qout_free(&o);
 }
 
 TEST(asymmetric_8bit_block_by_hand)
