@@ -103,6 +103,30 @@ static const st_tensor *mxfp4_element(const expert_src *s, int64_t e, int64_t n,
     return s->t;
 }
 
+/* A scale byte of 255 is E8M0's NaN and makes its block NaN; codes are always finite. */
+static int mxfp4_check(const expert_src *s, int64_t e, bool allow, const char *format,
+                       m2o_err *err)
+{
+    size_t n = (size_t)(s->N * s->K / 32);
+    return check_e8m0_scales(s->scales->data + (size_t)e * n, n, (int64_t)((size_t)e * n),
+                             s->scales->name, format, allow, err);
+}
+
+/* MXFP4 checkpoint → MXFP4 op: the codes are only transposed to the CUDA layout (FORMATS §6)
+ * and the scale bytes copied. */
+static int mxfp4_passthrough(const expert_src *s, int64_t e, uint8_t *weights, uint8_t *scales,
+                             bool allow, m2o_err *err)
+{
+    int64_t nk = s->N * s->K;
+    int rc = scales ? mxfp4_check(s, e, allow, NULL, err) : 0;
+    if (!rc && weights)
+        rc = fp4_cuda_pack(s->t->data + (size_t)(e * nk / 2), s->N, s->K, weights, err);
+    if (!rc && scales)
+        memcpy(scales, s->scales->data + (size_t)(e * nk / 32), (size_t)(nk / 32));
+    mxfp4_release(s, e);
+    return rc;
+}
+
 /* ---- one float tensor [E, ...]: FUSED_KN and FUSED_NK share dtypes, read-ahead, release ---- */
 
 static int fused_dtypes(const expert_src *s, m2o_err *err) { return require_float(s->t, err); }
@@ -274,15 +298,22 @@ static const st_tensor *per_element(const expert_src *s, int64_t e, int64_t n, i
 
 /* ---- the tables ---- */
 
-static const expert_layout LAYOUT_MXFP4 = {mxfp4_dtypes, halves_fused, mxfp4_band, NULL,
-                                           mxfp4_ahead, mxfp4_release, mxfp4_reader,
-                                           mxfp4_element};
-static const expert_layout LAYOUT_FUSED_KN = {fused_dtypes, halves_fused, kn_band, kn_panel,
-                                              fused_ahead, fused_release, kn_reader, kn_element};
-static const expert_layout LAYOUT_FUSED_NK = {fused_dtypes, halves_fused, nk_band, NULL,
-                                              fused_ahead, fused_release, nk_reader, nk_element};
-static const expert_layout LAYOUT_PER_EXPERT = {per_dtypes, per_halves, per_band, NULL,
-                                                per_ahead, per_release, per_reader, per_element};
+static const expert_layout LAYOUT_MXFP4 = {
+    .check_dtypes = mxfp4_dtypes, .halves = halves_fused, .read_band = mxfp4_band,
+    .read_ahead = mxfp4_ahead, .release = mxfp4_release, .reader = mxfp4_reader,
+    .element = mxfp4_element, .check_expert = mxfp4_check, .fp4_passthrough = mxfp4_passthrough};
+static const expert_layout LAYOUT_FUSED_KN = {
+    .check_dtypes = fused_dtypes, .halves = halves_fused, .read_band = kn_band,
+    .read_panel = kn_panel, .read_ahead = fused_ahead, .release = fused_release,
+    .reader = kn_reader, .element = kn_element};
+static const expert_layout LAYOUT_FUSED_NK = {
+    .check_dtypes = fused_dtypes, .halves = halves_fused, .read_band = nk_band,
+    .read_ahead = fused_ahead, .release = fused_release, .reader = nk_reader,
+    .element = nk_element};
+static const expert_layout LAYOUT_PER_EXPERT = {
+    .check_dtypes = per_dtypes, .halves = per_halves, .read_band = per_band,
+    .read_ahead = per_ahead, .release = per_release, .reader = per_reader,
+    .element = per_element};
 
 const expert_layout *expert_layout_of(expert_src_kind kind)
 {

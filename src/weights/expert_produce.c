@@ -7,7 +7,6 @@
  * its own and is scattered to its columns, and the source is read sequentially. Everything
  * layout-specific goes through the expert_layout table (expert_layout.c). */
 #include <stdlib.h>
-#include <string.h>
 
 #include "weights/experts_internal.h"
 #include "weights/nonfinite.h"
@@ -47,15 +46,6 @@ int expert_read_f32(const expert_src *s, int64_t e, float *out, float *tmp, m2o_
 }
 
 /* ---- naming refused values ---- */
-
-/* MXFP4 codes are always finite; a scale byte of 255 is E8M0's NaN and makes its block NaN. */
-static int check_scales(const expert_src *s, int64_t e, bool allow, const char *quant,
-                        m2o_err *err)
-{
-    size_t n = (size_t)(s->N * s->K / 32);
-    return check_e8m0_scales(s->scales->data + (size_t)e * n, n, (int64_t)((size_t)e * n),
-                             s->scales->name, quant, allow, err);
-}
 
 /* The encoding values are read for, when it cannot hold NaN/Inf (NULL: float). */
 static const char *format_name(expert_enc enc, int bits)
@@ -145,21 +135,6 @@ static int check_and_encode(const expert_layout *L, const expert_src *s, int64_t
 
 /* ---- producing one expert ---- */
 
-/* MXFP4 checkpoint → MXFP4 op: the codes and scale bytes pass through (no decode/encode). */
-static int produce_fp4_passthrough(const expert_layout *L, const expert_src *s, int64_t e,
-                                   uint8_t *weights, uint8_t *scales, bool allow_nonfinite,
-                                   m2o_err *err)
-{
-    int64_t nk = s->N * s->K;
-    int rc = scales ? check_scales(s, e, allow_nonfinite, NULL, err) : 0;
-    if (!rc && weights)
-        rc = fp4_cuda_pack(s->t->data + (size_t)(e * nk / 2), s->N, s->K, weights, err);
-    if (!rc && scales)
-        memcpy(scales, s->scales->data + (size_t)(e * nk / 32), (size_t)(nk / 32));
-    L->release(s, e);
-    return rc;
-}
-
 /* Columns per panel of an input-major expert: whole quantization blocks, at least 64 so
  * each source row contributes a full cache line. */
 static int64_t panel_cols(int64_t K, int block_size)
@@ -207,9 +182,9 @@ static int produce_bands(const expert_layout *L, const expert_src *s, int64_t e,
     if (!L->read_panel)
         L->reader(s, e, &rd);
     const char *format = format_name(x->enc, x->p.bits);
-    /* MXFP4 values are finite unless a scale byte is 255, checked once up front */
-    int rc = expert_src_is_mxfp4(s) ? check_scales(s, e, allow_nonfinite, format, err) : 0;
-    bool allow = allow_nonfinite || expert_src_is_mxfp4(s);
+    /* values checked once up front (MXFP4's scale bytes) are not checked band by band */
+    int rc = L->check_expert ? L->check_expert(s, e, allow_nonfinite, format, err) : 0;
+    bool allow = allow_nonfinite || L->check_expert != NULL;
     for (int64_t n0 = 0; n0 < N && !rc; n0 += R) {
         int64_t nr = N - n0 < R ? N - n0 : R;
         rc = read_band(L, s, e, n0, nr, band, true, err);
@@ -230,8 +205,8 @@ int expert_produce(const expert_src *s, int64_t e, expert_enc enc, int bits, int
         return m2o_fail(err, "%s: unknown expert source kind", s->what);
     read_ahead(L, s, e);
     read_ahead(L, s, e + 1);
-    if (expert_src_is_mxfp4(s) && enc_is_fp4(enc))
-        return produce_fp4_passthrough(L, s, e, weights, scales, allow_nonfinite, err);
+    if (L->fp4_passthrough && enc_is_fp4(enc))
+        return L->fp4_passthrough(s, e, weights, scales, allow_nonfinite, err);
     /* a scales encoding (weights NULL): quantized like the weights, codes dropped */
     int64_t kp = L->read_panel ? panel_cols(s->K, enc_is_fp4(enc) ? 32 : block_size) : 0;
     expert_encoder x;

@@ -32,6 +32,15 @@ typedef struct expert_layout {
     /* The checkpoint tensor and element holding element (n, k) of expert e's [N][K] matrix. */
     const st_tensor *(*element)(const expert_src *s, int64_t e, int64_t n, int64_t k,
                                 int64_t *index);
+    /* Layouts whose decoded values are NaN only through something checked once per expert
+     * (MXFP4: a scale byte of 255), else NULL: fails naming it, for values decoded for
+     * `format` (NULL: kept as float, refused unless allow). Bands are then not re-checked. */
+    int (*check_expert)(const expert_src *s, int64_t e, bool allow, const char *format,
+                        m2o_err *err);
+    /* Layouts already in the MXFP4 op's encoding, else NULL: expert e's fp4 codes (weights,
+     * or NULL) and E8M0 scales (scales, or NULL) without a decode. */
+    int (*fp4_passthrough)(const expert_src *s, int64_t e, uint8_t *weights, uint8_t *scales,
+                           bool allow, m2o_err *err);
 } expert_layout;
 
 const expert_layout *expert_layout_of(expert_src_kind kind);
