@@ -56,6 +56,9 @@ int wt_small(const st_tensor *const *parts, int n_parts, float offset, int dtype
  * io dtype: the values a quantized model would see. Returns malloc'd bytes (rows x cols). */
 void *wt_small_qdq(const st_tensor *t, int64_t rows, int64_t cols, int bits, int block_size,
                    int io, m2o_err *err);
+/* -exp(t) in float32, as transformers computes Gated DeltaNet's A (A_log.float().exp()):
+ * malloc'd, t->numel values. A finite A_log whose -exp() overflows is refused. */
+float *wt_neg_exp_f32(const st_tensor *t, bool allow_nonfinite, m2o_err *err);
 /* A whole tensor converted to the io dtype, in bands of rows of about 16 MiB (embeddings). */
 int wt_converted(const st_tensor *t, const wt_opts *o, wt_producer *p, m2o_err *err);
 

@@ -1,5 +1,6 @@
 /* Producers of tensors converted element by element: small tensors (norms, biases, sinks), the
  * quantize-dequantize of expert biases, and whole tensors streamed by rows (embeddings). */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -174,6 +175,34 @@ void *wt_small_qdq(const st_tensor *t, int64_t rows, int64_t cols, int bits, int
         return NULL;
     }
     return out;
+}
+
+/* ---- -exp(A_log) (Gated DeltaNet, docs/FORMATS.md §13) ---- */
+
+float *wt_neg_exp_f32(const st_tensor *t, bool allow_nonfinite, m2o_err *err)
+{
+    int64_t n = t->numel;
+    float *v = m2o_malloc((size_t)n * sizeof(float), err);
+    if (!v)
+        return NULL;
+    int rc = require_float(t, err);
+    if (!rc)
+        rc = tensor_read_f32(t, 0, n, v, err);
+    if (!rc)
+        rc = check_finite(v, (size_t)n, 0, t->name, allow_nonfinite, err);
+    for (int64_t i = 0; i < n && !rc; i++) {
+        float a = v[i];
+        v[i] = -expf(a);
+        if (isinf(v[i]) && isfinite(a)) /* a finite A_log must not become -Inf */
+            rc = m2o_fail(err, "tensor %s: element %lld is %g, whose -exp() overflows float32 "
+                               "(A_log above 88.7); fix the checkpoint",
+                          t->name, (long long)i, (double)a);
+    }
+    if (rc) {
+        free(v);
+        return NULL;
+    }
+    return v;
 }
 
 /* ---- whole tensor converted by rows ---- */
