@@ -42,7 +42,7 @@ int arch_attention_mixer(gb *b, int L, const attn_layout *lay, const char *input
  * come here directly). */
 int arch_check_common(const model_desc *md, m2o_err *err);
 
-/* Layer L's MLP as the Qwen MoE models build it (qwen_moe.c): router → experts (per-expert or
+/* Layer L's MLP as the Qwen MoE models build it (qwen_moe_shared.c): router → experts (per-expert or
  * fused gate_up_proj layout) plus the sigmoid-gated shared expert when the config has one, or
  * the dense MLP of a non-sparse layer. Qwen2-MoE, Qwen3-MoE and Qwen3.5-MoE share it. */
 int qwen_moe_build_mlp(gb *b, int L, const char *input, gname *out, m2o_err *err);
