@@ -307,9 +307,10 @@ int options_validate(const build_args *a, export_opts *o, m2o_err *err)
 
 /* ---------- dims-dependent ---------- */
 
+/* every family sets moe_intermediate_size (gpt-oss: = intermediate_size) */
 static int expert_width(const model_desc *md)
 {
-    return md->arch == ARCH_GPT_OSS ? md->intermediate_size : md->moe_intermediate_size;
+    return md->moe_intermediate_size;
 }
 
 /* Every architecture's attention is GroupQueryAttention with its rotary caches: a config whose

@@ -325,20 +325,20 @@ static void check_moe_attrs(vctx *c, const onnx_node *n)
     if (fusion != 1)
         attr_fault(c, n, "attribute %s is %g, expected %g (interleaved gate/up rows)",
                    "swiglu_fusion", (double)fusion, 1);
-    if (md->arch == ARCH_GPT_OSS) {
+    /* SwiGLU constants from config.json (gpt-oss: clamped, alpha 1.702, beta 1; plain SwiGLU:
+     * no limit, alpha 1, beta 0 — which the op's defaults give, so beta 0 may be absent) */
+    if (md->swiglu_limit != 0.0f) {
         check_float_attr(c, n, "swiglu_limit", md->swiglu_limit, false);
-        check_float_attr(c, n, "activation_alpha", md->swiglu_alpha, false);
-        check_float_attr(c, n, "activation_beta", 1.0f, false);
     } else {
         float lim;
         if (onnx_node_attr_float(n, "swiglu_limit", &lim) && lim != 0.0f && !isinf(lim))
             attr_fault(c, n, "attribute %s is %g, plain SwiGLU has no limit (%g)",
                        "swiglu_limit", lim, 0);
-        check_float_attr(c, n, "activation_alpha", 1.0f, false);
-        check_float_attr(c, n, "activation_beta", 0.0f, true);
     }
-    /* routing: gpt-oss and norm_topk_prob renormalise over the top k */
-    bool renorm = md->arch == ARCH_GPT_OSS || md->norm_topk_prob;
+    check_float_attr(c, n, "activation_alpha", md->swiglu_alpha, false);
+    check_float_attr(c, n, "activation_beta", md->swiglu_beta, md->swiglu_beta == 0.0f);
+    /* routing: norm_topk_prob (always set for gpt-oss and Qwen3.5) renormalises over the top k */
+    bool renorm = md->norm_topk_prob;
     bool router_weights = q && onnx_node_input_count(n) > QMOE_IN_ROUTER_WEIGHTS &&
                           onnx_node_input(n, QMOE_IN_ROUTER_WEIGHTS)[0];
     if (renorm && norm != 1)
@@ -786,9 +786,9 @@ int vcheck_genai(vctx *c, const cJSON *root, const char *model_filename, m2o_err
     c->r->n_checks++;
     if (!type)
         genai_fault(c, "model.type is missing");
-    else if (strcmp(type, genai_model_type(md->arch)))
+    else if (strcmp(type, genai_model_type(md)))
         genai_fault(c, "model.type is \"%s\", onnxruntime-genai runs this text decoder as \"%s\"",
-                    type, genai_model_type(md->arch));
+                    type, genai_model_type(md));
 
     const cJSON *in = cJSON_GetObjectItemCaseSensitive(dec, "inputs");
     const cJSON *out = cJSON_GetObjectItemCaseSensitive(dec, "outputs");
