@@ -76,6 +76,83 @@ static int get_eos(const cfg_src *s, bool null_overrides, model_desc *d)
 
 /* ---------- RoPE ---------- */
 
+/* YaRN's fields (rope_type "yarn" given in the config) with transformers' defaults. */
+static int parse_yarn(const cfg_src *s, const cfg_src *rs, model_desc *d)
+{
+    if (cfg_get_int(rs, "original_max_position_embeddings", false, d->max_position_embeddings,
+                    &d->rope_original_max_position))
+        return -1;
+    if (d->rope_original_max_position < 1)
+        return m2o_fail(s->err, "%s: \"%soriginal_max_position_embeddings\" must be positive",
+                        s->what, rs->scope);
+    /* transformers: a missing factor is max_position_embeddings / original */
+    double def_factor = (double)d->max_position_embeddings / d->rope_original_max_position;
+    double bf, bs;
+    if (cfg_get_double(rs, "factor", def_factor, &d->rope_factor) ||
+        cfg_get_double(rs, "beta_fast", 0.0, &bf) || cfg_get_double(rs, "beta_slow", 0.0, &bs) ||
+        cfg_get_bool(rs, "truncate", true, &d->yarn_truncate) ||
+        cfg_get_double(rs, "attention_factor", 0.0, &d->yarn_attention_factor))
+        return -1;
+    /* `or 32` / `or 1` in transformers: 0 means the default too */
+    d->yarn_beta_fast = bf != 0.0 ? bf : 32.0;
+    d->yarn_beta_slow = bs != 0.0 ? bs : 1.0;
+    return 0;
+}
+
+/* rope_type and its fields; builtin_yarn: the family's YaRN for a config without rope settings. */
+static int parse_rope_type(const cfg_src *s, const cfg_src *rs, bool builtin_yarn, model_desc *d)
+{
+    const char *type = "default";
+    if (cfg_field(rs, "rope_type") ? cfg_get_string(rs, "rope_type", "default", &type)
+                                   : cfg_get_string(rs, "type", "default", &type))
+        return -1;
+    if (builtin_yarn)
+        type = "yarn";
+    d->rope_factor = 1.0;
+    d->yarn_beta_fast = 32.0;
+    d->yarn_beta_slow = 1.0;
+    d->yarn_truncate = true;
+    d->yarn_attention_factor = 0.0;
+    d->rope_original_max_position = d->max_position_embeddings;
+    if (!strcmp(type, "default")) {
+        d->rope_type = ROPE_DEFAULT;
+        return 0;
+    }
+    if (!strcmp(type, "linear")) {
+        d->rope_type = ROPE_LINEAR;
+        if (!cfg_field(rs, "factor"))
+            return cfg_missing(rs, "factor");
+        return cfg_get_double(rs, "factor", 1.0, &d->rope_factor);
+    }
+    if (strcmp(type, "yarn"))
+        return m2o_fail(s->err, "%s: rope_type \"%s\" is not supported (supported: default, linear, "
+                        "yarn)", s->what, type);
+    d->rope_type = ROPE_YARN;
+    if (!builtin_yarn)
+        return parse_yarn(s, rs, d);
+    d->rope_factor = 32.0;
+    d->yarn_truncate = false;
+    d->rope_original_max_position = 4096;
+    return 0;
+}
+
+static int check_rope(const cfg_src *s, const model_desc *d)
+{
+    if (!(d->rope_theta > 0))
+        return m2o_fail(s->err, "%s: rope_theta must be positive — fix config.json", s->what);
+    if (!(d->partial_rotary_factor > 0 && d->partial_rotary_factor <= 1))
+        return m2o_fail(s->err, "%s: partial_rotary_factor %g is outside (0, 1] — fix config.json",
+                        s->what, d->partial_rotary_factor);
+    int rot = (int)(d->head_dim * d->partial_rotary_factor);
+    if (rot < 2 || rot % 2)
+        return m2o_fail(s->err, "%s: head_dim %d × partial_rotary_factor %g gives %d rotary "
+                        "dimensions, expected an even number ≥ 2 — fix config.json", s->what,
+                        d->head_dim, d->partial_rotary_factor, rot);
+    if (d->rope_type != ROPE_DEFAULT && !(d->rope_factor > 0))
+        return m2o_fail(s->err, "%s: rope factor must be positive — fix config.json", s->what);
+    return 0;
+}
+
 static int parse_rope(const cfg_src *s, model_desc *d)
 {
     /* v5 style keeps everything in rope_parameters; Hub style has rope_theta / rope_scaling at
@@ -94,80 +171,17 @@ static int parse_rope(const cfg_src *s, model_desc *d)
             return m2o_fail(s->err, "%s: \"%s\" holds per-layer-type settings (\"%s\"), which %s "
                             "models do not use — fix config.json", s->what, rkey, e->string,
                             arch_name(d));
-
+    const family_defaults *def = d->family->defaults;
     const cfg_src *theta_src = cfg_field(&rs, "rope_theta") ? &rs : s;
-    if (cfg_get_double(theta_src, "rope_theta", d->family->defaults->rope_theta, &d->rope_theta))
-        return -1;
     const cfg_src *prf_src = cfg_field(&rs, "partial_rotary_factor") ? &rs : s;
-    if (cfg_get_double(prf_src, "partial_rotary_factor", d->family->defaults->partial_rotary_factor, &d->partial_rotary_factor))
-        return -1;
-
-    const char *type = "default";
-    if (cfg_field(&rs, "rope_type") ? cfg_get_string(&rs, "rope_type", "default", &type)
-                                : cfg_get_string(&rs, "type", "default", &type))
+    if (cfg_get_double(theta_src, "rope_theta", def->rope_theta, &d->rope_theta) ||
+        cfg_get_double(prf_src, "partial_rotary_factor", def->partial_rotary_factor,
+                       &d->partial_rotary_factor))
         return -1;
     /* gpt-oss without any rope settings gets transformers' built-in YaRN */
-    bool builtin_yarn = d->family->defaults->builtin_yarn && !r;
-    if (builtin_yarn)
-        type = "yarn";
-
-    d->rope_factor = 1.0;
-    d->yarn_beta_fast = 32.0;
-    d->yarn_beta_slow = 1.0;
-    d->yarn_truncate = true;
-    d->yarn_attention_factor = 0.0;
-    d->rope_original_max_position = d->max_position_embeddings;
-    if (!strcmp(type, "default")) {
-        d->rope_type = ROPE_DEFAULT;
-    } else if (!strcmp(type, "linear")) {
-        d->rope_type = ROPE_LINEAR;
-        if (!cfg_field(&rs, "factor"))
-            return cfg_missing(&rs, "factor");
-        if (cfg_get_double(&rs, "factor", 1.0, &d->rope_factor))
-            return -1;
-    } else if (!strcmp(type, "yarn")) {
-        d->rope_type = ROPE_YARN;
-        if (builtin_yarn) {
-            d->rope_factor = 32.0;
-            d->yarn_truncate = false;
-            d->rope_original_max_position = 4096;
-        } else {
-            if (cfg_get_int(&rs, "original_max_position_embeddings", false, d->max_position_embeddings,
-                        &d->rope_original_max_position))
-                return -1;
-            if (d->rope_original_max_position < 1)
-                return m2o_fail(s->err, "%s: \"%soriginal_max_position_embeddings\" must be positive",
-                                s->what, scope);
-            /* transformers: a missing factor is max_position_embeddings / original */
-            double def_factor = (double)d->max_position_embeddings / d->rope_original_max_position;
-            double bf, bs;
-            if (cfg_get_double(&rs, "factor", def_factor, &d->rope_factor) ||
-                cfg_get_double(&rs, "beta_fast", 0.0, &bf) || cfg_get_double(&rs, "beta_slow", 0.0, &bs) ||
-                cfg_get_bool(&rs, "truncate", true, &d->yarn_truncate) ||
-                cfg_get_double(&rs, "attention_factor", 0.0, &d->yarn_attention_factor))
-                return -1;
-            /* `or 32` / `or 1` in transformers: 0 means the default too */
-            d->yarn_beta_fast = bf != 0.0 ? bf : 32.0;
-            d->yarn_beta_slow = bs != 0.0 ? bs : 1.0;
-        }
-    } else {
-        return m2o_fail(s->err, "%s: rope_type \"%s\" is not supported (supported: default, linear, "
-                        "yarn)", s->what, type);
-    }
-
-    if (!(d->rope_theta > 0))
-        return m2o_fail(s->err, "%s: rope_theta must be positive — fix config.json", s->what);
-    if (!(d->partial_rotary_factor > 0 && d->partial_rotary_factor <= 1))
-        return m2o_fail(s->err, "%s: partial_rotary_factor %g is outside (0, 1] — fix config.json",
-                        s->what, d->partial_rotary_factor);
-    int rot = (int)(d->head_dim * d->partial_rotary_factor);
-    if (rot < 2 || rot % 2)
-        return m2o_fail(s->err, "%s: head_dim %d × partial_rotary_factor %g gives %d rotary "
-                        "dimensions, expected an even number ≥ 2 — fix config.json", s->what,
-                        d->head_dim, d->partial_rotary_factor, rot);
-    if (d->rope_type != ROPE_DEFAULT && !(d->rope_factor > 0))
-        return m2o_fail(s->err, "%s: rope factor must be positive — fix config.json", s->what);
-    return 0;
+    if (parse_rope_type(s, &rs, def->builtin_yarn && !r, d))
+        return -1;
+    return check_rope(s, d);
 }
 
 /* ---------- common fields ---------- */
