@@ -150,13 +150,18 @@ static int parse_excludes(quant_flat *f, const char *key, const char *v, m2o_err
     return 0;
 }
 
-static int add_mixed(quant_flat *f, qpreset p, qtype t)
+/* One selector's type. An explicit matmul_mixed_precision entry replaces what a legacy
+ * algo_config alias implied, in whichever order the two were given (the builder expands the
+ * alias first and lets the explicit map update it). */
+static void add_mixed(quant_flat *f, qpreset p, qtype t, bool explicit_entry)
 {
     for (int i = 0; i < f->n_mixed; i++)
-        if (f->mixed_preset[i] == p) { f->mixed_type[i] = t; return 0; } /* later wins, as the builder */
+        if (f->mixed_preset[i] == p) {
+            if (explicit_entry) f->mixed_type[i] = t;
+            return;
+        }
     f->mixed_preset[f->n_mixed] = p;
     f->mixed_type[f->n_mixed++] = t;
-    return 0;
 }
 
 static int parse_algo(quant_flat *f, const char *key, const char *v, m2o_err *err)
@@ -170,11 +175,11 @@ static int parse_algo(quant_flat *f, const char *key, const char *v, m2o_err *er
         if (strcmp(v, ALGOS[i].name)) continue;
         f->algo_set = 1;
         f->method = ALGOS[i].m;
-        f->algo_value = v;
+        snprintf(f->algo_value, sizeof f->algo_value, "%s", v);
         /* Legacy compound names: the base method plus int8 presets (bit 0 last_matmul, 1
-         * mixed_layers, 2 linear_attn). matmul_mixed_precision, given too, adds on top. */
+         * mixed_layers, 2 linear_attn). matmul_mixed_precision, given too, wins per selector. */
         for (int b = 0; b < 3; b++)
-            if (ALGOS[i].presets & (1 << b) && !f->mixed_given) add_mixed(f, (qpreset)b, QTYPE_INT8);
+            if (ALGOS[i].presets & (1 << b)) add_mixed(f, (qpreset)b, QTYPE_INT8, false);
         return 0;
     }
     return m2o_fail(err, "extra option %s=%s: allowed values are default, rtn, k_quant (and the legacy "
@@ -187,7 +192,6 @@ static int parse_mixed(quant_flat *f, const char *key, const char *v, m2o_err *e
     if (strlen(v) >= sizeof buf)
         return m2o_fail(err, "extra option %s: value too long", key);
     strcpy(buf, v);
-    f->mixed_given = true;
     int n = 0;
     for (char *save = NULL, *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save), n++) {
         char *colon = strchr(t, ':');
@@ -202,7 +206,7 @@ static int parse_mixed(quant_flat *f, const char *key, const char *v, m2o_err *e
         if (ty != QTYPE_INT4 && ty != QTYPE_INT8)
             return m2o_fail(err, "extra option %s: type '%s' for %s is not supported; allowed: int4, int8",
                             key, colon + 1, t);
-        add_mixed(f, p, ty);
+        add_mixed(f, p, ty, true);
     }
     if (!n)
         return m2o_fail(err, "extra option %s: give SELECTOR:TYPE pairs (e.g. last_matmul:int8)", key);
@@ -221,7 +225,7 @@ static int parse_budget(quant_flat *f, const char *key, const char *v, m2o_err *
     double x = strtod(v, &end);
     if (errno || end == v || !isfinite(x) || x < 0)
         return m2o_fail(err, "extra option %s=%s: expected a percentage (10%%) or a size (500MB, 2GiB)", key, v);
-    f->int8_budget_text = v;
+    snprintf(f->int8_budget_text, sizeof f->int8_budget_text, "%s", v);
     if (!strcmp(end, "%")) {
         if (x > 100)
             return m2o_fail(err, "extra option %s=%s: at most 100%% (every dense weight in int8)", key, v);
@@ -267,41 +271,49 @@ static int parse_moe_option(quant_flat *f, const char *key, const char *v, m2o_e
     return 1;
 }
 
-static const char *canonical_key(const char *key)
+/* The current name for key, and in *spelled a string that outlives the call (claim keeps it). */
+static const char *canonical_key(const char *key, const char **spelled)
 {
-    for (size_t i = 0; i < sizeof ALIASES / sizeof ALIASES[0]; i++)
-        if (!strcmp(key, ALIASES[i][0])) return ALIASES[i][1];
+    static const char *const NAMES[] = {"block_size", "accuracy_level", "is_symmetric", "op_types_to_quantize",
+                                        "nodes_to_exclude", "algo_config"};
+    for (size_t i = 0; i < sizeof ALIASES / sizeof ALIASES[0]; i++) {
+        if (!strcmp(key, ALIASES[i][0])) { *spelled = ALIASES[i][0]; return ALIASES[i][1]; }
+        if (!strcmp(key, NAMES[i])) { *spelled = NAMES[i]; return NAMES[i]; }
+    }
+    *spelled = NULL;
     return key;
 }
 
-static int parse_dense_option(quant_flat *f, const char *key, const char *name, const char *v, m2o_err *err)
+static int parse_dense_option(quant_flat *f, const char *key, const char *v, m2o_err *err)
 {
+    const char *spelled;
+    const char *name = canonical_key(key, &spelled);
     static const int blocks[] = {16, 32, 64, 128, 256};
     static const int levels[] = {0, 1, 2, 3, 4};
     static const int mm_prepacked[] = {0, 1, 2};
     if (!strcmp(name, "block_size")) {
-        if (claim(&f->block_size_key, key, name, err)) return -1;
+        if (claim(&f->block_size_key, spelled, name, err)) return -1;
         if (!strcmp(v, "0") || !strcmp(v, "per_channel")) { f->block_size = 0; return 0; }
         return parse_int_in(key, v, blocks, 5, "16, 32, 64, 128, 256", &f->block_size, err);
     }
     if (!strcmp(name, "accuracy_level")) {
-        if (claim(&f->accuracy_level_key, key, name, err)) return -1;
+        if (claim(&f->accuracy_level_key, spelled, name, err)) return -1;
         return parse_int_in(key, v, levels, 5, "0, 1, 2, 3, 4", &f->accuracy_level, err);
     }
     if (!strcmp(name, "is_symmetric")) {
-        if (claim(&f->is_symmetric_key, key, name, err)) return -1;
+        if (claim(&f->is_symmetric_key, spelled, name, err)) return -1;
         return parse_tri_bool(key, v, &f->is_symmetric, err);
     }
     if (!strcmp(name, "op_types_to_quantize")) {
-        if (claim(&f->op_types_key, key, name, err)) return -1;
+        if (claim(&f->op_types_key, spelled, name, err)) return -1;
         return parse_op_types(f, key, v, err);
     }
     if (!strcmp(name, "nodes_to_exclude")) {
-        if (claim(&f->exclude_key, key, name, err)) return -1;
+        if (claim(&f->exclude_key, spelled, name, err)) return -1;
         return parse_excludes(f, key, v, err);
     }
     if (!strcmp(name, "algo_config")) {
-        if (claim(&f->algo_key, key, name, err)) return -1;
+        if (claim(&f->algo_key, spelled, name, err)) return -1;
         return parse_algo(f, key, v, err);
     }
     if (!strcmp(name, "matmul_mixed_precision")) return parse_mixed(f, key, v, err);
@@ -318,9 +330,9 @@ int quant_option_parse(quant_flat *f, const char *key, const char *v, m2o_err *e
     if (!strcmp(key, "quant_config")) { f->json = v; return 0; }
     if (!strcmp(key, "qmoe_quantize_bias")) return quant_parse_bool(key, v, &f->qmoe_quantize_bias, err);
     int rc = parse_moe_option(f, key, v, err);
-    if (rc == 1) rc = parse_dense_option(f, key, canonical_key(key), v, err);
+    if (rc == 1) rc = parse_dense_option(f, key, v, err);
     if (rc == 0 && !f->in_json) {
-        if (!f->n_flat_quant++) f->first_flat_quant = key;
+        if (!f->n_flat_quant++) snprintf(f->first_flat_quant, sizeof f->first_flat_quant, "%s", key);
     }
     return rc;
 }
@@ -665,16 +677,19 @@ static int check_dense_rules(const quant_flat *f, const quant_config *q, exec_pr
     return 0;
 }
 
-/* Options that only mean something for quantized weights are refused with float precisions
- * (the builder ignores them there). */
+/* Non-default values that only mean something for quantized weights are refused with float
+ * precisions (the builder ignores them there); a default value given explicitly is harmless. */
 static int check_needs_int4(const quant_flat *f, precision p, m2o_err *err)
 {
     if (p == PREC_INT4) return 0;
-    const char *k = f->algo_key ? f->algo_key : f->n_mixed ? "matmul_mixed_precision"
-                  : f->exclude_key ? f->exclude_key : f->is_symmetric_key ? f->is_symmetric_key
-                  : f->op_types_key ? f->op_types_key : f->mm_prepacked != QUANT_UNSET ? "matmulnbits_weights_prepacked"
-                  : f->scale_search != -1 ? "scale_search" : f->int8_budget_text ? "int8_budget"
-                  : f->use_qdq != -1 ? "use_qdq" : f->dense_type > QTYPE_NONE ? "weights.type" : NULL;
+    const char *k = f->algo_set && f->method != QMETHOD_DEFAULT ? f->algo_key
+                  : f->n_mixed ? "matmul_mixed_precision" : f->exclude_key ? f->exclude_key
+                  : f->is_symmetric == 0 ? f->is_symmetric_key
+                  : (f->op_gather == 1 || f->op_matmul == 0) ? f->op_types_key
+                  : f->mm_prepacked > 0 ? "matmulnbits_weights_prepacked"
+                  : f->scale_search == 1 ? "scale_search"
+                  : (f->int8_budget_percent > 0 || f->int8_budget_bytes > 0) ? "int8_budget"
+                  : f->use_qdq == 1 ? "use_qdq" : f->dense_type > QTYPE_NONE ? "weights.type" : NULL;
     if (k)
         return m2o_fail(err, "extra option %s needs -p int4: with -p fp32/fp16/bf16 no weight is quantized", k);
     return 0;
@@ -738,8 +753,8 @@ int quant_config_check_supported(const quant_config *q, m2o_err *err)
         return m2o_fail(err, "extra option algo_config=%s (method): %s", METHODS[q->method], TAIL);
     if (q->n_overrides)
         return m2o_fail(err, "extra option %s (mixed-precision placement and exclusions): %s",
-                        q->overrides[0].preset != QPRESET_NONE ? "matmul_mixed_precision"
-                        : q->from_json ? "quant_config weights.overrides" : "nodes_to_exclude", TAIL);
+                        q->from_json ? "quant_config weights.overrides"
+                        : q->overrides[0].preset != QPRESET_NONE ? "matmul_mixed_precision" : "nodes_to_exclude", TAIL);
     if (q->weights_type != QTYPE_NONE && (!q->quantize_matmul || q->quantize_gather))
         return m2o_fail(err, "extra option op_types_to_quantize (other than MatMul): %s", TAIL);
     if (q->moe_per_channel)

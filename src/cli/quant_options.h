@@ -30,11 +30,11 @@ typedef struct quant_flat {
     const char *op_types_key;
     int algo_set;                                      /* algo_config given */
     qmethod method;
-    const char *algo_key, *algo_value;
+    const char *algo_key;
+    char algo_value[32];
     int n_mixed;                                       /* matmul_mixed_precision + algo aliases */
     qpreset mixed_preset[3];
     qtype mixed_type[3];
-    bool mixed_given;                                  /* matmul_mixed_precision itself given */
     int n_exclude;
     char exclude[QUANT_MAX_OVERRIDES][192];            /* nodes_to_exclude */
     const char *exclude_key;
@@ -50,7 +50,7 @@ typedef struct quant_flat {
     int scale_search;                                  /* -1 unset */
     double int8_budget_percent;                        /* < 0 unset */
     int64_t int8_budget_bytes;                         /* < 0 unset */
-    const char *int8_budget_text;
+    char int8_budget_text[32];
     const char *json;                                  /* quant_config=VALUE (inline JSON or a path) */
     bool in_json;                                      /* parsing the JSON's fields now */
     int dense_type;                                    /* JSON weights.type: -1 unset, else qtype */
@@ -58,7 +58,7 @@ typedef struct quant_flat {
     int n_json_overrides;
     quant_override json_overrides[QUANT_MAX_OVERRIDES];
     int n_flat_quant;                                  /* flat quantization keys given (conflicts) */
-    const char *first_flat_quant;
+    char first_flat_quant[64];
 } quant_flat;
 
 void quant_flat_init(quant_flat *f);
