@@ -772,7 +772,9 @@ int quant_config_check_supported(const quant_config *q, m2o_err *err)
 
 /* ---------- per-tensor resolution ---------- */
 
-typedef enum role_kind { RK_DENSE, RK_GATHER, RK_NEVER, RK_EXPERTS } role_kind;
+/* RK_DENSE_FLOAT: a MatMul moe2onnx keeps in float unless an override or preset names it
+ * (Gated DeltaNet's in_proj_a/in_proj_b, one row per value head; the builder quantizes them). */
+typedef enum role_kind { RK_DENSE, RK_DENSE_FLOAT, RK_GATHER, RK_NEVER, RK_EXPERTS } role_kind;
 
 /* Every role, its builder node name ("%d" = layer) and how it is quantized. */
 static const struct role_info { const char *role, *builder_name; role_kind kind; } ROLES[] = {
@@ -788,8 +790,8 @@ static const struct role_info { const char *role, *builder_name; role_kind kind;
     {"mlp.down", "/model/layers.%d/mlp/down_proj/MatMul", RK_DENSE},
     {"linear_attn.in_proj_qkv", "/model/layers.%d/linear_attn/in_proj_qkv/MatMul", RK_DENSE},
     {"linear_attn.in_proj_z", "/model/layers.%d/linear_attn/in_proj_z/MatMul", RK_DENSE},
-    {"linear_attn.in_proj_a", "/model/layers.%d/linear_attn/in_proj_a/MatMul", RK_DENSE},
-    {"linear_attn.in_proj_b", "/model/layers.%d/linear_attn/in_proj_b/MatMul", RK_DENSE},
+    {"linear_attn.in_proj_a", "/model/layers.%d/linear_attn/in_proj_a/MatMul", RK_DENSE_FLOAT},
+    {"linear_attn.in_proj_b", "/model/layers.%d/linear_attn/in_proj_b/MatMul", RK_DENSE_FLOAT},
     {"linear_attn.out_proj", "/model/layers.%d/linear_attn/out_proj/MatMul", RK_DENSE},
     {"shared_expert.gate", "/model/layers.%d/shared_expert/gate_proj/MatMul", RK_DENSE},
     {"shared_expert.up", "/model/layers.%d/shared_expert/up_proj/MatMul", RK_DENSE},
@@ -925,6 +927,7 @@ static void resolve_dense(const quant_config *q, const quant_site *s, const stru
         why = preset_why(ov->preset);
         break;
     }
+    if (ri->kind == RK_DENSE_FLOAT && !strcmp(why, "default")) { set_float(t, "moe2onnx default"); return; }
     memset(t, 0, sizeof *t);
     t->kind = TQ_INT;
     t->why = why;
@@ -934,7 +937,7 @@ static void resolve_dense(const quant_config *q, const quant_site *s, const stru
     t->method = q->method;
     t->scale_search = q->scale_search;
     t->accuracy_level = ri->kind == RK_GATHER ? -1 : q->accuracy_level;
-    t->prepacked = ri->kind == RK_DENSE && t->symmetric ? q->matmulnbits_weights_prepacked : 0;
+    t->prepacked = ri->kind != RK_GATHER && t->symmetric ? q->matmulnbits_weights_prepacked : 0;
     t->budget_candidate = ri->kind == RK_DENSE && t->bits == 4 && !strcmp(why, "default") &&
                           (q->int8_budget_percent > 0 || q->int8_budget_bytes > 0);
 }

@@ -112,7 +112,7 @@ typedef struct tensor_quant {
     int prepacked;          /* MatMulNBits: 0 raw, 1 SM80, 2 SM90; QMoE: 0 raw, 1 CUTLASS SM80 */
     bool budget_candidate;  /* int8_budget may still upgrade it to 8 bits (measured later) */
     const char *why;        /* TQ_FLOAT: "float precision", "never quantized", "nodes_to_exclude",
-                               "override", "op_types_to_quantize"; else "default", "override",
+                               "override", "op_types_to_quantize", "moe2onnx default"; else "default", "override",
                                "last_matmul", "mixed_layers", "linear_attn", "experts" */
 } tensor_quant;
 

@@ -60,6 +60,8 @@ TEST(defaults_per_role_cpu)
     CHECK_EQ(at(&o, "router", 1, 4, false).kind, TQ_FLOAT);
     CHECK_EQ(at(&o, "shared_expert_gate", 1, 4, false).kind, TQ_FLOAT);
     CHECK_EQ(at(&o, "embed", -1, 4, false).kind, TQ_FLOAT); /* op_types_to_quantize = MatMul */
+    CHECK_EQ(at(&o, "linear_attn.in_proj_qkv", 0, 4, true).bits, 4);
+    CHECK_EQ(at(&o, "linear_attn.in_proj_a", 0, 4, true).kind, TQ_FLOAT); /* as moe2onnx writes it today */
     t = at(&o, "experts.fc2", 3, 4, false);
     CHECK_EQ(t.kind, TQ_INT);
     CHECK_EQ(t.bits, 4);
@@ -153,6 +155,7 @@ TEST(last_matmul_and_linear_attn_presets)
     CHECK_EQ(at(&o, "lm_head", -1, 4, false).bits, 8);
     CHECK_EQ(at(&o, "linear_attn.in_proj_qkv", 0, 4, true).bits, 8);
     CHECK_EQ(at(&o, "linear_attn.out_proj", 2, 4, true).bits, 8);
+    CHECK_EQ(at(&o, "linear_attn.in_proj_b", 2, 4, true).bits, 8);  /* the preset names it, as the builder */
     CHECK_EQ(at(&o, "mlp.gate", 0, 4, true).bits, 8);     /* the MLP of a linear layer */
     CHECK_EQ(at(&o, "mlp.gate", 3, 4, false).bits, 4);    /* a full-attention layer's MLP */
     CHECK_EQ(at(&o, "attn.qkv", 3, 4, false).bits, 4);
