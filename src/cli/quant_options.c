@@ -234,6 +234,8 @@ static int parse_budget(quant_flat *f, const char *key, const char *v, m2o_err *
     }
     for (size_t i = 0; i < sizeof UNITS / sizeof UNITS[0]; i++)
         if (!strcmp(end, UNITS[i].suffix)) {
+            if (x * UNITS[i].mult > 9e18)
+                return m2o_fail(err, "extra option %s=%s: larger than any model", key, v);
             f->int8_budget_bytes = (int64_t)(x * UNITS[i].mult);
             return 0;
         }
@@ -488,7 +490,7 @@ static int json_weights(quant_flat *f, const cJSON *w, m2o_err *err)
         char joined[64] = "";
         if (!cJSON_IsArray(ops)) return m2o_fail(err, "quant_config weights.op_types: expected a list");
         for (const cJSON *c = ops->child; c; c = c->next) {
-            if (!cJSON_IsString(c) || strlen(c->valuestring) > 16)
+            if (!cJSON_IsString(c) || strlen(joined) + strlen(c->valuestring) + 2 > sizeof joined)
                 return m2o_fail(err, "quant_config weights.op_types: allowed: MatMul, Gather");
             strcat(strcat(joined, joined[0] ? "/" : ""), c->valuestring);
         }

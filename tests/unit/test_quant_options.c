@@ -258,6 +258,8 @@ static const struct { const char *kv[4]; exec_provider ep; const char *want; } B
     {{"int8_budget=150%"}, EP_CPU, "at most 100%"},
     {{"op_types_to_quantize=MatMul/Conv"}, EP_CPU, "'Conv' is not an op type"},
     {{"nodes_to_exclude=,"}, EP_CPU, "give node names"},
+    {{"int8_budget=1e30GB"}, EP_CPU, "larger than any model"},
+    {{"quant_config={\"weights\":{\"op_types\":[\"MatMul\",\"MatMul\",\"MatMul\",\"MatMul\",\"MatMul\",\"MatMul\",\"MatMul\",\"MatMul\",\"MatMul\",\"MatMul\",\"MatMul\"]}}"}, EP_CPU, "weights.op_types"},
     {{"moe_quant_type=nvfp4"}, EP_CUDA, "does not write NVFP4"},
 };
 
