@@ -85,7 +85,8 @@ typedef struct export_opts {
     bool include_hidden_states;
     bool exclude_embeds;
 
-    /* The whole quantization request; the fields above stay the graph's current inputs. */
+    /* The whole quantization request; the fields above stay the graph's current inputs.
+     * Filled by options_validate only: an export_opts built by hand has it zeroed (QTYPE_NONE). */
     quant_config quant;
 } export_opts;
 
