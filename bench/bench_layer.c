@@ -19,7 +19,7 @@
 #include "cli/progress.h"
 #include "common/half.h"
 #include "common/threadpool.h"
-#include "graph/experts.h"
+#include "weights/experts.h"
 #include "onnx/graph.h"
 #include "quant/quant.h"
 

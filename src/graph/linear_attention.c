@@ -171,34 +171,17 @@ static int add_f32_fill(gb *b, const char *name, int64_t n, float v, m2o_err *er
     return 0;
 }
 
-/* -exp(A_log) in float32, as transformers computes it (A_log.float().exp()). */
+/* -exp(A_log) in float32 (made by weights/small.c). */
 static int add_neg_a(gb *b, const char *name, const st_tensor *a_log, m2o_err *err)
 {
     int64_t n = a_log->numel;
-    float *v = m2o_malloc((size_t)n * sizeof(float), err);
+    float *v = wt_neg_exp_f32(a_log, b->o->allow_nonfinite, err);
     if (!v)
         return -1;
-    int rc = require_float(a_log, err);
-    if (!rc)
-        rc = tensor_read_f32(a_log, 0, n, v, err);
-    if (!rc)
-        rc = check_finite(v, (size_t)n, 0, a_log->name, b->o->allow_nonfinite, err);
-    for (int64_t i = 0; i < n && !rc; i++) {
-        float a = v[i];
-        v[i] = -expf(a);
-        if (isinf(v[i]) && isfinite(a)) /* a finite A_log must not become -Inf */
-            rc = m2o_fail(err, "tensor %s: element %lld is %g, whose -exp() overflows float32 "
-                               "(A_log above 88.7); fix the checkpoint",
-                          a_log->name, (long long)i, (double)a);
-    }
-    if (!rc) {
-        graph_add_initializer(b->g, name, ONNX_FLOAT, 1, &n, v, (size_t)n * sizeof(float));
-    }
+    graph_add_initializer(b->g, name, ONNX_FLOAT, 1, &n, v, (size_t)n * sizeof(float));
     free(v);
-    return rc;
+    return 0;
 }
-
-/* ---- the block ---- */
 
 static void add_state_io(gb *b, const linear_attn_desc *d)
 {

@@ -3,6 +3,7 @@
 #include "onnx/ort_rules.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 typedef struct moe_encoding {
     const char *op;          /* "MoE" or "QMoE" */
@@ -145,94 +146,115 @@ static bool experts_in_float16(const gb *b)
     return b->io == ONNX_BFLOAT16;
 }
 
-/* The experts' initializers and the MoE/QMoE node over input and router logits probs, both in
- * the io dtype b->io. */
-static int experts_node(gb *b, const moe_desc *m, const moe_encoding *e, const char *input,
-                        const char *probs_in, gname *out, m2o_err *err)
+/* Names of one layer's expert initializers; unused optional ones stay empty. */
+typedef struct expert_inits {
+    gname w1, s1, b1, w2, s2, b2, g1, g2;
+} expert_inits;
+
+/* Softmax of the router logits over all experts, QMoE's router_weights input (norm_topk_prob
+ * false); empty when the layer does not pass them. */
+static gname router_weights(gb *b, const moe_desc *m, const char *probs)
+{
+    gname weights = {{0}};
+    if (!m->router_weights)
+        return weights;
+    gname sm = gname_fmt("/model/layers.%d/moe/router/Softmax", m->layer);
+    const char *in[1] = {probs};
+    graph_node *n = gb_node(b, "Softmax", NULL, sm.s, 1, in, 1);
+    node_attr_int(n, "axis", -1);
+    return gname_out(sm.s, 0);
+}
+
+/* fc1/fc2 weights (and scales: codes and scales of each expert come from one quantization, a
+ * streamed group). */
+static int add_expert_weights(gb *b, const moe_desc *m, const moe_encoding *enc, expert_inits *x,
+                              m2o_err *err)
 {
     int L = m->layer;
-    int64_t E = m->num_experts, H = m->hidden, I = m->inter;
-    moe_encoding enc = *e;
-    gname probs = gname_fmt("%s", probs_in);
-    gname weights = {{0}};
-    if (m->router_weights) {
-        gname sm = gname_fmt("/model/layers.%d/moe/router/Softmax", L);
-        const char *in[1] = {probs.s};
-        graph_node *n = gb_node(b, "Softmax", NULL, sm.s, 1, in, 1);
-        node_attr_int(n, "axis", -1);
-        weights = gname_out(sm.s, 0);
+    const char *wsuffix = enc->weights == ENC_FLOAT ? "weight" : "qweight";
+    x->w1 = gname_fmt("model.layers.%d.moe.experts.gate_up_proj.%s", L, wsuffix);
+    x->w2 = gname_fmt("model.layers.%d.moe.experts.down_proj.%s", L, wsuffix);
+    if (enc->weights == ENC_FLOAT) {
+        if (gb_add_experts(b, x->w1.s, m->fc1, enc->weights, enc->bits, enc->block_size, err) ||
+            gb_add_experts(b, x->w2.s, m->fc2, enc->weights, enc->bits, enc->block_size, err))
+            return -1;
+        return 0;
     }
+    x->s1 = gname_fmt("model.layers.%d.moe.experts.gate_up_proj.scales", L);
+    x->s2 = gname_fmt("model.layers.%d.moe.experts.down_proj.scales", L);
+    if (gb_add_experts_quantized(b, x->w1.s, x->s1.s, m->fc1, enc->weights, enc->bits,
+                                 enc->block_size, err) ||
+        gb_add_experts_quantized(b, x->w2.s, x->s2.s, m->fc2, enc->weights, enc->bits,
+                                 enc->block_size, err))
+        return -1;
+    return 0;
+}
 
-    gname w1, s1 = {{0}}, b1 = {{0}}, w2, s2 = {{0}}, b2 = {{0}}, g1 = {{0}}, g2 = {{0}};
-    const char *wsuffix = enc.weights == ENC_FLOAT ? "weight" : "qweight";
-    w1 = gname_fmt("model.layers.%d.moe.experts.gate_up_proj.%s", L, wsuffix);
-    w2 = gname_fmt("model.layers.%d.moe.experts.down_proj.%s", L, wsuffix);
-    if (enc.weights == ENC_FLOAT) {
-        if (gb_add_experts(b, w1.s, m->fc1, enc.weights, enc.bits, enc.block_size, err) ||
-            gb_add_experts(b, w2.s, m->fc2, enc.weights, enc.bits, enc.block_size, err))
-            return -1;
-    } else {
-        /* codes and scales of each expert come from one quantization (a streamed group) */
-        s1 = gname_fmt("model.layers.%d.moe.experts.gate_up_proj.scales", L);
-        s2 = gname_fmt("model.layers.%d.moe.experts.down_proj.scales", L);
-        if (gb_add_experts_quantized(b, w1.s, s1.s, m->fc1, enc.weights, enc.bits,
-                                     enc.block_size, err) ||
-            gb_add_experts_quantized(b, w2.s, s2.s, m->fc2, enc.weights, enc.bits,
-                                     enc.block_size, err))
-            return -1;
-    }
-    bool qdq_bias = b->o->qmoe_quantize_bias && enc.weights != ENC_FLOAT && !enc.fp4;
+/* One expert bias [E, cols]: as stored, or quantized and dequantized like the weights
+ * (qmoe_quantize_bias). */
+static int add_expert_bias(gb *b, const moe_encoding *enc, bool qdq, const char *name,
+                           const st_tensor *t, int64_t E, int64_t cols, m2o_err *err)
+{
+    int64_t d[2] = {E, cols};
+    return qdq ? gb_add_small_qdq(b, name, t, E, cols, enc->bits, enc->block_size, err)
+               : gb_add_small(b, name, 1, &t, 0.0f, 2, d, err);
+}
+
+/* Biases and (fp4) global scales. */
+static int add_expert_extras(gb *b, const moe_desc *m, const moe_encoding *enc, expert_inits *x,
+                             m2o_err *err)
+{
+    int L = m->layer;
+    int64_t E = m->num_experts;
+    bool qdq_bias = b->o->qmoe_quantize_bias && enc->weights != ENC_FLOAT && !enc->fp4;
     if (m->fc1_bias) {
-        int64_t d[2] = {E, 2 * I};
-        b1 = gname_fmt("model.layers.%d.moe.experts.gate_up_proj.bias", L);
-        if (qdq_bias ? gb_add_small_qdq(b, b1.s, m->fc1_bias, E, 2 * I, enc.bits, enc.block_size, err)
-                     : gb_add_small(b, b1.s, 1, &m->fc1_bias, 0.0f, 2, d, err))
+        x->b1 = gname_fmt("model.layers.%d.moe.experts.gate_up_proj.bias", L);
+        if (add_expert_bias(b, enc, qdq_bias, x->b1.s, m->fc1_bias, E, 2 * m->inter, err))
             return -1;
     }
     if (m->fc2_bias) {
-        int64_t d[2] = {E, H};
-        b2 = gname_fmt("model.layers.%d.moe.experts.down_proj.bias", L);
-        if (qdq_bias ? gb_add_small_qdq(b, b2.s, m->fc2_bias, E, H, enc.bits, enc.block_size, err)
-                     : gb_add_small(b, b2.s, 1, &m->fc2_bias, 0.0f, 2, d, err))
+        x->b2 = gname_fmt("model.layers.%d.moe.experts.down_proj.bias", L);
+        if (add_expert_bias(b, enc, qdq_bias, x->b2.s, m->fc2_bias, E, m->hidden, err))
             return -1;
     }
-    if (enc.fp4) {
-        g1 = gname_fmt("model.layers.%d.moe.experts.gate_up_proj.global_scale", L);
-        g2 = gname_fmt("model.layers.%d.moe.experts.down_proj.global_scale", L);
-        if (add_global_scales(b, g1.s, E, err) || add_global_scales(b, g2.s, E, err))
+    if (enc->fp4) {
+        x->g1 = gname_fmt("model.layers.%d.moe.experts.gate_up_proj.global_scale", L);
+        x->g2 = gname_fmt("model.layers.%d.moe.experts.down_proj.global_scale", L);
+        if (add_global_scales(b, x->g1.s, E, err) || add_global_scales(b, x->g2.s, E, err))
             return -1;
     }
+    return 0;
+}
 
-    gname node = gname_fmt("/model/layers.%d/moe/%s", L, enc.op);
-    bool mass_fix = enc.weights == ENC_FLOAT && !m->normalize_routing;
-    graph_node *n;
-    if (enc.weights == ENC_FLOAT) {
-        const char *in[6] = {input, probs.s, w1.s, b1.s, w2.s, b2.s};
-        int n_in = m->fc2_bias ? 6 : 5;
-        if (m->router_weights)
-            return m2o_fail(err, "layer %d: internal: the float MoE op takes no router_weights; "
-                                 "use normalize_routing=false instead", L);
-        n = gb_node(b, "MoE", "com.microsoft", node.s, n_in, in, 1);
-    } else {
-        const char *in[QMOE_N_INPUTS] = {
-            [QMOE_IN_INPUT] = input,           [QMOE_IN_ROUTER_PROBS] = probs.s,
-            [QMOE_IN_FC1_WEIGHTS] = w1.s,      [QMOE_IN_FC1_SCALES] = s1.s,
-            [QMOE_IN_FC1_BIAS] = b1.s,         [QMOE_IN_FC2_WEIGHTS] = w2.s,
-            [QMOE_IN_FC2_SCALES] = s2.s,       [QMOE_IN_FC2_BIAS] = b2.s,
-            [QMOE_IN_ROUTER_WEIGHTS] = weights.s, [QMOE_IN_FC1_GLOBAL_SCALE] = g1.s,
-            [QMOE_IN_FC2_GLOBAL_SCALE] = g2.s};
-        for (int i = 0; i < QMOE_N_INPUTS; i++)
-            in[i] = in[i] ? in[i] : ""; /* unused optional inputs */
-        int n_in = enc.fp4 ? QMOE_N_INPUTS
-                   : m->router_weights ? QMOE_IN_ROUTER_WEIGHTS + 1 : QMOE_IN_FC2_BIAS + 1;
-        n = gb_node(b, "QMoE", "com.microsoft", node.s, n_in, in, 1);
-        node_attr_int(n, "expert_weight_bits", enc.bits);
-        node_attr_int(n, "block_size", enc.block_size);
-        if (enc.fp4)
-            node_attr_string(n, "quant_type", "fp4");
-        else
-            node_attr_int(n, "weights_prepacked", enc.weights == ENC_INT_SM80 ? 1 : 0);
-    }
+/* The QMoE node and its own attributes (input positions: FORMATS §11.5). */
+static graph_node *qmoe_node(gb *b, const moe_desc *m, const moe_encoding *enc,
+                             const expert_inits *x, const char *node, const char *input,
+                             const char *probs, const char *weights)
+{
+    const char *in[QMOE_N_INPUTS] = {
+        [QMOE_IN_INPUT] = input,           [QMOE_IN_ROUTER_PROBS] = probs,
+        [QMOE_IN_FC1_WEIGHTS] = x->w1.s,   [QMOE_IN_FC1_SCALES] = x->s1.s,
+        [QMOE_IN_FC1_BIAS] = x->b1.s,      [QMOE_IN_FC2_WEIGHTS] = x->w2.s,
+        [QMOE_IN_FC2_SCALES] = x->s2.s,    [QMOE_IN_FC2_BIAS] = x->b2.s,
+        [QMOE_IN_ROUTER_WEIGHTS] = weights, [QMOE_IN_FC1_GLOBAL_SCALE] = x->g1.s,
+        [QMOE_IN_FC2_GLOBAL_SCALE] = x->g2.s};
+    for (int i = 0; i < QMOE_N_INPUTS; i++)
+        in[i] = in[i] ? in[i] : ""; /* unused optional inputs */
+    int n_in = enc->fp4 ? QMOE_N_INPUTS
+               : m->router_weights ? QMOE_IN_ROUTER_WEIGHTS + 1 : QMOE_IN_FC2_BIAS + 1;
+    graph_node *n = gb_node(b, "QMoE", "com.microsoft", node, n_in, in, 1);
+    node_attr_int(n, "expert_weight_bits", enc->bits);
+    node_attr_int(n, "block_size", enc->block_size);
+    if (enc->fp4)
+        node_attr_string(n, "quant_type", "fp4");
+    else
+        node_attr_int(n, "weights_prepacked", enc->weights == ENC_INT_SM80 ? 1 : 0);
+    return n;
+}
+
+/* The attributes MoE and QMoE share (FORMATS §11.4). */
+static void moe_common_attrs(graph_node *n, const moe_desc *m, bool mass_fix)
+{
     node_attr_int(n, "k", m->top_k);
     node_attr_string(n, "activation_type", "swiglu");
     node_attr_int(n, "swiglu_fusion", 1);
@@ -241,6 +263,33 @@ static int experts_node(gb *b, const moe_desc *m, const moe_encoding *e, const c
     node_attr_float(n, "activation_alpha", m->alpha);
     node_attr_float(n, "activation_beta", m->beta);
     node_attr_int(n, "normalize_routing_weights", m->normalize_routing || mass_fix ? 1 : 0);
+}
+
+/* The experts' initializers and the MoE/QMoE node over input and router logits probs, both in
+ * the io dtype b->io. */
+static int experts_node(gb *b, const moe_desc *m, const moe_encoding *enc, const char *input,
+                        const char *probs_in, gname *out, m2o_err *err)
+{
+    int L = m->layer;
+    gname probs = gname_fmt("%s", probs_in);
+    gname weights = router_weights(b, m, probs.s);
+    expert_inits x;
+    memset(&x, 0, sizeof x);
+    if (add_expert_weights(b, m, enc, &x, err) || add_expert_extras(b, m, enc, &x, err))
+        return -1;
+    gname node = gname_fmt("/model/layers.%d/moe/%s", L, enc->op);
+    bool mass_fix = enc->weights == ENC_FLOAT && !m->normalize_routing;
+    graph_node *n;
+    if (enc->weights == ENC_FLOAT) {
+        const char *in[6] = {input, probs.s, x.w1.s, x.b1.s, x.w2.s, x.b2.s};
+        if (m->router_weights)
+            return m2o_fail(err, "layer %d: internal: the float MoE op takes no router_weights; "
+                                 "use normalize_routing=false instead", L);
+        n = gb_node(b, "MoE", "com.microsoft", node.s, m->fc2_bias ? 6 : 5, in, 1);
+    } else {
+        n = qmoe_node(b, m, enc, &x, node.s, input, probs.s, weights.s);
+    }
+    moe_common_attrs(n, m, mass_fix);
     *out = gname_out(node.s, 0);
     if (mass_fix) {
         gname scale = topk_mass(b, m, probs.s, input);

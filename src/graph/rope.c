@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "graph/weights.h"
+#include "weights/producer.h"
 
 /* transformers: find_correction_dim (float64, like Python's math module) */
 static double correction_dim(double num_rotations, int dim, double base, double max_pos)
@@ -110,26 +110,6 @@ void rope_cache_rows(const rope_params *rp, int64_t p0, int64_t n, float *cos_ou
     }
 }
 
-typedef struct rope_ctx {
-    rope_params rp;
-    int64_t rows_per_chunk;
-    int dtype;
-    int want_sin;
-} rope_ctx;
-
-static int produce_rope(void *vctx, int64_t chunk, void *out, m2o_err *err)
-{
-    const rope_ctx *c = vctx;
-    int64_t n = c->rows_per_chunk * (c->rp.rotary_dim / 2);
-    float *cs = m2o_malloc((size_t)(2 * n) * sizeof(float), err);
-    if (!cs)
-        return -1;
-    rope_cache_rows(&c->rp, chunk * c->rows_per_chunk, c->rows_per_chunk, cs, cs + n);
-    f32_to_dtype(c->want_sin ? cs + n : cs, out, (size_t)n, c->dtype);
-    free(cs);
-    return 0;
-}
-
 int gb_rotary_caches(gb *b, m2o_err *err)
 {
     rope_params rp;
@@ -141,19 +121,13 @@ int gb_rotary_caches(gb *b, m2o_err *err)
     if (len < 1)
         return m2o_fail(err, "config.json: max_position_embeddings %d must be positive",
                         b->md->max_position_embeddings);
-    size_t row_bytes = (size_t)(rp.rotary_dim / 2) * gb_io_size(b);
-    int64_t rpc = chunk_rows(len, row_bytes, (size_t)4 << 20);
     int64_t dims[2] = {len, rp.rotary_dim / 2};
     for (int s = 0; s < 2; s++) {
-        rope_ctx *c = m2o_malloc(sizeof *c, err);
-        if (!c)
+        wt_producer p;
+        if (wt_rope_cache(&rp, len, b->io, s, &p, err))
             return -1;
-        c->rp = rp;
-        c->rows_per_chunk = rpc;
-        c->dtype = b->io;
-        c->want_sin = s;
         graph_add_streamed_initializer(b->g, s ? "sin_cache" : "cos_cache", b->io, 2, dims,
-                                       len / rpc, (size_t)rpc * row_bytes, produce_rope, c, free);
+                                       p.n_chunks, p.chunk_bytes[0], p.one, p.ctx, p.free_ctx);
     }
     b->cos_cache = gname_fmt("cos_cache");
     b->sin_cache = gname_fmt("sin_cache");

@@ -1,8 +1,7 @@
-/* Initializers made from checkpoint tensors. Small ones (norms, biases, sinks) are converted now;
- * large ones are streamed: a producer reads a slice of the checkpoint through the map, converts
- * it and fills one chunk on the writer's thread pool, then releases the pages it read.
- *
- * A "linear source" is one nn.Linear weight [N, K] or several stacked along N (packed q/k/v). */
+/* Initializers made from checkpoint tensors: this file declares them (name, shape, element
+ * type) and attaches the producer that src/weights/ makes for them. Small ones (norms, biases,
+ * sinks) are converted now; large ones are streamed: the writer runs their producer chunk by
+ * chunk on its thread pool. */
 #ifndef M2O_GRAPH_WEIGHTS_H
 #define M2O_GRAPH_WEIGHTS_H
 
@@ -13,54 +12,17 @@
 #include "checkpoint/safetensors.h"
 #include "common/err.h"
 #include "graph/builder.h"
+#include "weights/nonfinite.h"
+#include "weights/producer.h"
+#include "weights/reader.h"
+#include "weights/sources.h"
 
-#define LINEAR_MAX_PARTS 4
+/* The producer settings of this export (io dtype, --allow-nonfinite). */
+wt_opts gb_weight_opts(const gb *b);
 
-typedef struct linear_src {
-    int n_parts;
-    const st_tensor *w[LINEAR_MAX_PARTS];    /* [N_i, K] */
-    const st_tensor *bias[LINEAR_MAX_PARTS]; /* [N_i] or NULL (all or none) */
-} linear_src;
-
-int64_t linear_src_n(const linear_src *s);
-int64_t linear_src_k(const linear_src *s);
-
-/* ---- element helpers (pure) ---- */
-
-/* Elements [first, first + count) of a BF16/F16/F32 tensor as float32. */
-int tensor_read_f32(const st_tensor *t, int64_t first, int64_t count, float *out, m2o_err *err);
-/* float32 → io dtype (ONNX_FLOAT / FLOAT16 / BFLOAT16), round to nearest even. */
-void f32_to_dtype(const float *src, void *dst, size_t n, int dtype);
-/* Fails naming the tensor and element when a value is NaN/Inf (unless allowed). */
-int check_finite(const float *v, size_t n, int64_t first_index, const char *tensor, bool allow,
-                 m2o_err *err);
-/* The same for values about to be encoded as `format` ("int4 quantization", "MXFP4", ...):
- * those codes have no NaN/Inf, so this fails whatever --allow-nonfinite says, and says so. */
-int check_encodable(const float *v, size_t n, int64_t first_index, const char *tensor,
-                    const char *format, m2o_err *err);
-/* Index of the first finite value that rounds to +-Inf in dtype (float16 from 65520, bfloat16
- * from 3.3961e38), or -1. */
-int64_t first_overflow(const float *v, size_t n, int dtype);
-/* Fails naming the tensor and element when a finite value overflows dtype (it would be written
- * as Inf): --allow-nonfinite keeps NaN/Inf that the checkpoint holds, it never makes new ones. */
-int check_fits(const float *v, size_t n, int64_t first_index, const char *tensor, int dtype,
-               m2o_err *err);
-/* Index of the first +-Inf/NaN among n block scales of `elem_type` (ONNX_FLOAT/16/BF16): the
- * quantizers only see finite values, so one is a scale that overflowed its type. -1 if none. */
-int64_t first_nonfinite_scale(const void *scales, size_t n, int elem_type);
-/* The message for such a scale: block_first is the block's first element in tensor. */
-int scale_overflow_fail(const char *tensor, int64_t block_first, int block_size, int elem_type,
-                        m2o_err *err);
-/* The name of an integer expert/linear encoding for check_encodable's message. */
-const char *int_format_name(int bits);
-/* Fails naming the tensor, its file and dtype unless it is BF16, F16 or F32: streamed
- * initializers call this when they are added, so a wrong dtype stops the export before any
- * bytes are written rather than midway. */
-int require_float(const st_tensor *t, m2o_err *err);
-/* Largest divisor d of rows with d * row_bytes <= target (at least 1). */
-int64_t chunk_rows(int64_t rows, size_t row_bytes, size_t target);
-
-/* ---- initializers ---- */
+/* Attaches producer p (one or scatter) to a new streamed initializer `name` of that shape. */
+void gb_attach_streamed(gb *b, const char *name, int elem_type, int ndim, const int64_t *dims,
+                        const wt_producer *p);
 
 /* Concatenation of small tensors (all elements, in order) converted to the io dtype, plus
  * `offset` added to every element (RMSNorm weights stored as w - 1). */

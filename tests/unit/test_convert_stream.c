@@ -16,7 +16,7 @@
 #include "checkpoint/safetensors.h"
 #include "checkpoint/st_writer.h"
 #include "common/half.h"
-#include "graph/experts.h"
+#include "weights/experts.h"
 #include "onnx/graph.h"
 #include "quant/quant.h"
 

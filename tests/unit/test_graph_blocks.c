@@ -11,7 +11,7 @@
 #include "common/half.h"
 #include "arch/export.h"
 #include "graph/blocks.h"
-#include "graph/experts.h"
+#include "weights/experts.h"
 #include "graph/rope.h"
 #include "onnx/genai_config.h"
 #include "quant/quant.h"

@@ -15,7 +15,7 @@
 #include "arch/export.h"
 #include "arch/model_desc.h"
 #include "cli/options.h"
-#include "graph/weights.h"
+#include "weights/reader.h"
 #include "common/half.h"
 #include "onnx/model_reader.h"
 #include "test.h"
