@@ -30,6 +30,10 @@
  * added in order; above 128, split at n/2 rounded down to a multiple of 8 and summed
  * recursively. np_sum_f32 below repeats that order, which decides the last bits of every sum
  * and so which step wins; a plain left-to-right loop gives different scales on many blocks.
+ * One block per row (block_size == K) with N > 1 is the exception: ONNX Runtime hands the
+ * function W^T transposed back, np.reshape(.., (-1, K)) then keeps that column-major view and
+ * astype keeps its layout, so every np.sum runs down strided rows as a plain left-to-right sum
+ * (numpy adds the rows elementwise, k after k); with N == 1 the row is contiguous again.
  * A constant block (rmin == rmax) keeps scale 1 and zp = clip(rint(-rmin)) (every fit divides
  * 0 by 0), as ONNX Runtime does. */
 #include "quant/quant_internal.h"
@@ -72,6 +76,17 @@ float kq_pairwise_sum(const float *a, int64_t n)
     return kq_pairwise_sum(a, n2) + kq_pairwise_sum(a + n2, n - n2);
 }
 
+/* The order of numpy's sums over a non-contiguous row: one element after the other. */
+static float sequential_sum(const float *a, int64_t n)
+{
+    float res = 0.0f;
+    for (int64_t i = 0; i < n; i++)
+        res += a[i];
+    return res;
+}
+
+typedef float (*sum_fn)(const float *, int64_t);
+
 /* numpy's clip(round(v), 0, maxq) in float32. */
 static inline float clip_rint(float v, float maxq)
 {
@@ -82,6 +97,7 @@ static inline float clip_rint(float v, float maxq)
 /* Scratch for one block: importance weights, one product row, candidate codes. */
 typedef struct kq_scratch {
     float *w, *t, *q;
+    sum_fn sum; /* numpy's order for this layout */
 } kq_scratch;
 
 /* sum(w (s q + m - x)^2) with numpy's operation order ((s q) + m) - x. */
@@ -93,7 +109,7 @@ static float weighted_error(const float *x, const kq_scratch *s, int bs, float s
         d = d - x[i];
         s->t[i] = s->w[i] * (d * d);
     }
-    return kq_pairwise_sum(s->t, bs);
+    return s->sum(s->t, bs);
 }
 
 /* One step of the search: codes for iscale, then the weighted least-squares (scale, min). */
@@ -104,13 +120,13 @@ static float fit_step(const float *x, const kq_scratch *s, int bs, float iscale,
         s->q[i] = clip_rint(iscale * (x[i] - rmin), maxq);
     for (int i = 0; i < bs; i++)
         s->t[i] = s->w[i] * s->q[i];
-    float sum_l = kq_pairwise_sum(s->t, bs);
+    float sum_l = s->sum(s->t, bs);
     for (int i = 0; i < bs; i++)
         s->t[i] = (s->w[i] * s->q[i]) * s->q[i];
-    float sum_l2 = kq_pairwise_sum(s->t, bs);
+    float sum_l2 = s->sum(s->t, bs);
     for (int i = 0; i < bs; i++)
         s->t[i] = (s->w[i] * s->q[i]) * x[i];
-    float sum_xl = kq_pairwise_sum(s->t, bs);
+    float sum_xl = s->sum(s->t, bs);
     float D = sum_w * sum_l2 - sum_l * sum_l;
     *scale = (sum_w * sum_xl - sum_x * sum_l) / D;
     *m = (sum_l2 * sum_x - sum_l * sum_xl) / D;
@@ -124,17 +140,17 @@ static float kq_block_params(const float *x, int bs, int bits, const kq_scratch 
     const float maxq = (float)maxq_int;
     for (int i = 0; i < bs; i++)
         s->t[i] = x[i] * x[i];
-    float av_x = sqrtf(kq_pairwise_sum(s->t, bs) / (float)bs);
+    float av_x = sqrtf(s->sum(s->t, bs) / (float)bs);
     float rmin = x[0], rmax = x[0];
     for (int i = 0; i < bs; i++) {
         s->w[i] = av_x + fabsf(x[i]);
         rmin = x[i] < rmin ? x[i] : rmin;
         rmax = x[i] > rmax ? x[i] : rmax;
     }
-    const float sum_w = kq_pairwise_sum(s->w, bs);
+    const float sum_w = s->sum(s->w, bs);
     for (int i = 0; i < bs; i++)
         s->t[i] = s->w[i] * x[i];
-    const float sum_x = kq_pairwise_sum(s->t, bs);
+    const float sum_x = s->sum(s->t, bs);
 
     float iscale = rmin != rmax ? maxq / (rmax - rmin) : 1.0f;
     float scale = 1.0f / iscale;
@@ -208,8 +224,9 @@ int kq_check(int64_t N, int64_t K, const qb_params *p, m2o_err *err)
     return 0;
 }
 
-static int kq_rows(const float *w, int64_t r0, int64_t r1, int64_t K, const qb_params *p,
-                   uint8_t *codes, void *scales, uint8_t *zero_points, m2o_err *err)
+static int kq_rows(const float *w, int64_t N, int64_t r0, int64_t r1, int64_t K,
+                   const qb_params *p, uint8_t *codes, void *scales, uint8_t *zero_points,
+                   m2o_err *err)
 {
     const int bs = p->block_size, bits = p->bits;
     const int64_t blocks = K / bs, row_bytes = K * bits / 8;
@@ -217,7 +234,9 @@ static int kq_rows(const float *w, int64_t r0, int64_t r1, int64_t K, const qb_p
     float *buf = m2o_calloc(3 * (size_t)bs, sizeof(float), err);
     if (!buf)
         return -1;
-    kq_scratch s = {buf, buf + bs, buf + 2 * bs};
+    kq_scratch s = {buf, buf + bs, buf + 2 * bs, kq_pairwise_sum};
+    if (blocks == 1 && N > 1)
+        s.sum = sequential_sum; /* see the file comment */
     int rc = 0;
     for (int64_t n = r0; n < r1 && rc == 0; n++) {
         const float *wr = w + n * K;
@@ -242,10 +261,16 @@ static int kq_rows(const float *w, int64_t r0, int64_t r1, int64_t K, const qb_p
     return rc;
 }
 
+typedef struct kq_job {
+    qb_job q;
+    int64_t N; /* all rows: the sum order depends on it */
+} kq_job;
+
 static int kq_rows_job(void *ctx, int64_t r0, int64_t r1, m2o_err *err)
 {
-    const qb_job *j = ctx;
-    return kq_rows(j->w, r0, r1, j->K, j->p, j->codes, j->scales, j->zero_points, err);
+    const kq_job *j = ctx;
+    return kq_rows(j->q.w, j->N, r0, r1, j->q.K, j->q.p, j->q.codes, j->q.scales,
+                   j->q.zero_points, err);
 }
 
 int kq_quantize_mt(const float *w, int64_t N, int64_t K, const qb_params *p, uint8_t *codes,
@@ -256,7 +281,7 @@ int kq_quantize_mt(const float *w, int64_t N, int64_t K, const qb_params *p, uin
     if (!w || !codes || !scales || !zero_points)
         return m2o_fail(err, "k_quant: %s buffer is NULL",
                         !w ? "weight" : !codes ? "codes" : !scales ? "scales" : "zero_points");
-    qb_job j = {w, K, p, codes, scales, zero_points};
+    kq_job j = {{w, K, p, codes, scales, zero_points}, N};
     return quant_parallel_for(N, 1, nthreads, kq_rows_job, &j, err);
 }
 
