@@ -2,7 +2,8 @@
  * quant_tensor_k_quant_cpu (run under numpy 1.24 on these exact inputs), numpy's pairwise sum
  * order, ONNX Runtime's constant-block behaviour, zero-point packing, determinism, argument
  * checks, and the error it reaches against the MLAS asymmetric RTN of §4 (slightly worse). The byte-for-byte
- * comparison with ONNX Runtime 1.30 itself is tests/unit/test_kquant_golden.c. */
+ * comparison with ONNX Runtime 1.30 itself is tests/unit/test_kquant_golden.c. Also two pinned
+ * behaviours of INC RTN (src/quant/inc_rtn.c). */
 #include "test.h"
 
 #include "common/half.h"
@@ -268,4 +269,43 @@ TEST(refuses_bad_arguments)
     w[37] = NAN;
     CHECK(kq_quantize(w, 1, 64, &p, c, s, z, &err) == -1);
     CHECK_STR_CONTAINS(err.msg, "row 0, column 37");
+}
+
+/* INC RTN (src/quant/inc_rtn.c, FORMATS §4.11). Symmetric 4-bit: scale 2·max|x| / 15 in float64;
+ * -1 lands on 0.5 → 0 (half to even), +1 on 15.5 → 16 → clipped to 15, 0 on 8; no zero points. */
+TEST(inc_rtn_symmetric_clips_the_positive_extreme)
+{
+    float w[16] = {0};
+    w[0] = -1.0f;
+    w[15] = 1.0f;
+    qb_params p = {4, 16, true, QSCALE_F32};
+    uint8_t c[8];
+    float s;
+    m2o_err err = {{0}};
+    CHECK_MSG(rtn_inc_quantize(w, 1, 16, &p, QSCALE_F32, c, &s, NULL, &err) == 0, "%s", err.msg);
+    CHECK(s == (float)(2.0 / 15.0));
+    CHECK_EQ(c[0], 0x80);      /* codes 0 (k = 0) and 8 */
+    CHECK_EQ(c[7], 0xf8);      /* codes 8 and 15 (k = 15) */
+    for (int i = 1; i < 7; i++)
+        CHECK_EQ(c[i], 0x88);
+}
+
+/* Asymmetric: max - min is taken in the weights' dtype. With float16 weights -1 - 2^-10 and 1000
+ * the range 1001.0009765625 rounds to 1001 (float16 steps of 0.5 there); float32 keeps it. */
+TEST(inc_rtn_asymmetric_range_in_the_weights_dtype)
+{
+    float w[16];
+    for (int i = 0; i < 16; i++)
+        w[i] = i == 3 ? 1000.0f : -1.0009765625f;
+    qb_params p = {8, 16, false, QSCALE_F32};
+    uint8_t c[16], z[1];
+    float s16, s32;
+    m2o_err err = {{0}};
+    CHECK_MSG(rtn_inc_quantize(w, 1, 16, &p, QSCALE_F16, c, &s16, z, &err) == 0, "%s", err.msg);
+    CHECK(s16 == (float)(1001.0 / 255.0));
+    CHECK_EQ(z[0], 0); /* rint(1.0009765625 / 3.925...) = 0 */
+    CHECK_EQ(c[3], 255);
+    CHECK_MSG(rtn_inc_quantize(w, 1, 16, &p, QSCALE_F32, c, &s32, z, &err) == 0, "%s", err.msg);
+    CHECK(s32 == (float)(1001.0009765625 / 255.0));
+    CHECK(s16 != s32);
 }
