@@ -1,8 +1,8 @@
 // ONNX Runtime's CPU kernels with zero points (docs/FORMATS.md §15 "zero points"): MatMulNBits
 // (4- and 8-bit; float32 and float16 io; blocks 16-128; zero points packed uint8 or unpacked in
 // the io dtype) and QMoE with zero-point inputs 11 and 12 (uint8 [E, N, ceil(blocks·bits/8)];
-// 4- and 8-bit, float32 and float16 io, blocks 16 and 32, raw layout, even and odd block counts). build/tools/zp_models writes the models from integer formulas
-// (tests/tools/zp_models.c); this file repeats the formulas, decodes the weights itself as
+// 4- and 8-bit, float32 and float16 io, blocks 16 and 32, raw layout, even and odd block counts).
+// build/tools/zp_models writes the models from integer formulas (tests/tools/zp_models.c); this file repeats the formulas, decodes the weights itself as
 // (code - zero point) * scale, computes each output in float64 and asserts the largest
 // |ONNX Runtime - reference| relative to max|reference|:
 //   float32 io: below 1e-5 (float32 accumulation over at most 384 products);

@@ -1,9 +1,9 @@
 /* k_quant (src/quant/kquant.c, docs/FORMATS.md §4.10): values pinned from ONNX Runtime's
  * quant_tensor_k_quant_cpu (run under numpy 1.24 on these exact inputs), numpy's pairwise sum
  * order, ONNX Runtime's constant-block behaviour, zero-point packing, determinism, argument
- * checks, and the error it reaches against the MLAS asymmetric RTN of §4 (slightly worse). The byte-for-byte
- * comparison with ONNX Runtime 1.30 itself is tests/unit/test_kquant_golden.c. Also two pinned
- * behaviours of INC RTN (src/quant/inc_rtn.c). */
+ * checks, and the error it reaches against the MLAS asymmetric RTN of §4 (slightly worse). The
+ * byte-for-byte comparison with ONNX Runtime 1.30 itself is tests/unit/test_kquant_golden.c.
+ * Also two pinned behaviours of INC RTN (src/quant/inc_rtn.c). */
 #include "test.h"
 
 #include "common/half.h"
