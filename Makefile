@@ -104,21 +104,38 @@ clean:
 # ---- fuzz: libFuzzer harnesses (fuzz/fuzz_*.c) -------------------------------------------------
 #   make fuzz           builds build-fuzz/fuzz_* with clang -fsanitize=fuzzer,address,undefined
 #   bash fuzz/run.sh    runs each over its seed corpus for FUZZ_SECONDS (default 20)
-# The harnesses need only the checkpoint readers, common helpers and the tokenizer-file checks
-# (no protobuf), compiled
-# straight into each binary so every line of our code is instrumented.
+# The harnesses link the whole library (the config parser reaches every family's table entry,
+# and through it the graph builders), compiled once with -fsanitize=fuzzer-no-link so every line
+# of our code is instrumented.
 FUZZ_BUILD  := build-fuzz
 FUZZ_CC     ?= clang
+FUZZ_SAN    := -fsanitize=address,undefined -fno-sanitize-recover=all
 FUZZ_CFLAGS := $(CSTD) $(filter-out -Wno-format-truncation,$(WARN)) -g -O1 -fno-omit-frame-pointer \
-               -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
-               $(shell pkg-config --cflags libcjson) -Isrc
-FUZZ_LIBSRC := $(wildcard src/checkpoint/*.c src/common/*.c) src/onnx/tokenizer_files.c
-FUZZ_HDRS   := $(wildcard src/checkpoint/*.h src/common/*.h) src/onnx/genai_config.h
+               $(FUZZ_SAN) -pthread $(shell pkg-config --cflags $(PKGS)) -Isrc -I$(FUZZ_BUILD)/gen
+FUZZ_LIBOBJ := $(patsubst src/%.c,$(FUZZ_BUILD)/obj/%.o,$(LIB_SRC)) $(FUZZ_BUILD)/obj/gen/onnx.pb-c.o
 FUZZ_BIN    := $(patsubst fuzz/%.c,$(FUZZ_BUILD)/%,$(wildcard fuzz/fuzz_*.c))
 
 fuzz: $(FUZZ_BIN)
 
-$(FUZZ_BUILD)/fuzz_%: fuzz/fuzz_%.c $(FUZZ_LIBSRC) $(FUZZ_HDRS)
-	@mkdir -p $(FUZZ_BUILD)
-	$(FUZZ_CC) $(FUZZ_CFLAGS) $< $(FUZZ_LIBSRC) $(shell pkg-config --libs libcjson) -lm -o $@
+$(FUZZ_BUILD)/gen/onnx/onnx.pb-c.c $(FUZZ_BUILD)/gen/onnx/onnx.pb-c.h &: $(ONNX_PROTO)
+	@mkdir -p $(FUZZ_BUILD)/gen/onnx
+	cp $(ONNX_PROTO) $(FUZZ_BUILD)/gen/onnx/onnx.proto
+	cd $(FUZZ_BUILD)/gen && protoc-c --c_out=. onnx/onnx.proto
+
+$(FUZZ_BUILD)/obj/gen/onnx.pb-c.o: $(FUZZ_BUILD)/gen/onnx/onnx.pb-c.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(CSTD) -g -O1 $(shell pkg-config --cflags libprotobuf-c) -I$(FUZZ_BUILD)/gen -c $< -o $@
+
+$(FUZZ_BUILD)/obj/%.o: src/%.c $(FUZZ_BUILD)/gen/onnx/onnx.pb-c.h
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -MMD -MP -c $< -o $@
+
+$(FUZZ_BUILD)/libfuzzlib.a: $(FUZZ_LIBOBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(FUZZ_BUILD)/fuzz_%: fuzz/fuzz_%.c $(FUZZ_BUILD)/libfuzzlib.a
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer $< $(FUZZ_BUILD)/libfuzzlib.a $(LDLIBS) -o $@
+
+-include $(shell find $(FUZZ_BUILD)/obj -name '*.d' 2>/dev/null)
 # ---- end fuzz -----------------------------------------------------------------------------------

@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "checkpoint/config.h"
+#include "arch/model_desc.h"
 
 #define REQUIRE(c) do { if (!(c)) abort(); } while (0)
 

@@ -3,16 +3,9 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "arch/arch.h"
+#include "arch/family.h"
 #include "graph/builder.h"
 #include "onnx/genai_config.h"
-
-/* Checkpoint tensors an architecture leaves out on purpose (prefixes; "*" ends a suffix pattern):
- *   Qwen3.5-MoE checkpoints carry a multi-token-prediction head (mtp.*) that generation does not
- *   run, and the vision-language ones a vision tower (model.visual.*) that is not exported;
- *   old checkpoints of every family may hold rotary inv_freq buffers, computed from the config. */
-static const char *const k_skip_qwen3_5[] = {"mtp.", "model.visual.", "*.rotary_emb.inv_freq", NULL};
-static const char *const k_skip_common[] = {"*.rotary_emb.inv_freq", NULL};
 
 static bool ends_with(const char *s, const char *suffix)
 {
@@ -27,8 +20,8 @@ static bool intentionally_skipped(const model_desc *md, const export_opts *o, co
         return true;
     if (o->exclude_lm_head && !strcmp(name, "lm_head.weight")) /* extra option: no LM head */
         return true;
-    const char *const *skip = md->arch == ARCH_QWEN3_5_MOE ? k_skip_qwen3_5 : k_skip_common;
-    for (; *skip; skip++)
+    /* the family's list: prefixes, or "*suffix" patterns */
+    for (const char *const *skip = md->family->skipped_tensors; *skip; skip++)
         if ((*skip)[0] == '*' ? ends_with(name, *skip + 1) : !strncmp(name, *skip, strlen(*skip)))
             return true;
     return false;
@@ -74,23 +67,7 @@ int arch_build_graph_checked(const model_desc *md, const st_checkpoint *ck, cons
     gb b;
     if (gb_init(&b, g, md, ck, o, err))
         return -1;
-    int rc;
-    switch (md->arch) {
-    case ARCH_GPT_OSS:
-        rc = gpt_oss_build_graph(&b, err);
-        break;
-    case ARCH_QWEN3_MOE:
-    case ARCH_QWEN2_MOE:
-        rc = qwen_moe_build_graph(&b, err);
-        break;
-    case ARCH_QWEN3_5_MOE:
-        rc = qwen3_5_moe_build_graph(&b, err);
-        break;
-    default:
-        rc = m2o_fail(err, "model_type %s: no graph builder for this architecture yet",
-                      md->model_type);
-        break;
-    }
+    int rc = md->family->build_graph(&b, err);
     if (!rc && b.used)
         rc = check_unused(&b, skipped, err);
     gb_free(&b);

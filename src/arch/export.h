@@ -5,13 +5,13 @@
 #ifndef M2O_EXPORT_H
 #define M2O_EXPORT_H
 
-#include "checkpoint/config.h"
+#include "arch/model_desc.h"
 #include "checkpoint/safetensors.h"
 #include "common/err.h"
 #include "graph/export_opts.h"
 #include "onnx/graph.h"
 
-/* Builds the decoder graph for md->arch into g (no bytes are produced yet: expert and weight
+/* Builds the decoder graph of md's family into g (no bytes are produced yet: expert and weight
  * initializers are streamed producers reading ck). Fails, naming the tensor, when a tensor the
  * architecture needs is missing or has the wrong shape/dtype. */
 int arch_build_graph(const model_desc *md, const st_checkpoint *ck, const export_opts *o,

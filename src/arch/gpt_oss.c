@@ -6,14 +6,16 @@
  * logits. Experts come from either layout:
  *   official MXFP4: experts.{gate_up,down}_proj_blocks U8 [E, N, K/32, 16] + _scales U8 [E, N, K/32]
  *   BF16:           experts.gate_up_proj [E, H, 2I], experts.down_proj [E, I, H] (input-major)
- * both with experts.{gate_up,down}_proj_bias [E, N]. */
+ * both with experts.{gate_up,down}_proj_bias [E, N].
+ * Config defaults follow transformers' configuration_gpt_oss.py. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "arch/arch.h"
+#include "arch/family.h"
+#include "synth/synth_family.h"
 #include "graph/blocks.h"
-#include "graph/rope.h"
 
 static int load_experts(gb *b, int L, expert_src *fc1, expert_src *fc2, const st_tensor **b1,
                         const st_tensor **b2, m2o_err *err)
@@ -70,115 +72,196 @@ static int load_experts(gb *b, int L, expert_src *fc1, expert_src *fc2, const st
     return 0;
 }
 
-static int load_attention(gb *b, int L, attn_desc *a, m2o_err *err)
+static const attn_layout k_attention = {.qkv_bias = true, .o_bias = true, .sinks = true};
+
+static int mixer(gb *b, int L, const char *input, gname *out, m2o_err *err)
 {
-    const model_desc *md = b->md;
-    const char *p = md->prefix;
-    int64_t H = md->hidden_size, hd = md->head_dim;
-    int64_t nq = md->num_heads * hd, nkv = md->num_kv_heads * hd;
-    int64_t rows[3] = {nq, nkv, nkv};
-    const char *proj[3] = {"q", "k", "v"};
-    memset(a, 0, sizeof *a);
-    a->layer = L;
-    a->qkv.n_parts = 3;
-    for (int i = 0; i < 3; i++) {
-        int64_t sw[2] = {rows[i], H};
-        if (gb_tensorf(b, &a->qkv.w[i], err, true, 2, sw, "%slayers.%d.self_attn.%s_proj.weight",
-                       p, L, proj[i]) ||
-            gb_tensorf(b, &a->qkv.bias[i], err, true, 1, &rows[i],
-                       "%slayers.%d.self_attn.%s_proj.bias", p, L, proj[i]))
-            return -1;
-    }
-    int64_t so[2] = {H, nq}, nh = md->num_heads;
-    a->o.n_parts = 1;
-    if (gb_tensorf(b, &a->o.w[0], err, true, 2, so, "%slayers.%d.self_attn.o_proj.weight", p, L) ||
-        gb_tensorf(b, &a->o.bias[0], err, true, 1, &H, "%slayers.%d.self_attn.o_proj.bias", p, L) ||
-        gb_tensorf(b, &a->sinks, err, true, 1, &nh, "%slayers.%d.self_attn.sinks", p, L))
-        return -1;
-    a->window = md->layer_type[L] == LAYER_SLIDING_ATTENTION ? md->sliding_window : 0;
-    if (md->layer_type[L] == LAYER_SLIDING_ATTENTION && md->sliding_window < 1)
-        return m2o_fail(err, "config.json: layer %d is sliding_attention but sliding_window is "
-                             "%d", L, md->sliding_window);
-    return 0;
+    return arch_attention_mixer(b, L, &k_attention, input, out, err);
 }
 
-static int build_layer(gb *b, int L, gname *hidden, gname *residual, m2o_err *err)
+/* Router (biased) → experts with the clamped SwiGLU, softmax over the top-k logits. */
+static int moe(gb *b, int L, const char *input, gname *out, m2o_err *err)
 {
     const model_desc *md = b->md;
-    const char *p = md->prefix;
     int64_t H = md->hidden_size, E = md->num_experts;
-    const st_tensor *ln1, *ln2;
-    if (gb_tensorf(b, &ln1, err, true, 1, &H, "%slayers.%d.input_layernorm.weight", p, L) ||
-        gb_tensorf(b, &ln2, err, true, 1, &H, "%slayers.%d.post_attention_layernorm.weight", p, L))
-        return -1;
-
-    gname normed, node, w;
-    w = gname_fmt("model.layers.%d.input_layernorm.weight", L);
-    if (L == 0) {
-        node = gname_fmt("/model/layers.%d/input_layernorm/SimplifiedLayerNorm", L);
-        *residual = *hidden;
-        if (gb_rmsnorm(b, node.s, w.s, ln1, 0.0f, hidden->s, &normed, err))
-            return -1;
-    } else {
-        node = gname_fmt("/model/layers.%d/input_layernorm/SkipLayerNorm", L);
-        gname prev = *residual;
-        if (gb_skip_rmsnorm(b, node.s, w.s, ln1, 0.0f, hidden->s, prev.s, &normed, residual, err))
-            return -1;
-    }
-
-    attn_desc a;
-    gname attn_out;
-    if (load_attention(b, L, &a, err) || gb_attention(b, &a, normed.s, &attn_out, err))
-        return -1;
-
-    node = gname_fmt("/model/layers.%d/post_attention_layernorm/SkipLayerNorm", L);
-    w = gname_fmt("model.layers.%d.post_attention_layernorm.weight", L);
-    gname prev = *residual;
-    if (gb_skip_rmsnorm(b, node.s, w.s, ln2, 0.0f, attn_out.s, prev.s, &normed, residual, err))
-        return -1;
-
     /* expert sources are large (per-expert tensor tables): keep them off the stack */
     expert_src *fc = malloc(2 * sizeof *fc);
     if (!fc)
         return m2o_fail(err, "out of memory describing layer %d experts", L);
     moe_desc m = {.layer = L, .num_experts = E, .top_k = md->top_k, .hidden = H,
                   .inter = md->intermediate_size, .fc1 = &fc[0], .fc2 = &fc[1],
-                  .swiglu_limit = md->swiglu_limit, .alpha = md->swiglu_alpha, .beta = 1.0f,
-                  .normalize_routing = true};
+                  .swiglu_limit = md->swiglu_limit, .alpha = md->swiglu_alpha,
+                  .beta = md->swiglu_beta, .normalize_routing = true};
     int64_t sr[2] = {E, H};
     m.router.n_parts = 1;
     int rc = load_experts(b, L, &fc[0], &fc[1], &m.fc1_bias, &m.fc2_bias, err);
     if (!rc)
-        rc = gb_tensorf(b, &m.router.w[0], err, true, 2, sr, "%slayers.%d.mlp.router.weight", p, L);
+        rc = gb_tensorf(b, &m.router.w[0], err, true, 2, sr, "%slayers.%d.mlp.router.weight",
+                        md->prefix, L);
     if (!rc)
-        rc = gb_tensorf(b, &m.router.bias[0], err, true, 1, &E, "%slayers.%d.mlp.router.bias", p,
-                        L);
+        rc = gb_tensorf(b, &m.router.bias[0], err, true, 1, &E, "%slayers.%d.mlp.router.bias",
+                        md->prefix, L);
     if (!rc)
-        rc = gb_moe(b, &m, normed.s, hidden, err);
+        rc = gb_moe(b, &m, input, out, err);
     free(fc);
     return rc;
 }
 
-static int check_desc(const model_desc *md, m2o_err *err)
+static int build_layer(gb *b, int L, gname *hidden, gname *residual, m2o_err *err)
 {
-    if (md->num_layers < 1 || md->num_layers > MD_MAX_LAYERS)
-        return m2o_fail(err, "config.json: num_hidden_layers %d out of range 1..%d",
-                        md->num_layers, MD_MAX_LAYERS);
-    if (md->num_heads < 1 || md->num_kv_heads < 1 || md->num_heads % md->num_kv_heads)
-        return m2o_fail(err, "config.json: num_attention_heads %d must be a positive multiple "
-                             "of num_key_value_heads %d", md->num_heads, md->num_kv_heads);
+    return arch_decoder_layer(b, L, hidden, residual, mixer, moe, err);
+}
+
+static int build_graph(gb *b, m2o_err *err)
+{
+    const model_desc *md = b->md;
+    if (arch_check_common(md, err))
+        return -1;
     if (md->num_experts < 1 || md->top_k < 1 || md->hidden_size < 1 ||
         md->intermediate_size < 1 || md->head_dim < 1 || md->vocab_size < 1)
         return m2o_fail(err, "config.json: gpt-oss needs positive hidden_size, "
                              "intermediate_size, head_dim, vocab_size, num_local_experts and "
                              "num_experts_per_tok");
-    return 0;
-}
-
-int gpt_oss_build_graph(gb *b, m2o_err *err)
-{
-    const model_desc *md = b->md;
-    if (check_desc(md, err))
-        return -1;
     return gb_decoder(b, NULL, 0.0f, build_layer, err);
 }
+
+/* ---- config.json ---- */
+
+static const family_defaults k_defaults = {
+    .head_dim = 64, .rms_norm_eps = 1e-5, .max_position_embeddings = 131072,
+    .rope_theta = 150000.0, .partial_rotary_factor = 1.0, .builtin_yarn = true,
+    .num_experts_key = "num_local_experts"};
+
+/* sliding_window (null = none, default 128); without layer_types even layers slide */
+static int parse_attention_layout(const cfg_src *s, model_desc *d)
+{
+    const cJSON *sw = cJSON_GetObjectItemCaseSensitive(s->obj, "sliding_window");
+    if (sw && cJSON_IsNull(sw))
+        d->sliding_window = 0;
+    else if (cfg_get_int(s, "sliding_window", false, 128, &d->sliding_window))
+        return -1;
+    if (d->sliding_window < 0)
+        return m2o_fail(s->err, "%s: sliding_window is negative — fix config.json", s->what);
+    int rc = cfg_layer_types(s, d);
+    if (rc < 0)
+        return -1;
+    for (int i = 0; rc == 1 && i < d->num_layers; i++)
+        d->layer_type[i] = i % 2 == 0 ? LAYER_SLIDING_ATTENTION : LAYER_FULL_ATTENTION;
+    return cfg_check_layer_types(s, d, LAYER_LINEAR_ATTENTION);
+}
+
+static int parse_config(const cfg_src *s, model_desc *d)
+{
+    cfg_all_sparse(d);
+    double lim, alpha;
+    if (cfg_get_size(s, "intermediate_size", true, 0, &d->intermediate_size) ||
+        cfg_get_bool(s, "attention_bias", true, &d->attention_bias) ||
+        cfg_get_double(s, "swiglu_limit", 7.0, &lim) ||
+        cfg_get_double(s, "swiglu_alpha", 1.702, &alpha))
+        return -1;
+    d->moe_intermediate_size = d->intermediate_size;
+    d->norm_topk_prob = true; /* softmax over the top-k logits = renormalised */
+    d->swiglu_limit = (float)lim;
+    d->swiglu_alpha = (float)alpha;
+    d->swiglu_beta = 1.0f;
+    return parse_attention_layout(s, d);
+}
+
+/* old checkpoints may hold rotary inv_freq buffers, computed from the config */
+static const char *const k_skipped[] = {"*.rotary_emb.inv_freq", NULL};
+
+/* ---- synthetic checkpoints (moe2onnx synth): dimensions and token ids of the public configs
+ * (docs/FORMATS.md §18); the tiny preset matches tests/fixtures/gpt-oss-tiny ---- */
+
+#define GPT_OSS_TOKENS                                                                          \
+    .bos = -1, .eos = 200002, .pad = 199999, .gen_bos = 199998, .gen_pad = 199999,              \
+    .gen_eos = {200002, 199999, 200012}, .n_gen_eos = 3, .do_sample = true,                     \
+    .eos_text = "<|return|>", .pad_text = "<|endoftext|>",                                      \
+    .specials = {{199998, "<|startoftext|>"}, {199999, "<|endoftext|>"}, {200002, "<|return|>"}, \
+                 {200005, "<|channel|>"}, {200006, "<|start|>"}, {200007, "<|end|>"},             \
+                 {200008, "<|message|>"}, {200012, "<|call|>"}},                                 \
+    .n_specials = 8
+
+#define GPT_OSS_WIDTHS                                                                          \
+    .hidden = 2880, .intermediate = 2880, .moe_intermediate = 2880,     \
+    .top_k = 4, .heads = 64, .kv_heads = 8, .head_dim = 64, .vocab = 201088,                     \
+    .sliding_window = 128, .rope_theta = 150000.0, .rms_eps = 1e-5, .max_position = 131072,      \
+    .zero_based_shards = true
+
+static const synth_preset k_presets[] = {
+    {.name = "gpt-oss-20b", .about = "GptOss: hidden 2880, 24 layers, 32 experts top-4, MXFP4 experts",
+     GPT_OSS_WIDTHS, .layers = 24, .experts = 32, GPT_OSS_TOKENS},
+    {.name = "gpt-oss-120b", .about = "GptOss: hidden 2880, 36 layers, 128 experts top-4, MXFP4 experts",
+     GPT_OSS_WIDTHS, .layers = 36, .experts = 128, GPT_OSS_TOKENS},
+    {.name = "gpt-oss-tiny", .about = "GptOss like tests/fixtures/gpt-oss-tiny: hidden 256, 2 layers, 8 experts top-2",
+     .hidden = 256, .intermediate = 256, .moe_intermediate = 256,
+     .layers = 2, .experts = 8, .top_k = 2, .heads = 4, .kv_heads = 2, .head_dim = 64, .vocab = 512,
+     .sliding_window = 4, .rope_theta = 150000.0, .rms_eps = 1e-5, .max_position = 131072,
+     .tiny = true, .bos = -1, .eos = 1, .pad = 0, .gen_bos = -1, .gen_pad = 0, .gen_eos = {1},
+     .n_gen_eos = 1, .eos_text = "<|return|>", .pad_text = "<|endoftext|>",
+     .specials = {{0, "<|endoftext|>"}, {1, "<|return|>"}, {2, "<|start|>"}, {3, "<|end|>"},
+                  {4, "<|message|>"}},
+     .n_specials = 5},
+};
+
+/* "model.layers.{i}.<suffix>" in the caller's buffer nb. */
+#define LAYER(suffix) (snprintf(nb, sizeof nb, "model.layers.%d." suffix, i), nb)
+
+static void synth_layer(synth_plan *pl, int i)
+{
+    const synth_preset *p = synth_plan_preset(pl);
+    int64_t H = p->hidden, I = p->intermediate, E = p->experts;
+    char nb[96];
+    synth_plan_attention(pl, i, true, false);
+    SYNTH_PLAN_BF16(pl, SINK, LAYER("self_attn.sinks"), (int64_t)p->heads);
+    SYNTH_PLAN_BF16(pl, WEIGHT, LAYER("mlp.router.weight"), E, H);
+    SYNTH_PLAN_BF16(pl, WEIGHT, LAYER("mlp.router.bias"), E);
+    SYNTH_PLAN_BF16(pl, WEIGHT, LAYER("mlp.experts.gate_up_proj_bias"), E, 2 * I);
+    SYNTH_PLAN_BF16(pl, WEIGHT, LAYER("mlp.experts.down_proj_bias"), E, H);
+    if (synth_plan_mxfp4(pl)) {
+        SYNTH_PLAN_U8(pl, MXFP4_BLOCKS, LAYER("mlp.experts.gate_up_proj_blocks"), E, 2 * I, H / 32, 16);
+        SYNTH_PLAN_U8(pl, MXFP4_SCALES, LAYER("mlp.experts.gate_up_proj_scales"), E, 2 * I, H / 32);
+        SYNTH_PLAN_U8(pl, MXFP4_BLOCKS, LAYER("mlp.experts.down_proj_blocks"), E, H, I / 32, 16);
+        SYNTH_PLAN_U8(pl, MXFP4_SCALES, LAYER("mlp.experts.down_proj_scales"), E, H, I / 32);
+    } else {
+        SYNTH_PLAN_BF16(pl, WEIGHT, LAYER("mlp.experts.gate_up_proj"), E, H, 2 * I);
+        SYNTH_PLAN_BF16(pl, WEIGHT, LAYER("mlp.experts.down_proj"), E, I, H);
+    }
+}
+
+static void synth_config_fields(cJSON *c, const synth_preset *p, int layers, bool mxfp4)
+{
+    cJSON_AddBoolToObject(c, "attention_bias", 1);
+    cJSON_AddNumberToObject(c, "experts_per_token", p->top_k);
+    cJSON_AddNumberToObject(c, "initial_context_length", 4096);
+    cJSON *types = cJSON_AddArrayToObject(c, "layer_types");
+    for (int i = 0; i < layers; i++)
+        cJSON_AddItemToArray(types, cJSON_CreateString(i % 2 ? "full_attention" : "sliding_attention"));
+    cJSON_AddStringToObject(c, "model_type", "gpt_oss");
+    cJSON_AddNumberToObject(c, "num_local_experts", p->experts);
+    if (mxfp4) {
+        static const char *const keep[] = {"model.layers.*.self_attn", "model.layers.*.mlp.router",
+                                           "model.embed_tokens", "lm_head"};
+        cJSON *q = cJSON_AddObjectToObject(c, "quantization_config");
+        synth_json_strings(q, "modules_to_not_convert", keep, sizeof keep / sizeof keep[0]);
+        cJSON_AddStringToObject(q, "quant_method", "mxfp4");
+    }
+    cJSON *r = cJSON_AddObjectToObject(c, "rope_scaling");
+    cJSON_AddNumberToObject(r, "beta_fast", 32.0);
+    cJSON_AddNumberToObject(r, "beta_slow", 1.0);
+    cJSON_AddNumberToObject(r, "factor", 32.0);
+    cJSON_AddNumberToObject(r, "original_max_position_embeddings", 4096);
+    cJSON_AddStringToObject(r, "rope_type", "yarn");
+    cJSON_AddBoolToObject(r, "truncate", 0);
+    cJSON_AddNumberToObject(c, "router_aux_loss_coef", p->tiny ? 0.001 : 0.9); /* as published */
+    cJSON_AddNumberToObject(c, "sliding_window", p->sliding_window);
+    cJSON_AddNumberToObject(c, "swiglu_limit", 7.0);
+}
+
+static const family_synth k_synth = {
+    .presets = k_presets, .n_presets = (int)(sizeof k_presets / sizeof k_presets[0]),
+    .architecture = "GptOssForCausalLM", .mxfp4 = true, .plan_layer = synth_layer,
+    .config_fields = synth_config_fields};
+
+M2O_FAMILY(gpt_oss, "gpt-oss", "gpt_oss", NULL, &k_defaults, parse_config, k_skipped,
+           build_graph, "gptoss", EXPERT_NAMING_GPT_OSS, &k_synth);

@@ -13,15 +13,15 @@
  *     rows, q_norm/k_norm per head, rotary over the first partial_rotary_factor of each head,
  *     GQA, output times sigmoid(gate), o_proj (graph attention block with q_gate).
  * MoE: router mlp.gate, softmax → top-k → renormalised; per-expert or fused experts; shared
- * expert scaled by sigmoid(shared_expert_gate) — the Qwen MoE block of qwen_moe.c. */
+ * expert scaled by sigmoid(shared_expert_gate) — the Qwen MoE block of qwen_moe_shared.c. */
 #include "arch/qwen3_5_moe.h"
 
 #include <stdio.h>
 #include <string.h>
 
 #include "arch/arch.h"
+#include "arch/family.h"
 #include "graph/blocks.h"
-#include "graph/rope.h"
 
 static int linear_part(gb *b, linear_src *s, int64_t rows, int64_t cols, int L, const char *name,
                        m2o_err *err)
@@ -65,45 +65,6 @@ int qwen3_5_linear_attn_desc(gb *b, int L, linear_attn_desc *d, m2o_err *err)
     return linear_attn_check(d, H, err);
 }
 
-/* Full-attention layer: q_proj rows hold, per head, the query then its output gate (2 head_dim),
- * k/v plain; q_norm/k_norm stored as offsets from 1 like every Qwen3.5 RMSNorm. */
-static int load_attention(gb *b, int L, attn_desc *a, m2o_err *err)
-{
-    const model_desc *md = b->md;
-    const char *p = md->prefix;
-    int64_t H = md->hidden_size, hd = md->head_dim;
-    int64_t nq = md->num_heads * hd, nkv = md->num_kv_heads * hd;
-    int64_t rows[3] = {md->attn_output_gate ? 2 * nq : nq, nkv, nkv};
-    const char *proj[3] = {"q", "k", "v"};
-    memset(a, 0, sizeof *a);
-    a->layer = L;
-    a->q_gate = md->attn_output_gate;
-    a->qk_norm_offset = 1.0f;
-    a->qkv.n_parts = 3;
-    for (int i = 0; i < 3; i++) {
-        int64_t sw[2] = {rows[i], H};
-        if (gb_tensorf(b, &a->qkv.w[i], err, true, 2, sw, "%slayers.%d.self_attn.%s_proj.weight",
-                       p, L, proj[i]) ||
-            (md->attention_bias &&
-             gb_tensorf(b, &a->qkv.bias[i], err, true, 1, &rows[i],
-                        "%slayers.%d.self_attn.%s_proj.bias", p, L, proj[i])))
-            return -1;
-    }
-    int64_t so[2] = {H, nq};
-    a->o.n_parts = 1;
-    return gb_tensorf(b, &a->o.w[0], err, true, 2, so, "%slayers.%d.self_attn.o_proj.weight", p,
-                      L) ||
-                   (md->attention_bias &&
-                    gb_tensorf(b, &a->o.bias[0], err, true, 1, &H,
-                               "%slayers.%d.self_attn.o_proj.bias", p, L)) ||
-                   gb_tensorf(b, &a->q_norm, err, true, 1, &hd,
-                              "%slayers.%d.self_attn.q_norm.weight", p, L) ||
-                   gb_tensorf(b, &a->k_norm, err, true, 1, &hd,
-                              "%slayers.%d.self_attn.k_norm.weight", p, L)
-               ? -1
-               : 0;
-}
-
 static int build_mixer(gb *b, int L, const char *input, gname *out, m2o_err *err)
 {
     if (b->md->layer_type[L] == LAYER_LINEAR_ATTENTION) {
@@ -112,52 +73,25 @@ static int build_mixer(gb *b, int L, const char *input, gname *out, m2o_err *err
             return -1;
         return gb_linear_attention(b, &d, input, out, err);
     }
-    attn_desc a;
-    return load_attention(b, L, &a, err) || gb_attention(b, &a, input, out, err) ? -1 : 0;
+    /* q_proj rows hold, per head, the query then its output gate (2 head_dim); q_norm/k_norm
+     * stored as offsets from 1 like every Qwen3.5 RMSNorm (md->norm_weight_offset) */
+    bool bias = b->md->attention_bias;
+    attn_layout lay = {.qkv_bias = bias, .o_bias = bias, .qk_norm = true,
+                       .q_gate = b->md->attn_output_gate};
+    return arch_attention_mixer(b, L, &lay, input, out, err);
 }
 
-/* RMSNorm → token mixer → RMSNorm → MoE with shared expert; residuals ride in the skip norms.
- * Every Qwen3.5 RMSNorm weight is stored as w - 1 (transformers multiplies by 1 + w). */
+/* RMSNorm → token mixer → RMSNorm → MoE with shared expert (the Qwen MoE block); residuals ride
+ * in the skip norms. */
 static int build_layer(gb *b, int L, gname *hidden, gname *residual, m2o_err *err)
 {
-    const model_desc *md = b->md;
-    const char *p = md->prefix;
-    int64_t H = md->hidden_size;
-    const st_tensor *ln1, *ln2;
-    if (gb_tensorf(b, &ln1, err, true, 1, &H, "%slayers.%d.input_layernorm.weight", p, L) ||
-        gb_tensorf(b, &ln2, err, true, 1, &H, "%slayers.%d.post_attention_layernorm.weight", p, L))
-        return -1;
-    gname normed, mixed, prev = *residual;
-    gname w = gname_fmt("model.layers.%d.input_layernorm.weight", L);
-    if (L == 0) {
-        gname node = gname_fmt("/model/layers.%d/input_layernorm/SimplifiedLayerNorm", L);
-        *residual = *hidden;
-        if (gb_rmsnorm(b, node.s, w.s, ln1, 1.0f, hidden->s, &normed, err))
-            return -1;
-    } else {
-        gname node = gname_fmt("/model/layers.%d/input_layernorm/SkipLayerNorm", L);
-        if (gb_skip_rmsnorm(b, node.s, w.s, ln1, 1.0f, hidden->s, prev.s, &normed, residual, err))
-            return -1;
-    }
-    if (build_mixer(b, L, normed.s, &mixed, err))
-        return -1;
-    gname node = gname_fmt("/model/layers.%d/post_attention_layernorm/SkipLayerNorm", L);
-    w = gname_fmt("model.layers.%d.post_attention_layernorm.weight", L);
-    prev = *residual;
-    if (gb_skip_rmsnorm(b, node.s, w.s, ln2, 1.0f, mixed.s, prev.s, &normed, residual, err))
-        return -1;
-    /* router → experts + sigmoid-gated shared expert, the Qwen MoE block (qwen_moe.c) */
-    return qwen_moe_build_mlp(b, L, normed.s, hidden, err);
+    return arch_decoder_layer(b, L, hidden, residual, build_mixer, qwen_moe_build_mlp, err);
 }
 
 static int check_desc(const model_desc *md, m2o_err *err)
 {
-    if (md->num_layers < 1 || md->num_layers > MD_MAX_LAYERS)
-        return m2o_fail(err, "config.json: num_hidden_layers %d out of range 1..%d",
-                        md->num_layers, MD_MAX_LAYERS);
-    if (md->num_heads < 1 || md->num_kv_heads < 1 || md->num_heads % md->num_kv_heads)
-        return m2o_fail(err, "config.json: num_attention_heads %d must be a positive multiple "
-                             "of num_key_value_heads %d", md->num_heads, md->num_kv_heads);
+    if (arch_check_common(md, err))
+        return -1;
     if (md->num_experts < 1 || md->top_k < 1 || md->top_k > md->num_experts ||
         md->moe_intermediate_size < 1 || md->hidden_size < 1 || md->head_dim < 1 ||
         md->vocab_size < 1)
@@ -172,7 +106,7 @@ static int check_desc(const model_desc *md, m2o_err *err)
     return 0;
 }
 
-int qwen3_5_moe_build_graph(gb *b, m2o_err *err)
+static int build_graph(gb *b, m2o_err *err)
 {
     const model_desc *md = b->md;
     if (check_desc(md, err))
@@ -181,5 +115,57 @@ int qwen3_5_moe_build_graph(gb *b, m2o_err *err)
     for (int i = 0; i < md->num_layers; i++)
         kv_layer[i] = md->layer_type[i] == LAYER_FULL_ATTENTION;
     /* Qwen3.5 RMSNorms scale by (1 + w) */
-    return gb_decoder(b, kv_layer, 1.0f, build_layer, err);
+    return gb_decoder(b, kv_layer, md->norm_weight_offset, build_layer, err);
 }
+
+/* ---- config.json ---- */
+
+static const family_defaults k_defaults = {
+    .head_dim = 256, .rms_norm_eps = 1e-6, .max_position_embeddings = 32768,
+    .rope_theta = 10000.0, .partial_rotary_factor = 0.25, .num_experts_key = "num_experts"};
+
+static int parse_fields(const cfg_src *s, model_desc *d)
+{
+    return cfg_get_size(s, "moe_intermediate_size", true, 0, &d->moe_intermediate_size) ||
+                   cfg_get_size(s, "intermediate_size", false, 0, &d->intermediate_size) ||
+                   cfg_get_size(s, "shared_expert_intermediate_size", true, 0,
+                                &d->shared_expert_intermediate_size) ||
+                   cfg_get_bool(s, "attention_bias", false, &d->attention_bias) ||
+                   cfg_get_bool(s, "attn_output_gate", true, &d->attn_output_gate) ||
+                   cfg_get_size(s, "linear_conv_kernel_dim", false, 4, &d->linear_conv_kernel_dim) ||
+                   cfg_get_size(s, "linear_key_head_dim", false, 128, &d->linear_key_head_dim) ||
+                   cfg_get_size(s, "linear_value_head_dim", false, 128,
+                                &d->linear_value_head_dim) ||
+                   cfg_get_size(s, "linear_num_key_heads", false, 16, &d->linear_num_key_heads) ||
+                   cfg_get_size(s, "linear_num_value_heads", false, 32,
+                                &d->linear_num_value_heads)
+               ? -1
+               : 0;
+}
+
+static int parse_config(const cfg_src *s, model_desc *d)
+{
+    cfg_all_sparse(d);
+    d->qk_norm = true;
+    d->norm_topk_prob = true;      /* the Qwen3.5 router always renormalises */
+    d->norm_weight_offset = 1.0f;  /* every RMSNorm weight is stored as w - 1 */
+    if (parse_fields(s, d))
+        return -1;
+    qwen_plain_swiglu(d);
+    int rc = cfg_layer_types(s, d), interval = 4;
+    if (rc < 0 || (rc == 1 && cfg_get_size(s, "full_attention_interval", false, 4, &interval)))
+        return -1;
+    for (int i = 0; rc == 1 && i < d->num_layers; i++)
+        d->layer_type[i] = (i + 1) % interval ? LAYER_LINEAR_ATTENTION : LAYER_FULL_ATTENTION;
+    return cfg_check_layer_types(s, d, LAYER_SLIDING_ATTENTION);
+}
+
+/* the multi-token-prediction head (mtp.*) generation does not run, the vision tower of the
+ * vision-language checkpoints, rotary inv_freq buffers of old checkpoints */
+static const char *const k_skipped[] = {"mtp.", "model.visual.", "*.rotary_emb.inv_freq", NULL};
+
+M2O_FAMILY(qwen3_5_moe, "Qwen3.5-MoE", "qwen3_5_moe_text", "qwen3_5_moe", &k_defaults,
+           parse_config, k_skipped, build_graph,
+           /* onnxruntime-genai's "qwen3_5" is the vision-language model (it opens
+            * vision.filename); the text-only decoder is "qwen3_5_moe_text" */
+           "qwen3_5_moe_text", EXPERT_NAMING_QWEN, FAMILY_NO_SYNTH);

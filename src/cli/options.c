@@ -1,4 +1,5 @@
 #include "cli/options.h"
+#include "cli/quant_options.h"
 #include "onnx/ort_rules.h"
 
 #include <errno.h>
@@ -86,84 +87,28 @@ int build_args_parse(int argc, char **argv, build_args *a, m2o_err *err)
 
 /* ---------- values ---------- */
 
-/* Booleans accept only true/false/1/0: the reference builder read "false" as on. */
-static int parse_bool(const char *key, const char *v, bool *out, m2o_err *err)
-{
-    if (!strcmp(v, "true") || !strcmp(v, "1")) { *out = true; return 0; }
-    if (!strcmp(v, "false") || !strcmp(v, "0")) { *out = false; return 0; }
-    return m2o_fail(err, "extra option %s=%s: expected true, false, 1 or 0", key, v);
-}
-
-static int parse_int_in(const char *key, const char *v, const int *allowed, int n_allowed,
-                        const char *allowed_text, int *out, m2o_err *err)
-{
-    char *end;
-    errno = 0;
-    long x = strtol(v, &end, 10);
-    if (errno || *end || end == v)
-        return m2o_fail(err, "extra option %s=%s: not an integer; allowed: %s", key, v, allowed_text);
-    for (int i = 0; i < n_allowed; i++)
-        if (x == allowed[i]) { *out = (int)x; return 0; }
-    return m2o_fail(err, "extra option %s=%s: allowed values are %s", key, v, allowed_text);
-}
-
+/* The options that are not about quantization (those are parsed by cli/quant_options.c). */
 typedef struct extra_values {
-    int int4_block_size;        /* 0 = unset */
-    int int4_accuracy_level;    /* -1 = unset */
-    int moe_quant_set;          /* moe_quant_type given */
-    moe_quant moe_quant_type;
-    int use_8bits_moe;          /* -1 unset, else 0/1 */
-    int use_fp4_moe;
-    int qmoe_block_size;        /* 0 = unset */
-    int qmoe_prepacked;         /* -2 = unset, else -1/0/1 */
-    bool use_cuda_bf16, exclude_lm_head, include_hidden_states, exclude_embeds, qmoe_quantize_bias;
+    quant_flat q;
+    bool use_cuda_bf16, exclude_lm_head, include_hidden_states, exclude_embeds;
 } extra_values;
 
 static const char *const EXTRA_KEYS =
-    "int4_block_size, int4_accuracy_level, moe_quant_type, use_8bits_moe, use_fp4_moe, "
-    "qmoe_block_size, qmoe_weights_prepacked, qmoe_quantize_bias, use_cuda_bf16, exclude_lm_head, "
+    "block_size, accuracy_level, is_symmetric, op_types_to_quantize, nodes_to_exclude, algo_config "
+    "(each also with the deprecated int4_ prefix), matmul_mixed_precision, matmulnbits_weights_prepacked, "
+    "use_qdq, moe_quant_type, use_8bits_moe, use_fp4_moe, qmoe_block_size, qmoe_weights_prepacked, "
+    "qmoe_quantize_bias, quant_config, scale_search, int8_budget, use_cuda_bf16, exclude_lm_head, "
     "include_hidden_states";
 
 static int parse_one_extra(const char *key, const char *v, extra_values *x, m2o_err *err)
 {
-    static const int blocks[] = {16, 32, 64, 128, 256};
-    static const int levels[] = {0, 1, 2, 3, 4};
-    static const int prepacked[] = {-1, 0, 1};
-    bool b;
-    if (!strcmp(key, "int4_block_size"))
-        return parse_int_in(key, v, blocks, 5, "16, 32, 64, 128, 256", &x->int4_block_size, err);
-    if (!strcmp(key, "int4_accuracy_level"))
-        return parse_int_in(key, v, levels, 5, "0, 1, 2, 3, 4", &x->int4_accuracy_level, err);
-    if (!strcmp(key, "qmoe_block_size"))
-        return parse_int_in(key, v, blocks, 5, "16, 32, 64, 128, 256 (and what the provider allows)",
-                            &x->qmoe_block_size, err);
-    if (!strcmp(key, "qmoe_weights_prepacked"))
-        return parse_int_in(key, v, prepacked, 3, "-1 (provider default), 0 (raw), 1 (prepacked)",
-                            &x->qmoe_prepacked, err);
-    if (!strcmp(key, "moe_quant_type")) {
-        x->moe_quant_set = 1;
-        if (!strcmp(v, "int4")) x->moe_quant_type = MOE_QUANT_INT4;
-        else if (!strcmp(v, "int8")) x->moe_quant_type = MOE_QUANT_INT8;
-        else if (!strcmp(v, "mxfp4")) x->moe_quant_type = MOE_QUANT_MXFP4;
-        else return m2o_fail(err, "extra option moe_quant_type=%s: allowed values are int4, int8, mxfp4", v);
-        return 0;
-    }
-    if (!strcmp(key, "use_8bits_moe")) {
-        if (parse_bool(key, v, &b, err)) return -1;
-        x->use_8bits_moe = b;
-        return 0;
-    }
-    if (!strcmp(key, "use_fp4_moe")) {
-        if (parse_bool(key, v, &b, err)) return -1;
-        x->use_fp4_moe = b;
-        return 0;
-    }
-    if (!strcmp(key, "use_cuda_bf16")) return parse_bool(key, v, &x->use_cuda_bf16, err);
-    if (!strcmp(key, "exclude_lm_head")) return parse_bool(key, v, &x->exclude_lm_head, err);
-    if (!strcmp(key, "include_hidden_states")) return parse_bool(key, v, &x->include_hidden_states, err);
-    if (!strcmp(key, "qmoe_quantize_bias")) return parse_bool(key, v, &x->qmoe_quantize_bias, err);
+    int rc = quant_option_parse(&x->q, key, v, err);
+    if (rc <= 0) return rc;
+    if (!strcmp(key, "use_cuda_bf16")) return quant_parse_bool(key, v, &x->use_cuda_bf16, err);
+    if (!strcmp(key, "exclude_lm_head")) return quant_parse_bool(key, v, &x->exclude_lm_head, err);
+    if (!strcmp(key, "include_hidden_states")) return quant_parse_bool(key, v, &x->include_hidden_states, err);
     if (!strcmp(key, "exclude_embeds")) {
-        if (parse_bool(key, v, &x->exclude_embeds, err)) return -1;
+        if (quant_parse_bool(key, v, &x->exclude_embeds, err)) return -1;
         if (x->exclude_embeds)
             return m2o_fail(err, "extra option exclude_embeds=true is not supported: moe2onnx always exports "
                                  "the embedding (input_ids input); remove the option");
@@ -175,9 +120,7 @@ static int parse_one_extra(const char *key, const char *v, extra_values *x, m2o_
 static int parse_extras(const build_args *a, extra_values *x, m2o_err *err)
 {
     memset(x, 0, sizeof *x);
-    x->int4_accuracy_level = -1;
-    x->use_8bits_moe = x->use_fp4_moe = -1;
-    x->qmoe_prepacked = -2;
+    quant_flat_init(&x->q);
     for (int i = 0; i < a->n_extra; i++) {
         const char *kv = a->extra[i];
         const char *eq = strchr(kv, '=');
@@ -198,23 +141,6 @@ static int parse_extras(const build_args *a, extra_values *x, m2o_err *err)
     return 0;
 }
 
-/* moe_quant_type and its two legacy aliases must agree. */
-static int resolve_moe_quant(const extra_values *x, moe_quant *out, m2o_err *err)
-{
-    if (x->use_8bits_moe == 1 && x->use_fp4_moe == 1)
-        return m2o_fail(err, "extra options use_8bits_moe=true and use_fp4_moe=true conflict: "
-                             "MXFP4 experts are 4-bit; choose one (or moe_quant_type=int4|int8|mxfp4)");
-    moe_quant alias = MOE_QUANT_INT4;
-    bool alias_set = false;
-    if (x->use_8bits_moe == 1) { alias = MOE_QUANT_INT8; alias_set = true; }
-    if (x->use_fp4_moe == 1) { alias = MOE_QUANT_MXFP4; alias_set = true; }
-    if (x->moe_quant_set && alias_set && alias != x->moe_quant_type)
-        return m2o_fail(err, "extra option moe_quant_type contradicts use_8bits_moe/use_fp4_moe; "
-                             "give only moe_quant_type=int4|int8|mxfp4");
-    *out = x->moe_quant_set ? x->moe_quant_type : alias;
-    return 0;
-}
-
 static int io_dtype_for(precision p, exec_provider ep, bool cuda_bf16)
 {
     if (p == PREC_FP32 || (p == PREC_INT4 && ep == EP_CPU))
@@ -222,6 +148,53 @@ static int io_dtype_for(precision p, exec_provider ep, bool cuda_bf16)
     if (p == PREC_BF16 || (p == PREC_INT4 && cuda_bf16))
         return ONNX_BFLOAT16;
     return ONNX_FLOAT16;
+}
+
+/* Expert options: the checks and messages as they were before issue 18 (README error catalogue). */
+static int check_expert_options(const build_args *a, const quant_flat *f, const export_opts *o, m2o_err *err)
+{
+    bool int4 = o->precision == PREC_INT4;
+    bool has_qb = f->qmoe_block_size != QUANT_UNSET;
+    if (!int4) {
+        if (f->moe_quant_set || f->use_8bits_moe == 1 || f->use_fp4_moe == 1 || has_qb ||
+            f->qmoe_prepacked != QUANT_UNSET)
+            return m2o_fail(err, "expert quantization options (moe_quant_type, use_8bits_moe, use_fp4_moe, "
+                                 "qmoe_block_size, qmoe_weights_prepacked) need -p int4; -p %s keeps experts "
+                                 "in floating point", a->precision);
+        if (f->block_size != QUANT_UNSET || f->accuracy_level != QUANT_UNSET || f->qmoe_quantize_bias)
+            return m2o_fail(err, "extra options int4_block_size/int4_accuracy_level/qmoe_quantize_bias need -p int4");
+    }
+    if (o->moe_quant_type == MOE_QUANT_MXFP4 && o->ep == EP_CPU)
+        return m2o_fail(err, "moe_quant_type=mxfp4: ONNX Runtime's CPU QMoE has no fp4 kernel; use -e cuda, "
+                             "or moe_quant_type=int4|int8 for cpu");
+    if (o->ep == EP_CPU && f->qmoe_prepacked == 1)
+        return m2o_fail(err, "qmoe_weights_prepacked=1 with -e cpu: the CPU QMoE kernel reads the raw layout "
+                             "only; use 0 or -1 (or -e cuda)");
+    if (o->moe_quant_type == MOE_QUANT_MXFP4 && (f->qmoe_prepacked == 0 || f->qmoe_prepacked == 1))
+        return m2o_fail(err, "qmoe_weights_prepacked applies to int4/int8 experts; MXFP4 experts always use "
+                             "the CUDA fp4 layout (remove the option)");
+    if (o->moe_quant_type == MOE_QUANT_MXFP4 && has_qb && f->qmoe_block_size != ORT_MXFP4_BLOCK)
+        return m2o_fail(err, "qmoe_block_size=%d with moe_quant_type=mxfp4: MXFP4 blocks are always %d",
+                        f->qmoe_block_size, ORT_MXFP4_BLOCK);
+    bool cuda = o->ep == EP_CUDA;
+    if (int4 && has_qb && f->qmoe_block_size > 0 && o->moe_quant_type != MOE_QUANT_MXFP4 &&
+        !ort_qmoe_block_ok(cuda, f->qmoe_block_size))
+        return m2o_fail(err, "qmoe_block_size=%d with -e %s: the %s QMoE kernel allows %s", f->qmoe_block_size,
+                        cuda ? "cuda" : "cpu", cuda ? "CUDA" : "CPU", ort_qmoe_blocks_text(cuda));
+    return 0;
+}
+
+static int check_io_options(const extra_values *x, const export_opts *o, m2o_err *err)
+{
+    bool int4 = o->precision == PREC_INT4;
+    if (x->use_cuda_bf16 && o->ep != EP_CUDA)
+        return m2o_fail(err, "extra option use_cuda_bf16=true needs -e cuda (the CPU build uses float32 inputs)");
+    if (x->use_cuda_bf16 && !int4)
+        return m2o_fail(err, "extra option use_cuda_bf16=true applies to -p int4; for bfloat16 weights use -p bf16");
+    if (o->ep == EP_CPU && o->precision == PREC_BF16)
+        return m2o_fail(err, "-p bf16 with -e cpu: ONNX Runtime's CPU GroupQueryAttention/MoE have no bfloat16 "
+                             "kernels; use -p fp32 or -p int4 for cpu, or -e cuda");
+    return 0;
 }
 
 int options_validate(const build_args *a, export_opts *o, m2o_err *err)
@@ -248,68 +221,45 @@ int options_validate(const build_args *a, export_opts *o, m2o_err *err)
     else return m2o_fail(err, "-e/--execution_provider '%s' is not supported: use cpu or cuda", a->ep);
 
     extra_values x;
-    if (parse_extras(a, &x, err) || resolve_moe_quant(&x, &o->moe_quant_type, err))
+    if (parse_extras(a, &x, err))
         return -1;
-
-    bool int4 = o->precision == PREC_INT4;
-    if (!int4) {
-        if (x.moe_quant_set || x.use_8bits_moe == 1 || x.use_fp4_moe == 1 || x.qmoe_block_size ||
-            x.qmoe_prepacked != -2)
-            return m2o_fail(err, "expert quantization options (moe_quant_type, use_8bits_moe, use_fp4_moe, "
-                                 "qmoe_block_size, qmoe_weights_prepacked) need -p int4; -p %s keeps experts "
-                                 "in floating point", a->precision);
-        if (x.int4_block_size || x.int4_accuracy_level >= 0 || x.qmoe_quantize_bias)
-            return m2o_fail(err, "extra options int4_block_size/int4_accuracy_level/qmoe_quantize_bias need -p int4");
-    }
-    if (x.use_cuda_bf16 && o->ep != EP_CUDA)
-        return m2o_fail(err, "extra option use_cuda_bf16=true needs -e cuda (the CPU build uses float32 inputs)");
-    if (x.use_cuda_bf16 && !int4)
-        return m2o_fail(err, "extra option use_cuda_bf16=true applies to -p int4; for bfloat16 weights use -p bf16");
-    if (o->ep == EP_CPU && o->precision == PREC_BF16)
-        return m2o_fail(err, "-p bf16 with -e cpu: ONNX Runtime's CPU GroupQueryAttention/MoE have no bfloat16 "
-                             "kernels; use -p fp32 or -p int4 for cpu, or -e cuda");
-    if (o->moe_quant_type == MOE_QUANT_MXFP4 && o->ep == EP_CPU)
-        return m2o_fail(err, "moe_quant_type=mxfp4: ONNX Runtime's CPU QMoE has no fp4 kernel; use -e cuda, "
-                             "or moe_quant_type=int4|int8 for cpu");
-    if (o->ep == EP_CPU && x.qmoe_prepacked == 1)
-        return m2o_fail(err, "qmoe_weights_prepacked=1 with -e cpu: the CPU QMoE kernel reads the raw layout "
-                             "only; use 0 or -1 (or -e cuda)");
-    if (o->moe_quant_type == MOE_QUANT_MXFP4 && (x.qmoe_prepacked == 0 || x.qmoe_prepacked == 1))
-        return m2o_fail(err, "qmoe_weights_prepacked applies to int4/int8 experts; MXFP4 experts always use "
-                             "the CUDA fp4 layout (remove the option)");
-    if (o->moe_quant_type == MOE_QUANT_MXFP4 && x.qmoe_block_size && x.qmoe_block_size != ORT_MXFP4_BLOCK)
-        return m2o_fail(err, "qmoe_block_size=%d with moe_quant_type=mxfp4: MXFP4 blocks are always %d",
-                        x.qmoe_block_size, ORT_MXFP4_BLOCK);
-    bool cuda = o->ep == EP_CUDA;
-    if (int4 && x.qmoe_block_size && o->moe_quant_type != MOE_QUANT_MXFP4 &&
-        !ort_qmoe_block_ok(cuda, x.qmoe_block_size))
-        return m2o_fail(err, "qmoe_block_size=%d with -e %s: the %s QMoE kernel allows %s", x.qmoe_block_size,
-                        cuda ? "cuda" : "cpu", cuda ? "CUDA" : "CPU", ort_qmoe_blocks_text(cuda));
-
+    const quant_flat *f = &x.q;
     o->io_dtype = io_dtype_for(o->precision, o->ep, x.use_cuda_bf16);
-    o->int4_block_size = x.int4_block_size ? x.int4_block_size : 32;
-    o->int4_accuracy_level = x.int4_accuracy_level >= 0 ? x.int4_accuracy_level : (o->ep == EP_CPU ? 4 : 0);
-    o->qmoe_block_size = o->moe_quant_type == MOE_QUANT_MXFP4 ? 32 : x.qmoe_block_size;
+    if (quant_config_build(&x.q, o->precision, o->ep, o->io_dtype, &o->quant, err))
+        return -1;
+    o->moe_quant_type = f->moe_resolved;
+    if (check_expert_options(a, f, o, err) || check_io_options(&x, o, err))
+        return -1;
+    bool has_qb = f->qmoe_block_size != QUANT_UNSET && f->qmoe_block_size != 0; /* 0: per channel */
+    o->int4_block_size = o->quant.block_size;
+    o->int4_accuracy_level = o->quant.accuracy_level;
+    o->qmoe_block_size = o->moe_quant_type == MOE_QUANT_MXFP4 ? 32 : has_qb ? f->qmoe_block_size : 0;
     if (o->ep == EP_CPU || o->moe_quant_type == MOE_QUANT_MXFP4)
         o->qmoe_weights_prepacked = 0;
     else
-        o->qmoe_weights_prepacked = x.qmoe_prepacked == 0 ? 0 : 1;
+        o->qmoe_weights_prepacked = f->qmoe_prepacked == 0 ? 0 : 1;
     o->use_cuda_bf16 = x.use_cuda_bf16;
     o->exclude_lm_head = x.exclude_lm_head;
     o->include_hidden_states = x.include_hidden_states && !x.exclude_lm_head; /* already the output */
     o->exclude_embeds = false;
-    if (x.qmoe_quantize_bias && o->moe_quant_type == MOE_QUANT_MXFP4)
+    if (f->qmoe_quantize_bias && o->moe_quant_type == MOE_QUANT_MXFP4)
         return m2o_fail(err, "extra option qmoe_quantize_bias=true applies to int4/int8 experts, not mxfp4");
-    o->qmoe_quantize_bias = x.qmoe_quantize_bias;
+    o->qmoe_quantize_bias = f->qmoe_quantize_bias;
     o->allow_nonfinite = a->allow_nonfinite;
-    return 0;
+    for (int i = 0; i < o->quant.n_overrides; i++)
+        if (o->exclude_lm_head && o->quant.overrides[i].preset == QPRESET_LAST_MATMUL)
+            return m2o_fail(err, "extra option matmul_mixed_precision=last_matmul (or algo_config=*_last/_mixed/"
+                                 "_linear) with exclude_lm_head=true: there is no lm_head to place; drop one");
+    /* Last: what ONNX Runtime could run but this build cannot write yet. */
+    return quant_config_check_supported(&o->quant, err);
 }
 
 /* ---------- dims-dependent ---------- */
 
+/* every family sets moe_intermediate_size (gpt-oss: = intermediate_size) */
 static int expert_width(const model_desc *md)
 {
-    return md->arch == ARCH_GPT_OSS ? md->intermediate_size : md->moe_intermediate_size;
+    return md->moe_intermediate_size;
 }
 
 /* Every architecture's attention is GroupQueryAttention with its rotary caches: a config whose
@@ -433,20 +383,40 @@ void build_usage(FILE *f)
         "  -o, --output DIR            output folder (written under a temporary name, renamed at the end)\n"
         "  -p, --precision P           fp32 | fp16 | bf16 | int4\n"
         "  -e, --execution_provider E  cpu | cuda\n"
-        "  --extra_options K=V ...     int4_block_size=16|32|64|128|256 (default 32)\n"
-        "                              int4_accuracy_level=0..4 (default 4 on cpu, 0 on cuda)\n"
+        "  --extra_options K=V ...     quantization, as onnxruntime-genai's builder (docs/QUANTIZATION.md):\n"
+        "                              block_size=16|32|64|128|256 (default 32; MatMulNBits)\n"
+        "                              accuracy_level=0..4 (default 4 on cpu, 0 on cuda)\n"
+        "                              is_symmetric=BOOL (default true; false = uint4 with zero points)\n"
+        "                              algo_config=default|rtn|k_quant (legacy: rtn_last, k_quant_last,\n"
+        "                                k_quant_mixed, k_quant_linear)\n"
+        "                              matmul_mixed_precision=SEL:TYPE,... (SEL last_matmul|mixed_layers|\n"
+        "                                linear_attn, TYPE int4|int8)\n"
+        "                              nodes_to_exclude=NODE,... op_types_to_quantize=MatMul[/Gather]\n"
+        "                              (int4_block_size, int4_accuracy_level, int4_is_symmetric,\n"
+        "                                int4_algo_config, int4_nodes_to_exclude,\n"
+        "                                int4_op_types_to_quantize: deprecated names, same meaning)\n"
+        "                              matmulnbits_weights_prepacked=0|1|2 (cuda: raw, SM80, SM90)\n"
+        "                              use_qdq=BOOL\n"
         "                              moe_quant_type=int4|int8|mxfp4 (default int4; mxfp4 needs cuda)\n"
         "                              use_8bits_moe=BOOL, use_fp4_moe=BOOL (aliases of moe_quant_type)\n"
         "                              qmoe_block_size=N (cpu 16..128, default 32; cuda 32|64|128,\n"
-        "                                default the largest dividing hidden and expert sizes)\n"
+        "                                default the largest dividing hidden and expert sizes;\n"
+        "                                0 = per channel)\n"
         "                              qmoe_weights_prepacked=-1|0|1 (cuda int: 1/-1 CUTLASS SM80, 0 raw)\n"
         "                              qmoe_quantize_bias=BOOL (round expert biases like the weights;\n"
         "                                off = exact biases, as onnxruntime-genai)\n"
+        "                              quant_config=JSON|FILE (the builder's structured QuantConfig;\n"
+        "                                not combined with the flat quantization options)\n"
+        "                              scale_search=BOOL (moe2onnx: error-minimizing scales)\n"
+        "                              int8_budget=P%|SIZE (moe2onnx: int8 where it helps most, within\n"
+        "                                P% more dense bytes or SIZE bytes, e.g. 10% or 500MB)\n"
+        "                              Values that change the weights beyond the defaults above are\n"
+        "                                refused by this build for now (docs/QUANTIZATION.md)\n"
         "                              use_cuda_bf16=BOOL\n"
         "                              exclude_lm_head=BOOL (no lm_head: output hidden_states, the\n"
         "                                final norm's output, instead of logits)\n"
         "                              include_hidden_states=BOOL (hidden_states output beside logits)\n"
-        "                              BOOL is true|false|1|0\n"
+        "                              BOOL is true|false|True|False|1|0\n"
         "  --threads N                 worker threads (default: all cores)\n"
         "  -q, --quiet                 only the final summary line\n"
         "  --overwrite                 replace an existing model in OUTPUT_DIR\n"

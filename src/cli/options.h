@@ -10,7 +10,7 @@
 #include <stddef.h>
 #include <stdio.h>
 
-#include "checkpoint/config.h"
+#include "arch/model_desc.h"
 #include "common/err.h"
 #include "graph/export_opts.h"
 

@@ -7,7 +7,7 @@
 
 #include <stdint.h>
 
-#include "checkpoint/config.h"
+#include "arch/model_desc.h"
 #include "common/err.h"
 #include "graph/builder.h"
 

@@ -9,23 +9,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "arch/family.h"
 #include "graph/blocks.h"
 
-const char *genai_model_type(arch_kind a)
+const char *genai_model_type(const model_desc *md)
 {
-    switch (a) {
-    case ARCH_GPT_OSS:
-        return "gptoss";
-    case ARCH_QWEN3_MOE:
-        return "qwen3";
-    case ARCH_QWEN2_MOE:
-        return "qwen2";
-    case ARCH_QWEN3_5_MOE:
-        /* onnxruntime-genai's "qwen3_5" is the vision-language model (it opens vision.filename);
-         * the text-only decoder is "qwen3_5_moe_text" (src/models/model_type.h) */
-        return "qwen3_5_moe_text";
-    }
-    return "decoder";
+    return md->family->genai_type;
 }
 
 static cJSON *provider_options(const export_opts *o)
@@ -143,7 +132,7 @@ char *genai_config_json(const model_desc *md, const export_opts *o, const char *
                                         : -1;
     if (pad >= 0)
         cJSON_AddNumberToObject(model, "pad_token_id", (double)pad);
-    cJSON_AddStringToObject(model, "type", genai_model_type(md->arch));
+    cJSON_AddStringToObject(model, "type", genai_model_type(md));
     cJSON_AddNumberToObject(model, "vocab_size", md->vocab_size);
     add_search(root, md);
     char *text = cJSON_Print(root);

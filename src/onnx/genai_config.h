@@ -3,12 +3,12 @@
 #ifndef M2O_GENAI_CONFIG_H
 #define M2O_GENAI_CONFIG_H
 
-#include "checkpoint/config.h"
+#include "arch/model_desc.h"
 #include "common/err.h"
 #include "graph/export_opts.h"
 
-/* onnxruntime-genai's model.type for an architecture ("gptoss", ...). */
-const char *genai_model_type(arch_kind a);
+/* onnxruntime-genai's model.type of md's family ("gptoss", ...). */
+const char *genai_model_type(const model_desc *md);
 
 /* The JSON text (caller frees), or NULL with err set. model_filename: "model.onnx". */
 char *genai_config_json(const model_desc *md, const export_opts *o, const char *model_filename,

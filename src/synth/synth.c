@@ -6,77 +6,58 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "arch/family.h"
 #include "checkpoint/st_writer.h"
 #include "synth/synth_internal.h"
 
 #define SYNTH_MAX_LAYERS 512
 
-/* ---- presets ---------------------------------------------------------------------------------
- * Dimensions and token ids of the public configs (docs/FORMATS.md §18); the tiny ones match the fixtures. */
+/* ---- presets: every family's, in FAMILY_LIST order ------------------------------------------ */
 
-#define GPT_OSS_TOKENS                                                                          \
-    .bos = -1, .eos = 200002, .pad = 199999, .gen_bos = 199998, .gen_pad = 199999,              \
-    .gen_eos = {200002, 199999, 200012}, .n_gen_eos = 3, .do_sample = true,                     \
-    .eos_text = "<|return|>", .pad_text = "<|endoftext|>",                                      \
-    .specials = {{199998, "<|startoftext|>"}, {199999, "<|endoftext|>"}, {200002, "<|return|>"}, \
-                 {200005, "<|channel|>"}, {200006, "<|start|>"}, {200007, "<|end|>"},             \
-                 {200008, "<|message|>"}, {200012, "<|call|>"}},                                 \
-    .n_specials = 8
+/* Preset i over all families, and its family. */
+static const synth_preset *preset_at(size_t i, const family_synth **fs)
+{
+    for (int f = 0; family_at(f); f++) {
+        const family_synth *s = family_at(f)->synth;
+        if (!s)
+            continue;
+        if (i < (size_t)s->n_presets) {
+            if (fs)
+                *fs = s;
+            return &s->presets[i];
+        }
+        i -= (size_t)s->n_presets;
+    }
+    return NULL;
+}
 
-#define GPT_OSS_WIDTHS                                                                          \
-    .family = SYNTH_GPT_OSS, .hidden = 2880, .intermediate = 2880, .moe_intermediate = 2880,     \
-    .top_k = 4, .heads = 64, .kv_heads = 8, .head_dim = 64, .vocab = 201088,                     \
-    .sliding_window = 128, .rope_theta = 150000.0, .rms_eps = 1e-5, .max_position = 131072,      \
-    .zero_based_shards = true
+size_t synth_preset_count(void)
+{
+    size_t n = 0;
+    while (preset_at(n, NULL))
+        n++;
+    return n;
+}
 
-static const synth_preset k_presets[] = {
-    {.name = "gpt-oss-20b", .about = "GptOss: hidden 2880, 24 layers, 32 experts top-4, MXFP4 experts",
-     GPT_OSS_WIDTHS, .layers = 24, .experts = 32, GPT_OSS_TOKENS},
-    {.name = "gpt-oss-120b", .about = "GptOss: hidden 2880, 36 layers, 128 experts top-4, MXFP4 experts",
-     GPT_OSS_WIDTHS, .layers = 36, .experts = 128, GPT_OSS_TOKENS},
-    {.name = "qwen3-30b-a3b",
-     .about = "Qwen3-MoE: hidden 2048, 48 layers, 128 experts top-8 of width 768, BF16",
-     .family = SYNTH_QWEN3_MOE, .hidden = 2048, .intermediate = 6144, .moe_intermediate = 768,
-     .layers = 48, .experts = 128, .top_k = 8, .heads = 32, .kv_heads = 4, .head_dim = 128,
-     .vocab = 151936, .rope_theta = 1e6, .rms_eps = 1e-6, .max_position = 40960,
-     .bos = 151643, .eos = 151645, .pad = -1, .gen_bos = 151643, .gen_pad = 151643,
-     .gen_eos = {151645, 151643}, .n_gen_eos = 2, .do_sample = true, .gen_temperature = 0.6,
-     .gen_top_k = 20, .gen_top_p = 0.95, .eos_text = "<|im_end|>", .pad_text = "<|endoftext|>",
-     .specials = {{151643, "<|endoftext|>"}, {151644, "<|im_start|>"}, {151645, "<|im_end|>"}},
-     .n_specials = 3},
-    {.name = "gpt-oss-tiny", .about = "GptOss like tests/fixtures/gpt-oss-tiny: hidden 256, 2 layers, 8 experts top-2",
-     .family = SYNTH_GPT_OSS, .hidden = 256, .intermediate = 256, .moe_intermediate = 256,
-     .layers = 2, .experts = 8, .top_k = 2, .heads = 4, .kv_heads = 2, .head_dim = 64, .vocab = 512,
-     .sliding_window = 4, .rope_theta = 150000.0, .rms_eps = 1e-5, .max_position = 131072,
-     .tiny = true, .bos = -1, .eos = 1, .pad = 0, .gen_bos = -1, .gen_pad = 0, .gen_eos = {1},
-     .n_gen_eos = 1, .eos_text = "<|return|>", .pad_text = "<|endoftext|>",
-     .specials = {{0, "<|endoftext|>"}, {1, "<|return|>"}, {2, "<|start|>"}, {3, "<|end|>"},
-                  {4, "<|message|>"}},
-     .n_specials = 5},
-    {.name = "qwen3-moe-tiny", .about = "Qwen3-MoE like tests/fixtures/qwen3-moe-tiny: hidden 256, 2 layers, 8 experts top-2",
-     .family = SYNTH_QWEN3_MOE, .hidden = 256, .intermediate = 512, .moe_intermediate = 128,
-     .layers = 2, .experts = 8, .top_k = 2, .heads = 4, .kv_heads = 2, .head_dim = 64, .vocab = 512,
-     .rope_theta = 10000.0, .rms_eps = 1e-6, .max_position = 32768, .tiny = true, .bos = -1,
-     .eos = 2, .pad = 0, .gen_bos = -1, .gen_pad = 0, .gen_eos = {2}, .n_gen_eos = 1,
-     .eos_text = "<|im_end|>", .pad_text = "<|endoftext|>",
-     .specials = {{0, "<|endoftext|>"}, {1, "<|im_start|>"}, {2, "<|im_end|>"}},
-     .n_specials = 3},
-};
-#define NPRESETS (sizeof k_presets / sizeof k_presets[0])
+#define NPRESETS synth_preset_count()
 
-size_t synth_preset_count(void) { return NPRESETS; }
-const synth_preset *synth_preset_at(size_t i) { return i < NPRESETS ? &k_presets[i] : NULL; }
-const char *synth_preset_name(size_t i) { return i < NPRESETS ? k_presets[i].name : NULL; }
-const char *synth_preset_about(size_t i) { return i < NPRESETS ? k_presets[i].about : NULL; }
+const synth_preset *synth_preset_at(size_t i) { return preset_at(i, NULL); }
+const family_synth *synth_preset_family(size_t i)
+{
+    const family_synth *fs = NULL;
+    return preset_at(i, &fs) ? fs : NULL;
+}
+const char *synth_preset_name(size_t i) { return i < NPRESETS ? synth_preset_at(i)->name : NULL; }
+const char *synth_preset_about(size_t i) { return i < NPRESETS ? synth_preset_at(i)->about : NULL; }
 
 int synth_parse_preset(const char *name, m2o_err *err)
 {
     char list[256] = "";
     for (size_t i = 0; i < NPRESETS; i++) {
-        if (name && !strcmp(name, k_presets[i].name))
+        if (name && !strcmp(name, synth_preset_at(i)->name))
             return (int)i;
         size_t n = strlen(list);
-        snprintf(list + n, sizeof list - n, "%s%s", i ? ", " : "", k_presets[i].name);
+        snprintf(list + n, sizeof list - n, "%s%s", i ? ", " : "", synth_preset_at(i)->name);
     }
     return m2o_fail(err, "unknown synth preset \"%s\"; valid presets: %s", name ? name : "(none)", list);
 }
@@ -97,7 +78,7 @@ int synth_parse_experts(const char *s, synth_experts *out, m2o_err *err)
 void synth_usage(FILE *f)
 {
     for (size_t i = 0; i < NPRESETS; i++)
-        fprintf(f, "  %-16s %s\n", k_presets[i].name, k_presets[i].about);
+        fprintf(f, "  %-16s %s\n", synth_preset_at(i)->name, synth_preset_at(i)->about);
 }
 
 /* ---- the tensor plan ------------------------------------------------------------------------ */
@@ -113,8 +94,9 @@ typedef struct plan_tensor {
     int shard;
 } plan_tensor;
 
-typedef struct plan {
+typedef struct synth_plan {
     const synth_preset *preset;
+    const family_synth *family;
     int layers;
     bool mxfp4;
     plan_tensor *t;
@@ -124,8 +106,11 @@ typedef struct plan {
     uint64_t total_bytes, params;
 } plan;
 
-static void add_tensor(plan *pl, st_dtype dt, synth_value_kind kind, synth_dist dist, int ndim,
-                       const int64_t *shape, const char *name)
+const synth_preset *synth_plan_preset(const synth_plan *pl) { return pl->preset; }
+bool synth_plan_mxfp4(const synth_plan *pl) { return pl->mxfp4; }
+
+void synth_plan_add(plan *pl, st_dtype dt, synth_value_kind kind, synth_dist dist, int ndim,
+                    const int64_t *shape, const char *name)
 {
     if (pl->oom)
         return;
@@ -156,74 +141,29 @@ static void add_tensor(plan *pl, st_dtype dt, synth_value_kind kind, synth_dist 
     pl->params += kind == SYNTH_MXFP4_BLOCKS ? 2 * numel : kind == SYNTH_BF16 ? numel : 0;
 }
 
-#define S(...) (const int64_t[]){__VA_ARGS__}
-#define NDIM(...) (int)(sizeof((int64_t[]){__VA_ARGS__}) / sizeof(int64_t))
-#define BF16(dist, name, ...)                                                                    \
-    add_tensor(pl, ST_BF16, SYNTH_BF16, SYNTH_DIST_##dist, NDIM(__VA_ARGS__), S(__VA_ARGS__), name)
-#define U8(kind, name, ...)                                                                      \
-    add_tensor(pl, ST_U8, SYNTH_##kind, SYNTH_DIST_WEIGHT, NDIM(__VA_ARGS__), S(__VA_ARGS__), name)
 /* "model.layers.{i}.<suffix>" in the caller's buffer nb. */
 #define LAYER(suffix) (snprintf(nb, sizeof nb, "model.layers.%d." suffix, i), nb)
 
-static void plan_attention(plan *pl, int i, bool biased, bool qk_norm)
+void synth_plan_attention(plan *pl, int i, bool biased, bool qk_norm)
 {
     const synth_preset *p = pl->preset;
     int64_t H = p->hidden, Q = (int64_t)p->heads * p->head_dim, KV = (int64_t)p->kv_heads * p->head_dim;
     char nb[96];
-    BF16(NORM, LAYER("input_layernorm.weight"), H);
-    BF16(NORM, LAYER("post_attention_layernorm.weight"), H);
-    BF16(WEIGHT, LAYER("self_attn.q_proj.weight"), Q, H);
-    BF16(WEIGHT, LAYER("self_attn.k_proj.weight"), KV, H);
-    BF16(WEIGHT, LAYER("self_attn.v_proj.weight"), KV, H);
-    BF16(WEIGHT, LAYER("self_attn.o_proj.weight"), H, Q);
+    SYNTH_PLAN_BF16(pl, NORM, LAYER("input_layernorm.weight"), H);
+    SYNTH_PLAN_BF16(pl, NORM, LAYER("post_attention_layernorm.weight"), H);
+    SYNTH_PLAN_BF16(pl, WEIGHT, LAYER("self_attn.q_proj.weight"), Q, H);
+    SYNTH_PLAN_BF16(pl, WEIGHT, LAYER("self_attn.k_proj.weight"), KV, H);
+    SYNTH_PLAN_BF16(pl, WEIGHT, LAYER("self_attn.v_proj.weight"), KV, H);
+    SYNTH_PLAN_BF16(pl, WEIGHT, LAYER("self_attn.o_proj.weight"), H, Q);
     if (biased) {
-        BF16(WEIGHT, LAYER("self_attn.q_proj.bias"), Q);
-        BF16(WEIGHT, LAYER("self_attn.k_proj.bias"), KV);
-        BF16(WEIGHT, LAYER("self_attn.v_proj.bias"), KV);
-        BF16(WEIGHT, LAYER("self_attn.o_proj.bias"), H);
+        SYNTH_PLAN_BF16(pl, WEIGHT, LAYER("self_attn.q_proj.bias"), Q);
+        SYNTH_PLAN_BF16(pl, WEIGHT, LAYER("self_attn.k_proj.bias"), KV);
+        SYNTH_PLAN_BF16(pl, WEIGHT, LAYER("self_attn.v_proj.bias"), KV);
+        SYNTH_PLAN_BF16(pl, WEIGHT, LAYER("self_attn.o_proj.bias"), H);
     }
     if (qk_norm) {
-        BF16(NORM, LAYER("self_attn.q_norm.weight"), (int64_t)p->head_dim);
-        BF16(NORM, LAYER("self_attn.k_norm.weight"), (int64_t)p->head_dim);
-    }
-}
-
-static void plan_gpt_oss_layer(plan *pl, int i)
-{
-    const synth_preset *p = pl->preset;
-    int64_t H = p->hidden, I = p->intermediate, E = p->experts;
-    char nb[96];
-    plan_attention(pl, i, true, false);
-    BF16(SINK, LAYER("self_attn.sinks"), (int64_t)p->heads);
-    BF16(WEIGHT, LAYER("mlp.router.weight"), E, H);
-    BF16(WEIGHT, LAYER("mlp.router.bias"), E);
-    BF16(WEIGHT, LAYER("mlp.experts.gate_up_proj_bias"), E, 2 * I);
-    BF16(WEIGHT, LAYER("mlp.experts.down_proj_bias"), E, H);
-    if (pl->mxfp4) {
-        U8(MXFP4_BLOCKS, LAYER("mlp.experts.gate_up_proj_blocks"), E, 2 * I, H / 32, 16);
-        U8(MXFP4_SCALES, LAYER("mlp.experts.gate_up_proj_scales"), E, 2 * I, H / 32);
-        U8(MXFP4_BLOCKS, LAYER("mlp.experts.down_proj_blocks"), E, H, I / 32, 16);
-        U8(MXFP4_SCALES, LAYER("mlp.experts.down_proj_scales"), E, H, I / 32);
-    } else {
-        BF16(WEIGHT, LAYER("mlp.experts.gate_up_proj"), E, H, 2 * I);
-        BF16(WEIGHT, LAYER("mlp.experts.down_proj"), E, I, H);
-    }
-}
-
-static void plan_qwen3_moe_layer(plan *pl, int i)
-{
-    const synth_preset *p = pl->preset;
-    int64_t H = p->hidden, I = p->moe_intermediate;
-    char nb[96];
-    plan_attention(pl, i, false, true);
-    BF16(WEIGHT, LAYER("mlp.gate.weight"), (int64_t)p->experts, H);
-    for (int j = 0; j < p->experts; j++) {
-        const char *names[3] = {"gate_proj", "up_proj", "down_proj"};
-        for (int k = 0; k < 3; k++) {
-            int64_t shape[2] = {k < 2 ? I : H, k < 2 ? H : I};
-            snprintf(nb, sizeof nb, "model.layers.%d.mlp.experts.%d.%s.weight", i, j, names[k]);
-            add_tensor(pl, ST_BF16, SYNTH_BF16, SYNTH_DIST_WEIGHT, 2, shape, nb);
-        }
+        SYNTH_PLAN_BF16(pl, NORM, LAYER("self_attn.q_norm.weight"), (int64_t)p->head_dim);
+        SYNTH_PLAN_BF16(pl, NORM, LAYER("self_attn.k_norm.weight"), (int64_t)p->head_dim);
     }
 }
 
@@ -232,15 +172,11 @@ static void plan_tensors(plan *pl)
 {
     const synth_preset *p = pl->preset;
     int64_t H = p->hidden, V = p->vocab;
-    BF16(WEIGHT, "model.embed_tokens.weight", V, H);
-    for (int i = 0; i < pl->layers; i++) {
-        if (p->family == SYNTH_GPT_OSS)
-            plan_gpt_oss_layer(pl, i);
-        else
-            plan_qwen3_moe_layer(pl, i);
-    }
-    BF16(NORM, "model.norm.weight", H);
-    BF16(WEIGHT, "lm_head.weight", V, H);
+    SYNTH_PLAN_BF16(pl, WEIGHT, "model.embed_tokens.weight", V, H);
+    for (int i = 0; i < pl->layers; i++)
+        pl->family->plan_layer(pl, i);
+    SYNTH_PLAN_BF16(pl, NORM, "model.norm.weight", H);
+    SYNTH_PLAN_BF16(pl, WEIGHT, "lm_head.weight", V, H);
 }
 
 /* Greedy cut like transformers: start a new shard when the next tensor would overflow it. */
@@ -265,20 +201,22 @@ static int build_plan(const synth_opts *o, plan *pl, m2o_err *err)
     int idx = synth_parse_preset(o->preset, err);
     if (idx < 0)
         return -1;
-    const synth_preset *p = &k_presets[idx];
+    const synth_preset *p = synth_preset_at((size_t)idx);
+    const family_synth *fs = synth_preset_family((size_t)idx);
     if (!o->out_dir || !o->out_dir[0])
         return m2o_fail(err, "synth: no output directory given");
     if (o->num_layers < 0 || o->num_layers > SYNTH_MAX_LAYERS)
         return m2o_fail(err, "synth: --layers %d is out of range (1..%d, 0 = the preset's %d)",
                         o->num_layers, SYNTH_MAX_LAYERS, p->layers);
-    if (o->experts == SYNTH_EXPERTS_MXFP4 && p->family != SYNTH_GPT_OSS)
+    if (o->experts == SYNTH_EXPERTS_MXFP4 && !fs->mxfp4)
         return m2o_fail(err, "synth: MXFP4 experts exist only for gpt-oss presets; %s has BF16 "
                         "experts (use --experts bf16 or leave it out)", p->name);
     if ((unsigned)o->experts > SYNTH_EXPERTS_BF16)
         return m2o_fail(err, "synth: unknown expert format %d", (int)o->experts);
     pl->preset = p;
+    pl->family = fs;
     pl->layers = o->num_layers ? o->num_layers : p->layers;
-    pl->mxfp4 = p->family == SYNTH_GPT_OSS && o->experts != SYNTH_EXPERTS_BF16;
+    pl->mxfp4 = fs->mxfp4 && o->experts != SYNTH_EXPERTS_BF16;
     plan_tensors(pl);
     if (pl->oom) {
         free(pl->t);
@@ -432,7 +370,7 @@ static int write_small_files(const synth_opts *o, const plan *pl, m2o_err *err)
              "seed %" PRIu64 "%s\n", pl->preset->name, pl->layers, pl->mxfp4 ? "mxfp4" : "bf16",
              o->seed, o->sparse ? ", sparse (all tensor data zero)" : "");
     if (synth_prepare_dir(o->out_dir, marker, err) ||
-        synth_write_config(pl->preset, pl->layers, pl->mxfp4, o->out_dir, err) ||
+        synth_write_config(pl->preset, pl->family, pl->layers, pl->mxfp4, o->out_dir, err) ||
         synth_write_generation_config(pl->preset, o->out_dir, err) ||
         synth_write_tokenizer(pl->preset, o->out_dir, err))
         return -1;

@@ -59,7 +59,8 @@ typedef struct synth_summary {
     uint64_t tensor_bytes;    /* = the index's metadata.total_size */
 } synth_summary;
 
-/* Presets: "gpt-oss-20b", "gpt-oss-120b", "qwen3-30b-a3b", "gpt-oss-tiny", "qwen3-moe-tiny". */
+/* Presets (each family's, in src/arch/families.c order): "gpt-oss-20b", "gpt-oss-120b",
+ * "gpt-oss-tiny", "qwen3-30b-a3b", "qwen3-moe-tiny". */
 size_t synth_preset_count(void);
 const char *synth_preset_name(size_t i);
 const char *synth_preset_about(size_t i);   /* one line: dimensions */

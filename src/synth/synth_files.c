@@ -147,65 +147,18 @@ static void add_id(cJSON *o, const char *key, int id)
         cJSON_AddNumberToObject(o, key, id);
 }
 
-static void add_strings(cJSON *o, const char *key, const char *const *v, size_t n)
+void synth_json_strings(cJSON *o, const char *key, const char *const *v, size_t n)
 {
     cJSON *a = cJSON_AddArrayToObject(o, key);
     for (size_t i = 0; i < n; i++)
         cJSON_AddItemToArray(a, cJSON_CreateString(v[i]));
 }
 
-static void add_gpt_oss_fields(cJSON *c, const synth_preset *p, int layers, bool mxfp4)
+int synth_write_config(const synth_preset *p, const family_synth *fs, int layers, bool mxfp4,
+                       const char *dir, m2o_err *err)
 {
-    cJSON_AddBoolToObject(c, "attention_bias", 1);
-    cJSON_AddNumberToObject(c, "experts_per_token", p->top_k);
-    cJSON_AddNumberToObject(c, "initial_context_length", 4096);
-    cJSON *types = cJSON_AddArrayToObject(c, "layer_types");
-    for (int i = 0; i < layers; i++)
-        cJSON_AddItemToArray(types, cJSON_CreateString(i % 2 ? "full_attention" : "sliding_attention"));
-    cJSON_AddStringToObject(c, "model_type", "gpt_oss");
-    cJSON_AddNumberToObject(c, "num_local_experts", p->experts);
-    if (mxfp4) {
-        static const char *const keep[] = {"model.layers.*.self_attn", "model.layers.*.mlp.router",
-                                           "model.embed_tokens", "lm_head"};
-        cJSON *q = cJSON_AddObjectToObject(c, "quantization_config");
-        add_strings(q, "modules_to_not_convert", keep, sizeof keep / sizeof keep[0]);
-        cJSON_AddStringToObject(q, "quant_method", "mxfp4");
-    }
-    cJSON *r = cJSON_AddObjectToObject(c, "rope_scaling");
-    cJSON_AddNumberToObject(r, "beta_fast", 32.0);
-    cJSON_AddNumberToObject(r, "beta_slow", 1.0);
-    cJSON_AddNumberToObject(r, "factor", 32.0);
-    cJSON_AddNumberToObject(r, "original_max_position_embeddings", 4096);
-    cJSON_AddStringToObject(r, "rope_type", "yarn");
-    cJSON_AddBoolToObject(r, "truncate", 0);
-    cJSON_AddNumberToObject(c, "router_aux_loss_coef", p->tiny ? 0.001 : 0.9); /* as published */
-    cJSON_AddNumberToObject(c, "sliding_window", p->sliding_window);
-    cJSON_AddNumberToObject(c, "swiglu_limit", 7.0);
-}
-
-static void add_qwen3_moe_fields(cJSON *c, const synth_preset *p, int layers)
-{
-    cJSON_AddBoolToObject(c, "attention_bias", 0);
-    cJSON_AddNumberToObject(c, "decoder_sparse_step", 1);
-    if (!p->tiny) /* the published config has it, the fixture does not */
-        cJSON_AddNumberToObject(c, "max_window_layers", layers);
-    cJSON_AddArrayToObject(c, "mlp_only_layers");
-    cJSON_AddStringToObject(c, "model_type", "qwen3_moe");
-    cJSON_AddNumberToObject(c, "moe_intermediate_size", p->moe_intermediate);
-    cJSON_AddBoolToObject(c, "norm_topk_prob", 1);
-    cJSON_AddNumberToObject(c, "num_experts", p->experts);
-    cJSON_AddNullToObject(c, "rope_scaling");
-    cJSON_AddNumberToObject(c, "router_aux_loss_coef", 0.001);
-    cJSON_AddNullToObject(c, "sliding_window");
-    cJSON_AddBoolToObject(c, "use_sliding_window", 0);
-}
-
-int synth_write_config(const synth_preset *p, int layers, bool mxfp4, const char *dir, m2o_err *err)
-{
-    bool gpt = p->family == SYNTH_GPT_OSS;
     cJSON *c = cJSON_CreateObject();
-    const char *arch = gpt ? "GptOssForCausalLM" : "Qwen3MoeForCausalLM";
-    add_strings(c, "architectures", &arch, 1);
+    synth_json_strings(c, "architectures", &fs->architecture, 1);
     cJSON_AddNumberToObject(c, "attention_dropout", 0.0);
     add_id(c, "bos_token_id", p->bos);
     add_id(c, "eos_token_id", p->eos);
@@ -228,10 +181,7 @@ int synth_write_config(const synth_preset *p, int layers, bool mxfp4, const char
     cJSON_AddStringToObject(c, "transformers_version", "4.55.0");
     cJSON_AddBoolToObject(c, "use_cache", 1);
     cJSON_AddNumberToObject(c, "vocab_size", p->vocab);
-    if (gpt)
-        add_gpt_oss_fields(c, p, layers, mxfp4);
-    else
-        add_qwen3_moe_fields(c, p, layers);
+    fs->config_fields(c, p, layers, mxfp4);
     return write_json(dir, "config.json", c, err);
 }
 

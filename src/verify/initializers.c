@@ -409,8 +409,8 @@ static int check_copy(vctx *c, const onnx_tensor *t, const vinit_rule *rule, int
         return 0;
     }
     vcopy v = {.xf = rule->xf, .type = type};
-    if (rule->xf == VX_NORM && c->md->arch == ARCH_QWEN3_5_MOE)
-        v.offset = 1.0f; /* Qwen3.5 RMSNorms store w - 1 */
+    if (rule->xf == VX_NORM)
+        v.offset = c->md->norm_weight_offset; /* Qwen3.5 RMSNorms store w - 1 */
     if (rule->xf == VX_EXPERT_BIAS) {
         v.row = onnx_tensor_ndim(t) > 0 ? onnx_tensor_dims(t)[onnx_tensor_ndim(t) - 1] : total;
         if (!expert_bias_quant(c, onnx_tensor_name(t), &v.qbits, &v.qblock))

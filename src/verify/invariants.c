@@ -304,17 +304,18 @@ static bool has_topk_mass_scale(const vctx *c, const onnx_node *moe)
     return !strcmp(onnx_node_input(mul, 0), onnx_node_output(moe, 0));
 }
 
-static void check_moe_attrs(vctx *c, const onnx_node *n)
+/* k, activation, fusion and the SwiGLU constants from config.json (gpt-oss: clamped, alpha
+ * 1.702, beta 1; plain SwiGLU: no limit, alpha 1, beta 0 — which the op's defaults give, so beta 0
+ * may be absent). */
+static void check_expert_activation(vctx *c, const onnx_node *n)
 {
     const model_desc *md = c->md;
-    bool q = !strcmp(onnx_node_op(n), "QMoE");
-    int64_t k = -1, fusion = -1, norm = 0, bits = 4, bs = 0;
-    const char *act = "", *qt = "int";
+    int64_t k = -1, fusion = -1;
+    const char *act = "";
     onnx_node_attr_int(n, "k", &k);
     onnx_node_attr_string(n, "activation_type", &act);
     onnx_node_attr_int(n, "swiglu_fusion", &fusion);
-    onnx_node_attr_int(n, "normalize_routing_weights", &norm);
-    c->r->n_checks += 6;
+    c->r->n_checks += 5; /* k, activation, fusion, the SwiGLU constants */
     if (k != md->top_k)
         attr_fault(c, n, "attribute %s is %g, config.json num_experts_per_tok is %g", "k",
                    (double)k, md->top_k);
@@ -325,20 +326,26 @@ static void check_moe_attrs(vctx *c, const onnx_node *n)
     if (fusion != 1)
         attr_fault(c, n, "attribute %s is %g, expected %g (interleaved gate/up rows)",
                    "swiglu_fusion", (double)fusion, 1);
-    if (md->arch == ARCH_GPT_OSS) {
+    if (md->swiglu_limit != 0.0f) {
         check_float_attr(c, n, "swiglu_limit", md->swiglu_limit, false);
-        check_float_attr(c, n, "activation_alpha", md->swiglu_alpha, false);
-        check_float_attr(c, n, "activation_beta", 1.0f, false);
     } else {
         float lim;
         if (onnx_node_attr_float(n, "swiglu_limit", &lim) && lim != 0.0f && !isinf(lim))
             attr_fault(c, n, "attribute %s is %g, plain SwiGLU has no limit (%g)",
                        "swiglu_limit", lim, 0);
-        check_float_attr(c, n, "activation_alpha", 1.0f, false);
-        check_float_attr(c, n, "activation_beta", 0.0f, true);
     }
-    /* routing: gpt-oss and norm_topk_prob renormalise over the top k */
-    bool renorm = md->arch == ARCH_GPT_OSS || md->norm_topk_prob;
+    check_float_attr(c, n, "activation_alpha", md->swiglu_alpha, false);
+    check_float_attr(c, n, "activation_beta", md->swiglu_beta, md->swiglu_beta == 0.0f);
+}
+
+/* norm_topk_prob (always set for gpt-oss and Qwen3.5) renormalises over the top k; without it,
+ * QMoE needs router_weights and the float MoE either attribute 0 or the top-k mass scale. */
+static void check_routing(vctx *c, const onnx_node *n, bool q)
+{
+    int64_t norm = 0;
+    onnx_node_attr_int(n, "normalize_routing_weights", &norm);
+    c->r->n_checks++;
+    bool renorm = c->md->norm_topk_prob;
     bool router_weights = q && onnx_node_input_count(n) > QMOE_IN_ROUTER_WEIGHTS &&
                           onnx_node_input(n, QMOE_IN_ROUTER_WEIGHTS)[0];
     if (renorm && norm != 1)
@@ -352,36 +359,28 @@ static void check_moe_attrs(vctx *c, const onnx_node *n)
                          "%s: norm_topk_prob=false needs router_weights (input 14): the QMoE "
                          "kernel renormalises the top-k weights without them",
                          onnx_node_name(n));
-    if (!q)
-        return;
+}
 
-    onnx_node_attr_int(n, "expert_weight_bits", &bits);
-    onnx_node_attr_int(n, "block_size", &bs);
-    onnx_node_attr_string(n, "quant_type", &qt);
-    c->r->n_checks += 3;
-    bool fp4 = !strcmp(qt, "fp4");
-    if (strcmp(qt, "int") && !fp4) {
+static void check_qmoe_fp4(vctx *c, const onnx_node *n, int64_t bs)
+{
+    if (!c->cuda)
         verify_add_fault(c->r, VF_QMOE_ATTR, onnx_node_name(n),
-                         "%s: quant_type \"%s\" is neither \"int\" nor \"fp4\"",
-                         onnx_node_name(n), qt);
-        return;
-    }
-    if (fp4) {
-        if (!c->cuda)
-            verify_add_fault(c->r, VF_QMOE_ATTR, onnx_node_name(n),
-                             "%s: quant_type fp4 in a CPU folder: ONNX Runtime's CPU QMoE has no "
-                             "fp4 kernel", onnx_node_name(n));
-        if (bs != ORT_MXFP4_BLOCK && bs != 0)
-            attr_fault(c, n, "attribute %s is %g, MXFP4 blocks are %g", "block_size", (double)bs,
-                       ORT_MXFP4_BLOCK);
-        if (onnx_node_input_count(n) < QMOE_N_INPUTS ||
-            !onnx_node_input(n, QMOE_IN_FC1_GLOBAL_SCALE)[0] ||
-            !onnx_node_input(n, QMOE_IN_FC2_GLOBAL_SCALE)[0])
-            verify_add_fault(c->r, VF_QMOE_ATTR, onnx_node_name(n),
-                             "%s: quant_type fp4 needs fc1/fc2 global scales (inputs 15, 16)",
-                             onnx_node_name(n));
-        return;
-    }
+                         "%s: quant_type fp4 in a CPU folder: ONNX Runtime's CPU QMoE has no "
+                         "fp4 kernel", onnx_node_name(n));
+    if (bs != ORT_MXFP4_BLOCK && bs != 0)
+        attr_fault(c, n, "attribute %s is %g, MXFP4 blocks are %g", "block_size", (double)bs,
+                   ORT_MXFP4_BLOCK);
+    if (onnx_node_input_count(n) < QMOE_N_INPUTS ||
+        !onnx_node_input(n, QMOE_IN_FC1_GLOBAL_SCALE)[0] ||
+        !onnx_node_input(n, QMOE_IN_FC2_GLOBAL_SCALE)[0])
+        verify_add_fault(c->r, VF_QMOE_ATTR, onnx_node_name(n),
+                         "%s: quant_type fp4 needs fc1/fc2 global scales (inputs 15, 16)",
+                         onnx_node_name(n));
+}
+
+static void check_qmoe_int(vctx *c, const onnx_node *n, int64_t bits, int64_t bs)
+{
+    const model_desc *md = c->md;
     if (bits != 4 && bits != 8)
         attr_fault(c, n, "attribute %s is %g, QMoE supports 4 or 8 (%g)", "expert_weight_bits",
                    (double)bits, 4);
@@ -401,6 +400,29 @@ static void check_moe_attrs(vctx *c, const onnx_node *n)
         verify_add_fault(c->r, VF_QMOE_ATTR, onnx_node_name(n),
                          "%s: float32 scales in a CUDA folder: the CUDA QMoE runs float16 or "
                          "bfloat16 only", onnx_node_name(n));
+}
+
+static void check_moe_attrs(vctx *c, const onnx_node *n)
+{
+    bool q = !strcmp(onnx_node_op(n), "QMoE");
+    check_expert_activation(c, n);
+    check_routing(c, n, q);
+    if (!q)
+        return;
+    int64_t bits = 4, bs = 0;
+    const char *qt = "int";
+    onnx_node_attr_int(n, "expert_weight_bits", &bits);
+    onnx_node_attr_int(n, "block_size", &bs);
+    onnx_node_attr_string(n, "quant_type", &qt);
+    c->r->n_checks += 3;
+    if (!strcmp(qt, "fp4"))
+        check_qmoe_fp4(c, n, bs);
+    else if (!strcmp(qt, "int"))
+        check_qmoe_int(c, n, bits, bs);
+    else
+        verify_add_fault(c->r, VF_QMOE_ATTR, onnx_node_name(n),
+                         "%s: quant_type \"%s\" is neither \"int\" nor \"fp4\"",
+                         onnx_node_name(n), qt);
 }
 
 /* Exactly one MoE/QMoE per sparse layer. */
@@ -786,9 +808,9 @@ int vcheck_genai(vctx *c, const cJSON *root, const char *model_filename, m2o_err
     c->r->n_checks++;
     if (!type)
         genai_fault(c, "model.type is missing");
-    else if (strcmp(type, genai_model_type(md->arch)))
+    else if (strcmp(type, genai_model_type(md)))
         genai_fault(c, "model.type is \"%s\", onnxruntime-genai runs this text decoder as \"%s\"",
-                    type, genai_model_type(md->arch));
+                    type, genai_model_type(md));
 
     const cJSON *in = cJSON_GetObjectItemCaseSensitive(dec, "inputs");
     const cJSON *out = cJSON_GetObjectItemCaseSensitive(dec, "outputs");

@@ -9,7 +9,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include "checkpoint/config.h"
+#include "arch/model_desc.h"
 #include "checkpoint/safetensors.h"
 #include "verify/source.h"
 

@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "arch/family.h"
 #include "quant/quant.h"
 
 static const st_tensor *findf(const st_checkpoint *ck, char *buf, size_t len, const char *fmt,
@@ -101,7 +102,7 @@ int vexperts_find(const st_checkpoint *ck, const model_desc *md, int layer, bool
     x->N = fc1 ? 2 * I : H;
     x->K = fc1 ? H : I;
     snprintf(x->prefix, sizeof x->prefix, "%slayers.%d.mlp.experts", md->prefix, layer);
-    if (md->arch == ARCH_GPT_OSS)
+    if (md->family->verify_experts == EXPERT_NAMING_GPT_OSS)
         return find_gpt_oss(ck, x, err);
     return find_qwen(ck, x, err);
 }

@@ -12,7 +12,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "checkpoint/config.h"
+#include "arch/model_desc.h"
 #include "checkpoint/safetensors.h"
 #include "common/err.h"
 

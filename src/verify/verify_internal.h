@@ -4,7 +4,7 @@
 
 #include <cJSON.h>
 
-#include "checkpoint/config.h"
+#include "arch/model_desc.h"
 #include "checkpoint/safetensors.h"
 #include "onnx/model_reader.h"
 #include "verify/verify.h"

@@ -418,6 +418,43 @@ expect 2 use_cuda_bf16 "shared expert" -- "${std[@]}" --extra_options use_cuda_b
 new_case mxfp4-on-cpu gpt-oss-tiny "moe_quant_type=mxfp4 with -e cpu"; std
 expect 2 mxfp4 cuda -- "${std[@]}" --extra_options moe_quant_type=mxfp4
 
+# Quantization options ONNX Runtime cannot run (docs/QUANTIZATION.md), refused before any output.
+new_case dense-per-channel gpt-oss-tiny "block_size=0: MatMulNBits has no per-channel form"; std
+expect 2 block_size=0 MatMulNBits qmoe_block_size=0 -- "${std[@]}" --extra_options block_size=0
+
+new_case deprecated-and-current-name gpt-oss-tiny "int4_block_size=64 and block_size=32 (the deprecated and the current name)"; std
+expect 2 int4_block_size block_size "keep one" -- "${std[@]}" --extra_options int4_block_size=64 block_size=32
+
+new_case unknown-algo-config gpt-oss-tiny "algo_config=gptq"; std
+expect 2 algo_config=gptq k_quant -- "${std[@]}" --extra_options algo_config=gptq
+
+new_case unknown-mixed-selector gpt-oss-tiny "matmul_mixed_precision=lm_head:int8 (the selector is last_matmul)"; std
+expect 2 matmul_mixed_precision last_matmul -- "${std[@]}" --extra_options matmul_mixed_precision=lm_head:int8
+
+new_case mxfp4-asymmetric gpt-oss-tiny "moe_quant_type=mxfp4 with is_symmetric=false (the builder forbids it)"; std int4 cuda
+expect 2 mxfp4 is_symmetric -- "${std[@]}" --extra_options moe_quant_type=mxfp4 is_symmetric=false
+
+new_case matmulnbits-prepacked-cpu gpt-oss-tiny "matmulnbits_weights_prepacked=1 with -e cpu"; std
+expect 2 matmulnbits_weights_prepacked "-e cuda" -- "${std[@]}" --extra_options matmulnbits_weights_prepacked=1
+
+new_case matmulnbits-sm90-block gpt-oss-tiny "matmulnbits_weights_prepacked=2 (SM90) with block_size=32"; std int4 cuda
+expect 2 matmulnbits_weights_prepacked=2 "64 or 128" -- "${std[@]}" --extra_options matmulnbits_weights_prepacked=2 block_size=32
+
+new_case quant-config-and-flat gpt-oss-tiny "quant_config JSON beside a flat block_size"; std
+expect 2 quant_config block_size -- "${std[@]}" --extra_options 'quant_config={"weights":{"block_size":64}}' block_size=32
+
+new_case quant-config-unknown-field gpt-oss-tiny "quant_config with a misspelt field"; std
+expect 2 quant_config blocksize -- "${std[@]}" --extra_options 'quant_config={"weights":{"blocksize":64}}'
+
+new_case quant-config-io-dtype gpt-oss-tiny "quant_config io_dtype=fp16 for a -e cpu build (float32 io)"; std
+expect 2 io_dtype=fp16 fp32 -- "${std[@]}" --extra_options 'quant_config={"io_dtype":"fp16"}'
+
+new_case mixed-precision-float gpt-oss-tiny "matmul_mixed_precision with -p fp32 (nothing is quantized)"; std fp32
+expect 2 matmul_mixed_precision "-p int4" -- "${std[@]}" --extra_options matmul_mixed_precision=last_matmul:int8
+
+new_case int8-budget-no-unit gpt-oss-tiny "int8_budget=10 (no unit)"; std
+expect 2 int8_budget=10 "%" MB -- "${std[@]}" --extra_options int8_budget=10
+
 new_case bad-threads gpt-oss-tiny "--threads lots"
 expect 2 --threads -- -q --threads lots -i "$ck" -o "$out" -p int4 -e cpu
 

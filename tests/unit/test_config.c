@@ -4,7 +4,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "checkpoint/config.h"
+#include "arch/family.h"
+#include "arch/model_desc.h"
 #include "test.h"
 
 static m2o_err g_err;
@@ -73,7 +74,7 @@ TEST(gpt_oss_tiny_fixture)
     char dir[512];
     snprintf(dir, sizeof dir, "%s/gpt-oss-tiny", test_fixtures_dir());
     CHECK_MSG(config_load(dir, &d, &g_err) == 0, "%s", g_err.msg);
-    CHECK(d.arch == ARCH_GPT_OSS && !strcmp(d.model_type, "gpt_oss") && !strcmp(d.prefix, "model."));
+    CHECK(!strcmp(d.family->model_type, "gpt_oss") && !strcmp(d.model_type, "gpt_oss") && !strcmp(d.prefix, "model."));
     CHECK_EQ(d.hidden_size, 256);
     CHECK_EQ(d.intermediate_size, 256);
     CHECK_EQ(d.moe_intermediate_size, 256);
@@ -126,7 +127,7 @@ TEST(qwen3_moe_fixture)
     char dir[512];
     snprintf(dir, sizeof dir, "%s/qwen3-moe-tiny", test_fixtures_dir());
     CHECK_MSG(config_load(dir, &d, &g_err) == 0, "%s", g_err.msg);
-    CHECK(d.arch == ARCH_QWEN3_MOE && !strcmp(d.prefix, "model."));
+    CHECK(!strcmp(d.family->model_type, "qwen3_moe") && !strcmp(d.prefix, "model."));
     CHECK_EQ(d.hidden_size, 256);
     CHECK_EQ(d.intermediate_size, 512);
     CHECK_EQ(d.moe_intermediate_size, 128);
@@ -154,7 +155,7 @@ TEST(qwen2_moe_fixture)
     char dir[512];
     snprintf(dir, sizeof dir, "%s/qwen2-moe-tiny", test_fixtures_dir());
     CHECK_MSG(config_load(dir, &d, &g_err) == 0, "%s", g_err.msg);
-    CHECK(d.arch == ARCH_QWEN2_MOE);
+    CHECK(!strcmp(d.family->model_type, "qwen2_moe"));
     CHECK_EQ(d.shared_expert_intermediate_size, 256);
     CHECK_EQ(d.moe_intermediate_size, 128);
     CHECK_EQ(d.intermediate_size, 512);
@@ -173,7 +174,7 @@ TEST(qwen3_5_moe_fixture)
     char dir[512];
     snprintf(dir, sizeof dir, "%s/qwen3_5-moe-tiny", test_fixtures_dir());
     CHECK_MSG(config_load(dir, &d, &g_err) == 0, "%s", g_err.msg);
-    CHECK(d.arch == ARCH_QWEN3_5_MOE && !strcmp(d.model_type, "qwen3_5_moe_text"));
+    CHECK(!strcmp(d.family->model_type, "qwen3_5_moe_text") && !strcmp(d.model_type, "qwen3_5_moe_text"));
     CHECK(!strcmp(d.prefix, "model."));
     CHECK_EQ(d.num_layers, 4);
     CHECK(d.layer_type[0] == LAYER_LINEAR_ATTENTION && d.layer_type[1] == LAYER_LINEAR_ATTENTION &&
@@ -548,7 +549,7 @@ TEST(load_reports_missing_and_broken_files)
     fclose(f);
     free(text);
     CHECK_MSG(config_load(dir, &d, &g_err) == 0, "%s", g_err.msg); /* generation config optional */
-    CHECK(d.arch == ARCH_QWEN2_MOE && d.n_eos == 1 && d.eos_token_ids[0] == 2);
+    CHECK(!strcmp(d.family->model_type, "qwen2_moe") && d.n_eos == 1 && d.eos_token_ids[0] == 2);
     f = fopen(g, "w");
     fputs("{\"eos_token_id\": ", f);
     fclose(f);

@@ -10,7 +10,7 @@
 #include <string.h>
 
 #include "arch/export.h"
-#include "checkpoint/config.h"
+#include "arch/model_desc.h"
 #include "common/half.h"
 #include "onnx/model_reader.h"
 #include "quant/quant.h"

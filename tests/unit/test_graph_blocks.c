@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "checkpoint/config.h"
+#include "arch/model_desc.h"
 #include "checkpoint/safetensors.h"
 #include "common/half.h"
 #include "arch/export.h"

@@ -1,5 +1,6 @@
 /* Command-line and --extra_options validation: every bad value or combination is an error that
  * names the option and what is allowed; good combinations resolve to the documented defaults. */
+#include "arch/family.h"
 #include "test.h"
 
 #include "cli/options.h"
@@ -24,7 +25,7 @@ static model_desc gpt_oss_dims(int hidden, int inter)
 {
     model_desc md;
     memset(&md, 0, sizeof md);
-    md.arch = ARCH_GPT_OSS;
+    md.family = family_find("gpt_oss", NULL);
     md.hidden_size = hidden;
     md.intermediate_size = inter;
     md.moe_intermediate_size = inter;

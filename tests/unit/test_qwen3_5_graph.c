@@ -13,7 +13,7 @@
 #include <string.h>
 
 #include "arch/export.h"
-#include "checkpoint/config.h"
+#include "arch/model_desc.h"
 #include "cli/options.h"
 #include "graph/weights.h"
 #include "common/half.h"

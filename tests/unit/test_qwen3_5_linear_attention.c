@@ -11,7 +11,7 @@
 #include <string.h>
 
 #include "arch/qwen3_5_moe.h"
-#include "checkpoint/config.h"
+#include "arch/model_desc.h"
 #include "checkpoint/safetensors.h"
 #include "graph/blocks.h"
 #include "onnx/model_reader.h"

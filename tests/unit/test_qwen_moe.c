@@ -15,7 +15,7 @@
 #include <string.h>
 
 #include "arch/export.h"
-#include "checkpoint/config.h"
+#include "arch/model_desc.h"
 #include "checkpoint/st_writer.h"
 #include "graph/builder.h"
 #include "common/half.h"

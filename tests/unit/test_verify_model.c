@@ -17,7 +17,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "checkpoint/config.h"
+#include "arch/family.h"
+#include "arch/model_desc.h"
 #include "checkpoint/safetensors.h"
 #include "common/half.h"
 #include "onnx/genai_config.h"
@@ -204,7 +205,7 @@ static void mini_moe(mini *m, int L)
     snprintf(b, sizeof b, "/model/layers.%d/moe/router", L);
     snprintf(init, sizeof init, "model.layers.%d.moe.router", L);
     snprintf(names[0], sizeof names[0], "%slayers.%d.mlp.%s.weight", p, L,
-             md->arch == ARCH_GPT_OSS ? "router" : "gate");
+             !strcmp(md->family->model_type, "gpt_oss") ? "router" : "gate");
     const char *nm[1] = {names[0]};
     mini_linear(m, b, init, nm, 1, false, NULL);
     char logits[300], probs[300], shape[256];
@@ -278,7 +279,7 @@ static void mini_moe(mini *m, int L)
         graph_add_initializer(m->g, g2, ONNX_FLOAT, 1, &E, ones, (size_t)E * 4);
     }
     char rw[300] = "";
-    bool renorm = md->arch == ARCH_GPT_OSS || md->norm_topk_prob;
+    bool renorm = !strcmp(md->family->model_type, "gpt_oss") || md->norm_topk_prob;
     if (!renorm && enc) {
         char sm[256];
         snprintf(sm, sizeof sm, "%s/Softmax", b);
@@ -310,7 +311,7 @@ static void mini_moe(mini *m, int L)
     node_attr_int(n, "k", md->top_k);
     node_attr_string(n, "activation_type", "swiglu");
     node_attr_int(n, "swiglu_fusion", 1);
-    if (md->arch == ARCH_GPT_OSS) {
+    if (!strcmp(md->family->model_type, "gpt_oss")) {
         node_attr_float(n, "swiglu_limit", md->swiglu_limit);
         node_attr_float(n, "activation_alpha", md->swiglu_alpha);
         node_attr_float(n, "activation_beta", 1.0f);
@@ -400,7 +401,7 @@ static void add_kv_value(graph *g, bool input, const char *name, const model_des
 static int write_genai(const char *dir, const model_desc *md, bool cuda)
 {
     cJSON *root = cJSON_CreateObject(), *model = cJSON_AddObjectToObject(root, "model");
-    cJSON_AddStringToObject(model, "type", genai_model_type(md->arch));
+    cJSON_AddStringToObject(model, "type", genai_model_type(md));
     cJSON_AddNumberToObject(model, "vocab_size", md->vocab_size);
     cJSON_AddNumberToObject(model, "context_length", md->context_length);
     cJSON *dec = cJSON_AddObjectToObject(model, "decoder");
@@ -984,7 +985,7 @@ static void corruption_suite(const char *fx, const char *good, bool cuda)
     snprintf(src_name, sizeof src_name, "%slayers.0.mlp.experts.gate_up_proj", md.prefix);
     st_checkpoint *ck = NULL;
     CHECK_EQ(ckpt_open(ck_dir, &ck, NULL), 0);
-    const st_tensor *kn = md.arch == ARCH_GPT_OSS ? ckpt_find(ck, src_name) : NULL;
+    const st_tensor *kn = !strcmp(md.family->model_type, "gpt_oss") ? ckpt_find(ck, src_name) : NULL;
     if (kn && (raw || !mi.s1[0])) {
         /* gpt-oss BF16 experts [E, H, 2I] not transposed */
         CHECK_EQ(copy_folder(good, bad), 0);

@@ -1,11 +1,6 @@
-/* Qwen3-MoE (Qwen3MoeForCausalLM) and Qwen2-MoE (Qwen2MoeForCausalLM): which checkpoint tensors
- * make which decoder blocks. Both follow transformers' modeling_qwen3_moe.py /
- * modeling_qwen2_moe.py:
+/* The MLP block of the Qwen MoE families (Qwen3-MoE, Qwen2-MoE, Qwen3.5-MoE), following
+ * transformers' modeling_qwen3_moe.py / modeling_qwen2_moe.py:
  *
- *   RMSNorm → attention → RMSNorm → MLP, residuals around both.
- *   attention: q/k/v/o projections; qwen3_moe applies q_norm / k_norm [head_dim] per head before
- *     RoPE (and biases only with attention_bias, o_proj included); qwen2_moe has q/k/v biases
- *     (qkv_bias) and none on o_proj. Sliding windows where config.layer_types says so.
  *   MLP of a sparse layer (i ∉ mlp_only_layers and (i + 1) % decoder_sparse_step == 0):
  *     router mlp.gate [E, H] without bias; softmax over all experts → top-k → renormalised only
  *     with norm_topk_prob; experts down(silu(gate(x)) · up(x)) (plain SwiGLU: no clamp, alpha 1,
@@ -22,8 +17,8 @@
 #include <string.h>
 
 #include "arch/arch.h"
+#include "arch/family.h"
 #include "graph/blocks.h"
-#include "graph/rope.h"
 
 /* gate/up/down projections of a dense MLP or a shared expert */
 typedef struct swiglu_mlp {
@@ -104,46 +99,6 @@ static int load_mlp(gb *b, int L, const char *which, int64_t inter, swiglu_mlp *
                : 0;
 }
 
-static int load_attention(gb *b, int L, attn_desc *a, m2o_err *err)
-{
-    const model_desc *md = b->md;
-    const char *p = md->prefix;
-    int64_t H = md->hidden_size, hd = md->head_dim;
-    int64_t nq = md->num_heads * hd, nkv = md->num_kv_heads * hd;
-    int64_t rows[3] = {nq, nkv, nkv};
-    const char *proj[3] = {"q", "k", "v"};
-    bool qkv_bias = md->qkv_bias || md->attention_bias;
-    memset(a, 0, sizeof *a);
-    a->layer = L;
-    a->qkv.n_parts = 3;
-    for (int i = 0; i < 3; i++) {
-        int64_t sw[2] = {rows[i], H};
-        if (gb_tensorf(b, &a->qkv.w[i], err, true, 2, sw, "%slayers.%d.self_attn.%s_proj.weight",
-                       p, L, proj[i]) ||
-            (qkv_bias && gb_tensorf(b, &a->qkv.bias[i], err, true, 1, &rows[i],
-                                    "%slayers.%d.self_attn.%s_proj.bias", p, L, proj[i])))
-            return -1;
-    }
-    int64_t so[2] = {H, nq};
-    a->o.n_parts = 1;
-    if (gb_tensorf(b, &a->o.w[0], err, true, 2, so, "%slayers.%d.self_attn.o_proj.weight", p, L) ||
-        (md->attention_bias && gb_tensorf(b, &a->o.bias[0], err, true, 1, &H,
-                                          "%slayers.%d.self_attn.o_proj.bias", p, L)))
-        return -1;
-    if (md->qk_norm &&
-        (gb_tensorf(b, &a->q_norm, err, true, 1, &hd, "%slayers.%d.self_attn.q_norm.weight", p,
-                    L) ||
-         gb_tensorf(b, &a->k_norm, err, true, 1, &hd, "%slayers.%d.self_attn.k_norm.weight", p,
-                    L)))
-        return -1;
-    bool sliding = md->layer_type[L] == LAYER_SLIDING_ATTENTION;
-    if (sliding && md->sliding_window < 1)
-        return m2o_fail(err, "config.json: layer %d is sliding_attention but sliding_window is "
-                             "%d", L, md->sliding_window);
-    a->window = sliding ? md->sliding_window : 0;
-    return 0;
-}
-
 /* Routing as transformers does it: softmax over all experts → top-k → renormalised only with
  * norm_topk_prob. Without it, QMoE gets router_weights = Softmax(logits) and
  * normalize_routing_weights=0: the CPU kernel renormalises unless given router_weights
@@ -158,7 +113,8 @@ static int build_sparse_mlp(gb *b, int L, layer_mlp *x, const char *input, gname
     bool qmoe = b->o->precision == PREC_INT4;
     moe_desc m = {.layer = L, .num_experts = E, .top_k = md->top_k, .hidden = H,
                   .inter = md->moe_intermediate_size, .fc1 = &x->fc1, .fc2 = &x->fc2,
-                  .swiglu_limit = 0.0f, .alpha = 1.0f, .beta = 0.0f,
+                  .swiglu_limit = md->swiglu_limit, .alpha = md->swiglu_alpha,
+                  .beta = md->swiglu_beta,
                   .normalize_routing = md->norm_topk_prob,
                   .router_weights = !md->norm_topk_prob && qmoe};
     int64_t sr[2] = {E, H}, sg[2] = {1, H};
@@ -205,52 +161,9 @@ int qwen_moe_build_mlp(gb *b, int L, const char *input, gname *out, m2o_err *err
     return rc;
 }
 
-static int build_layer(gb *b, int L, gname *hidden, gname *residual, m2o_err *err)
-{
-    const model_desc *md = b->md;
-    const char *p = md->prefix;
-    int64_t H = md->hidden_size;
-    const st_tensor *ln1, *ln2;
-    if (gb_tensorf(b, &ln1, err, true, 1, &H, "%slayers.%d.input_layernorm.weight", p, L) ||
-        gb_tensorf(b, &ln2, err, true, 1, &H, "%slayers.%d.post_attention_layernorm.weight", p, L))
-        return -1;
-
-    gname normed, node, w;
-    w = gname_fmt("model.layers.%d.input_layernorm.weight", L);
-    if (L == 0) {
-        node = gname_fmt("/model/layers.%d/input_layernorm/SimplifiedLayerNorm", L);
-        *residual = *hidden;
-        if (gb_rmsnorm(b, node.s, w.s, ln1, 0.0f, hidden->s, &normed, err))
-            return -1;
-    } else {
-        node = gname_fmt("/model/layers.%d/input_layernorm/SkipLayerNorm", L);
-        gname prev = *residual;
-        if (gb_skip_rmsnorm(b, node.s, w.s, ln1, 0.0f, hidden->s, prev.s, &normed, residual, err))
-            return -1;
-    }
-
-    attn_desc a;
-    gname attn_out;
-    if (load_attention(b, L, &a, err) || gb_attention(b, &a, normed.s, &attn_out, err))
-        return -1;
-
-    node = gname_fmt("/model/layers.%d/post_attention_layernorm/SkipLayerNorm", L);
-    w = gname_fmt("model.layers.%d.post_attention_layernorm.weight", L);
-    gname prev = *residual;
-    if (gb_skip_rmsnorm(b, node.s, w.s, ln2, 0.0f, attn_out.s, prev.s, &normed, residual, err))
-        return -1;
-    return qwen_moe_build_mlp(b, L, normed.s, hidden, err);
-}
-
-static int check_desc(const model_desc *md, m2o_err *err)
+int qwen_moe_check_mlp(const model_desc *md, m2o_err *err)
 {
     const char *t = md->model_type;
-    if (md->num_layers < 1 || md->num_layers > MD_MAX_LAYERS)
-        return m2o_fail(err, "config.json: num_hidden_layers %d out of range 1..%d",
-                        md->num_layers, MD_MAX_LAYERS);
-    if (md->num_heads < 1 || md->num_kv_heads < 1 || md->num_heads % md->num_kv_heads)
-        return m2o_fail(err, "config.json: num_attention_heads %d must be a positive multiple "
-                             "of num_key_value_heads %d", md->num_heads, md->num_kv_heads);
     if (md->hidden_size < 1 || md->head_dim < 1 || md->vocab_size < 1)
         return m2o_fail(err, "config.json: %s needs positive hidden_size, head_dim and "
                              "vocab_size", t);
@@ -265,19 +178,36 @@ static int check_desc(const model_desc *md, m2o_err *err)
     if (any_dense && md->intermediate_size < 1)
         return m2o_fail(err, "config.json: %s has dense layers (mlp_only_layers / "
                              "decoder_sparse_step) but no positive intermediate_size", t);
-    if (md->arch == ARCH_QWEN2_MOE && any_sparse && md->shared_expert_intermediate_size < 1)
-        return m2o_fail(err, "config.json: qwen2_moe needs a positive "
-                             "shared_expert_intermediate_size");
     return 0;
 }
 
-int qwen_moe_build_graph(gb *b, m2o_err *err)
+/* ---- config.json fields Qwen2-MoE and Qwen3-MoE share ---- */
+
+int qwen_moe_parse_mlp(const cfg_src *s, model_desc *d)
 {
-    const model_desc *md = b->md;
-    if (md->arch != ARCH_QWEN3_MOE && md->arch != ARCH_QWEN2_MOE)
-        return m2o_fail(err, "internal: qwen_moe_build_graph called for model_type %s",
-                        md->model_type);
-    if (check_desc(md, err))
+    if (cfg_sparse_step_layers(s, d) ||
+        cfg_get_size(s, "moe_intermediate_size", true, 0, &d->moe_intermediate_size) ||
+        cfg_get_size(s, "intermediate_size", cfg_any_dense(d), 0, &d->intermediate_size) ||
+        cfg_get_bool(s, "norm_topk_prob", false, &d->norm_topk_prob))
         return -1;
-    return gb_decoder(b, NULL, 0.0f, build_layer, err);
+    qwen_plain_swiglu(d);
+    return 0;
+}
+
+void qwen_plain_swiglu(model_desc *d)
+{
+    d->swiglu_limit = 0.0f; /* plain SwiGLU: no clamp, sigmoid gain 1, nothing added */
+    d->swiglu_alpha = 1.0f;
+    d->swiglu_beta = 0.0f;
+}
+
+int qwen_moe_parse_sliding_window(const cfg_src *s, model_desc *d)
+{
+    bool use;
+    if (cfg_get_bool(s, "use_sliding_window", false, &use) ||
+        (use && cfg_get_int(s, "sliding_window", false, 4096, &d->sliding_window)))
+        return -1;
+    if (d->sliding_window < 0)
+        return m2o_fail(s->err, "%s: sliding_window is negative — fix config.json", s->what);
+    return 0;
 }

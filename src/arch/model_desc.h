@@ -1,8 +1,10 @@
-/* config.json (+ generation_config.json) → a typed model description. Accepts both the Hub
- * style (rope_theta / rope_scaling at top level) and the transformers v5 style (rope_parameters),
- * with defaults matching transformers. */
-#ifndef M2O_CONFIG_H
-#define M2O_CONFIG_H
+/* config.json (+ generation_config.json) → a typed model description: step 2 of the pipeline
+ * ("describe the architecture"). Accepts both the Hub style (rope_theta / rope_scaling at top
+ * level) and the transformers v5 style (rope_parameters), with defaults matching transformers.
+ * What differs between families (their fields, defaults, layer kinds) comes from the family's
+ * table entry (arch/family.h); this header is what every later stage reads. */
+#ifndef M2O_MODEL_DESC_H
+#define M2O_MODEL_DESC_H
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -12,12 +14,7 @@
 #define MD_MAX_LAYERS 512
 #define MD_MAX_EOS 8
 
-typedef enum arch_kind {
-    ARCH_GPT_OSS,       /* model_type gpt_oss */
-    ARCH_QWEN3_MOE,     /* qwen3_moe */
-    ARCH_QWEN2_MOE,     /* qwen2_moe */
-    ARCH_QWEN3_5_MOE,   /* qwen3_5_moe_text / qwen3_5_moe (text decoder only) */
-} arch_kind;
+struct model_family;
 
 typedef enum layer_kind {
     LAYER_FULL_ATTENTION,
@@ -28,7 +25,7 @@ typedef enum layer_kind {
 typedef enum rope_kind { ROPE_DEFAULT, ROPE_YARN, ROPE_LINEAR } rope_kind;
 
 typedef struct model_desc {
-    arch_kind arch;
+    const struct model_family *family; /* the table entry of config.json's model_type */
     char model_type[64];
     /* Where the text decoder's tensors live: "model." or "model.language_model." (VL layout). */
     char prefix[64];
@@ -70,6 +67,10 @@ typedef struct model_desc {
     /* gpt-oss SwiGLU */
     float swiglu_limit;             /* 7.0; 0 = no clamp (plain SwiGLU models) */
     float swiglu_alpha;             /* 1.702; 1.0 for plain SwiGLU models */
+    float swiglu_beta;              /* added to the up projection: 1.0 gpt-oss, 0.0 plain SwiGLU */
+    /* Added to every RMSNorm weight (decoder norms and q/k norms): Qwen3.5 stores w - 1 and
+     * multiplies by 1 + w; 0 elsewhere. */
+    float norm_weight_offset;
 
     /* Qwen3.5 linear attention (Gated DeltaNet) */
     int linear_conv_kernel_dim;
@@ -98,6 +99,7 @@ int config_load(const char *dir, model_desc *out, m2o_err *err);
 int config_parse(const char *config_json, const char *generation_json, const char *what,
                  model_desc *out, m2o_err *err);
 
-const char *arch_name(arch_kind a);
+/* The family's name for messages ("gpt-oss", "Qwen3-MoE", ...). */
+const char *arch_name(const model_desc *d);
 
 #endif
