@@ -70,6 +70,31 @@ int qb_quantize_method_mt(const float *w, int64_t N, int64_t K, const qb_params 
                           qb_method method, uint8_t *codes, void *scales, uint8_t *zero_points,
                           int nthreads, m2o_err *err);
 
+/* ---- k_quant: ONNX Runtime's k-quant weight-only quantizer (src/quant/kquant.c, docs/FORMATS.md §4.10) ----
+ * The `algo_config=k_quant` method of onnxruntime-genai's builder, reproduced bit for bit:
+ * asymmetric (p->symmetric must be false), a weighted least-squares search over 20 scales per
+ * block. Output formats and sizes are those of asymmetric qb_quantize (codes, scales of
+ * p->scale_type, zero points packed as §4 step 8; qb_dequantize decodes them), except that
+ * block_size may be any even divisor of K (K itself: one block per row, where ONNX Runtime sums
+ * left to right, kquant.c says why). The codes are computed
+ * with the float32 scale before it is rounded to the scale type, as ONNX Runtime does. Same bytes
+ * for any nthreads; a non-finite weight is refused, naming its row and column. */
+int kq_check(int64_t N, int64_t K, const qb_params *p, m2o_err *err);
+int kq_quantize(const float *w, int64_t N, int64_t K, const qb_params *p, uint8_t *codes,
+                void *scales, uint8_t *zero_points, m2o_err *err);
+int kq_quantize_mt(const float *w, int64_t N, int64_t K, const qb_params *p, uint8_t *codes,
+                   void *scales, uint8_t *zero_points, int nthreads, m2o_err *err);
+
+/* ---- INC RTN: the builder's `algo_config=rtn` (src/quant/inc_rtn.c, docs/FORMATS.md §4.11) ----
+ * ONNX Runtime's quant_tensor(..., dtype="uint") bit for bit: symmetric scale 2·max|w| / (2^bits - 1)
+ * with the implicit zero point 2^(bits-1) (no zero-point tensor; p->symmetric), or asymmetric
+ * (max - min) / (2^bits - 1) with zero points (the range not widened to include 0), all in float64,
+ * scales rounded once to p->scale_type. source_type (QSCALE_F32 or QSCALE_F16) is the type the
+ * weights had, in which ONNX Runtime takes max - min. Formats and block sizes as kq_quantize. */
+int rtn_inc_quantize(const float *w, int64_t N, int64_t K, const qb_params *p,
+                     qscale_type source_type, uint8_t *codes, void *scales,
+                     uint8_t *zero_points, m2o_err *err);
+
 /* Quantization error of a tensor against its source W [N][K], decoded with qb_dequantize. */
 typedef struct qb_error {
     double sse;         /* sum of (w - deq)^2 */

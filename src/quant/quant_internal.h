@@ -88,6 +88,9 @@ void convert_f32_to_f16_avx2(const float *src, uint16_t *dst, size_t n);
 void convert_f32_to_bf16_avx2(const float *src, uint16_t *dst, size_t n);
 #endif
 
+/* numpy's float32 pairwise summation of a[0, n) (np.sum over a contiguous row; kquant.c). */
+float kq_pairwise_sum(const float *a, int64_t n);
+
 /* Rows [r0, r1) of one blockwise quantization, the context quant_parallel_for hands to the row
  * functions of blockwise.c (RTN) and search.c (scale search). */
 typedef struct qb_job {
