@@ -57,6 +57,8 @@ typedef struct quant_config {
     double int8_budget_percent;/* < 0: unset; else extra bytes as % of the int4 dense bytes */
     int64_t int8_budget_bytes; /* < 0: unset; else extra bytes allowed */
     bool from_json;            /* came from quant_config=JSON */
+    bool filled;               /* set by quant_config_build; false in an export_opts built by hand
+                                  (tests), which the graph reads through the int4_* fields */
 } quant_config;
 
 typedef struct export_opts {
