@@ -746,8 +746,8 @@ int quant_config_check_supported(const quant_config *q, m2o_err *err)
         const quant_override *ov = &q->overrides[i];
         if (!ov->exclude && (!strcmp(ov->op_type, "Gather") || !strcmp(ov->role, "embed") ||
                              !strcmp(ov->name, "/model/embed_tokens/Gather")))
-            return m2o_fail(err, "quant_config weights.overrides[%d] matches the embedding (Gather): the "
-                                 "embedding is never quantized by this build; %s", i, TAIL);
+            return m2o_fail(err, "quant_config weights.overrides[%d] quantizes the embedding (Gather as "
+                                 "GatherBlockQuantized): %s", i, TAIL);
     }
     if (q->moe_per_channel)
         return m2o_fail(err, "extra option qmoe_block_size=0 (per-channel expert scales): %s", TAIL);

@@ -1,6 +1,7 @@
 /* Producers of linear-layer weights from a stacked linear source (docs/FORMATS.md §11.2): the
  * MatMul weight transposed to [K, N], and MatMulNBits codes and scales (§4). */
 #include <stdlib.h>
+#include <string.h>
 
 #include "quant/quant.h"
 #include "weights/nonfinite.h"
@@ -239,11 +240,39 @@ static int check_band_scales(const nbits_ctx *c, const uint8_t *scales, int64_t 
                                c->p.block_size, elem, err);
 }
 
+/* k_quant of a single row when the matrix has more: ONNX Runtime sums a one-block row of a
+ * many-row matrix left to right, of a one-row matrix pairwise (FORMATS §4.10), so the row is
+ * quantized beside a copy of itself and the first row's bytes kept. */
+static int kquant_lone_row(const nbits_ctx *c, const float *w, uint8_t *codes, uint8_t *scales,
+                           uint8_t *zp, m2o_err *err)
+{
+    size_t cb = qb_codes_bytes(1, c->K, &c->p), sb = qb_scales_count(1, c->K, &c->p) * qscale_size(c->p.scale_type);
+    size_t zb = qb_zero_points_bytes(1, c->K, &c->p);
+    float *w2 = m2o_malloc((size_t)(2 * c->K) * sizeof(float), err);
+    uint8_t *out = m2o_malloc(2 * (cb + sb + zb), err);
+    int rc = w2 && out ? 0 : -1;
+    if (!rc) {
+        memcpy(w2, w, (size_t)c->K * sizeof(float));
+        memcpy(w2 + c->K, w, (size_t)c->K * sizeof(float));
+        rc = kq_quantize(w2, 2, c->K, &c->p, out, out + 2 * cb, out + 2 * (cb + sb), err);
+    }
+    if (!rc) {
+        memcpy(codes, out, cb);
+        memcpy(scales, out + 2 * cb, sb);
+        memcpy(zp, out + 2 * (cb + sb), zb);
+    }
+    free(w2);
+    free(out);
+    return rc;
+}
+
 /* m rows of w through the tensor's method; every kernel works row by row, so a band's bytes
- * are those of the whole matrix's rows (k_quant's one-block-per-row case aside: FORMATS §4.10). */
+ * are those of the whole matrix's rows. */
 static int nbits_quantize(const nbits_ctx *c, const float *w, int64_t m, uint8_t *codes,
                           uint8_t *scales, uint8_t *zp, m2o_err *err)
 {
+    if (c->method == WT_NBITS_KQUANT && m == 1 && c->N > 1 && c->K == c->p.block_size)
+        return kquant_lone_row(c, w, codes, scales, zp, err);
     switch (c->method) {
     case WT_NBITS_SEARCH:
         return qb_quantize_search(w, m, c->K, &c->p, codes, scales, zp, err);
