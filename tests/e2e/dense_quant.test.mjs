@@ -11,16 +11,23 @@
 //      differ from the default only in how each block's scale and zero point are chosen, all
 //      within about one step per element, so a method that lands further than this from the
 //      float model has a wrong decode, not a different rounding choice.
-// 3. Flat options and their quant_config JSON equivalent must write byte-identical folders.
+//   3. on the Qwen fixtures, the methods whose rounding is simple to restate (int8 body: MLAS
+//      symmetric 8-bit, FORMATS §4; MLAS asymmetric 4- and 8-bit with zero points, §4 step 3;
+//      INC RTN symmetric, §4.11) also against qwen_moe_ref.mjs's forward pass with the MatMuls
+//      quantized and dequantized that way and int4 experts: 2e-3 of max|ref| per row, the floor
+//      qwen_moe.test.mjs holds the int4 build to — ONNX Runtime's MatMulNBits, 8-bit and with
+//      zero points, computes what the format says.
+// 4. Flat options and their quant_config JSON equivalent must write byte-identical folders.
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-import { rowMetrics, summarize } from './lib/compare.mjs';
+import { checkLogits, rowMetrics, summarize } from './lib/compare.mjs';
 import { runModel } from './lib/harness.mjs';
 import { readSafetensors } from './lib/safetensors.mjs';
+import { qwenMoeForward } from './qwen_moe_ref.mjs';
 
 const FIXTURES = process.env.M2O_FIXTURES ?? 'tests/fixtures';
 const BIN = process.env.M2O_BIN ?? 'build/moe2onnx';
@@ -52,6 +59,52 @@ const EQUIVALENT = [
   [['scale_search=true', 'nodes_to_exclude=/lm_head/MatMul'],
    ['quant_config={"weights":{"scale_search":true,"overrides":[{"match":{"name":"/lm_head/MatMul"},"exclude":true}]}}']],
 ];
+const f32 = Math.fround;
+const roundHalfAway = (x) => (x < 0 ? -Math.floor(-x + 0.5) : Math.floor(x + 0.5));
+const roundHalfEven = (x) => { const r = Math.round(x); return Math.abs(x % 1) === 0.5 && r % 2 ? r - 1 : r; };
+
+// MLAS asymmetric blockwise (FORMATS §4 step 3-5), float32 io: W [N, K] → dequantized.
+function qdqAsym(w, N, K, bits, bs) {
+  const out = new Float32Array(w.length), qmax = (1 << bits) - 1;
+  for (let o = 0; o < N * K; o += bs) {
+    let vmin = 0, vmax = 0;
+    for (let j = 0; j < bs; j++) { vmin = Math.min(vmin, w[o + j]); vmax = Math.max(vmax, w[o + j]); }
+    const scale = f32(f32(vmax - vmin) / qmax);
+    const z = scale === 0 ? vmin : f32(0 - f32(vmin / scale));
+    const zp = z < 0 ? 0 : z > qmax ? qmax : roundHalfAway(z);
+    const inv = scale !== 0 ? f32(1 / scale) : 0;
+    for (let j = 0; j < bs; j++) {
+      const q = Math.min(qmax, Math.max(0, roundHalfAway(f32(f32(w[o + j] * inv) + zp))));
+      out[o + j] = f32((q - zp) * scale);
+    }
+  }
+  return out;
+}
+
+// INC RTN symmetric (FORMATS §4.11): scale 2·max|w| / (2^bits − 1) in float64, codes around
+// 2^(bits−1) rounded half to even with that scale, stored scale float32.
+function qdqIncSym(w, N, K, bits, bs) {
+  const out = new Float32Array(w.length), qmax = (1 << bits) - 1, zp = 1 << (bits - 1);
+  for (let o = 0; o < N * K; o += bs) {
+    let amax = 0;
+    for (let j = 0; j < bs; j++) amax = Math.max(amax, Math.abs(w[o + j]));
+    const scale = amax === 0 ? 1 : (2 * amax) / qmax, stored = f32(scale);
+    for (let j = 0; j < bs; j++) {
+      const q = Math.min(qmax, Math.max(0, roundHalfEven(w[o + j] / scale + zp)));
+      out[o + j] = f32((q - zp) * stored);
+    }
+  }
+  return out;
+}
+
+// Modes whose MatMuls the forward pass can restate: mode name → quant option of qwenMoeForward.
+const RESTATED = {
+  'int8 body': { linearBits: 8, expertBits: 4, block: 32 },
+  'uint8 body': { expertBits: 4, block: 32, linearQdq: (w, N, K) => qdqAsym(w, N, K, 8, 32) },
+  'is_symmetric=false': { expertBits: 4, block: 32, linearQdq: (w, N, K) => qdqAsym(w, N, K, 4, 32) },
+  rtn: { expertBits: 4, block: 32, linearQdq: (w, N, K) => qdqIncSym(w, N, K, 4, 32) },
+};
+
 const FIXTURE_LIST = ['qwen3-moe-tiny', 'gpt-oss-tiny', 'qwen3_5-moe-tiny', 'qwen2-moe-tiny'];
 
 let passed = 0, failed = 0;
@@ -102,6 +155,12 @@ try {
       report(s.finite && s.ratio <= limit, `${label} logits`,
              `max|Δ|/max|ref| ${s.ratio.toExponential(3)} (limit ${limit.toExponential(3)} = ${TOL_FACTOR} x default), ` +
              `min cos ${s.minCos.toFixed(6)}, argmax ${s.argmaxAgree}/${s.rows}`);
+      if (RESTATED[name] && (fixture === 'qwen3-moe-tiny' || fixture === 'qwen2-moe-tiny')) {
+        const cfg = JSON.parse(readFileSync(join(src, 'config.json'), 'utf8'));
+        const fwd = qwenMoeForward(readSafetensors(join(src, 'model.safetensors')), cfg, ids, RESTATED[name]);
+        const c = checkLogits(r.logits, Float32Array.from(fwd.logits), [1, T, V], { maxRel: 2e-3 });
+        report(c.ok, `${label} vs forward with the same rounding`, c.lines[0]);
+      }
       rmSync(out, { recursive: true, force: true });
     }
     if (fixture !== 'qwen3-moe-tiny') continue;
