@@ -408,7 +408,7 @@ async function qwen35BigRows(work) {
 // the CPU export itself is checked against the float reference by the CPU tests
 // (tests/e2e/quant_methods.test.mjs, tests/e2e/expert_quant.test.mjs) and by `moe2onnx verify`.
 // A method ONNX Runtime's CUDA provider cannot run must be refused at conversion: such a row
-// passes only on a refusal naming the option (expectRefusal).
+// passes only on a refusal naming the option (cudaRefused: the text the message must hold).
 const METHOD_BASE = ['int4_accuracy_level=0'];
 const METHODS = [
   { name: 'MatMulNBits asymmetric (zero points)', extra: ['is_symmetric=false', 'qmoe_block_size=32'] },
@@ -447,6 +447,12 @@ async function methodRows(work, fixture) {
     const cpuErr = m.cudaOnly ? null : convert(input, ctlDir, methodArgs(m, 'cpu'));
     const cudaErr = convert(input, out, methodArgs(m, 'cuda'));
     const label = `${fixture} [${m.name}]`;
+    if (m.cudaRefused) { // known not to run on CUDA: the conversion must refuse it, naming the option
+      const ok = Boolean(cudaErr) && cudaErr.includes(m.cudaRefused);
+      record({ fixture: label, build: m.name, ep: 'cuda', ok, note: ok ? `refused at conversion, as it must be: ${cudaErr.replace(/^conversion failed \(exit \d+\): /, '')}` : `expected a refusal naming ${m.cudaRefused}, got ${cudaErr ?? 'an export'}` });
+      rmSync(out, { recursive: true, force: true });
+      continue;
+    }
     if (cudaErr || cpuErr) {
       record({ fixture: label, build: m.name, ep: 'cuda', ok: false, note: cudaErr ?? `CPU control: ${cpuErr}` });
       continue;
