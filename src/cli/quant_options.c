@@ -700,6 +700,17 @@ static int check_rules(const quant_flat *f, const quant_config *q, precision p, 
         return m2o_fail(err, "quant_config weights.type=uint%d with symmetric=true: uint types are the "
                              "asymmetric ones; use int%d or symmetric=false", qtype_bits((qtype)f->dense_type),
                         qtype_bits((qtype)f->dense_type));
+    if (q->scale_search && q->method != QMETHOD_DEFAULT && q->weights_type != QTYPE_NONE) {
+        static const char *const METHOD[] = {"default", "rtn", "k_quant"};
+        /* the search replaces the MLAS rounding of algo_config=default; rtn and k_quant choose
+         * their own scales, so the MatMuls would silently ignore it */
+        if (f->json)
+            return m2o_fail(err, "quant_config weights.scale_search=true with weights.method=%s: the search "
+                                 "refines the default method's scales; drop one of them", METHOD[q->method]);
+        return m2o_fail(err, "extra options scale_search=true and %s=%s: the search refines the default "
+                             "method's scales (rtn and k_quant choose their own); drop one of them",
+                        f->algo_key ? f->algo_key : "algo_config", f->algo_value);
+    }
     if (q->int8_budget_percent > 0 || q->int8_budget_bytes > 0) {
         if (qtype_bits(q->weights_type) != 4)
             return m2o_fail(err, "extra option int8_budget=%s upgrades int4 MatMul weights to int8; the dense "

@@ -335,6 +335,19 @@ TEST(matmul_options_the_graph_writes_are_supported)
     }
 }
 
+/* scale_search refines the default method; with rtn or k_quant it would do nothing to MatMuls. */
+TEST(scale_search_with_an_inc_method_is_refused)
+{
+    export_opts o;
+    m2o_err e = {{0}};
+    CHECK_EQ(build(&o, PREC_INT4, EP_CPU, &e, KV("scale_search=true", "algo_config=rtn")), -1);
+    CHECK_STR_CONTAINS(e.msg, "scale_search=true and algo_config=rtn");
+    CHECK_EQ(build(&o, PREC_INT4, EP_CPU, &e,
+                   KV("quant_config={\"weights\":{\"scale_search\":true,\"method\":\"k_quant\"}}")), -1);
+    CHECK_STR_CONTAINS(e.msg, "weights.method=k_quant");
+    CHECK_EQ(build(&o, PREC_INT4, EP_CPU, &e, KV("scale_search=true", "algo_config=default")), 0);
+}
+
 /* Through options_validate: the new names reach the fields the graph reads today. */
 TEST(validate_fills_the_graph_fields)
 {
