@@ -14,14 +14,26 @@
 //        (expertQdq below: FORMATS §4 steps 3-9, §4.12). Floor 2e-3 (the e2e suite's floor for
 //        an exact quantization; measured ~1e-6: float32 accumulation order). A wrong zero point,
 //        a wrong scale sign or a wrong layout puts whole rows off (~1, zero_points.test.mjs).
-//      - scale_search variants (no second implementation of the search): against the same forward
-//        with FLOAT experts, no farther than 1.1x the round-to-nearest variant of the same type is
-//        (the search never makes a block worse; measured 0.8-1.0x). The distance of each
-//        variant from the float-expert forward is printed: the experts' own error.
+//      - scale_search variants (no second implementation of the search here): the format is the
+//        round-to-nearest one, whose decoding by ONNX Runtime the exact checks above prove, so what
+//        is checked is (a) the search's guarantee on the exported bytes: verify's relative RMS
+//        error of every expert tensor at most the round-to-nearest twin's (never worse per block),
+//        and (b) the logits against the forward with FLOAT experts within the largest distance
+//        any round-to-nearest variant of the fixture shows (per-channel int4's, the coarsest).
+//        Not the twin's own distance: a router near-tie flips a top-k choice at some position
+//        when the hidden state moves at all, so the logits distance is not monotone in the weight
+//        error (measured: search-int8 on qwen3-moe-tiny lands with per-channel int8 at 2.3e-1,
+//        int8 at 8.5e-3). The distance of each variant from the float-expert forward is printed:
+//        the experts' own error.
 //      - gpt-oss fixtures (gpt-oss-tiny: MXFP4 experts; gpt-oss-bf16-tiny: BF16), which have no
 //        forward here: int4 and int8 against the fixtures' reference-int4 / reference-int4-moe8
-//        (transformers with the experts quantized, floor 2e-3); every other variant within 3x
-//        int8's distance from reference-int4 ... measured and printed, see TOL_GPT below.
+//        (transformers with the experts quantized, floor 2e-3); every other variant within 3x of
+//        int8's distance from reference-int4 (TOL_GPT: the gap between int4 and int8 experts is
+//        the int4 experts' own error at model level; another 4-bit encoding differs from the int4
+//        reference by at most its own error plus int4's, ~2x, and router near-ties add jumps;
+//        measured at most 2.4x: gpt-oss-tiny uint4). Their decoding by ONNX Runtime is proven
+//        exact on the Qwen fixtures (same QMoE op and encodings); here verify proves the bytes,
+//        including the band-by-band path of input-major BF16 experts that these formats take.
 // Prints each measured distance (BENCHMARKS.md) and "N passed, N failed".
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -91,7 +103,6 @@ const VARIANTS = [
   ['search-int8', ['moe_quant_type=int8', 'scale_search=true'], null, 'int8'],
   ['search-uint4', ['moe_quant_type=uint4', 'scale_search=true'], null, 'uint4'],
 ];
-const SEARCH_FACTOR = 1.1;
 // gpt-oss: no forward here. int4/int8 must match the fixtures' quantized references exactly; the
 // other variants must be within TOL_GPT x int8's distance from reference-int4 (int8 experts differ
 // from that reference by the int4 experts' own error, which is what every variant also shows).
@@ -130,12 +141,27 @@ async function distances(out, ids, dims, refs) {
   }
 }
 
+// Converts and verifies; returns verify's relative RMS error per expert tensor (null on failure).
 function build(dir, out, opts, label) {
   const b = run(['-i', dir, '-o', out, '-e', 'cpu', '-p', 'int4', '-q', '--extra_options', 'int4_accuracy_level=0', ...opts]);
-  if (b.err) { report(false, label, b.err); return false; }
+  if (b.err) { report(false, label, b.err); return null; }
   const v = run(['verify', '-i', dir, '-o', out]);
   report(!v.err && /verify: PASS/.test(v.out), `${label} verify`, v.err ?? v.out.trim().split('\n').pop());
-  return true;
+  const rms = {};
+  for (const line of (v.out ?? '').split('\n')) {
+    const m = /^(\S*moe\.experts\.\S+)\s.*?\s([0-9.]+e[-+][0-9]+)\s+[0-9.]+e/.exec(line);
+    if (m) rms[m[1]] = Number(m[2]);
+  }
+  return rms;
+}
+
+// scale_search's guarantee on the exported bytes: no expert tensor worse than round to nearest.
+function checkSearchRms(label, rms, twinRms, twin) {
+  const names = Object.keys(twinRms);
+  const worse = names.filter((t) => !(rms[t] <= twinRms[t]));
+  const ratio = Math.max(...names.map((t) => rms[t] / twinRms[t]));
+  report(names.length > 0 && worse.length === 0, `${label} weights`, `relative RMS error of ${names.length} expert ` +
+         `tensors at most ${twin}'s (worst ratio ${ratio.toFixed(4)})${worse.length ? `; worse: ${worse.join(', ')}` : ''}`);
 }
 
 async function qwenFixture(fx, tmp) {
@@ -146,20 +172,23 @@ async function qwenFixture(fx, tmp) {
   const ids = Array.from(ref.input_ids.data, Number), dims = ref.logits.shape;
   const fwd = (expertQdq) => Float32Array.from(qwenMoeForward(tensors, cfg, ids, { linearBits: 4, block: 32, expertQdq }).logits);
   const floatExperts = fwd((w) => w);
-  const rtnDistance = {};
+  const rtnDistance = {}, rtnRms = {};
   for (const [name, opts, qdq, twin] of VARIANTS) {
     const label = `${fx} ${name}`, out = join(tmp, `${fx}-${name}`);
-    if (!build(dir, out, opts, label)) continue;
+    const rms = build(dir, out, opts, label);
+    if (!rms) continue;
     const refs = qdq ? [fwd(qdq), floatExperts] : [floatExperts];
     const d = await distances(out, ids, dims, refs);
     if (qdq) {
       rtnDistance[name] = d[1];
+      rtnRms[name] = rms;
       report(d[0] <= EXACT, `${label} logits`, `max|Δ|/max|ref| ${e2(d[0])} vs the forward with this encoding ` +
              `(≤ ${EXACT}); experts' own error (vs float experts) ${e2(d[1])}`);
     } else {
-      const tol = SEARCH_FACTOR * rtnDistance[twin];
+      checkSearchRms(label, rms, rtnRms[twin], twin);
+      const tol = Math.max(...Object.values(rtnDistance));
       report(d[0] <= tol, `${label} logits`, `max|Δ|/max|ref| ${e2(d[0])} vs the forward with float experts ` +
-             `(≤ ${SEARCH_FACTOR} x ${twin}'s ${e2(rtnDistance[twin])})`);
+             `(≤ ${e2(tol)}, the largest round-to-nearest variant's; ${twin}: ${e2(rtnDistance[twin])})`);
     }
     rmSync(out, { recursive: true, force: true });
   }
@@ -171,9 +200,13 @@ async function gptFixture(fx, tmp) {
   const ref8 = readSafetensors(join(dir, 'reference-int4-moe8.safetensors'));
   const ids = Array.from(ref4.input_ids.data, Number), dims = ref4.logits.shape;
   let int8Distance = null;
-  for (const [name, opts] of VARIANTS) {
+  const rtnRms = {};
+  for (const [name, opts, qdq, twin] of VARIANTS) {
     const label = `${fx} ${name}`, out = join(tmp, `${fx}-${name}`);
-    if (!build(dir, out, opts, label)) continue;
+    const rms = build(dir, out, opts, label);
+    if (!rms) continue;
+    if (qdq) rtnRms[name] = rms;
+    else checkSearchRms(label, rms, rtnRms[twin], twin);
     const [d4, d8] = await distances(out, ids, dims, [ref4.logits.data, ref8.logits.data]);
     if (name === 'int4') {
       report(d4 <= EXACT, `${label} logits`, `max|Δ|/max|ref| ${e2(d4)} vs reference-int4 (≤ ${EXACT})`);
