@@ -43,11 +43,12 @@ static int choose_encoding(const gb *b, const moe_desc *m, moe_encoding *enc, m2
     bool per_channel = o->quant.moe_per_channel;
     int bs = per_channel ? 0 : o->qmoe_block_size;
     bool asym = o->quant.moe_type == QTYPE_UINT4 || o->quant.moe_type == QTYPE_UINT8;
-    if (per_channel ? (cuda && (H % ORT_QMOE_CUDA_WIDTH_MULTIPLE || I % ORT_QMOE_CUDA_WIDTH_MULTIPLE))
-                    : ort_qmoe_int_rule(cuda, bs, H, I, err) != 0)
-        return per_channel ? m2o_fail(err, "ONNX Runtime's CUDA QMoE needs hidden_size %lld and expert "
-                                           "intermediate size %lld to be multiples of %d", (long long)H,
-                                      (long long)I, ORT_QMOE_CUDA_WIDTH_MULTIPLE) : -1;
+    if (!per_channel && ort_qmoe_int_rule(cuda, bs, H, I, err))
+        return -1;
+    if (per_channel && cuda && (H % ORT_QMOE_CUDA_WIDTH_MULTIPLE || I % ORT_QMOE_CUDA_WIDTH_MULTIPLE))
+        return m2o_fail(err, "ONNX Runtime's CUDA QMoE needs hidden_size %lld and expert intermediate "
+                             "size %lld to be multiples of %d", (long long)H, (long long)I,
+                        ORT_QMOE_CUDA_WIDTH_MULTIPLE);
     if (asym && ort_qmoe_zero_point_rule(cuda, bits, bs, H, I, err))
         return -1;
     bool prepacked = cuda && o->qmoe_weights_prepacked != 0;
