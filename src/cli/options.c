@@ -317,10 +317,13 @@ int options_resolve(const build_args *a, const model_desc *md, export_opts *o, m
     static const int cuda_pref[] = {128, 64, 32};
     const int *pref = o->ep == EP_CPU ? cpu_pref : cuda_pref;
     int n = o->ep == EP_CPU ? 4 : 3;
+    /* uint4 skips the blocks its zero points cannot take (odd counts per row, ort_rules.h) */
+    m2o_err skip;
     for (int i = 0; i < n; i++)
-        if (ort_qmoe_block_ok(o->ep == EP_CUDA, pref[i]) && H % pref[i] == 0 && I % pref[i] == 0) {
+        if (ort_qmoe_block_ok(o->ep == EP_CUDA, pref[i]) && H % pref[i] == 0 && I % pref[i] == 0 &&
+            !(uint && ort_qmoe_zero_point_rule(o->ep == EP_CUDA, bits, pref[i], H, I, &skip))) {
             o->qmoe_block_size = pref[i];
-            return uint ? ort_qmoe_zero_point_rule(o->ep == EP_CUDA, bits, pref[i], H, I, err) : 0;
+            return 0;
         }
     return m2o_fail(err, "no QMoE block size allowed for -e %s divides hidden_size %d and expert intermediate "
                          "size %d; use -p fp16/fp32 for this model",

@@ -56,9 +56,10 @@ int ort_qmoe_int_rule(bool cuda, int block_size, int64_t H, int64_t I, m2o_err *
 
 /* Zero points (inputs 11-12, uint4/uint8 experts; docs/FORMATS.md §15): refused with per-channel
  * scales (block_size <= 0; ONNX Runtime's CUDA QMoE returns INVALID_ARGUMENT for row-wise zero
- * points, the CPU form is not written), and on the CPU for 4 bits when fc1 (H / block) or fc2
- * (I / block) has an odd block count per row: the CPU kernel runs it and computes it wrong
- * (tests/e2e/zero_points.test.mjs). */
+ * points, the CPU form is not written), and for 4 bits when fc1 (H / block) or fc2 (I / block)
+ * has an odd block count per row: the CPU kernel runs it and computes it wrong
+ * (tests/e2e/zero_points.test.mjs); the CUDA kernel's PrePack takes 2 x the packed bytes per row
+ * as the block count (contrib_ops/cuda/moe/moe_quantization.cc, PrePackComputeBias), one too many. */
 int ort_qmoe_zero_point_rule(bool cuda, int bits, int block_size, int64_t H, int64_t I, m2o_err *err);
 
 #endif
