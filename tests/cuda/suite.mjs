@@ -400,6 +400,78 @@ async function qwen35BigRows(work) {
   await controlRows('qwen3_5 35B-A3B widths (random)', Q35_BIG, ctl, refOf, ids);
 }
 
+// Quantization methods (issue 18): each method's CUDA export against the same method's export
+// for the CPU (float32 io and arithmetic), run on the CPU provider. Same codes, same zero points;
+// only the scales' type (float16 on CUDA, float32 on the CPU) and the arithmetic differ, so the
+// floors are the float16 ones (and twice this checkpoint's float16 build, as for every int row).
+// What this proves is that ONNX Runtime's CUDA kernels read each format as its CPU kernels do —
+// the CPU export itself is checked against the float reference by the CPU tests
+// (tests/e2e/quant_methods.test.mjs, tests/e2e/expert_quant.test.mjs) and by `moe2onnx verify`.
+// A method ONNX Runtime's CUDA provider cannot run must be refused at conversion: such a row
+// passes only on a refusal naming the option (cudaRefused: the text the message must hold).
+const METHOD_BASE = ['int4_accuracy_level=0'];
+const METHODS = [
+  { name: 'MatMulNBits asymmetric (zero points)', extra: ['is_symmetric=false', 'qmoe_block_size=32'] },
+  { name: 'MatMulNBits k_quant', extra: ['algo_config=k_quant', 'qmoe_block_size=32'] },
+  { name: 'MatMulNBits INC rtn', extra: ['algo_config=rtn', 'qmoe_block_size=32'] },
+  { name: 'k_quant_mixed (int8 presets)', extra: ['algo_config=k_quant_mixed', 'qmoe_block_size=32'] },
+  { name: 'scale_search (MatMul and experts)', extra: ['scale_search=true', 'qmoe_block_size=32'] },
+  { name: 'experts uint4 (zero points)', extra: ['moe_quant_type=uint4', 'qmoe_block_size=32'] },
+  { name: 'experts uint8 (zero points)', extra: ['moe_quant_type=uint8', 'qmoe_block_size=32'] },
+  { name: 'experts uint4 raw (zero points)', extra: ['moe_quant_type=uint4', 'qmoe_block_size=32', 'qmoe_weights_prepacked=0'], cudaOnly: true },
+  { name: 'experts int4 per-channel', extra: ['qmoe_block_size=0'] },
+  { name: 'experts int8 per-channel', extra: ['moe_quant_type=int8', 'qmoe_block_size=0'] },
+  { name: 'int8 MatMul body (quant_config)', json: { weights: { type: 'int8', accuracy_level: 0 }, moe: { block_size: 32 } } },
+];
+const METHOD_FIXTURES = ['qwen3-moe-tiny', 'qwen2-moe-tiny', 'gpt-oss-tiny', 'qwen3_5-moe-tiny'];
+const methodArgs = (m, ep) => ['-p', 'int4', '-e', ep, '--extra_options',
+  ...(m.json ? [`quant_config=${JSON.stringify(m.json)}`] : [...METHOD_BASE, ...m.extra.filter((a) => ep === 'cuda' || !a.startsWith('qmoe_weights_prepacked'))])];
+
+async function methodRows(work, fixture) {
+  const input = join(FIXTURES, fixture);
+  const cfg = JSON.parse(readFileSync(join(input, 'config.json'), 'utf8'));
+  const ids = Array.from(readSafetensors(join(input, 'reference.safetensors')).input_ids.data, Number);
+  // the float16 build of this checkpoint, for the int rule (twice its error vs the float reference)
+  const floats = {};
+  const f16 = join(work, `${fixture}-m-fp16`);
+  const ref32 = readSafetensors(join(input, 'reference.safetensors')).logits.data;
+  if (EP === 'cuda' && !convert(input, f16, ['-p', 'fp16', '-e', 'cuda'])) {
+    const fctl = await controls(work, `${fixture}-m`, input, ids, topK(cfg), ['fp32']);
+    const clear = fctl.fp32.margins.map((x) => x >= TIE_UNITS * UNIT.fp16);
+    const rowsBefore = results.length;
+    await runBuild(fixture, fixture, { name: 'fp16', ep: 'cuda', arith: 'fp16', control: 'fp32' }, f16, ref32, ids, clear, floats);
+    results.splice(rowsBefore); // measured only as the yardstick here; the fixture job records it
+  }
+  for (const m of METHODS) {
+    const ctlDir = join(work, `${fixture}-m-ctl`), out = join(work, `${fixture}-m-cuda`);
+    const cpuErr = m.cudaOnly ? null : convert(input, ctlDir, methodArgs(m, 'cpu'));
+    const cudaErr = convert(input, out, methodArgs(m, 'cuda'));
+    const label = `${fixture} [${m.name}]`;
+    if (m.cudaRefused) { // known not to run on CUDA: the conversion must refuse it, naming the option
+      const ok = Boolean(cudaErr) && cudaErr.includes(m.cudaRefused);
+      record({ fixture: label, build: m.name, ep: 'cuda', ok, note: ok ? `refused at conversion, as it must be: ${cudaErr.replace(/^conversion failed \(exit \d+\): /, '')}` : `expected a refusal naming ${m.cudaRefused}, got ${cudaErr ?? 'an export'}` });
+      rmSync(out, { recursive: true, force: true });
+      continue;
+    }
+    if (cudaErr || cpuErr) {
+      record({ fixture: label, build: m.name, ep: 'cuda', ok: false, note: cudaErr ?? `CPU control: ${cpuErr}` });
+      continue;
+    }
+    if (!runnable({ ep: 'cuda' })) { rmSync(out, { recursive: true, force: true }); continue; }
+    // the CPU export of the same method gives the reference logits and the router margins
+    const ctlSrc = m.cudaOnly ? join(work, `${fixture}-m-ctl-prepacked`) : ctlDir;
+    if (m.cudaOnly && convert(input, ctlSrc, methodArgs({ ...m, extra: m.extra.filter((a) => !a.startsWith('qmoe_weights_prepacked')) }, 'cpu')))
+      { record({ fixture: label, build: m.name, ep: 'cuda', ok: false, note: 'CPU control failed' }); continue; }
+    const model = await openModel(ctlSrc, { sessionOptions: { executionProviders: ['cpu'] } });
+    let ref;
+    try { ref = (await runModel(model, ids)).logits; } finally { await closeModel(model); }
+    const margins = topkMargins(await routerLogits(ctlSrc, ids), ids.length, topK(cfg));
+    const clear = margins.map((x) => x >= TIE_UNITS * UNIT.fp16);
+    await runBuild(label, fixture, { name: `int ${m.name}`, ep: 'cuda', arith: 'fp16', control: 'method' }, out, ref, ids, clear, floats);
+    for (const d of [ctlDir, out, ctlSrc]) rmSync(d, { recursive: true, force: true });
+  }
+}
+
 function header() {
   const sh = (cmd) => {
     try { return execFileSync('sh', ['-c', cmd], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim() || 'unknown'; } catch { return 'unknown'; }
@@ -442,6 +514,7 @@ const JOBS = [
   ...QWEN_VARIANTS.map((v) => ({ id: v.name, run: (w) => variantRows(w, v) })),
   { id: 'qwen3_5-moe-tiny layouts', run: qwen35LayoutRows, long: true },
   { id: 'qwen3_5 35B-A3B widths', run: qwen35BigRows, long: true },
+  ...METHOD_FIXTURES.map((f) => ({ id: `${f} quantization methods`, run: (w) => methodRows(w, f) })),
 ];
 
 async function runJobs(ids) {
