@@ -32,6 +32,22 @@ static int parse_tri_bool(const char *key, const char *v, int *out, m2o_err *err
     return 0;
 }
 
+/* scale_search: a boolean (MatMuls and int experts), or "experts" / "matmul" for one side only:
+ * SEARCH_EXPERTS (2), SEARCH_MATMUL (3). */
+enum { SEARCH_EXPERTS = 2, SEARCH_MATMUL = 3 };
+static int parse_scale_search(const char *key, const char *v, int *out, m2o_err *err)
+{
+    if (!strcmp(v, "experts") || !strcmp(v, "matmul")) {
+        *out = v[0] == 'e' ? SEARCH_EXPERTS : SEARCH_MATMUL;
+        return 0;
+    }
+    bool b;
+    if (quant_parse_bool(key, v, &b, NULL))
+        return m2o_fail(err, "extra option %s=%s: allowed: true, false, experts, matmul", key, v);
+    *out = b;
+    return 0;
+}
+
 static int parse_long(const char *v, long *out)
 {
     char *end;
@@ -328,7 +344,7 @@ static int parse_dense_option(quant_flat *f, const char *key, const char *v, m2o
     if (!strcmp(name, "matmulnbits_weights_prepacked"))
         return parse_int_in(key, v, mm_prepacked, 3, "0 (raw), 1 (SM80), 2 (SM90)", &f->mm_prepacked, err);
     if (!strcmp(name, "use_qdq")) return parse_tri_bool(key, v, &f->use_qdq, err);
-    if (!strcmp(name, "scale_search")) return parse_tri_bool(key, v, &f->scale_search, err);
+    if (!strcmp(name, "scale_search")) return parse_scale_search(key, v, &f->scale_search, err);
     if (!strcmp(name, "int8_budget")) return parse_budget(f, key, v, err);
     return 1;
 }
@@ -654,7 +670,8 @@ static void fill_config(const quant_flat *f, precision p, exec_provider ep, moe_
     q->moe_per_channel = f->qmoe_block_size == 0;
     q->matmulnbits_weights_prepacked = f->mm_prepacked != QUANT_UNSET ? f->mm_prepacked : 0;
     q->use_qdq = f->use_qdq == 1;
-    q->scale_search = f->scale_search == 1;
+    q->scale_search = f->scale_search == 1 || f->scale_search == SEARCH_EXPERTS;
+    q->scale_search_matmul = f->scale_search == 1 || f->scale_search == SEARCH_MATMUL;
     q->int8_budget_percent = f->int8_budget_percent;
     q->int8_budget_bytes = f->int8_budget_bytes;
     q->from_json = f->json != NULL;
@@ -698,7 +715,7 @@ static int check_needs_int4(const quant_flat *f, precision p, m2o_err *err)
                   : f->is_symmetric == 0 ? f->is_symmetric_key
                   : (f->op_gather == 1 || f->op_matmul == 0) ? f->op_types_key
                   : f->mm_prepacked > 0 ? "matmulnbits_weights_prepacked"
-                  : f->scale_search == 1 ? "scale_search"
+                  : f->scale_search >= 1 ? "scale_search"
                   : (f->int8_budget_percent > 0 || f->int8_budget_bytes > 0) ? "int8_budget"
                   : f->use_qdq == 1 ? "use_qdq" : f->dense_type > QTYPE_NONE ? "weights.type" : NULL;
     if (k)
@@ -716,15 +733,17 @@ static int check_rules(const quant_flat *f, const quant_config *q, precision p, 
         return m2o_fail(err, "quant_config weights.type=uint%d with symmetric=true: uint types are the "
                              "asymmetric ones; use int%d or symmetric=false", qtype_bits((qtype)f->dense_type),
                         qtype_bits((qtype)f->dense_type));
-    if (q->scale_search && q->method != QMETHOD_DEFAULT && q->weights_type != QTYPE_NONE) {
+    if (q->scale_search_matmul && q->method != QMETHOD_DEFAULT && q->weights_type != QTYPE_NONE) {
         static const char *const METHOD[] = {"default", "rtn", "k_quant"};
         /* the search replaces the MLAS rounding of algo_config=default; rtn and k_quant choose
          * their own scales, so the MatMuls would silently ignore it */
         if (f->json)
             return m2o_fail(err, "quant_config weights.scale_search=true with weights.method=%s: the search "
-                                 "refines the default method's scales; drop one of them", METHOD[q->method]);
+                                 "refines the default method's scales; drop one of them, or search the "
+                                 "experts only (\"experts\")", METHOD[q->method]);
         return m2o_fail(err, "extra options scale_search=true and %s=%s: the search refines the default "
-                             "method's scales (rtn and k_quant choose their own); drop one of them",
+                             "method's scales (rtn and k_quant choose their own); drop one of them, or "
+                             "scale_search=experts",
                         f->algo_key ? f->algo_key : "algo_config", f->algo_value);
     }
     if (q->int8_budget_percent > 0 || q->int8_budget_bytes > 0) {

@@ -345,6 +345,18 @@ TEST(scale_search_with_an_inc_method_is_refused)
                    KV("quant_config={\"weights\":{\"scale_search\":true,\"method\":\"k_quant\"}}")), -1);
     CHECK_STR_CONTAINS(e.msg, "weights.method=k_quant");
     CHECK_EQ(build(&o, PREC_INT4, EP_CPU, &e, KV("scale_search=true", "algo_config=default")), 0);
+    CHECK(o.quant.scale_search && o.quant.scale_search_matmul);
+    /* one side only: "experts" leaves the MatMuls to their method (rtn here), "matmul" the experts */
+    CHECK_EQ(build(&o, PREC_INT4, EP_CPU, &e, KV("scale_search=experts", "algo_config=rtn")), 0);
+    CHECK(o.quant.scale_search && !o.quant.scale_search_matmul);
+    CHECK(!at(&o, "attn.o", 0, 2, false).scale_search);
+    CHECK(at(&o, "experts.fc1", 0, 2, false).scale_search);
+    CHECK_EQ(build(&o, PREC_INT4, EP_CPU, &e, KV("quant_config={\"weights\":{\"scale_search\":\"matmul\"}}")), 0);
+    CHECK(!o.quant.scale_search && o.quant.scale_search_matmul);
+    CHECK(at(&o, "attn.o", 0, 2, false).scale_search);
+    CHECK(!at(&o, "experts.fc1", 0, 2, false).scale_search);
+    CHECK_EQ(build(&o, PREC_INT4, EP_CPU, &e, KV("scale_search=both")), -1);
+    CHECK_STR_CONTAINS(e.msg, "true, false, experts, matmul");
 }
 
 /* The expert side writes per-channel, uint4/uint8 and scale_search (flat and JSON spellings);
