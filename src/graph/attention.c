@@ -101,11 +101,12 @@ static gname apply_output_gate(gb *b, int L, const char *attn, const char *gate)
 
 /* Separate q/k/v projections with per-head norms on q and k and the output gate split off a
  * gated q projection (GQA then takes three inputs). */
-static int qk_normed_projections(gb *b, const attn_desc *a, bool quantize, const char *input,
+static int qk_normed_projections(gb *b, const attn_desc *a, const char *input,
                                  gname *query, gname *key, gname *value, gname *gate,
                                  m2o_err *err)
 {
     static const char *const names[3] = {"q", "k", "v"};
+    static const char *const roles[3] = {"attn.q", "attn.k", "attn.v"};
     gname outs[3];
     if (a->qkv.n_parts != 3)
         return m2o_fail(err, "layer %d: q/k norms need separate q, k and v projections", a->layer);
@@ -113,7 +114,7 @@ static int qk_normed_projections(gb *b, const attn_desc *a, bool quantize, const
         linear_src s = {.n_parts = 1, .w = {a->qkv.w[i]}, .bias = {a->qkv.bias[i]}};
         gname base = gname_fmt("/model/layers.%d/attn/%s_proj", a->layer, names[i]);
         gname init = gname_fmt("model.layers.%d.attn.%s_proj", a->layer, names[i]);
-        if (gb_linear(b, base.s, init.s, &s, quantize, input, &outs[i], err))
+        if (gb_linear(b, base.s, init.s, &s, roles[i], a->layer, input, &outs[i], err))
             return -1;
     }
     *key = outs[1];
@@ -147,15 +148,14 @@ int gb_attention(gb *b, const attn_desc *a, const char *input, gname *out, m2o_e
     if (!b->seqlens_k.s[0] || !b->cos_cache.s[0])
         return m2o_fail(err, "internal: gb_attention needs gb_attention_mask and "
                              "gb_rotary_caches first");
-    bool q = gb_quantize_linears(b);
     gname qkv, key = {{0}}, value = {{0}}, gate = {{0}};
     if (a->q_norm || a->k_norm || a->q_gate) {
-        if (qk_normed_projections(b, a, q, input, &qkv, &key, &value, &gate, err))
+        if (qk_normed_projections(b, a, input, &qkv, &key, &value, &gate, err))
             return -1;
     } else {
         gname base = gname_fmt("/model/layers.%d/attn/qkv_proj", L);
         gname init = gname_fmt("model.layers.%d.attn.qkv_proj", L);
-        if (gb_linear(b, base.s, init.s, &a->qkv, q, input, &qkv, err))
+        if (gb_linear(b, base.s, init.s, &a->qkv, "attn.qkv", L, input, &qkv, err))
             return -1;
     }
 
@@ -196,5 +196,5 @@ int gb_attention(gb *b, const attn_desc *a, const char *input, gname *out, m2o_e
     gname attn = a->q_gate ? apply_output_gate(b, L, o0.s, gate.s) : o0;
     gname base = gname_fmt("/model/layers.%d/attn/o_proj", L);
     gname init = gname_fmt("model.layers.%d.attn.o_proj", L);
-    return gb_linear(b, base.s, init.s, &a->o, q, attn.s, out, err);
+    return gb_linear(b, base.s, init.s, &a->o, "attn.o", L, attn.s, out, err);
 }
