@@ -19,6 +19,7 @@
 
 #include "common/threadpool.h"
 #include "onnx/graph_proto.h"
+#include "onnx/quant_stats.h"
 
 #define DATA_ALIGN 64
 /* Write-behind: writeback of the data file starts every WB_KICK bytes written; once more than
@@ -514,6 +515,8 @@ int graph_write(graph *g, const char *dir, const graph_write_opts *opts, m2o_err
     if (sync_and_close(&w.data_fd, w.data_path, err) || write_model_file(&w, ir_version, err))
         goto done;
     sync_dir(dir);
+    if (opts->quant_stats && graph_quant_stats_collect(g, opts->quant_stats, err))
+        goto done;
     rc = 0;
 done:
     if (w.data_fd >= 0)

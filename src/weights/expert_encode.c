@@ -125,8 +125,11 @@ int encoder_rows(expert_encoder *x, const float *w, int64_t n0, int64_t nr, m2o_
     }
     size_t at = code_bytes(x, n0, K);
     uint8_t *codes = x->band_raw ? x->band_raw : raw_codes(x) + at;
-    if (quantize(x, w, nr, K, codes, x->scales + encoder_scale_bytes(x, n0, K), err))
+    uint8_t *scales = x->scales + encoder_scale_bytes(x, n0, K);
+    if (quantize(x, w, nr, K, codes, scales, err))
         return -1;
+    if (x->qerr)
+        wt_measure_encoded(enc_is_fp4(x->enc), &x->p, w, nr, K, codes, scales, x->qerr);
     if (x->band_raw) /* CUTLASS: rows n..n+I-1 pack into their own slice */
         return cutlass_sm80_pack(codes, nr, K, x->p.bits, x->weights + at, err);
     return 0;
@@ -169,6 +172,8 @@ int encoder_panel(expert_encoder *x, const float *w, int64_t k0, int64_t kp, m2o
     }
     if (quantize(x, w, N, kp, x->pcodes, x->pscales, err))
         return -1;
+    if (x->qerr)
+        wt_measure_encoded(enc_is_fp4(x->enc), &x->p, w, N, kp, x->pcodes, x->pscales, x->qerr);
     size_t pc = code_bytes(x, 1, kp), ps = encoder_scale_bytes(x, 1, kp);
     size_t rc = code_bytes(x, 1, K), rs = encoder_scale_bytes(x, 1, K);
     size_t oc = code_bytes(x, 1, k0), os = encoder_scale_bytes(x, 1, k0);

@@ -197,8 +197,10 @@ static int produce_bands(const expert_layout *L, const expert_src *s, int64_t e,
     return rc;
 }
 
-int expert_produce(const expert_src *s, int64_t e, expert_enc enc, int bits, int block_size,
-                   int io_dtype, bool allow_nonfinite, void *weights, void *scales, m2o_err *err)
+/* expert_produce that adds the encoding's error to acc (NULL: not measured). */
+static int produce_measured(const expert_src *s, int64_t e, expert_enc enc, int bits,
+                            int block_size, int io_dtype, bool allow_nonfinite, void *weights,
+                            void *scales, qerr_acc *acc, m2o_err *err)
 {
     const expert_layout *L = expert_layout_of(s->kind);
     if (!L)
@@ -212,6 +214,7 @@ int expert_produce(const expert_src *s, int64_t e, expert_enc enc, int bits, int
     expert_encoder x;
     if (encoder_init(&x, enc, s->N, s->K, bits, block_size, io_dtype, weights, scales, kp, err))
         return -1;
+    x.qerr = acc;
     int rc = kp ? produce_panels(L, s, e, &x, kp, allow_nonfinite, err)
                 : produce_bands(L, s, e, &x, allow_nonfinite, err);
     if (!rc && encoder_finish(&x, err))
@@ -221,6 +224,13 @@ int expert_produce(const expert_src *s, int64_t e, expert_enc enc, int bits, int
     return rc;
 }
 
+int expert_produce(const expert_src *s, int64_t e, expert_enc enc, int bits, int block_size,
+                   int io_dtype, bool allow_nonfinite, void *weights, void *scales, m2o_err *err)
+{
+    return produce_measured(s, e, enc, bits, block_size, io_dtype, allow_nonfinite, weights,
+                            scales, NULL, err);
+}
+
 /* ---- the producer attached to an expert initializer ---- */
 
 typedef struct experts_ctx {
@@ -228,21 +238,24 @@ typedef struct experts_ctx {
     expert_enc enc;  /* weights encoding, or a scales encoding for a scales-only tensor */
     int bits, block_size, io;
     bool allow_nonfinite;
+    qerr_acc *qerr;  /* one error slot per expert, or NULL (weights/qerr_track.h) */
 } experts_ctx;
 
 static int produce_single(void *vctx, int64_t e, void *out, m2o_err *err)
 {
     const experts_ctx *c = vctx;
     bool scales = c->enc == ENC_INT_SCALES || c->enc == ENC_FP4_SCALES;
-    return expert_produce(&c->src, e, c->enc, c->bits, c->block_size, c->io, c->allow_nonfinite,
-                          scales ? NULL : out, scales ? out : NULL, err);
+    return produce_measured(&c->src, e, c->enc, c->bits, c->block_size, c->io,
+                            c->allow_nonfinite, scales ? NULL : out, scales ? out : NULL,
+                            c->qerr ? &c->qerr[e] : NULL, err);
 }
 
 static int produce_pair(void *vctx, int64_t e, void *const *outs, m2o_err *err)
 {
     const experts_ctx *c = vctx;
-    return expert_produce(&c->src, e, c->enc, c->bits, c->block_size, c->io, c->allow_nonfinite,
-                          outs[0], outs[1], err);
+    return produce_measured(&c->src, e, c->enc, c->bits, c->block_size, c->io,
+                            c->allow_nonfinite, outs[0], outs[1], c->qerr ? &c->qerr[e] : NULL,
+                            err);
 }
 
 /* The widths encoding `enc` (a weights encoding) needs of an [N, K] expert. */
@@ -313,6 +326,12 @@ int wt_experts(const expert_src *src, expert_enc enc, bool with_scales, int bits
                                                o->io);
     } else {
         p->one = produce_single;
+    }
+    if (enc == ENC_INT_RAW || enc == ENC_INT_SM80 || enc == ENC_FP4) { /* not scales alone */
+        p->qerr = &c->qerr;
+        p->qerr_fmt = (qerr_format){enc_is_fp4(enc) ? QERR_MXFP4 : QERR_INT,
+                                    enc_is_fp4(enc) ? 4 : bits, enc_is_fp4(enc) ? 32 : block_size,
+                                    true, expert_int_params(bits, block_size, o->io).scale_type};
     }
     return 0;
 }

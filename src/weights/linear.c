@@ -215,6 +215,7 @@ typedef struct nbits_ctx {
     int64_t N, K, rows_per_chunk;
     qb_params p;
     bool allow_nonfinite;
+    qerr_acc *qerr; /* per-chunk error slots, or NULL (weights/qerr_track.h) */
 } nbits_ctx;
 
 /* Fails when a block scale of rows [r0, r0 + nr) overflowed its type, naming the checkpoint
@@ -269,8 +270,11 @@ static int produce_nbits(void *vctx, int64_t chunk, void *const *outs, m2o_err *
     int rc = 0;
     for (int64_t i = 0; i < nr && !rc; i += band) {
         int64_t m = nr - i < band ? nr - i : band;
-        rc = nbits_band(c, r0 + i, m, w, codes + qb_codes_bytes(i, K, &c->p),
-                        scales + qb_scales_count(i, K, &c->p) * ss, err);
+        uint8_t *bc = codes + qb_codes_bytes(i, K, &c->p);
+        uint8_t *bs = scales + qb_scales_count(i, K, &c->p) * ss;
+        rc = nbits_band(c, r0 + i, m, w, bc, bs, err);
+        if (!rc && c->qerr)
+            qerr_blockwise(w, m, K, &c->p, bc, bs, NULL, &c->qerr[chunk]);
     }
     for_part_rows(&c->s, r0, nr, release_part_rows, NULL, NULL);
     free(w);
@@ -298,6 +302,7 @@ int wt_nbits(const linear_src *s, int bits, int block_size, const wt_opts *o, wt
     *c = (nbits_ctx){.s = *s, .N = N, .K = K, .rows_per_chunk = rpc, .p = q,
                      .allow_nonfinite = o->allow_nonfinite};
     *p = (wt_producer){.group = produce_nbits, .ctx = c, .free_ctx = free, .n_chunks = N / rpc,
-                       .chunk_bytes = {(size_t)rpc * code_row, (size_t)rpc * scale_row}};
+                       .chunk_bytes = {(size_t)rpc * code_row, (size_t)rpc * scale_row},
+                       .qerr = &c->qerr, .qerr_fmt = {QERR_INT, bits, block_size, true, q.scale_type}};
     return 0;
 }
