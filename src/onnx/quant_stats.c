@@ -112,7 +112,7 @@ void quant_entry_json(cJSON *o, const char *name, const qerr_format *fmt, const 
 {
     bool fp4 = fmt->kind == QERR_MXFP4;
     cJSON_AddStringToObject(o, "role", quant_role(name));
-    cJSON_AddStringToObject(o, "kind", fp4 ? "mxfp4" : "int");
+    cJSON_AddStringToObject(o, "kind", fp4 ? "mxfp4" : fmt->kind == QERR_FLOAT ? "float" : "int");
     cJSON_AddNumberToObject(o, "bits", fmt->bits);
     cJSON_AddNumberToObject(o, "block_size", fmt->block_size);
     cJSON_AddBoolToObject(o, "symmetric", fmt->symmetric);

@@ -97,6 +97,12 @@ void qerr_mxfp4(const float *w, int64_t N, int64_t K, const uint8_t *codes,
 
 void qerr_format_name(const qerr_format *f, char *buf, size_t len)
 {
+    if (f->kind == QERR_FLOAT) {
+        snprintf(buf, len, "%s", f->scale_type == QSCALE_F16    ? "float16"
+                                 : f->scale_type == QSCALE_BF16 ? "bfloat16"
+                                                                : "float32");
+        return;
+    }
     if (f->kind == QERR_MXFP4) {
         snprintf(buf, len, "mxfp4 bs32");
         return;

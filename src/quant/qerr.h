@@ -22,7 +22,8 @@ typedef struct qerr_acc {
 } qerr_acc;
 
 /* The encoding a tensor's statistics are about. */
-typedef enum qerr_kind { QERR_INT, QERR_MXFP4 } qerr_kind;
+/* QERR_FLOAT: a float copy (verify compares those too); bits 32/16, scale_type its type. */
+typedef enum qerr_kind { QERR_INT, QERR_MXFP4, QERR_FLOAT } qerr_kind;
 typedef struct qerr_format {
     qerr_kind kind;
     int bits;        /* 2, 4, 8; MXFP4: 4 */
