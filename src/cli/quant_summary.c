@@ -29,9 +29,11 @@ static long worst_excluding(const quant_stats_table *t, const long *skip, int n_
         for (int j = 0; j < n_skip; j++)
             skipped = skipped || skip[j] == (long)i;
         double e = qerr_rel_rms(&t->t[i].total);
-        if (!skipped && (e > best_e || (e != e && best_e == best_e))) {
+        if (e != e)
+            e = INFINITY; /* a NaN error is the worst there is */
+        if (!skipped && e > best_e) {
             best = (long)i;
-            best_e = e != e ? INFINITY : e;
+            best_e = e;
         }
     }
     return best;
