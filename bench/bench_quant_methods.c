@@ -3,6 +3,10 @@
  *   search    symmetric, same format, error-minimizing scale per block (qb_quantize_search)
  *   asym      asymmetric round-to-nearest with zero points (ONNX Runtime's asymmetric rule)
  *   asym+s    asymmetric, scale and zero point searched
+ *   inc-rtn   onnxruntime-genai's algo_config=rtn (ONNX Runtime's Neural Compressor RTN,
+ *             symmetric 2·max|w|/(2^bits - 1) around an implicit zero point)
+ *   k_quant   onnxruntime-genai's algo_config=k_quant (ONNX Runtime's k-quant: asymmetric,
+ *             weighted least squares over 20 scales per block)
  * on full-width matrices of gpt-oss-20b (hidden 2880, expert width 2880, 64 query heads of 64)
  * and Qwen3-30B-A3B (hidden 2048, expert width 768, 32 query heads of 128): the fused expert
  * gate/up, the expert down projection and the attention query projection (a linear layer),
@@ -76,8 +80,25 @@ typedef struct result {
     double rmse, seconds;
 } result;
 
+/* How a method fills the format: the qb_* methods, or the builder's two. */
+typedef enum bench_method { BM_QB_RTN, BM_QB_SEARCH, BM_INC_RTN, BM_K_QUANT } bench_method;
+
+static int quantize(const float *w, int64_t N, int64_t K, const qb_params *p, bench_method m,
+                    uint8_t *codes, void *scales, uint8_t *zp, m2o_err *err)
+{
+    switch (m) {
+    case BM_INC_RTN:
+        return rtn_inc_quantize(w, N, K, p, QSCALE_F32, codes, scales, zp, err);
+    case BM_K_QUANT:
+        return kq_quantize(w, N, K, p, codes, scales, zp, err);
+    default:
+        return qb_quantize_method_mt(w, N, K, p, m == BM_QB_SEARCH ? QB_METHOD_SEARCH : QB_METHOD_RTN,
+                                     codes, scales, zp, 1, err);
+    }
+}
+
 static result run(const float *w, int64_t N, int64_t K, int bits, int bs, bool symmetric,
-                  qb_method method)
+                  bench_method method)
 {
     qb_params p = {.bits = bits, .block_size = bs, .symmetric = symmetric,
                    .scale_type = QSCALE_F16};
@@ -88,9 +109,9 @@ static result run(const float *w, int64_t N, int64_t K, int bits, int bs, bool s
     m2o_err err = {{0}};
     result r = {0, 1e30};
     /* best of 3 for rtn (fast, noisy), one run for the searches (slow, steady) */
-    for (int rep = 0; rep < (method == QB_METHOD_RTN ? 3 : 1); rep++) {
+    for (int rep = 0; rep < (method == BM_QB_RTN ? 3 : 1); rep++) {
         double t0 = now();
-        if (qb_quantize_method_mt(w, N, K, &p, method, codes, scales, zp, 1, &err)) {
+        if (quantize(w, N, K, &p, method, codes, scales, zp, &err)) {
             fprintf(stderr, "bench_quant_methods: %s\n", err.msg);
             exit(1);
         }
@@ -126,8 +147,9 @@ int main(int argc, char **argv)
            "(and / rtn), one thread, %lld rows per matrix (%s rtn path)\n\n", (long long)rows,
            quant_dispatch_name());
     printf("| model | matrix [N, K] | values | bits | block | rtn | search | asym | asym+s | "
-           "search Δ | asym Δ | asym+s Δ | rtn ns/w | search ns/w | asym ns/w | asym+s ns/w |\n");
-    printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+           "inc-rtn | k_quant | search Δ | asym Δ | asym+s Δ | inc-rtn Δ | k_quant Δ | rtn ns/w | "
+           "search × | asym × | asym+s × | inc-rtn × | k_quant × |\n");
+    printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     double t_start = now();
     for (size_t m = 0; m < sizeof kMatrices / sizeof kMatrices[0]; m++) {
         const matrix_kind *mk = &kMatrices[m];
@@ -140,19 +162,25 @@ int main(int argc, char **argv)
                     if (mk->K % bs)
                         continue;
                     const double ns = 1e9 / (double)(rows * mk->K); /* per weight */
-                    result rtn = run(w, rows, mk->K, bits, bs, true, QB_METHOD_RTN);
-                    result srch = run(w, rows, mk->K, bits, bs, true, QB_METHOD_SEARCH);
-                    result asym = run(w, rows, mk->K, bits, bs, false, QB_METHOD_RTN);
-                    result asrch = run(w, rows, mk->K, bits, bs, false, QB_METHOD_SEARCH);
-                    printf("| %s | %s [%lld, %lld] | %s | %d | %d | %.5f | %.5f | %.5f | %.5f | "
-                           "%+.1f%% | %+.1f%% | %+.1f%% | %.2f | %.0f (%.0fx) | %.2f (%.1fx) | %.0f (%.0fx) |\n",
-                           mk->model, mk->name, (long long)mk->N, (long long)mk->K,
-                           heavy ? "student-t3" : "normal", bits, bs, rtn.rmse, srch.rmse,
-                           asym.rmse, asrch.rmse, pct(srch.rmse, rtn.rmse),
-                           pct(asym.rmse, rtn.rmse), pct(asrch.rmse, rtn.rmse),
-                           rtn.seconds * ns, srch.seconds * ns, srch.seconds / rtn.seconds,
-                           asym.seconds * ns, asym.seconds / rtn.seconds, asrch.seconds * ns,
-                           asrch.seconds / rtn.seconds);
+                    result r[6] = {
+                        run(w, rows, mk->K, bits, bs, true, BM_QB_RTN),
+                        run(w, rows, mk->K, bits, bs, true, BM_QB_SEARCH),
+                        run(w, rows, mk->K, bits, bs, false, BM_QB_RTN),
+                        run(w, rows, mk->K, bits, bs, false, BM_QB_SEARCH),
+                        run(w, rows, mk->K, bits, bs, true, BM_INC_RTN),
+                        run(w, rows, mk->K, bits, bs, false, BM_K_QUANT),
+                    };
+                    printf("| %s | %s [%lld, %lld] | %s | %d | %d |", mk->model, mk->name,
+                           (long long)mk->N, (long long)mk->K, heavy ? "student-t3" : "normal",
+                           bits, bs);
+                    for (int k = 0; k < 6; k++)
+                        printf(" %.5f |", r[k].rmse);
+                    for (int k = 1; k < 6; k++)
+                        printf(" %+.1f%% |", pct(r[k].rmse, r[0].rmse));
+                    printf(" %.2f |", r[0].seconds * ns);
+                    for (int k = 1; k < 6; k++)
+                        printf(" %.0f |", r[k].seconds / r[0].seconds);
+                    printf("\n");
                     fflush(stdout);
                 }
             }

@@ -206,34 +206,48 @@ static int cmp_span(const void *a, const void *b)
 #define CORRUPT "the file is corrupt or truncated; re-download it"
 
 /* Validates one header entry and fills t (name excluded) and its byte range. */
-static int parse_entry(const cJSON *e, const char *what, const char *name, size_t data_len,
-                       st_tensor *t, uint64_t *begin, uint64_t *end, m2o_err *err)
+/* The entry's "dtype", "shape" and "data_offsets" members, each at most once (other keys are
+ * ignored, as the reference reader does); a missing one is left NULL for its parser to name. */
+static int entry_members(const cJSON *e, const char *what, const char *name, const cJSON **jdt,
+                         const cJSON **jshape, const cJSON **joff, m2o_err *err)
 {
     if (!cJSON_IsObject(e))
         return m2o_fail(err, "%s: tensor '%s': header entry is %s, not an object with dtype, "
                         "shape and data_offsets — " CORRUPT, what, name, st_json_type_name(e));
-    const cJSON *jdt = NULL, *jshape = NULL, *joff = NULL;
+    *jdt = *jshape = *joff = NULL;
     for (const cJSON *f = e->child; f; f = f->next) {
-        const cJSON **slot = !strcmp(f->string, "dtype") ? &jdt
-                           : !strcmp(f->string, "shape") ? &jshape
-                           : !strcmp(f->string, "data_offsets") ? &joff : NULL;
+        const cJSON **slot = !strcmp(f->string, "dtype") ? jdt
+                           : !strcmp(f->string, "shape") ? jshape
+                           : !strcmp(f->string, "data_offsets") ? joff : NULL;
         if (!slot)
-            continue; /* unknown keys are ignored, as the reference reader does */
+            continue;
         if (*slot)
             return m2o_fail(err, "%s: tensor '%s': key \"%s\" appears twice in its entry — " CORRUPT,
                             what, name, f->string);
         *slot = f;
     }
+    return 0;
+}
 
+static int parse_dtype(const cJSON *jdt, const char *what, const char *name, st_dtype *out,
+                       m2o_err *err)
+{
     if (!cJSON_IsString(jdt))
         return m2o_fail(err, "%s: tensor '%s': \"dtype\" is %s, expected a dtype name such as "
                         "\"BF16\" — " CORRUPT, what, name, jdt ? st_json_type_name(jdt) : "missing");
-    if (dtype_from_name(jdt->valuestring, &t->dtype))
+    if (dtype_from_name(jdt->valuestring, out))
         return m2o_fail(err, "%s: tensor '%s': unknown dtype \"%.40s\" (known: BOOL, U8, I8, U16, "
                         "I16, F16, BF16, U32, I32, F32, U64, I64, F64, F8_E4M3, F8_E5M2, F8_E8M0) — "
                         "the file uses a type this tool cannot read, or is corrupt",
                         what, name, jdt->valuestring);
+    return 0;
+}
 
+/* Fills t's shape, ndim and numel; *need is the byte size they give t's dtype. Every product is
+ * checked before it is formed: a hostile header must not overflow it. */
+static int parse_shape(const cJSON *jshape, const char *what, const char *name, st_tensor *t,
+                       uint64_t *need, m2o_err *err)
+{
     if (!cJSON_IsArray(jshape))
         return m2o_fail(err, "%s: tensor '%s': \"shape\" is %s, expected an array of sizes — " CORRUPT,
                         what, name, jshape ? st_json_type_name(jshape) : "missing");
@@ -259,8 +273,15 @@ static int parse_entry(const cJSON *e, const char *what, const char *name, size_
     if (numel > (uint64_t)SIZE_MAX / esize || numel * esize > (uint64_t)INT64_MAX)
         return m2o_fail(err, "%s: tensor '%s': shape needs more bytes than fit in memory — " CORRUPT,
                         what, name);
-    uint64_t need = numel * esize;
+    *need = numel * esize;
+    return 0;
+}
 
+/* "data_offsets" [begin, end]: inside the data buffer and exactly the need bytes of t. */
+static int parse_offsets(const cJSON *joff, const char *what, const char *name, const st_tensor *t,
+                         uint64_t need, size_t data_len, uint64_t *begin, uint64_t *end,
+                         m2o_err *err)
+{
     uint64_t b = 0, en = 0;
     if (!cJSON_IsArray(joff) || cJSON_GetArraySize(joff) != 2 || !json_uint(joff->child, &b) ||
         !json_uint(joff->child->next, &en))
@@ -276,15 +297,29 @@ static int parse_entry(const cJSON *e, const char *what, const char *name, size_
                         (unsigned long long)en, data_len);
     if (en - b != need) {
         char sh[256];
-        st_format_shape(sh, sizeof sh, t->shape, ndim);
+        st_format_shape(sh, sizeof sh, t->shape, t->ndim);
         return m2o_fail(err, "%s: tensor '%s': data_offsets [%llu, %llu] hold %llu bytes but %s %s "
                         "needs %llu — " CORRUPT, what, name, (unsigned long long)b,
                         (unsigned long long)en, (unsigned long long)(en - b), k_dtypes[t->dtype].name,
                         sh, (unsigned long long)need);
     }
-    t->nbytes = (size_t)need;
     *begin = b;
     *end = en;
+    return 0;
+}
+
+/* One header entry (FORMATS §1), checked in the order of its members' messages. */
+static int parse_entry(const cJSON *e, const char *what, const char *name, size_t data_len,
+                       st_tensor *t, uint64_t *begin, uint64_t *end, m2o_err *err)
+{
+    const cJSON *jdt = NULL, *jshape = NULL, *joff = NULL;
+    uint64_t need = 0;
+    if (entry_members(e, what, name, &jdt, &jshape, &joff, err) ||
+        parse_dtype(jdt, what, name, &t->dtype, err) ||
+        parse_shape(jshape, what, name, t, &need, err) ||
+        parse_offsets(joff, what, name, t, need, data_len, begin, end, err))
+        return -1;
+    t->nbytes = (size_t)need;
     return 0;
 }
 
@@ -341,61 +376,68 @@ static int check_tiling(const st_file *f, const uint8_t *data, size_t data_len, 
     return rc;
 }
 
-static int build_file(st_file *f, const cJSON *root, const uint8_t *data, size_t data_len,
-                      m2o_err *err)
+/* First pass over the header: checks __metadata__ (*meta, at most one) and counts the tensors,
+ * the metadata pairs and the arena bytes their strings take, so one allocation each holds them. */
+static int count_header(st_file *f, const cJSON *root, const cJSON **meta, size_t *arena_len,
+                        m2o_err *err)
 {
-    const cJSON *meta = NULL;
-    size_t arena_len = 0;
+    *meta = NULL;
+    *arena_len = 0;
     for (const cJSON *e = root->child; e; e = e->next) {
         if (!strcmp(e->string, "__metadata__")) {
-            if (meta)
+            if (*meta)
                 return m2o_fail(err, "%s: __metadata__ appears twice in the header — " CORRUPT, f->path);
             if (parse_metadata(e, f->path, err))
                 return -1;
-            meta = e;
+            *meta = e;
             for (const cJSON *kv = e->child; kv; kv = kv->next) {
-                arena_len += strlen(kv->string) + strlen(kv->valuestring) + 2;
+                *arena_len += strlen(kv->string) + strlen(kv->valuestring) + 2;
                 f->n_meta++;
             }
             continue;
         }
-        arena_len += strlen(e->string) + 1;
+        *arena_len += strlen(e->string) + 1;
         f->n++;
     }
-    f->tensors = m2o_calloc(f->n, sizeof *f->tensors, err);
-    f->arena = m2o_malloc(arena_len, err);
-    f->meta = m2o_calloc(2 * f->n_meta, sizeof *f->meta, err);
-    if (!f->tensors || !f->arena || !f->meta)
-        return -1;
+    return 0;
+}
 
+static char *arena_copy(char **w, const char *s)
+{
+    size_t nl = strlen(s) + 1;
+    char *at = memcpy(*w, s, nl);
+    *w += nl;
+    return at;
+}
+
+/* Second pass: each entry parsed into f->tensors, names and metadata copied into the arena. */
+static int fill_file(st_file *f, const cJSON *root, const cJSON *meta, const uint8_t *data,
+                     size_t data_len, m2o_err *err)
+{
     char *w = f->arena;
     size_t i = 0;
     for (const cJSON *e = root->child; e; e = e->next) {
         if (e == meta)
             continue;
         st_tensor *t = &f->tensors[i++];
-        uint64_t b, en;
+        uint64_t b = 0, en = 0;
         if (parse_entry(e, f->path, e->string, data_len, t, &b, &en, err))
             return -1;
-        size_t nl = strlen(e->string) + 1;
-        memcpy(w, e->string, nl);
-        t->name = w;
-        w += nl;
+        t->name = arena_copy(&w, e->string);
         t->data = data + b;
         t->file = f;
     }
     size_t m = 0;
     for (const cJSON *kv = meta ? meta->child : NULL; kv; kv = kv->next) {
-        const char *src[2] = {kv->string, kv->valuestring};
-        for (int k = 0; k < 2; k++) {
-            size_t nl = strlen(src[k]) + 1;
-            memcpy(w, src[k], nl);
-            f->meta[m++] = w;
-            w += nl;
-        }
+        f->meta[m++] = arena_copy(&w, kv->string);
+        f->meta[m++] = arena_copy(&w, kv->valuestring);
     }
+    return 0;
+}
 
-    /* sorted, so duplicates are neighbours: linear, not quadratic, in hostile headers */
+/* Sorted, so duplicates are neighbours: linear, not quadratic, in hostile headers. */
+static int sort_and_reject_duplicates(st_file *f, m2o_err *err)
+{
     qsort(f->meta, f->n_meta, 2 * sizeof *f->meta, cmp_meta_key);
     for (size_t k = 1; k < f->n_meta; k++)
         if (!strcmp(f->meta[2 * k - 2], f->meta[2 * k]))
@@ -406,6 +448,23 @@ static int build_file(st_file *f, const cJSON *root, const uint8_t *data, size_t
         if (!strcmp(f->tensors[k - 1].name, f->tensors[k].name))
             return m2o_fail(err, "%s: tensor '%s' appears twice in the header — " CORRUPT, f->path,
                             f->tensors[k].name);
+    return 0;
+}
+
+static int build_file(st_file *f, const cJSON *root, const uint8_t *data, size_t data_len,
+                      m2o_err *err)
+{
+    const cJSON *meta;
+    size_t arena_len;
+    if (count_header(f, root, &meta, &arena_len, err))
+        return -1;
+    f->tensors = m2o_calloc(f->n, sizeof *f->tensors, err);
+    f->arena = m2o_malloc(arena_len, err);
+    f->meta = m2o_calloc(2 * f->n_meta, sizeof *f->meta, err);
+    if (!f->tensors || !f->arena || !f->meta)
+        return -1;
+    if (fill_file(f, root, meta, data, data_len, err) || sort_and_reject_duplicates(f, err))
+        return -1;
     return check_tiling(f, data, data_len, err);
 }
 

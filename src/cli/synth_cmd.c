@@ -92,54 +92,67 @@ static void watch_interrupts(const char *dir)
         pthread_sigmask(SIG_UNBLOCK, &g_stop_signals, NULL);
 }
 
-int cmd_synth(int argc, char **argv)
+typedef enum args_result { ARGS_RUN, ARGS_HELP, ARGS_BAD } args_result;
+
+/* Reads the command line into o; a usage error is printed here. Options take the next word as
+ * their value, so "--layers -q" is a bad number, not a flag. */
+static args_result parse_synth_args(int argc, char **argv, synth_opts *o, bool *quiet)
 {
-    synth_opts o;
-    memset(&o, 0, sizeof o);
     m2o_err err = {{0}};
-    bool quiet = false;
     for (int i = 0; i < argc; i++) {
         const char *s = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         unsigned long long x;
         if (!strcmp(s, "-h") || !strcmp(s, "--help")) {
             synth_help(stdout);
-            return 0;
+            return ARGS_HELP;
         } else if (!strcmp(s, "-q") || !strcmp(s, "--quiet")) {
-            quiet = true;
+            *quiet = true;
         } else if (!strcmp(s, "--sparse")) {
-            o.sparse = true;
+            o->sparse = true;
         } else if (!v) {
             fprintf(stderr, "moe2onnx synth: error: %s needs a value (see moe2onnx synth --help)\n", s);
-            return 2;
+            return ARGS_BAD;
         } else if (!strcmp(s, "--preset")) {
-            o.preset = v, i++;
+            o->preset = v, i++;
         } else if (!strcmp(s, "-o") || !strcmp(s, "--output")) {
-            o.out_dir = v, i++;
+            o->out_dir = v, i++;
         } else if (!strcmp(s, "--layers")) {
-            if (parse_u64(s, v, 512, &x)) return 2;
-            o.num_layers = (int)x, i++;
+            if (parse_u64(s, v, 512, &x)) return ARGS_BAD;
+            o->num_layers = (int)x, i++;
         } else if (!strcmp(s, "--experts")) {
-            if (synth_parse_experts(v, &o.experts, &err)) break;
+            if (synth_parse_experts(v, &o->experts, &err)) break;
             i++;
         } else if (!strcmp(s, "--shard-gb")) {
-            if (parse_u64(s, v, 1000, &x)) return 2;
-            o.shard_bytes = x * 1000000000ull, i++;
+            if (parse_u64(s, v, 1000, &x)) return ARGS_BAD;
+            o->shard_bytes = x * 1000000000ull, i++;
         } else if (!strcmp(s, "--seed")) {
-            if (parse_u64(s, v, ~0ull, &x)) return 2;
-            o.seed = x, i++;
+            if (parse_u64(s, v, ~0ull, &x)) return ARGS_BAD;
+            o->seed = x, i++;
         } else if (!strcmp(s, "--threads")) {
-            if (parse_u64(s, v, 1024, &x)) return 2;
-            o.threads = (int)x, i++;
+            if (parse_u64(s, v, 1024, &x)) return ARGS_BAD;
+            o->threads = (int)x, i++;
         } else {
             fprintf(stderr, "moe2onnx synth: error: unknown argument '%s' (see moe2onnx synth --help)\n", s);
-            return 2;
+            return ARGS_BAD;
         }
     }
     if (err.msg[0]) {
         fprintf(stderr, "moe2onnx synth: error: %s\n", err.msg);
-        return 2;
+        return ARGS_BAD;
     }
+    return ARGS_RUN;
+}
+
+int cmd_synth(int argc, char **argv)
+{
+    synth_opts o;
+    memset(&o, 0, sizeof o);
+    m2o_err err = {{0}};
+    bool quiet = false;
+    args_result a = parse_synth_args(argc, argv, &o, &quiet);
+    if (a != ARGS_RUN)
+        return a == ARGS_HELP ? 0 : 2;
     if (!o.preset || !o.out_dir) {
         fprintf(stderr, "moe2onnx synth: error: --preset NAME and -o DIR are required (see moe2onnx synth --help)\n");
         return 2;

@@ -24,74 +24,96 @@ static void verify_usage(FILE *f)
             "exit status: 0 pass, 1 fail, 2 usage\n");
 }
 
-static int usage_error(const char *msg, const char *arg)
+typedef enum args_result { ARGS_RUN, ARGS_HELP, ARGS_BAD } args_result;
+
+static args_result usage_error(const char *msg, const char *arg)
 {
     fprintf(stderr, "moe2onnx verify: %s%s%s\n", msg, arg ? ": " : "", arg ? arg : "");
     verify_usage(stderr);
-    return 2;
+    return ARGS_BAD;
 }
 
-int cmd_verify(int argc, char **argv)
-{
-    const char *in = NULL, *out = NULL;
-    bool json = false, all = false;
+/* What the command line asks for. */
+typedef struct verify_args {
+    const char *in, *out;
+    bool json, all;
     verify_opts o;
-    verify_opts_init(&o);
+} verify_args;
+
+/* Reads the command line into a; a usage error is printed here. */
+static args_result parse_verify_args(int argc, char **argv, verify_args *a)
+{
     for (int i = 0; i < argc; i++) {
-        const char *a = argv[i];
+        const char *s = argv[i];
         bool has_value = i + 1 < argc;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+        if (!strcmp(s, "-h") || !strcmp(s, "--help")) {
             verify_usage(stdout);
-            return 0;
-        } else if (!strcmp(a, "--json")) {
-            json = true;
-        } else if (!strcmp(a, "--all")) {
-            all = true;
-        } else if (!strcmp(a, "-i") || !strcmp(a, "--input")) {
+            return ARGS_HELP;
+        } else if (!strcmp(s, "--json")) {
+            a->json = true;
+        } else if (!strcmp(s, "--all")) {
+            a->all = true;
+        } else if (!strcmp(s, "-i") || !strcmp(s, "--input")) {
             if (!has_value)
-                return usage_error("missing value after", a);
-            in = argv[++i];
-        } else if (!strcmp(a, "-o") || !strcmp(a, "--output")) {
+                return usage_error("missing value after", s);
+            a->in = argv[++i];
+        } else if (!strcmp(s, "-o") || !strcmp(s, "--output")) {
             if (!has_value)
-                return usage_error("missing value after", a);
-            out = argv[++i];
-        } else if (!strcmp(a, "--threads")) {
+                return usage_error("missing value after", s);
+            a->out = argv[++i];
+        } else if (!strcmp(s, "--threads")) {
             char *end;
             long v = has_value ? strtol(argv[i + 1], &end, 10) : -1;
             if (!has_value || *end || v < 0 || v > 4096)
                 return usage_error("--threads needs a number 0..4096", has_value ? argv[i + 1] : NULL);
-            o.threads = (int)v;
+            a->o.threads = (int)v;
             i++;
         } else {
-            return usage_error("unknown argument", a);
+            return usage_error("unknown argument", s);
         }
     }
-    if (!in || !out)
+    if (!a->in || !a->out)
         return usage_error("both -i CHECKPOINT_DIR and -o MODEL_DIR are required", NULL);
+    return ARGS_RUN;
+}
+
+/* The report as a table (--all: every tensor) or as JSON; 1 when it cannot be printed. */
+static int print_report(const verify_report *r, const verify_args *a)
+{
+    if (!a->json) {
+        verify_print_table(r, a->all, stdout);
+        return 0;
+    }
+    char *text = verify_report_json(r);
+    if (!text) {
+        fprintf(stderr, "moe2onnx verify: error: out of memory printing the report\n");
+        return 1;
+    }
+    printf("%s\n", text);
+    free(text);
+    return 0;
+}
+
+int cmd_verify(int argc, char **argv)
+{
+    verify_args a = {0};
+    verify_opts_init(&a.o);
+    args_result parsed = parse_verify_args(argc, argv, &a);
+    if (parsed != ARGS_RUN)
+        return parsed == ARGS_HELP ? 0 : 2;
 
     verify_report r;
     verify_report_init(&r);
     m2o_err err = {{0}};
-    if (verify_run(in, out, &o, &r, &err)) {
+    if (verify_run(a.in, a.out, &a.o, &r, &err)) {
         verify_report_free(&r);
         fprintf(stderr, "moe2onnx verify: error: %s\n", err.msg);
-        if (json)
+        if (a.json)
             printf("{\"verdict\": \"ERROR\", \"error\": \"see stderr\"}\n");
         return 1;
     }
     bool pass = verify_passed(&r);
-    if (json) {
-        char *text = verify_report_json(&r);
-        if (!text) {
-            verify_report_free(&r);
-            fprintf(stderr, "moe2onnx verify: error: out of memory printing the report\n");
-            return 1;
-        }
-        printf("%s\n", text);
-        free(text);
-    } else {
-        verify_print_table(&r, all, stdout);
-    }
+    int printed = print_report(&r, &a);
     verify_report_free(&r);
-    return pass ? 0 : 1;
+    return printed ? 1 : pass ? 0 : 1;
 }

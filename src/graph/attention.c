@@ -4,23 +4,14 @@
 
 #include <math.h>
 
+#include "onnx/genai_config.h"
+
 int gqa_local_window_size(int window)
 {
     /* Measured with ONNX Runtime 1.30 on the gpt-oss fixtures (windows 3 and 4 over 12 tokens,
      * prefill and decode): local_window_size = config sliding_window reproduces transformers to
      * 1e-6, while sliding_window - 1 diverges from the first position past the window. */
     return window > 0 ? window : -1;
-}
-
-bool gqa_window_sized_cache(exec_provider ep)
-{
-    /* onnxruntime-genai sizes a listed sliding layer's cache window + 16 on the CPU and window on
-     * CUDA, and the op then indexes it cache-relative. Measured on the CPU with ONNX Runtime 1.30
-     * (tests/e2e/gpt_oss.test.mjs: window + 16 and exactly window, eviction inside the prompt,
-     * 1e-6 of transformers). ONNX Runtime's CUDA kernel (1.29) also requires past and present to
-     * be one buffer, which onnxruntime-genai binds but onnxruntime-node cannot, so no CUDA
-     * export could be run by tests/cuda: CUDA exports keep full-length caches until one is. */
-    return ep == EP_CPU;
 }
 
 /* RMSNorm over each head: [B, S, heads * hd] → [B, S, heads, hd] → norm → back. */

@@ -81,10 +81,6 @@ int gb_attention(gb *b, const attn_desc *a, const char *input, gname *out, m2o_e
  * before the query; transformers counts the query too). */
 int gqa_local_window_size(int window);
 
-/* True when sliding layers get window-sized KV caches (GroupQueryAttention sliding_window_cache=1,
- * listed in genai_config.json's decoder.sliding_window): CPU exports only, see attention.c. */
-bool gqa_window_sized_cache(exec_provider ep);
-
 /* ---- MLPs (mlp.c) ---- */
 
 /* Dense SwiGLU MLP: down(silu(gate(x)) * up(x)). Nodes under base ("/model/layers.0/mlp"),

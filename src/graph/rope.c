@@ -27,8 +27,49 @@ static int rope_check_finite(const rope_params *rp, m2o_err *err)
     return 0;
 }
 
-/* Every step below mirrors transformers' tensor arithmetic in float32; the scalars computed with
- * Python floats (correction range, factors) stay in double until they meet a tensor. */
+/* YaRN's blend of interpolated and extrapolated frequencies (transformers'
+ * _compute_yarn_parameters): the scalars computed with Python floats stay in double until they
+ * meet a tensor, the tensor steps are float32. */
+static int yarn_inv_freq(const model_desc *md, int dim, const float *pos_freqs, rope_params *rp,
+                         m2o_err *err)
+{
+    double factor = md->rope_factor;
+    if (!(factor > 0))
+        return m2o_fail(err, "config.json: yarn rope_scaling factor %g must be positive", factor);
+    double orig = md->rope_original_max_position > 0 ? md->rope_original_max_position
+                                                     : md->max_position_embeddings;
+    double attn = md->yarn_attention_factor;
+    if (!(attn > 0))
+        attn = factor <= 1 ? 1.0 : 0.1 * log(factor) + 1.0;
+    rp->attention_factor = (float)attn;
+    double beta_fast = md->yarn_beta_fast > 0 ? md->yarn_beta_fast : 32;
+    double beta_slow = md->yarn_beta_slow > 0 ? md->yarn_beta_slow : 1;
+
+    double low = correction_dim(beta_fast, dim, md->rope_theta, orig);
+    double high = correction_dim(beta_slow, dim, md->rope_theta, orig);
+    if (md->yarn_truncate) {
+        low = floor(low);
+        high = ceil(high);
+    }
+    if (low < 0)
+        low = 0;
+    if (high > dim - 1)
+        high = dim - 1;
+    if (low == high)
+        high += 0.001; /* transformers: prevent singularity */
+    float lo_f = (float)low, span_f = (float)(high - low), factor_f = (float)factor;
+    for (int i = 0; i < dim / 2; i++) {
+        float ramp = ((float)i - lo_f) / span_f;
+        ramp = ramp < 0 ? 0 : ramp > 1 ? 1 : ramp;
+        float extra_factor = 1.0f - ramp;
+        float extrapolation = 1.0f / pos_freqs[i];
+        float interpolation = 1.0f / (factor_f * pos_freqs[i]);
+        rp->inv_freq[i] = interpolation * (1.0f - extra_factor) + extrapolation * extra_factor;
+    }
+    return rope_check_finite(rp, err);
+}
+
+/* Every step below mirrors transformers' tensor arithmetic in float32. */
 int rope_compute(const model_desc *md, rope_params *rp, m2o_err *err)
 {
     memset(rp, 0, sizeof *rp);
@@ -58,43 +99,7 @@ int rope_compute(const model_desc *md, rope_params *rp, m2o_err *err)
             rp->inv_freq[i] = rp->inv_freq[i] / (float)md->rope_factor;
         return rope_check_finite(rp, err);
     }
-    if (md->rope_type != ROPE_YARN)
-        return 0;
-
-    double factor = md->rope_factor;
-    if (!(factor > 0))
-        return m2o_fail(err, "config.json: yarn rope_scaling factor %g must be positive", factor);
-    double orig = md->rope_original_max_position > 0 ? md->rope_original_max_position
-                                                     : md->max_position_embeddings;
-    double attn = md->yarn_attention_factor;
-    if (!(attn > 0))
-        attn = factor <= 1 ? 1.0 : 0.1 * log(factor) + 1.0;
-    rp->attention_factor = (float)attn;
-    double beta_fast = md->yarn_beta_fast > 0 ? md->yarn_beta_fast : 32;
-    double beta_slow = md->yarn_beta_slow > 0 ? md->yarn_beta_slow : 1;
-
-    double low = correction_dim(beta_fast, dim, md->rope_theta, orig);
-    double high = correction_dim(beta_slow, dim, md->rope_theta, orig);
-    if (md->yarn_truncate) {
-        low = floor(low);
-        high = ceil(high);
-    }
-    if (low < 0)
-        low = 0;
-    if (high > dim - 1)
-        high = dim - 1;
-    if (low == high)
-        high += 0.001; /* transformers: prevent singularity */
-    float lo_f = (float)low, span_f = (float)(high - low), factor_f = (float)factor;
-    for (int i = 0; i < half; i++) {
-        float ramp = ((float)i - lo_f) / span_f;
-        ramp = ramp < 0 ? 0 : ramp > 1 ? 1 : ramp;
-        float extra_factor = 1.0f - ramp;
-        float extrapolation = 1.0f / pos_freqs[i];
-        float interpolation = 1.0f / (factor_f * pos_freqs[i]);
-        rp->inv_freq[i] = interpolation * (1.0f - extra_factor) + extrapolation * extra_factor;
-    }
-    return rope_check_finite(rp, err);
+    return md->rope_type == ROPE_YARN ? yarn_inv_freq(md, dim, pos_freqs, rp, err) : 0;
 }
 
 void rope_cache_rows(const rope_params *rp, int64_t p0, int64_t n, float *cos_out, float *sin_out)

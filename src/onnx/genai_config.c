@@ -10,7 +10,6 @@
 #include <unistd.h>
 
 #include "arch/family.h"
-#include "graph/blocks.h"
 
 const char *genai_model_type(const model_desc *md)
 {
@@ -29,10 +28,21 @@ static cJSON *provider_options(const export_opts *o)
     return arr;
 }
 
+bool gqa_window_sized_cache(exec_provider ep)
+{
+    /* onnxruntime-genai sizes a listed sliding layer's cache window + 16 on the CPU and window on
+     * CUDA, and the op then indexes it cache-relative. Measured on the CPU with ONNX Runtime 1.30
+     * (tests/e2e/gpt_oss.test.mjs: window + 16 and exactly window, eviction inside the prompt,
+     * 1e-6 of transformers). ONNX Runtime's CUDA kernel (1.29) also requires past and present to
+     * be one buffer, which onnxruntime-genai binds but onnxruntime-node cannot, so no CUDA
+     * export could be run by tests/cuda: CUDA exports keep full-length caches until one is. */
+    return ep == EP_CPU;
+}
+
 /* Sliding-attention layers get window-sized KV caches in onnxruntime-genai (CPU: window + 16
  * positions; src/models/windowed_kv_cache.cpp) when this section lists them; their
- * GroupQueryAttention carries sliding_window_cache=1 to index such a cache (graph/attention.c,
- * which says why CUDA exports have neither yet). */
+ * GroupQueryAttention carries sliding_window_cache=1 to index such a cache (graph/attention.c;
+ * gqa_window_sized_cache says why CUDA exports have neither yet). */
 static void add_sliding_window(cJSON *dec, const model_desc *md, const export_opts *o)
 {
     if (md->sliding_window < 1 || !gqa_window_sized_cache(o->ep))

@@ -10,6 +10,11 @@
 /* onnxruntime-genai's model.type of md's family ("gptoss", ...). */
 const char *genai_model_type(const model_desc *md);
 
+/* True when sliding layers get window-sized KV caches: genai_config.json's decoder.sliding_window
+ * lists them and their GroupQueryAttention carries sliding_window_cache=1 (graph/attention.c
+ * asks here, so the two always agree). CPU exports only, see genai_config.c. */
+bool gqa_window_sized_cache(exec_provider ep);
+
 /* The JSON text (caller frees), or NULL with err set. model_filename: "model.onnx". */
 char *genai_config_json(const model_desc *md, const export_opts *o, const char *model_filename,
                         m2o_err *err);

@@ -473,6 +473,49 @@ static void sync_dir(const char *dir)
     }
 }
 
+/* Both files are created inside dir, so their names must be plain and differ. */
+static int check_file_names(const graph_write_opts *o, m2o_err *err)
+{
+    if (check_file_name("model_filename", o->model_filename, err) ||
+        check_file_name("data_filename", o->data_filename, err))
+        return -1;
+    if (strcmp(o->model_filename, o->data_filename) == 0)
+        return m2o_fail(err, "graph_write: model and data file are both named \"%s\"",
+                        o->model_filename);
+    return 0;
+}
+
+/* Creates the data file (*created then says a failure must remove it) and streams every
+ * planned job into it on the ordered pool. */
+static int write_data_file(writer *w, bool *created, m2o_err *err)
+{
+    int threads = w->o->threads > 0 ? w->o->threads : m2o_cpu_count();
+    w->data_fd = open_output(w->data_path, err);
+    if (w->data_fd < 0)
+        return -1;
+    *created = true;
+    if (m2o_ordered_run(threads, 2 * threads, w->n_jobs, produce_job, commit_job, discard_job, w,
+                        err))
+        return -1;
+    /* Gaps are never written: the size must still reach the end of the last tensor. */
+    if (ftruncate(w->data_fd, (off_t)w->data_end) != 0)
+        return write_error(w->data_path, errno, err);
+    return sync_and_close(&w->data_fd, w->data_path, err);
+}
+
+static void writer_free(writer *w)
+{
+    if (w->inline_data)
+        for (size_t i = 0; i < w->g->n_inits; i++)
+            free(w->inline_data[i]);
+    free(w->inline_data);
+    free(w->scattered);
+    free(w->offsets);
+    free(w->jobs);
+    free(w->data_path);
+    free(w->model_path);
+}
+
 int graph_write(graph *g, const char *dir, const graph_write_opts *opts, m2o_err *err)
 {
     graph_write_opts defaults;
@@ -480,59 +523,28 @@ int graph_write(graph *g, const char *dir, const graph_write_opts *opts, m2o_err
         graph_write_opts_init(&defaults);
         opts = &defaults;
     }
-    if (check_file_name("model_filename", opts->model_filename, err) ||
-        check_file_name("data_filename", opts->data_filename, err))
-        return -1;
-    if (strcmp(opts->model_filename, opts->data_filename) == 0)
-        return m2o_fail(err, "graph_write: model and data file are both named \"%s\"",
-                        opts->model_filename);
-    if (graph_check(g, err))
+    if (check_file_names(opts, err) || graph_check(g, err))
         return -1;
     int64_t ir_version = 0;
     if (resolve_ir_version(g, opts->ir_version, &ir_version, err))
         return -1;
 
     writer w = {.g = g, .o = opts, .data_fd = -1, .write_mu = PTHREAD_MUTEX_INITIALIZER};
-    int threads = opts->threads > 0 ? opts->threads : m2o_cpu_count();
     bool created = false;
     int rc = -1;
     w.data_path = join_path(dir, opts->data_filename, err);
     w.model_path = w.data_path ? join_path(dir, opts->model_filename, err) : NULL;
-    if (!w.model_path || plan(&w, err))
-        goto done;
-    w.data_fd = open_output(w.data_path, err);
-    if (w.data_fd < 0)
-        goto done;
-    created = true;
-    if (m2o_ordered_run(threads, 2 * threads, w.n_jobs, produce_job, commit_job, discard_job, &w,
-                        err))
-        goto done;
-    /* Gaps are never written: the size must still reach the end of the last tensor. */
-    if (ftruncate(w.data_fd, (off_t)w.data_end) != 0) {
-        write_error(w.data_path, errno, err);
-        goto done;
+    if (w.model_path && !plan(&w, err) && !write_data_file(&w, &created, err) &&
+        !write_model_file(&w, ir_version, err)) {
+        sync_dir(dir);
+        rc = opts->quant_stats ? graph_quant_stats_collect(g, opts->quant_stats, err) : 0;
     }
-    if (sync_and_close(&w.data_fd, w.data_path, err) || write_model_file(&w, ir_version, err))
-        goto done;
-    sync_dir(dir);
-    if (opts->quant_stats && graph_quant_stats_collect(g, opts->quant_stats, err))
-        goto done;
-    rc = 0;
-done:
     if (w.data_fd >= 0)
         close(w.data_fd);
-    if (rc && created) {
+    if (rc && created) { /* no partial output that looks valid */
         unlink(w.data_path);
         unlink(w.model_path);
     }
-    if (w.inline_data)
-        for (size_t i = 0; i < g->n_inits; i++)
-            free(w.inline_data[i]);
-    free(w.inline_data);
-    free(w.scattered);
-    free(w.offsets);
-    free(w.jobs);
-    free(w.data_path);
-    free(w.model_path);
+    writer_free(&w);
     return rc;
 }

@@ -379,65 +379,80 @@ static void copy_discard(void *ctx, int64_t job, void *result)
     free(result);
 }
 
-static int check_copy(vctx *c, const onnx_tensor *t, const vinit_rule *rule, int layer,
-                      m2o_err *err)
+/* The checkpoint tensors the rule names for this layer, concatenated in order: fills
+ * run->parts, np and total, and names ("a + b") for the messages; false (with a fault) when
+ * one is missing. */
+static bool find_copy_sources(vctx *c, const onnx_tensor *t, const vinit_rule *rule, int layer,
+                              copy_run *run, char *names, size_t names_len)
 {
-    const st_tensor *parts[3] = {0};
-    int np = 0;
-    int64_t total = 0;
-    char names[800] = "";
+    names[0] = '\0';
     for (int i = 0; i < 3 && rule->parts[i]; i++) {
         char nm[256];
         expand(rule->parts[i], c->md, layer, nm, sizeof nm);
-        parts[np] = ckpt_find(c->ck, nm);
+        const st_tensor *part = ckpt_find(c->ck, nm);
         size_t used = strlen(names);
-        snprintf(names + used, sizeof names - used, "%s%s", used ? " + " : "", nm);
-        if (!parts[np]) {
+        snprintf(names + used, names_len - used, "%s%s", used ? " + " : "", nm);
+        if (!part) {
             verify_add_fault(c->r, VF_MISSING, onnx_tensor_name(t),
                              "%s has no checkpoint source: %s is missing", onnx_tensor_name(t),
                              nm);
-            return 0;
+            return false;
         }
-        total += parts[np++]->numel;
+        run->parts[run->np++] = part;
+        run->total += part->numel;
     }
+    return true;
+}
+
+/* Compares the initializer with its sources in CHUNK_ELEMS jobs on the ordered pool. */
+static int run_copy_jobs(vctx *c, copy_run *run, m2o_err *err)
+{
+    int64_t jobs = 0;
+    for (int p = 0; p < run->np; p++) {
+        run->first_job[p] = jobs;
+        jobs += (run->parts[p]->numel + CHUNK_ELEMS - 1) / CHUNK_ELEMS;
+    }
+    run->first_job[run->np] = jobs;
+    int threads = c->o->threads > 0 ? c->o->threads : m2o_cpu_count();
+    if (threads > jobs)
+        threads = (int)(jobs > 0 ? jobs : 1);
+    if (jobs > 0 && m2o_ordered_run(threads, 2 * threads, jobs, copy_produce, copy_commit,
+                                    copy_discard, run, err))
+        return -1;
+    return 0;
+}
+
+static int check_copy(vctx *c, const onnx_tensor *t, const vinit_rule *rule, int layer,
+                      m2o_err *err)
+{
+    copy_run run = {0};
+    char names[800];
+    if (!find_copy_sources(c, t, rule, layer, &run, names, sizeof names))
+        return 0;
     int type = onnx_tensor_elem_type(t);
-    if (!is_float(type) || vnumel(t) != total) {
+    if (!is_float(type) || vnumel(t) != run.total) {
         verify_add_fault(c->r, VF_SHAPE, onnx_tensor_name(t),
                          "%s is %s with %lld elements, the checkpoint's %s has %lld",
                          onnx_tensor_name(t), onnx_dtype_name(type), (long long)vnumel(t), names,
-                         (long long)total);
+                         (long long)run.total);
         return 0;
     }
     vcopy v = {.xf = rule->xf, .type = type};
     if (rule->xf == VX_NORM)
         v.offset = c->md->norm_weight_offset; /* Qwen3.5 RMSNorms store w - 1 */
     if (rule->xf == VX_EXPERT_BIAS) {
-        v.row = onnx_tensor_ndim(t) > 0 ? onnx_tensor_dims(t)[onnx_tensor_ndim(t) - 1] : total;
+        v.row = onnx_tensor_ndim(t) > 0 ? onnx_tensor_dims(t)[onnx_tensor_ndim(t) - 1]
+                                        : run.total;
         if (!expert_bias_quant(c, onnx_tensor_name(t), &v.qbits, &v.qblock))
             v.qbits = 0;
     }
-    copy_run run = {.v = &v, .np = np, .total = total};
-    memcpy(run.parts, parts, sizeof parts);
-    if (init_data(c, t, &run.data, err))
+    run.v = &v;
+    if (init_data(c, t, &run.data, err) || run_copy_jobs(c, &run, err))
         return -1;
-    int64_t jobs = 0;
-    for (int p = 0; p < np; p++) {
-        run.first_job[p] = jobs;
-        jobs += (parts[p]->numel + CHUNK_ELEMS - 1) / CHUNK_ELEMS;
-    }
-    run.first_job[np] = jobs;
-    int threads = c->o->threads > 0 ? c->o->threads : m2o_cpu_count();
-    if (threads > jobs)
-        threads = (int)(jobs > 0 ? jobs : 1);
-    if (jobs > 0 && m2o_ordered_run(threads, 2 * threads, jobs, copy_produce, copy_commit,
-                                    copy_discard, &run, err))
-        return -1;
-    vfirst f = run.f, fq = run.fq;
-    bool qdq = run.qdq;
     c->r->n_checks++;
     /* an expert bias is either copied or quantized like its experts (qmoe_quantize_bias) */
-    if (f.n_bad && !(qdq && fq.n_bad == 0))
-        value_fault(c, t, names, total, &f);
+    if (run.f.n_bad && !(run.qdq && run.fq.n_bad == 0))
+        value_fault(c, t, names, run.total, &run.f);
     return 0;
 }
 

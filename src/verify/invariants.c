@@ -49,70 +49,6 @@ static int report_duplicates(vctx *c, named *v, size_t n, vfault_code code, cons
     return 0;
 }
 
-static int check_unique_names(vctx *c, m2o_err *err)
-{
-    onnx_model *m = c->m;
-    size_t nn = onnx_model_node_count(m), total = 0;
-    named *v = m2o_malloc((nn + 1) * sizeof *v, err);
-    if (!v)
-        return -1;
-    size_t k = 0;
-    for (size_t i = 0; i < nn; i++) {
-        const char *name = onnx_node_name(onnx_model_node(m, i));
-        if (name[0])
-            v[k++] = (named){name, i};
-    }
-    c->r->n_checks++;
-    report_duplicates(c, v, k, VF_DUPLICATE_NODE, "node name");
-    free(v);
-
-    for (size_t i = 0; i < nn; i++)
-        total += onnx_node_output_count(onnx_model_node(m, i));
-    total += onnx_model_initializer_count(m) + onnx_model_input_count(m);
-    v = m2o_malloc((total + 1) * sizeof *v, err);
-    if (!v)
-        return -1;
-    k = 0;
-    for (size_t i = 0; i < nn; i++) {
-        const onnx_node *n = onnx_model_node(m, i);
-        for (size_t j = 0; j < onnx_node_output_count(n); j++)
-            if (onnx_node_output(n, j)[0])
-                v[k++] = (named){onnx_node_output(n, j), i};
-    }
-    for (size_t i = 0; i < onnx_model_initializer_count(m); i++)
-        v[k++] = (named){onnx_tensor_name(onnx_model_initializer(m, i)), nn + i};
-    for (size_t i = 0; i < onnx_model_input_count(m); i++)
-        v[k++] = (named){onnx_value_name(onnx_model_input(m, i)), (size_t)-1 - i};
-    c->r->n_checks++;
-    report_duplicates(c, v, k, VF_DUPLICATE_VALUE, "value name");
-
-    /* every node input and graph output is produced by something */
-    qsort(v, k, sizeof *v, cmp_named);
-    c->r->n_checks++;
-    for (size_t i = 0; i < nn; i++) {
-        const onnx_node *n = onnx_model_node(m, i);
-        for (size_t j = 0; j < onnx_node_input_count(n); j++) {
-            named key = {onnx_node_input(n, j), 0};
-            if (!key.name[0])
-                continue;
-            size_t lo = 0, hi = k;
-            while (lo < hi) {
-                size_t mid = (lo + hi) / 2;
-                if (strcmp(v[mid].name, key.name) < 0)
-                    lo = mid + 1;
-                else
-                    hi = mid;
-            }
-            if (lo == k || strcmp(v[lo].name, key.name))
-                verify_add_fault(c->r, VF_GRAPH, onnx_node_name(n),
-                                 "input \"%s\" of node %s is produced by no node, initializer or "
-                                 "graph input", key.name, onnx_node_name(n));
-        }
-    }
-    free(v);
-    return 0;
-}
-
 /* The producer of `name` in v (sorted, owner = producing node, SIZE_MAX - i for initializers
  * and graph inputs), or NULL. */
 static const named *find_named(const named *v, size_t k, const char *name)
@@ -126,6 +62,78 @@ static const named *find_named(const named *v, size_t k, const char *name)
             hi = mid;
     }
     return lo < k && !strcmp(v[lo].name, name) ? &v[lo] : NULL;
+}
+
+/* Node names must be unique (ONNX Runtime refuses a model whose names repeat). */
+static int check_unique_node_names(vctx *c, m2o_err *err)
+{
+    onnx_model *m = c->m;
+    size_t nn = onnx_model_node_count(m);
+    named *v = m2o_malloc((nn + 1) * sizeof *v, err);
+    if (!v)
+        return -1;
+    size_t k = 0;
+    for (size_t i = 0; i < nn; i++) {
+        const char *name = onnx_node_name(onnx_model_node(m, i));
+        if (name[0])
+            v[k++] = (named){name, i};
+    }
+    c->r->n_checks++;
+    report_duplicates(c, v, k, VF_DUPLICATE_NODE, "node name");
+    free(v);
+    return 0;
+}
+
+/* Every value the graph defines, with its producer: node outputs (owner = node index),
+ * initializers (nn + i) and graph inputs (SIZE_MAX - i); *k is the count. */
+static named *defined_values(onnx_model *m, size_t *k, m2o_err *err)
+{
+    size_t nn = onnx_model_node_count(m), total = 0;
+    for (size_t i = 0; i < nn; i++)
+        total += onnx_node_output_count(onnx_model_node(m, i));
+    total += onnx_model_initializer_count(m) + onnx_model_input_count(m);
+    named *v = m2o_malloc((total + 1) * sizeof *v, err);
+    if (!v)
+        return NULL;
+    *k = 0;
+    for (size_t i = 0; i < nn; i++) {
+        const onnx_node *n = onnx_model_node(m, i);
+        for (size_t j = 0; j < onnx_node_output_count(n); j++)
+            if (onnx_node_output(n, j)[0])
+                v[(*k)++] = (named){onnx_node_output(n, j), i};
+    }
+    for (size_t i = 0; i < onnx_model_initializer_count(m); i++)
+        v[(*k)++] = (named){onnx_tensor_name(onnx_model_initializer(m, i)), nn + i};
+    for (size_t i = 0; i < onnx_model_input_count(m); i++)
+        v[(*k)++] = (named){onnx_value_name(onnx_model_input(m, i)), (size_t)-1 - i};
+    return v;
+}
+
+/* Every value is produced once, and every node input is produced by something. */
+static int check_unique_names(vctx *c, m2o_err *err)
+{
+    onnx_model *m = c->m;
+    if (check_unique_node_names(c, err))
+        return -1;
+    size_t k;
+    named *v = defined_values(m, &k, err);
+    if (!v)
+        return -1;
+    c->r->n_checks++;
+    report_duplicates(c, v, k, VF_DUPLICATE_VALUE, "value name"); /* sorts v */
+    c->r->n_checks++;
+    for (size_t i = 0; i < onnx_model_node_count(m); i++) {
+        const onnx_node *n = onnx_model_node(m, i);
+        for (size_t j = 0; j < onnx_node_input_count(n); j++) {
+            const char *in = onnx_node_input(n, j);
+            if (in[0] && !find_named(v, k, in))
+                verify_add_fault(c->r, VF_GRAPH, onnx_node_name(n),
+                                 "input \"%s\" of node %s is produced by no node, initializer or "
+                                 "graph input", in, onnx_node_name(n));
+        }
+    }
+    free(v);
+    return 0;
 }
 
 /* ONNX Runtime needs the nodes in topological order: a node reading a value that a later node
@@ -734,8 +742,6 @@ static bool named_by(const cJSON *o, const char *name)
     return false;
 }
 
-/* onnxruntime-genai feeds and reads only what genai_config.json names: a graph input it does not
- * know is never fed (the session fails), an output it does not know is computed for nothing. */
 /* onnxruntime-genai names linear-attention states after the KV template: the last ".key" of
  * past_key_names / present_key_names replaced by ".conv_state" and ".recurrent_state"
  * (src/models/recurrent_state.cpp). True when name is one of those for some layer. */
@@ -759,6 +765,8 @@ static bool named_as_state(const cJSON *o, const char *key_template_key, const c
     return false;
 }
 
+/* onnxruntime-genai feeds and reads only what genai_config.json names: a graph input it does not
+ * know is never fed (the session fails), an output it does not know is computed for nothing. */
 static void check_io_covered(vctx *c, const cJSON *in, const cJSON *out)
 {
     c->r->n_checks += 2;
@@ -779,17 +787,11 @@ static void check_io_covered(vctx *c, const cJSON *in, const cJSON *out)
     }
 }
 
-int vcheck_genai(vctx *c, const cJSON *root, const char *model_filename, m2o_err *err)
+/* decoder.filename, the sizes, model.vocab_size and model.type against config.json. */
+static void check_decoder_fields(vctx *c, const cJSON *model, const cJSON *dec,
+                                 const char *model_filename)
 {
-    (void)err;
     const model_desc *md = c->md;
-    const cJSON *model = cJSON_GetObjectItemCaseSensitive(root, "model");
-    const cJSON *dec = path(root, "model", "decoder", NULL);
-    c->r->n_checks++;
-    if (!cJSON_IsObject(model) || !cJSON_IsObject(dec)) {
-        genai_fault(c, "model.decoder is missing");
-        return 0;
-    }
     const char *fn = string_at(dec, "filename");
     if (!fn || strcmp(fn, model_filename))
         genai_fault(c, "decoder.filename is %s, expected \"%s\"", fn ? fn : "missing",
@@ -811,13 +813,11 @@ int vcheck_genai(vctx *c, const cJSON *root, const char *model_filename, m2o_err
     else if (strcmp(type, genai_model_type(md)))
         genai_fault(c, "model.type is \"%s\", onnxruntime-genai runs this text decoder as \"%s\"",
                     type, genai_model_type(md));
+}
 
-    const cJSON *in = cJSON_GetObjectItemCaseSensitive(dec, "inputs");
-    const cJSON *out = cJSON_GetObjectItemCaseSensitive(dec, "outputs");
-    if (!cJSON_IsObject(in) || !cJSON_IsObject(out)) {
-        genai_fault(c, "decoder.inputs / decoder.outputs are missing");
-        return 0;
-    }
+/* decoder.inputs / decoder.outputs name the graph's inputs, outputs and KV caches. */
+static void check_decoder_io(vctx *c, const cJSON *dec, const cJSON *in, const cJSON *out)
+{
     check_io_name(c, in, "input_ids", true);
     check_io_name(c, in, "attention_mask", true);
     /* exclude_lm_head=true exports (as onnxruntime-genai's builder) end in hidden_states */
@@ -831,13 +831,38 @@ int vcheck_genai(vctx *c, const cJSON *root, const char *model_filename, m2o_err
     check_kv_names(c, string_at(out, "present_value_names"), "present_value_names", false);
     check_sliding(c, dec);
     check_io_covered(c, in, out);
+}
 
+/* The logits output (as decoder.outputs names it) has vocab_size columns. */
+static void check_logits_width(vctx *c, const cJSON *out)
+{
     const onnx_value *logits = onnx_model_find_output(c->m, string_at(out, "logits") ?
                                                                  string_at(out, "logits") : "logits");
     c->r->n_checks++;
     if (logits && onnx_value_ndim(logits) == 3 && onnx_value_dim(logits, 2) >= 0 &&
-        onnx_value_dim(logits, 2) != md->vocab_size)
+        onnx_value_dim(logits, 2) != c->md->vocab_size)
         genai_fault(c, "graph output logits has %lld columns, config.json vocab_size is %d",
-                    (long long)onnx_value_dim(logits, 2), md->vocab_size);
+                    (long long)onnx_value_dim(logits, 2), c->md->vocab_size);
+}
+
+int vcheck_genai(vctx *c, const cJSON *root, const char *model_filename, m2o_err *err)
+{
+    (void)err;
+    const cJSON *model = cJSON_GetObjectItemCaseSensitive(root, "model");
+    const cJSON *dec = path(root, "model", "decoder", NULL);
+    c->r->n_checks++;
+    if (!cJSON_IsObject(model) || !cJSON_IsObject(dec)) {
+        genai_fault(c, "model.decoder is missing");
+        return 0;
+    }
+    check_decoder_fields(c, model, dec, model_filename);
+    const cJSON *in = cJSON_GetObjectItemCaseSensitive(dec, "inputs");
+    const cJSON *out = cJSON_GetObjectItemCaseSensitive(dec, "outputs");
+    if (!cJSON_IsObject(in) || !cJSON_IsObject(out)) {
+        genai_fault(c, "decoder.inputs / decoder.outputs are missing");
+        return 0;
+    }
+    check_decoder_io(c, dec, in, out);
+    check_logits_width(c, out);
     return 0;
 }

@@ -121,16 +121,65 @@ static int unit_encoding(const vplan *p, int64_t e, int64_t r0, int64_t nr, vscr
 }
 
 
+/* Which unit a job checks: an expert whole (its N rows), or a band of a linear weight's rows. */
+static void job_unit(const vplan *p, int64_t unit, int64_t *e, int64_t *r0, int64_t *nr)
+{
+    *e = p->experts ? unit : 0;
+    *r0 = p->experts ? 0 : unit * p->rows_per_job;
+    *nr = p->experts ? p->N : (p->N - *r0 < p->rows_per_job ? p->N - *r0 : p->rows_per_job);
+}
+
+/* MXFP4 passthrough: the written codes and scales must be the checkpoint's bytes. */
+static void count_passthrough_diffs(const vplan *p, int64_t e, const venc *v, vjob_res *res)
+{
+    const uint8_t *ck_codes, *ck_scales;
+    vexperts_mxfp4(&p->src, e, &ck_codes, &ck_scales);
+    size_t nc = (size_t)(p->N * p->K / 2), ns = (size_t)(p->N * p->K / 32);
+    const uint8_t *sc = p->scales + (size_t)e * p->s_stride;
+    for (size_t i = 0; i < nc; i++)
+        res->diff_codes += v->codes[i] != ck_codes[i];
+    for (size_t i = 0; i < ns; i++)
+        res->diff_scales += sc[i] != ck_scales[i];
+}
+
+/* A failing unit: values out of bounds are diagnosed; in-bound values whose passthrough bytes
+ * differ are named as such. */
+static void name_failure(const vplan *p, int64_t e, int64_t r0, int64_t nr, vscratch *s,
+                         const venc *v, vjob_res *res)
+{
+    if (res->st.n_over > 0) {
+        vdiagnose(p, e, r0, nr, s, v, &res->st, res);
+        return;
+    }
+    res->has_diag = true;
+    res->diag = VF_PASSTHROUGH;
+    snprintf(res->msg, sizeof res->msg,
+             "MXFP4 passthrough differs from the checkpoint in expert %lld: %lld code "
+             "bytes and %lld scale bytes differ (the values stay within the MXFP4 "
+             "bound, but the codes must pass through unchanged)",
+             (long long)e, (long long)res->diff_codes, (long long)res->diff_scales);
+}
+
+/* Drops the checkpoint and model pages this unit read, so memory holds only the jobs in flight
+ * (a float MatMul band reads scattered columns: its pages are left to the kernel). */
+static void release_unit_pages(const vplan *p, int64_t e, int64_t r0, int64_t nr)
+{
+    if (p->experts)
+        vexperts_release(&p->src, e);
+    if (p->layout != VL_FLOAT_KN) {
+        size_t wrow = p->experts ? p->w_stride : p->w_stride / (size_t)p->N;
+        vrelease_pages(p->w + (size_t)e * p->w_stride + (size_t)r0 * (p->experts ? 0 : wrow),
+                      p->experts ? p->w_stride : (size_t)nr * wrow);
+    }
+}
+
 static int produce(void *vctx_, int64_t job, void **result, m2o_err *err)
 {
     vrun *run = vctx_;
     size_t pi = plan_of_job(run->ps, job);
     const vplan *p = &run->ps->p[pi];
-    int64_t unit = job - p->first_job;
-    int64_t e = p->experts ? unit : 0;
-    int64_t r0 = p->experts ? 0 : unit * p->rows_per_job;
-    int64_t nr = p->experts ? p->N : (p->N - r0 < p->rows_per_job ? p->N - r0 : p->rows_per_job);
-    int64_t K = p->K;
+    int64_t e, r0, nr, K = p->K;
+    job_unit(p, job - p->first_job, &e, &r0, &nr);
     int64_t n_blocks = nr * (K / (p->layout == VL_FP4_CUDA ? 32 : p->block_size > 0 ? p->block_size : K));
 
     vjob_res *res = m2o_calloc(1, sizeof *res, err);
@@ -148,36 +197,11 @@ static int produce(void *vctx_, int64_t job, void **result, m2o_err *err)
         rc = unit_encoding(p, e, r0, nr, &s, &v, err);
     if (!rc)
         rc = venc_compare(s.exp, nr, K, &v, &res->st, err);
-    if (!rc && p->passthrough) {
-        const uint8_t *ck_codes, *ck_scales;
-        vexperts_mxfp4(&p->src, e, &ck_codes, &ck_scales);
-        size_t nc = (size_t)(p->N * K / 2), ns = (size_t)(p->N * K / 32);
-        const uint8_t *sc = p->scales + (size_t)e * p->s_stride;
-        for (size_t i = 0; i < nc; i++)
-            res->diff_codes += v.codes[i] != ck_codes[i];
-        for (size_t i = 0; i < ns; i++)
-            res->diff_scales += sc[i] != ck_scales[i];
-    }
-    if (!rc && (res->st.n_over > 0 || res->diff_codes || res->diff_scales)) {
-        if (res->st.n_over > 0) {
-            vdiagnose(p, e, r0, nr, &s, &v, &res->st, res);
-        } else {
-            res->has_diag = true;
-            res->diag = VF_PASSTHROUGH;
-            snprintf(res->msg, sizeof res->msg,
-                     "MXFP4 passthrough differs from the checkpoint in expert %lld: %lld code "
-                     "bytes and %lld scale bytes differ (the values stay within the MXFP4 "
-                     "bound, but the codes must pass through unchanged)",
-                     (long long)e, (long long)res->diff_codes, (long long)res->diff_scales);
-        }
-    }
-    if (p->experts)
-        vexperts_release(&p->src, e);
-    if (p->layout != VL_FLOAT_KN) {
-        size_t wrow = p->experts ? p->w_stride : p->w_stride / (size_t)p->N;
-        vrelease_pages(p->w + (size_t)e * p->w_stride + (size_t)r0 * (p->experts ? 0 : wrow),
-                      p->experts ? p->w_stride : (size_t)nr * wrow);
-    }
+    if (!rc && p->passthrough)
+        count_passthrough_diffs(p, e, &v, res);
+    if (!rc && (res->st.n_over > 0 || res->diff_codes || res->diff_scales))
+        name_failure(p, e, r0, nr, &s, &v, res);
+    release_unit_pages(p, e, r0, nr);
     scratch_free(&s);
     if (rc) {
         free(res);

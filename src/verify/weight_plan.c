@@ -177,153 +177,231 @@ static void finish_plan_row(vctx *c, vplan *p, const char *tensor, const char *n
     c->r->tensors[p->row].bit_exact_required = p->passthrough;
 }
 
+/* An expert weight's encoding as its QMoE node declares it (MoE: float, the defaults). */
+typedef struct expert_enc {
+    int64_t bits, bs, prepacked;
+    bool fp4;
+} expert_enc;
+
+/* Reads the QMoE attributes; false when they cannot describe a K-column weight, which the
+ * attribute check (invariants.c) reports, so no plan is made. */
+static bool expert_encoding(const onnx_node *n, bool qmoe, int64_t K, expert_enc *q)
+{
+    const char *qt = "int";
+    *q = (expert_enc){.bits = 4, .bs = 0, .prepacked = -1};
+    if (qmoe) {
+        onnx_node_attr_int(n, "expert_weight_bits", &q->bits);
+        onnx_node_attr_int(n, "block_size", &q->bs);
+        onnx_node_attr_int(n, "weights_prepacked", &q->prepacked);
+        onnx_node_attr_string(n, "quant_type", &qt);
+    }
+    q->fp4 = qmoe && !strcmp(qt, "fp4");
+    if (q->fp4) {
+        q->bits = 4;
+        q->bs = 32;
+    }
+    if (q->bs <= 0)
+        q->bs = K; /* block_size 0: one scale per row */
+    if (qmoe && !q->fp4 && (q->bits != 4 && q->bits != 8))
+        return false;
+    if (qmoe && (K % q->bs || q->bs <= 0))
+        return false;
+    return true;
+}
+
+/* One expert weight being checked: the checks below share its node, tensors, encoding and the
+ * report row's format text they build. */
+typedef struct expert_check {
+    vctx *c;
+    vplan *p;
+    const onnx_node *n;
+    const onnx_tensor *W, *S;
+    const char *role;
+    expert_enc q;
+    char fmt[64];
+} expert_check;
+
+static void expert_plan_init(vplan *p, const vexperts *src, bool fc1, const expert_enc *q)
+{
+    p->experts = true;
+    p->fc1 = fc1;
+    p->src = *src;
+    p->E = src->E;
+    p->N = src->N;
+    p->K = src->K;
+    p->bits = (int)q->bits;
+    p->block_size = (int)q->bs;
+    p->prepacked_attr = (int)q->prepacked;
+}
+
+/* MoE (float) experts: [E, N, K] of a float type. */
+static bool check_float_experts(expert_check *x)
+{
+    vplan *p = x->p;
+    int64_t E = p->E, N = p->N, K = p->K;
+    int wt = onnx_tensor_elem_type(x->W);
+    int64_t d[3] = {E, N, K}, sw[3] = {E, K, N};
+    p->layout = VL_FLOAT;
+    p->elem_type = wt;
+    bool ok = float_dtype_ok(x->c, x->W, x->role);
+    if (ok && !dims_are(x->W, 3, d)) {
+        char want[96];
+        snprintf(want, sizeof want, "[%lld, %lld, %lld]", (long long)E, (long long)N,
+                 (long long)K);
+        shape_fault(x->c, x->W, x->role, want, N != K && dims_are(x->W, 3, sw));
+        ok = false;
+    }
+    snprintf(x->fmt, sizeof x->fmt, "%s (%s)", type_name(wt), onnx_node_op(x->n));
+    p->w_stride = (size_t)(N * K) * onnx_dtype_size(wt);
+    return ok;
+}
+
+/* fp4 experts (FORMATS §6, §7): uint8 codes [E, K, N/2] and E8M0 scales [E, N, K/32]; other
+ * declared shapes of the right size and uint8-typed scales are noted, not faults. */
+static bool check_fp4_experts(expert_check *x)
+{
+    vctx *c = x->c;
+    vplan *p = x->p;
+    int64_t E = p->E, N = p->N, K = p->K;
+    char want[96];
+    bool ok = true;
+    p->layout = VL_FP4_CUDA;
+    p->passthrough = p->src.kind == VSRC_MXFP4;
+    int64_t d[3] = {E, K, N / 2}, ds[3] = {E, N, K / 32};
+    if (onnx_tensor_elem_type(x->W) != ONNX_UINT8 || vnumel(x->W) != E * N * K / 2) {
+        snprintf(want, sizeof want, "uint8 [%lld, %lld, %lld]", (long long)E, (long long)K,
+                 (long long)(N / 2));
+        shape_fault(c, x->W, x->role, want, false);
+        ok = false;
+    } else if (!dims_are(x->W, 3, d)) {
+        verify_add_note(c->r, "%s declared %s-shaped, the fp4 CUDA layout is [E, K, N/2]",
+                        onnx_tensor_name(x->W), "another");
+    }
+    int st = onnx_tensor_elem_type(x->S);
+    if ((st != ONNX_FLOAT8E8M0 && st != ONNX_UINT8) || !dims_are(x->S, 3, ds)) {
+        snprintf(want, sizeof want, "float8e8m0 [%lld, %lld, %lld]", (long long)E, (long long)N,
+                 (long long)(K / 32));
+        shape_fault(c, x->S, "fp4 scales", want, false);
+        ok = false;
+    } else if (st == ONNX_UINT8) {
+        verify_add_note(c->r, "%s: E8M0 scales typed uint8, ONNX Runtime expects "
+                              "FLOAT8E8M0", onnx_tensor_name(x->S));
+    }
+    p->elem_type = st;
+    snprintf(x->fmt, sizeof x->fmt, "mxfp4%s", p->passthrough ? " passthrough" : "");
+    p->w_stride = (size_t)(N * K / 2);
+    p->s_stride = (size_t)(N * K / 32);
+    return ok;
+}
+
+/* Optional asymmetric zero points of int experts: uint8, one row of packed block values per
+ * expert row. Their bytes are mapped even when another check failed (the plan is then
+ * dropped, so nothing reads them). */
+static int check_expert_zero_points(expert_check *x, size_t zi, bool *ok, m2o_err *err)
+{
+    vplan *p = x->p;
+    const onnx_tensor *Z = input_init(x->c, x->n, zi, "zero points", false);
+    if (!Z)
+        return 0;
+    int64_t E = p->E, N = p->N, nb = p->K / x->q.bs;
+    int64_t zrow = x->q.bits == 4 ? (nb + 1) / 2 : nb;
+    if (onnx_tensor_elem_type(Z) != ONNX_UINT8 || vnumel(Z) != E * N * zrow) {
+        char want[96];
+        snprintf(want, sizeof want, "uint8 with %lld elements", (long long)(E * N * zrow));
+        shape_fault(x->c, Z, "zero points", want, false);
+        *ok = false;
+    } else if (tensor_bytes(x->c, Z, &p->zp, &p->zp_len, err)) {
+        return -1;
+    }
+    p->zp_stride = (size_t)(N * zrow);
+    strncat(x->fmt, " asym", sizeof x->fmt - strlen(x->fmt) - 1);
+    return 0;
+}
+
+/* int4/int8 experts (FORMATS §4, §5): uint8 codes [E, N, K/pack], or [E, K, N/pack] when the
+ * CUDA node reads the CUTLASS SM80 prepacked layout; scales [E, N, K/bs]. */
+static int check_int_experts(expert_check *x, size_t zi, bool *ok, m2o_err *err)
+{
+    vctx *c = x->c;
+    vplan *p = x->p;
+    int64_t E = p->E, N = p->N, K = p->K, bits = x->q.bits, bs = x->q.bs;
+    int64_t pack = 8 / bits;
+    int wt = onnx_tensor_elem_type(x->W);
+    bool sm80 = c->cuda && x->q.prepacked != 0;
+    p->layout = sm80 ? VL_INT_SM80 : VL_INT_RAW;
+    int64_t d[3] = {E, N, K / pack}, dsm[3] = {E, K, N / pack}, sw[3] = {E, K, N / pack};
+    bool dims_ok = wt == ONNX_UINT8 && (dims_are(x->W, 3, d) || (sm80 && dims_are(x->W, 3, dsm)));
+    if (!dims_ok) {
+        char want[96];
+        snprintf(want, sizeof want, "uint8 [%lld, %lld, %lld]", (long long)E,
+                 (long long)(sm80 ? K : N), (long long)(sm80 ? N / pack : K / pack));
+        shape_fault(c, x->W, x->role, want,
+                    !sm80 && wt == ONNX_UINT8 && N != K && dims_are(x->W, 3, sw));
+        *ok = false;
+    }
+    if (!scales_ok(c, x->S, E, N, K / bs))
+        *ok = false;
+    p->elem_type = onnx_tensor_elem_type(x->S);
+    snprintf(x->fmt, sizeof x->fmt, "int%lld %s bs%lld", (long long)bits, sm80 ? "sm80" : "raw",
+             (long long)bs);
+    p->w_stride = (size_t)(N * K / pack);
+    p->s_stride = (size_t)(N * (K / bs)) * onnx_dtype_size(p->elem_type);
+    return check_expert_zero_points(x, zi, ok, err);
+}
+
+/* QMoE experts: the scales must be there, then the encoding's own checks; the scale bytes are
+ * mapped only when everything holds. */
+static int check_quant_experts(expert_check *x, bool fc1, bool *ok, m2o_err *err)
+{
+    size_t si = fc1 ? 3 : 6, zi = fc1 ? 11 : 12;
+    x->S = input_init(x->c, x->n, si, fc1 ? "fc1_scales" : "fc2_scales", true);
+    *ok = x->S != NULL;
+    if (!x->S)
+        return 0;
+    if (x->q.fp4)
+        *ok = check_fp4_experts(x);
+    else if (check_int_experts(x, zi, ok, err))
+        return -1;
+    if (*ok && tensor_bytes(x->c, x->S, &x->p->scales, &x->p->s_len, err))
+        return -1;
+    return 0;
+}
+
 /* One expert weight (fc1 or fc2) of a QMoE/MoE node. */
 static int plan_experts(vctx *c, vplans *ps, const onnx_node *n, int layer, bool fc1, bool quant,
                         m2o_err *err)
 {
-    const char *op = onnx_node_op(n);
-    bool qmoe = quant;
-    size_t wi = qmoe ? (fc1 ? 2 : 5) : (fc1 ? 2 : 4), si = fc1 ? 3 : 6, zi = fc1 ? 11 : 12;
-    const char *role = fc1 ? "fc1_experts_weights" : "fc2_experts_weights";
-    const onnx_tensor *W = input_init(c, n, wi, role, true);
-    if (!W)
+    size_t wi = quant ? (fc1 ? 2 : 5) : (fc1 ? 2 : 4);
+    expert_check x = {.c = c, .n = n,
+                      .role = fc1 ? "fc1_experts_weights" : "fc2_experts_weights"};
+    x.W = input_init(c, n, wi, x.role, true);
+    if (!x.W)
         return 0;
     vexperts src;
     m2o_err serr = {{0}};
     if (vexperts_find(c->ck, c->md, layer, fc1, &src, &serr)) {
-        verify_add_fault(c->r, VF_MISSING, onnx_tensor_name(W), "%s", serr.msg);
+        verify_add_fault(c->r, VF_MISSING, onnx_tensor_name(x.W), "%s", serr.msg);
         return 0;
     }
-    int64_t E = src.E, N = src.N, K = src.K;
-    int64_t bits = 4, bs = 0, prepacked = -1;
-    const char *qt = "int";
-    if (qmoe) {
-        onnx_node_attr_int(n, "expert_weight_bits", &bits);
-        onnx_node_attr_int(n, "block_size", &bs);
-        onnx_node_attr_int(n, "weights_prepacked", &prepacked);
-        onnx_node_attr_string(n, "quant_type", &qt);
-    }
-    bool fp4 = qmoe && !strcmp(qt, "fp4");
-    if (fp4) {
-        bits = 4;
-        bs = 32;
-    }
-    if (bs <= 0)
-        bs = K; /* block_size 0: one scale per row */
-    if (qmoe && !fp4 && (bits != 4 && bits != 8))
+    if (!expert_encoding(n, quant, src.K, &x.q))
         return 0; /* the attribute check reports it */
-    if (qmoe && (K % bs || bs <= 0))
-        return 0; /* the attribute check reports it */
-
-    vplan *p = plans_add(ps, err);
-    if (!p)
+    if (!(x.p = plans_add(ps, err)))
         return -1;
-    p->experts = true;
-    p->fc1 = fc1;
-    p->src = src;
-    p->E = E;
-    p->N = N;
-    p->K = K;
-    p->bits = (int)bits;
-    p->block_size = (int)bs;
-    p->prepacked_attr = (int)prepacked;
-    int wt = onnx_tensor_elem_type(W);
-    char want[96], fmt[64];
-    bool ok = true;
-    if (!qmoe) {
-        int64_t d[3] = {E, N, K}, sw[3] = {E, K, N};
-        p->layout = VL_FLOAT;
-        p->elem_type = wt;
-        ok = float_dtype_ok(c, W, role);
-        if (ok && !dims_are(W, 3, d)) {
-            snprintf(want, sizeof want, "[%lld, %lld, %lld]", (long long)E, (long long)N,
-                     (long long)K);
-            shape_fault(c, W, role, want, N != K && dims_are(W, 3, sw));
-            ok = false;
-        }
-        snprintf(fmt, sizeof fmt, "%s (%s)", type_name(wt), op);
-        p->w_stride = (size_t)(N * K) * onnx_dtype_size(wt);
-    } else {
-        const onnx_tensor *S = input_init(c, n, si, fc1 ? "fc1_scales" : "fc2_scales", true);
-        if (!S) {
-            ps->n--;
-            return 0;
-        }
-        int64_t pack = 8 / bits;
-        if (fp4) {
-            p->layout = VL_FP4_CUDA;
-            p->passthrough = src.kind == VSRC_MXFP4;
-            int64_t d[3] = {E, K, N / 2}, ds[3] = {E, N, K / 32};
-            if (wt != ONNX_UINT8 || vnumel(W) != E * N * K / 2) {
-                snprintf(want, sizeof want, "uint8 [%lld, %lld, %lld]", (long long)E,
-                         (long long)K, (long long)(N / 2));
-                shape_fault(c, W, role, want, false);
-                ok = false;
-            } else if (!dims_are(W, 3, d)) {
-                verify_add_note(c->r, "%s declared %s-shaped, the fp4 CUDA layout is [E, K, N/2]",
-                                onnx_tensor_name(W), "another");
-            }
-            int st = onnx_tensor_elem_type(S);
-            if ((st != ONNX_FLOAT8E8M0 && st != ONNX_UINT8) || !dims_are(S, 3, ds)) {
-                snprintf(want, sizeof want, "float8e8m0 [%lld, %lld, %lld]", (long long)E,
-                         (long long)N, (long long)(K / 32));
-                shape_fault(c, S, "fp4 scales", want, false);
-                ok = false;
-            } else if (st == ONNX_UINT8) {
-                verify_add_note(c->r, "%s: E8M0 scales typed uint8, ONNX Runtime expects "
-                                      "FLOAT8E8M0", onnx_tensor_name(S));
-            }
-            p->elem_type = st;
-            snprintf(fmt, sizeof fmt, "mxfp4%s", p->passthrough ? " passthrough" : "");
-            p->w_stride = (size_t)(N * K / 2);
-            p->s_stride = (size_t)(N * K / 32);
-        } else {
-            bool sm80 = c->cuda && prepacked != 0;
-            p->layout = sm80 ? VL_INT_SM80 : VL_INT_RAW;
-            int64_t d[3] = {E, N, K / pack}, dsm[3] = {E, K, N / pack}, sw[3] = {E, K, N / pack};
-            bool dims_ok = wt == ONNX_UINT8 &&
-                           (dims_are(W, 3, d) || (sm80 && dims_are(W, 3, dsm)));
-            if (!dims_ok) {
-                snprintf(want, sizeof want, "uint8 [%lld, %lld, %lld]", (long long)E,
-                         (long long)(sm80 ? K : N), (long long)(sm80 ? N / pack : K / pack));
-                shape_fault(c, W, role, want, !sm80 && wt == ONNX_UINT8 && N != K &&
-                                                  dims_are(W, 3, sw));
-                ok = false;
-            }
-            if (!scales_ok(c, S, E, N, K / bs))
-                ok = false;
-            p->elem_type = onnx_tensor_elem_type(S);
-            snprintf(fmt, sizeof fmt, "int%lld %s bs%lld", (long long)bits,
-                     sm80 ? "sm80" : "raw", (long long)bs);
-            p->w_stride = (size_t)(N * K / pack);
-            p->s_stride = (size_t)(N * (K / bs)) * onnx_dtype_size(p->elem_type);
-            const onnx_tensor *Z = input_init(c, n, zi, "zero points", false);
-            if (Z) {
-                int64_t nb = K / bs, zrow = bits == 4 ? (nb + 1) / 2 : nb;
-                if (onnx_tensor_elem_type(Z) != ONNX_UINT8 || vnumel(Z) != E * N * zrow) {
-                    snprintf(want, sizeof want, "uint8 with %lld elements",
-                             (long long)(E * N * zrow));
-                    shape_fault(c, Z, "zero points", want, false);
-                    ok = false;
-                } else if (tensor_bytes(c, Z, &p->zp, &p->zp_len, err)) {
-                    return -1;
-                }
-                p->zp_stride = (size_t)(N * zrow);
-                strncat(fmt, " asym", sizeof fmt - strlen(fmt) - 1);
-            }
-        }
-        if (ok && tensor_bytes(c, S, &p->scales, &p->s_len, err))
-            return -1;
-    }
-    if (ok && tensor_bytes(c, W, &p->w, &p->w_len, err))
+    expert_plan_init(x.p, &src, fc1, &x.q);
+    bool ok;
+    if (!quant)
+        ok = check_float_experts(&x);
+    else if (check_quant_experts(&x, fc1, &ok, err))
         return -1;
-    if (!ok) { /* the shape fault is recorded; nothing to decode */
+    if (ok && tensor_bytes(c, x.W, &x.p->w, &x.p->w_len, err))
+        return -1;
+    if (!ok) { /* the fault is recorded; nothing to decode */
         ps->n--;
         return 0;
     }
-    p->rows_per_job = N;
-    p->n_jobs = E;
-    finish_plan_row(c, p, onnx_tensor_name(W), onnx_node_name(n), fmt);
+    x.p->rows_per_job = x.p->N;
+    x.p->n_jobs = x.p->E;
+    finish_plan_row(c, x.p, onnx_tensor_name(x.W), onnx_node_name(n), x.fmt);
     return 0;
 }
 
@@ -371,6 +449,95 @@ static bool linear_source(vctx *c, const onnx_node *n, vrole *role, vlinear *lin
     return true;
 }
 
+/* Linear weights are checked in bands of rows (LINEAR_CHUNK_ELEMS elements per job). */
+static void split_rows_into_jobs(vplan *p)
+{
+    int64_t rpj = LINEAR_CHUNK_ELEMS / p->K;
+    p->rows_per_job = rpj < 1 ? 1 : rpj > p->N ? p->N : rpj;
+    p->n_jobs = (p->N + p->rows_per_job - 1) / p->rows_per_job;
+}
+
+/* MatMulNBits' attributes (FORMATS §4). */
+typedef struct nbits_attrs {
+    int64_t K, N, bits, bs;
+} nbits_attrs;
+
+/* Reads the attributes; false (with a fault) when N and K are not the checkpoint weight's or
+ * bits and block_size cannot encode K. */
+static bool nbits_attrs_ok(vctx *c, const onnx_node *n, const vlinear *lin, nbits_attrs *a)
+{
+    const char *name = onnx_node_name(n);
+    *a = (nbits_attrs){.K = 0, .N = 0, .bits = 4, .bs = 0};
+    onnx_node_attr_int(n, "K", &a->K);
+    onnx_node_attr_int(n, "N", &a->N);
+    onnx_node_attr_int(n, "bits", &a->bits);
+    onnx_node_attr_int(n, "block_size", &a->bs);
+    if (a->N != lin->N || a->K != lin->K) {
+        bool swapped = a->N == lin->K && a->K == lin->N;
+        verify_add_fault(c->r, swapped ? VF_NK_SWAPPED : VF_SHAPE, name,
+                         "node %s declares N=%lld K=%lld, the checkpoint weight %s is [%lld, "
+                         "%lld]%s", name, (long long)a->N, (long long)a->K, lin->w[0]->name,
+                         (long long)lin->N, (long long)lin->K,
+                         swapped ? ": N and K are swapped" : "");
+        return false;
+    }
+    if ((a->bits != 4 && a->bits != 8 && a->bits != 2) || a->bs < 16 || a->K % a->bs) {
+        verify_add_fault(c->r, VF_GRAPH, name,
+                         "node %s: bits=%lld block_size=%lld cannot encode K=%lld (bits 2/4/8, "
+                         "block_size >= 16 dividing K)", name, (long long)a->bits,
+                         (long long)a->bs, (long long)a->K);
+        return false;
+    }
+    return true;
+}
+
+/* B must be uint8 [N, K/bs, bs*bits/8] and the scales [N * K/bs] or [N, K/bs]. */
+static bool nbits_tensors_ok(vctx *c, const nbits_attrs *a, const onnx_tensor *B,
+                             const onnx_tensor *S)
+{
+    int64_t nb = a->K / a->bs;
+    int64_t db[3] = {a->N, nb, a->bs * a->bits / 8};
+    if (onnx_tensor_elem_type(B) != ONNX_UINT8 || !dims_are(B, 3, db)) {
+        char want[96];
+        snprintf(want, sizeof want, "uint8 [%lld, %lld, %lld]", (long long)a->N, (long long)nb,
+                 (long long)(a->bs * a->bits / 8));
+        shape_fault(c, B, "MatMulNBits B", want, false);
+        return false;
+    }
+    return scales_ok(c, S, 0, a->N, nb);
+}
+
+static void nbits_plan_init(vplan *p, const vlinear *lin, const nbits_attrs *a, int scale_type)
+{
+    p->lin = *lin;
+    p->E = 1;
+    p->N = a->N;
+    p->K = a->K;
+    p->layout = VL_INT_RAW;
+    p->bits = (int)a->bits;
+    p->block_size = (int)a->bs;
+    p->elem_type = scale_type;
+}
+
+/* Optional zero points: uint8, (K/bs * bits + 7) / 8 bytes per row. Returns 1 when they are
+ * of another kind, which verify cannot decode (noted, the weight is not planned), -1 on a
+ * read error. */
+static int plan_nbits_zero_points(vctx *c, vplan *p, const nbits_attrs *a, const onnx_tensor *Z,
+                                  char *fmt, size_t fmt_len, m2o_err *err)
+{
+    int64_t nb = a->K / a->bs, zrow = (nb * a->bits + 7) / 8;
+    if (onnx_tensor_elem_type(Z) != ONNX_UINT8 || vnumel(Z) != p->N * zrow) {
+        verify_add_note(c->r, "%s: zero points of type %s are not verified", onnx_tensor_name(Z),
+                        onnx_dtype_name(onnx_tensor_elem_type(Z)));
+        return 1;
+    }
+    if (tensor_bytes(c, Z, &p->zp, &p->zp_len, err))
+        return -1;
+    p->zp_stride = (size_t)(p->N * zrow);
+    strncat(fmt, " asym", fmt_len - strlen(fmt) - 1);
+    return 0;
+}
+
 static int plan_nbits(vctx *c, vplans *ps, const onnx_node *n, m2o_err *err)
 {
     vrole role;
@@ -384,76 +551,35 @@ static int plan_nbits(vctx *c, vplans *ps, const onnx_node *n, m2o_err *err)
     }
     if (lin.n_parts == 0 || role != VROLE_LINEAR)
         return 0; /* missing source recorded; a quantized router is the graph check's fault */
-    int64_t K = 0, N = 0, bits = 4, bs = 0;
-    onnx_node_attr_int(n, "K", &K);
-    onnx_node_attr_int(n, "N", &N);
-    onnx_node_attr_int(n, "bits", &bits);
-    onnx_node_attr_int(n, "block_size", &bs);
-    if (N != lin.N || K != lin.K) {
-        bool swapped = N == lin.K && K == lin.N;
-        verify_add_fault(c->r, swapped ? VF_NK_SWAPPED : VF_SHAPE, name,
-                         "node %s declares N=%lld K=%lld, the checkpoint weight %s is [%lld, "
-                         "%lld]%s", name, (long long)N, (long long)K, lin.w[0]->name,
-                         (long long)lin.N, (long long)lin.K, swapped ? ": N and K are swapped" : "");
+    nbits_attrs a;
+    if (!nbits_attrs_ok(c, n, &lin, &a))
         return 0;
-    }
-    if ((bits != 4 && bits != 8 && bits != 2) || bs < 16 || K % bs) {
-        verify_add_fault(c->r, VF_GRAPH, name,
-                         "node %s: bits=%lld block_size=%lld cannot encode K=%lld (bits 2/4/8, "
-                         "block_size >= 16 dividing K)", name, (long long)bits, (long long)bs,
-                         (long long)K);
-        return 0;
-    }
     const onnx_tensor *B = input_init(c, n, 1, "B", true);
     const onnx_tensor *S = input_init(c, n, 2, "scales", true);
     const onnx_tensor *Z = input_init(c, n, 3, "zero_points", false);
-    if (!B || !S)
-        return 0;
-    int64_t nb = K / bs;
-    char want[96];
-    int64_t db[3] = {N, nb, bs * bits / 8};
-    if (onnx_tensor_elem_type(B) != ONNX_UINT8 || !dims_are(B, 3, db)) {
-        snprintf(want, sizeof want, "uint8 [%lld, %lld, %lld]", (long long)N, (long long)nb,
-                 (long long)(bs * bits / 8));
-        shape_fault(c, B, "MatMulNBits B", want, false);
-        return 0;
-    }
-    if (!scales_ok(c, S, 0, N, nb))
+    if (!B || !S || !nbits_tensors_ok(c, &a, B, S))
         return 0;
     vplan *p = plans_add(ps, err);
     if (!p)
         return -1;
-    p->lin = lin;
-    p->E = 1;
-    p->N = N;
-    p->K = K;
-    p->layout = VL_INT_RAW;
-    p->bits = (int)bits;
-    p->block_size = (int)bs;
-    p->elem_type = onnx_tensor_elem_type(S);
+    nbits_plan_init(p, &lin, &a, onnx_tensor_elem_type(S));
     char fmt[64];
-    snprintf(fmt, sizeof fmt, "nbits int%lld bs%lld", (long long)bits, (long long)bs);
+    snprintf(fmt, sizeof fmt, "nbits int%lld bs%lld", (long long)a.bits, (long long)a.bs);
     if (Z) {
-        int64_t zrow = (nb * bits + 7) / 8;
-        if (onnx_tensor_elem_type(Z) != ONNX_UINT8 || vnumel(Z) != N * zrow) {
-            verify_add_note(c->r, "%s: zero points of type %s are not verified",
-                            onnx_tensor_name(Z), onnx_dtype_name(onnx_tensor_elem_type(Z)));
+        int zrc = plan_nbits_zero_points(c, p, &a, Z, fmt, sizeof fmt, err);
+        if (zrc < 0)
+            return -1;
+        if (zrc > 0) { /* noted: the weight is not verified */
             ps->n--;
             return 0;
         }
-        if (tensor_bytes(c, Z, &p->zp, &p->zp_len, err))
-            return -1;
-        p->zp_stride = (size_t)(N * zrow);
-        strncat(fmt, " asym", sizeof fmt - strlen(fmt) - 1);
     }
     if (tensor_bytes(c, B, &p->w, &p->w_len, err) ||
         tensor_bytes(c, S, &p->scales, &p->s_len, err))
         return -1;
     p->w_stride = p->w_len;
     p->s_stride = p->s_len;
-    int64_t rpj = LINEAR_CHUNK_ELEMS / K;
-    p->rows_per_job = rpj < 1 ? 1 : rpj > N ? N : rpj;
-    p->n_jobs = (N + p->rows_per_job - 1) / p->rows_per_job;
+    split_rows_into_jobs(p);
     finish_plan_row(c, p, onnx_tensor_name(B), name, fmt);
     return 0;
 }
@@ -494,9 +620,7 @@ static int plan_matmul(vctx *c, vplans *ps, const onnx_node *n, m2o_err *err)
     if (tensor_bytes(c, W, &p->w, &p->w_len, err))
         return -1;
     p->w_stride = p->w_len;
-    int64_t rpj = LINEAR_CHUNK_ELEMS / p->K;
-    p->rows_per_job = rpj < 1 ? 1 : rpj > p->N ? p->N : rpj;
-    p->n_jobs = (p->N + p->rows_per_job - 1) / p->rows_per_job;
+    split_rows_into_jobs(p);
     char fmt[64];
     snprintf(fmt, sizeof fmt, "%s (MatMul)", type_name(p->elem_type));
     finish_plan_row(c, p, onnx_tensor_name(W), onnx_node_name(n), fmt);

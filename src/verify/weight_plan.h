@@ -58,7 +58,6 @@ typedef struct vjob_res {
 } vjob_res;
 
 /* Scratch of one job. */
-/* Scratch of one job. */
 typedef struct vscratch {
     float *exp, *alt;      /* nr*K floats each */
     uint8_t *codes, *alt_codes;
