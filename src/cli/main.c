@@ -102,7 +102,8 @@ static int run_export(const build_args *a, const char *in_dir, const model_desc 
     wo.progress_chunks = true;
     wo.cancelled = interrupted;
     quant_stats_table qstats = {0};
-    wo.quant_stats = &qstats;
+    if (!a->quiet || a->quant_report) /* -q alone shows no error: nothing to measure */
+        wo.quant_stats = &qstats;
 
     size_t skipped = 0;
     int rc = export_model_stats(in_dir, md, ck, o, od.tmp_path, &wo, &skipped, err);

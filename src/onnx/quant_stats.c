@@ -17,9 +17,16 @@ struct graph_qstats {
     qerr_acc slots[]; /* n_chunks */
 };
 
+void graph_enable_quant_stats(graph *g, bool on)
+{
+    g->qstats_on = on;
+}
+
 qerr_acc *graph_add_quant_stats(graph *g, const char *name, const qerr_format *fmt,
                                 int64_t n_chunks)
 {
+    if (!g->qstats_on)
+        return NULL;
     if (n_chunks < 1 || (size_t)n_chunks > SIZE_MAX / sizeof(qerr_acc) / 2) {
         g->qstats_incomplete = true;
         return NULL;

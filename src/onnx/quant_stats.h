@@ -12,9 +12,13 @@
 #include "onnx/graph.h"
 #include "quant/qerr.h"
 
+/* Turns measuring on for g (off by default: the sums cost about a third of an RTN quantization,
+ * so only a caller that reports them asks). Call before the graph is built. */
+void graph_enable_quant_stats(graph *g, bool on);
+
 /* Registers tensor `name` encoded as fmt and returns its n_chunks zeroed slots (living as long
- * as g), or NULL when out of memory (the tensor is then not measured: the table says so through
- * graph_quant_stats_complete). */
+ * as g); NULL when measuring is off, or out of memory (the tensor is then not measured and the
+ * table is marked incomplete). */
 qerr_acc *graph_add_quant_stats(graph *g, const char *name, const qerr_format *fmt,
                                 int64_t n_chunks);
 

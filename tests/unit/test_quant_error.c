@@ -164,6 +164,9 @@ TEST(avx2_and_portable_identical)
 TEST(registry_combines_chunks_in_order)
 {
     graph *g = graph_new("g");
+    qerr_format f0 = {QERR_INT, 4, 32, true, QSCALE_F16};
+    CHECK(graph_add_quant_stats(g, "off", &f0, 3) == NULL); /* off until enabled */
+    graph_enable_quant_stats(g, true);
     qerr_format f = {QERR_INT, 4, 32, true, QSCALE_F16};
     qerr_acc *s = graph_add_quant_stats(g, "model.layers.0.moe.experts.down_proj.qweight", &f, 3);
     qerr_acc *none = graph_add_quant_stats(g, "model.layers.0.moe.experts.gate_up_proj.qweight",
