@@ -249,6 +249,9 @@ int options_validate(const build_args *a, export_opts *o, m2o_err *err)
     o->exclude_embeds = false;
     if (f->qmoe_quantize_bias && o->moe_quant_type == MOE_QUANT_MXFP4)
         return m2o_fail(err, "extra option qmoe_quantize_bias=true applies to int4/int8 experts, not mxfp4");
+    if (f->qmoe_quantize_bias && (o->quant.moe_per_channel || f->moe_unsigned))
+        return m2o_fail(err, "extra option qmoe_quantize_bias=true rounds biases with the symmetric blockwise "
+                             "quantizer; it is not offered with per-channel or uint4/uint8 experts");
     o->qmoe_quantize_bias = f->qmoe_quantize_bias;
     o->allow_nonfinite = a->allow_nonfinite;
     for (int i = 0; i < o->quant.n_overrides; i++)
@@ -306,16 +309,24 @@ int options_resolve(const build_args *a, const model_desc *md, export_opts *o, m
         return m2o_fail(err, "-e cuda int%d experts: hidden_size %d and expert intermediate size %d must be "
                              "multiples of %d for ONNX Runtime's CUDA QMoE kernel; use -e cpu",
                         o->moe_quant_type == MOE_QUANT_INT8 ? 8 : 4, H, I, ORT_QMOE_CUDA_WIDTH_MULTIPLE);
+    bool uint = o->quant.moe_type == QTYPE_UINT4 || o->quant.moe_type == QTYPE_UINT8;
+    int bits = o->moe_quant_type == MOE_QUANT_INT8 ? 8 : 4;
+    if (o->quant.moe_per_channel) /* one scale per row: no block rule (CUDA widths checked above) */
+        return uint ? ort_qmoe_zero_point_rule(o->ep == EP_CUDA, bits, 0, H, I, err) : 0;
     if (o->qmoe_block_size)
-        return ort_qmoe_int_rule(o->ep == EP_CUDA, o->qmoe_block_size, H, I, err);
+        return ort_qmoe_int_rule(o->ep == EP_CUDA, o->qmoe_block_size, H, I, err) ||
+               (uint && ort_qmoe_zero_point_rule(o->ep == EP_CUDA, bits, o->qmoe_block_size, H, I, err)) ? -1 : 0;
     /* Default: CPU uses 32 like int4_block_size (most accurate common choice); CUDA the largest
      * block its kernel allows that divides both widths (gpt-oss's 2880 is not a multiple of 128). */
     static const int cpu_pref[] = {32, 128, 64, 16};
     static const int cuda_pref[] = {128, 64, 32};
     const int *pref = o->ep == EP_CPU ? cpu_pref : cuda_pref;
     int n = o->ep == EP_CPU ? 4 : 3;
+    /* uint4 skips the blocks its zero points cannot take (odd counts per row, ort_rules.h) */
+    m2o_err skip;
     for (int i = 0; i < n; i++)
-        if (ort_qmoe_block_ok(o->ep == EP_CUDA, pref[i]) && H % pref[i] == 0 && I % pref[i] == 0) {
+        if (ort_qmoe_block_ok(o->ep == EP_CUDA, pref[i]) && H % pref[i] == 0 && I % pref[i] == 0 &&
+            !(uint && ort_qmoe_zero_point_rule(o->ep == EP_CUDA, bits, pref[i], H, I, &skip))) {
             o->qmoe_block_size = pref[i];
             return 0;
         }
@@ -402,7 +413,8 @@ void build_usage(FILE *f)
         "                                int4_op_types_to_quantize: deprecated names, same meaning)\n"
         "                              matmulnbits_weights_prepacked=0|1|2 (cuda: raw, SM80, SM90)\n"
         "                              use_qdq=BOOL\n"
-        "                              moe_quant_type=int4|int8|mxfp4 (default int4; mxfp4 needs cuda)\n"
+        "                              moe_quant_type=int4|int8|uint4|uint8|mxfp4 (default int4; uint:\n"
+        "                                zero points per block; mxfp4 needs cuda)\n"
         "                              use_8bits_moe=BOOL, use_fp4_moe=BOOL (aliases of moe_quant_type)\n"
         "                              qmoe_block_size=N (cpu 16..128, default 32; cuda 32|64|128,\n"
         "                                default the largest dividing hidden and expert sizes;\n"

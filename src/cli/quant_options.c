@@ -235,6 +235,17 @@ static int parse_budget(quant_flat *f, const char *key, const char *v, m2o_err *
                          "KiB, MiB, GiB (e.g. int8_budget=10%% or int8_budget=500MB)", key, v);
 }
 
+/* moe2onnx's asymmetric experts (not in the builder): uint4/uint8 = 4/8-bit codes with zero points. */
+static bool parse_moe_unsigned(quant_flat *f, const char *v)
+{
+    bool u4 = !strcmp(v, "uint4"), u8 = !strcmp(v, "uint8");
+    if (u4 || u8) {
+        f->moe_quant_type = u8 ? MOE_QUANT_INT8 : MOE_QUANT_INT4;
+        f->moe_unsigned = true;
+    }
+    return u4 || u8;
+}
+
 /* The options the builder and moe2onnx share for experts (kept exactly as before issue 18). */
 static int parse_moe_option(quant_flat *f, const char *key, const char *v, m2o_err *err)
 {
@@ -254,10 +265,13 @@ static int parse_moe_option(quant_flat *f, const char *key, const char *v, m2o_e
         if (!strcmp(v, "int4")) f->moe_quant_type = MOE_QUANT_INT4;
         else if (!strcmp(v, "int8")) f->moe_quant_type = MOE_QUANT_INT8;
         else if (!strcmp(v, "mxfp4")) f->moe_quant_type = MOE_QUANT_MXFP4;
+        else if (parse_moe_unsigned(f, v)) return 0;
         else if (!strcmp(v, "nvfp4"))
             return m2o_fail(err, "extra option moe_quant_type=nvfp4: moe2onnx does not write NVFP4 experts; "
-                                 "allowed values are int4, int8, mxfp4");
-        else return m2o_fail(err, "extra option moe_quant_type=%s: allowed values are int4, int8, mxfp4", v);
+                                 "allowed values are int4, int8, uint4, uint8, mxfp4");
+        else return m2o_fail(err, "extra option moe_quant_type=%s: allowed values are int4, int8, uint4, uint8, "
+                                  "mxfp4", v);
+        f->moe_unsigned = false;
         return 0;
     }
     if (!strcmp(key, "use_8bits_moe")) return parse_tri_bool(key, v, &f->use_8bits_moe, err);
@@ -635,6 +649,8 @@ static void fill_config(const quant_flat *f, precision p, exec_provider ep, moe_
     q->quantize_gather = f->op_gather == 1;
     q->moe_type = !int4 || f->moe_none ? QTYPE_NONE
                 : mq == MOE_QUANT_MXFP4 ? QTYPE_MXFP4 : mq == MOE_QUANT_INT8 ? QTYPE_INT8 : QTYPE_INT4;
+    if (f->moe_unsigned && q->moe_type != QTYPE_NONE && q->moe_type != QTYPE_MXFP4)
+        q->moe_type = q->moe_type == QTYPE_INT8 ? QTYPE_UINT8 : QTYPE_UINT4;
     q->moe_per_channel = f->qmoe_block_size == 0;
     q->matmulnbits_weights_prepacked = f->mm_prepacked != QUANT_UNSET ? f->mm_prepacked : 0;
     q->use_qdq = f->use_qdq == 1;
@@ -731,8 +747,28 @@ int quant_config_build(quant_flat *f, precision p, exec_provider ep, int io_dtyp
 
 /* ---------- what this build cannot write yet ---------- */
 
+/* What the expert side writes (issue 18): per-channel int experts (symmetric round to nearest,
+ * the builder's math), uint4/uint8 experts with zero points, scale_search for int experts. The
+ * combinations the kernels cannot do are refused here; the dims rules (odd 4-bit zero-point
+ * blocks on the CPU) come with the model (options_resolve). */
+static int check_experts_supported(const quant_config *q, m2o_err *err)
+{
+    bool uint = q->moe_type == QTYPE_UINT4 || q->moe_type == QTYPE_UINT8;
+    if (q->moe_per_channel && q->scale_search)
+        return m2o_fail(err, "extra options qmoe_block_size=0 (per channel) and scale_search=true: the scale "
+                             "search works on blocks of at most 256; give a qmoe_block_size or drop scale_search");
+    if (q->moe_per_channel && uint)
+        return m2o_fail(err, "moe_quant_type=uint%d with qmoe_block_size=0 (per channel): ONNX Runtime's CUDA "
+                             "QMoE refuses zero points with per-channel scales and moe2onnx does not write them "
+                             "for the CPU; use a block size, or moe_quant_type=int%d",
+                        qtype_bits(q->moe_type), qtype_bits(q->moe_type));
+    return 0;
+}
+
 int quant_config_check_supported(const quant_config *q, m2o_err *err)
 {
+    if (check_experts_supported(q, err))
+        return -1;
     static const char *const TAIL = "not yet supported by this build (docs/QUANTIZATION.md); remove it";
     static const char *const METHODS[] = {"default", "rtn", "k_quant"};
     if (q->weights_type != QTYPE_NONE && q->weights_type != QTYPE_INT4 && q->weights_type != QTYPE_UINT4)
@@ -751,14 +787,10 @@ int quant_config_check_supported(const quant_config *q, m2o_err *err)
                         : q->overrides[0].preset != QPRESET_NONE ? "matmul_mixed_precision" : "nodes_to_exclude", TAIL);
     if (q->weights_type != QTYPE_NONE && (!q->quantize_matmul || q->quantize_gather))
         return m2o_fail(err, "extra option op_types_to_quantize (other than MatMul): %s", TAIL);
-    if (q->moe_per_channel)
-        return m2o_fail(err, "extra option qmoe_block_size=0 (per-channel expert scales): %s", TAIL);
     if (q->matmulnbits_weights_prepacked)
         return m2o_fail(err, "extra option matmulnbits_weights_prepacked=%d: %s", q->matmulnbits_weights_prepacked, TAIL);
     if (q->use_qdq)
         return m2o_fail(err, "extra option use_qdq=true (QDQ instead of MatMulNBits): %s", TAIL);
-    if (q->scale_search)
-        return m2o_fail(err, "extra option scale_search=true: %s", TAIL);
     if (q->int8_budget_percent > 0 || q->int8_budget_bytes > 0)
         return m2o_fail(err, "extra option int8_budget: %s", TAIL);
     return 0;

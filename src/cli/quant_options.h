@@ -41,7 +41,8 @@ typedef struct quant_flat {
     const char *exclude_key;
     int moe_quant_set;                                 /* moe_quant_type given */
     moe_quant moe_resolved;                            /* set by quant_config_build */
-    moe_quant moe_quant_type;
+    moe_quant moe_quant_type;                          /* bits; uint4/uint8 set moe_unsigned */
+    bool moe_unsigned;                                 /* moe_quant_type=uint4|uint8 (zero points) */
     int use_8bits_moe, use_fp4_moe;                    /* -1 unset, else 0/1 */
     int qmoe_block_size;                               /* QUANT_UNSET, <= 0 per channel, else N */
     int qmoe_prepacked;                                /* QUANT_UNSET, else -1/0/1 */

@@ -23,4 +23,9 @@ int gb_add_experts_quantized(gb *b, const char *weights_name, const char *scales
                              const expert_src *src, expert_enc enc, int bits, int block_size,
                              m2o_err *err);
 
+/* Any int format (per channel, zero points, scale search): weights, scales and, when
+ * f->asymmetric, zero points (zp_name, uint8 [E, N, zero-point bytes per row]) as one group. */
+int gb_add_experts_int(gb *b, const char *weights_name, const char *scales_name, const char *zp_name,
+                       const expert_src *src, expert_enc enc, const expert_qfmt *f, m2o_err *err);
+
 #endif

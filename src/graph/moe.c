@@ -8,8 +8,9 @@
 typedef struct moe_encoding {
     const char *op;          /* "MoE" or "QMoE" */
     expert_enc weights, scales; /* scales unused for MoE */
-    int bits, block_size;
+    int bits, block_size;    /* int: block_size 0 = per channel (no block_size attribute) */
     bool fp4;
+    bool asymmetric, search; /* uint4/uint8 zero points; scale_search (int only) */
 } moe_encoding;
 
 /* Re-checks what the command line resolved against this layer's dims (defensive: a bad
@@ -38,12 +39,22 @@ static int choose_encoding(const gb *b, const moe_desc *m, moe_encoding *enc, m2
                               .bits = 4, .block_size = ORT_MXFP4_BLOCK, .fp4 = true};
         return 0;
     }
-    int bits = o->moe_quant_type == MOE_QUANT_INT8 ? 8 : 4, bs = o->qmoe_block_size;
-    if (ort_qmoe_int_rule(cuda, bs, H, I, err))
+    int bits = o->moe_quant_type == MOE_QUANT_INT8 ? 8 : 4;
+    bool per_channel = o->quant.moe_per_channel;
+    int bs = per_channel ? 0 : o->qmoe_block_size;
+    bool asym = o->quant.moe_type == QTYPE_UINT4 || o->quant.moe_type == QTYPE_UINT8;
+    if (!per_channel && ort_qmoe_int_rule(cuda, bs, H, I, err))
+        return -1;
+    if (per_channel && cuda && (H % ORT_QMOE_CUDA_WIDTH_MULTIPLE || I % ORT_QMOE_CUDA_WIDTH_MULTIPLE))
+        return m2o_fail(err, "ONNX Runtime's CUDA QMoE needs hidden_size %lld and expert intermediate "
+                             "size %lld to be multiples of %d", (long long)H, (long long)I,
+                        ORT_QMOE_CUDA_WIDTH_MULTIPLE);
+    if (asym && ort_qmoe_zero_point_rule(cuda, bits, bs, H, I, err))
         return -1;
     bool prepacked = cuda && o->qmoe_weights_prepacked != 0;
     *enc = (moe_encoding){.op = "QMoE", .weights = prepacked ? ENC_INT_SM80 : ENC_INT_RAW,
-                          .scales = ENC_INT_SCALES, .bits = bits, .block_size = bs};
+                          .scales = ENC_INT_SCALES, .bits = bits, .block_size = bs,
+                          .asymmetric = asym, .search = o->quant.scale_search};
     return 0;
 }
 
@@ -148,7 +159,7 @@ static bool experts_in_float16(const gb *b)
 
 /* Names of one layer's expert initializers; unused optional ones stay empty. */
 typedef struct expert_inits {
-    gname w1, s1, b1, w2, s2, b2, g1, g2;
+    gname w1, s1, b1, w2, s2, b2, g1, g2, z1, z2;
 } expert_inits;
 
 /* Softmax of the router logits over all experts, QMoE's router_weights input (norm_topk_prob
@@ -182,6 +193,18 @@ static int add_expert_weights(gb *b, const moe_desc *m, const moe_encoding *enc,
     }
     x->s1 = gname_fmt("model.layers.%d.moe.experts.gate_up_proj.scales", L);
     x->s2 = gname_fmt("model.layers.%d.moe.experts.down_proj.scales", L);
+    if (!enc->fp4 && (enc->asymmetric || enc->search || enc->block_size <= 0)) {
+        expert_qfmt f = {.bits = enc->bits, .block_size = enc->block_size,
+                         .asymmetric = enc->asymmetric, .search = enc->search};
+        if (enc->asymmetric) {
+            x->z1 = gname_fmt("model.layers.%d.moe.experts.gate_up_proj.zero_points", L);
+            x->z2 = gname_fmt("model.layers.%d.moe.experts.down_proj.zero_points", L);
+        }
+        if (gb_add_experts_int(b, x->w1.s, x->s1.s, x->z1.s, m->fc1, enc->weights, &f, err) ||
+            gb_add_experts_int(b, x->w2.s, x->s2.s, x->z2.s, m->fc2, enc->weights, &f, err))
+            return -1;
+        return 0;
+    }
     if (gb_add_experts_quantized(b, x->w1.s, x->s1.s, m->fc1, enc->weights, enc->bits,
                                  enc->block_size, err) ||
         gb_add_experts_quantized(b, x->w2.s, x->s2.s, m->fc2, enc->weights, enc->bits,
@@ -236,15 +259,18 @@ static graph_node *qmoe_node(gb *b, const moe_desc *m, const moe_encoding *enc,
         [QMOE_IN_FC1_WEIGHTS] = x->w1.s,   [QMOE_IN_FC1_SCALES] = x->s1.s,
         [QMOE_IN_FC1_BIAS] = x->b1.s,      [QMOE_IN_FC2_WEIGHTS] = x->w2.s,
         [QMOE_IN_FC2_SCALES] = x->s2.s,    [QMOE_IN_FC2_BIAS] = x->b2.s,
+        [QMOE_IN_FC1_ZERO_POINTS] = x->z1.s, [QMOE_IN_FC2_ZERO_POINTS] = x->z2.s,
         [QMOE_IN_ROUTER_WEIGHTS] = weights, [QMOE_IN_FC1_GLOBAL_SCALE] = x->g1.s,
         [QMOE_IN_FC2_GLOBAL_SCALE] = x->g2.s};
     for (int i = 0; i < QMOE_N_INPUTS; i++)
         in[i] = in[i] ? in[i] : ""; /* unused optional inputs */
     int n_in = enc->fp4 ? QMOE_N_INPUTS
-               : m->router_weights ? QMOE_IN_ROUTER_WEIGHTS + 1 : QMOE_IN_FC2_BIAS + 1;
+               : m->router_weights ? QMOE_IN_ROUTER_WEIGHTS + 1
+               : enc->asymmetric ? QMOE_IN_FC2_ZERO_POINTS + 1 : QMOE_IN_FC2_BIAS + 1;
     graph_node *n = gb_node(b, "QMoE", "com.microsoft", node, n_in, in, 1);
     node_attr_int(n, "expert_weight_bits", enc->bits);
-    node_attr_int(n, "block_size", enc->block_size);
+    if (enc->block_size > 0) /* per channel: no attribute, as the builder (scales [E, N]) */
+        node_attr_int(n, "block_size", enc->block_size);
     if (enc->fp4)
         node_attr_string(n, "quant_type", "fp4");
     else

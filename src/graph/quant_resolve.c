@@ -145,8 +145,8 @@ static void resolve_experts(const export_opts *o, tensor_quant *t)
     memset(t, 0, sizeof *t);
     t->why = "experts";
     t->accuracy_level = -1;
-    t->symmetric = true;
-    t->bits = q->moe_type == QTYPE_INT8 ? 8 : 4;
+    t->symmetric = q->moe_type != QTYPE_UINT4 && q->moe_type != QTYPE_UINT8;
+    t->bits = q->moe_type == QTYPE_INT8 || q->moe_type == QTYPE_UINT8 ? 8 : 4;
     t->kind = q->moe_type == QTYPE_MXFP4 ? TQ_MXFP4 : TQ_INT;
     t->block_size = q->moe_type == QTYPE_MXFP4 ? ORT_MXFP4_BLOCK : q->moe_per_channel ? 0 : o->qmoe_block_size;
     t->prepacked = o->qmoe_weights_prepacked;

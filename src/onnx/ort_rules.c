@@ -56,3 +56,20 @@ int ort_qmoe_int_rule(bool cuda, int block_size, int64_t H, int64_t I, m2o_err *
                         (long long)H, (long long)I, ORT_QMOE_CUDA_WIDTH_MULTIPLE);
     return 0;
 }
+
+int ort_qmoe_zero_point_rule(bool cuda, int bits, int block_size, int64_t H, int64_t I, m2o_err *err)
+{
+    if (block_size <= 0)
+        return m2o_fail(err, "moe_quant_type=uint%d with qmoe_block_size=0 (per channel): ONNX Runtime's CUDA "
+                        "QMoE refuses zero points with per-channel scales and moe2onnx does not write them "
+                        "for the CPU; use a block size, or moe_quant_type=int%d", bits, bits);
+    if (bits == 4 && ((H / block_size) % 2 || (I / block_size) % 2))
+        return m2o_fail(err, "moe_quant_type=uint4 with qmoe_block_size=%d: hidden_size %lld / %d or expert "
+                        "intermediate size %lld / %d is an odd block count per row, which ONNX Runtime's %s "
+                        "QMoE %s with 4-bit zero points; pick a block size giving even counts, or "
+                        "moe_quant_type=uint8 or int4",
+                        block_size, (long long)H, block_size, (long long)I, block_size, cuda ? "CUDA" : "CPU",
+                        cuda ? "reads as twice the packed bytes per row (a pad block too many)"
+                             : "runs but computes wrongly");
+    return 0;
+}

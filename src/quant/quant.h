@@ -53,6 +53,16 @@ int qb_quantize_mt(const float *w, int64_t N, int64_t K, const qb_params *p, uin
 int qb_dequantize(const uint8_t *codes, const void *scales, const uint8_t *zero_points,
                   int64_t N, int64_t K, const qb_params *p, float *out, m2o_err *err);
 
+/* ---- Per-channel symmetric (onnxruntime-genai's QMoE qmoe_block_size <= 0, src/quant/per_channel.c,
+ * docs/FORMATS.md §4.12) ----
+ * codes [N][K*bits/8] (code + 2^(bits-1), 4-bit even k in the low nibble); scales [N] of
+ * scale_type, positive: max|w| / 2^(bits-1) (at least FLT_EPSILON), rounded to scale_type after the
+ * codes were computed with the float32 value. A non-finite weight is refused. Decode: (q - 2^(bits-1))
+ * * scale. */
+int qc_check(int64_t N, int64_t K, int bits, m2o_err *err);
+int qc_quantize(const float *w, int64_t N, int64_t K, int bits, qscale_type scale_type,
+                uint8_t *codes, void *scales, m2o_err *err);
+
 /* ---- Error-minimizing scale search (src/quant/search.c) ----
  * Same formats and sizes as qb_quantize (symmetric: signed scales, zero point 2^(bits-1);
  * asymmetric: scales + zero points), so nothing changes for ONNX Runtime; only the chosen

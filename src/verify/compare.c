@@ -5,6 +5,7 @@
 
 #include "common/half.h"
 #include "onnx/graph.h"
+#include "quant/quant.h"
 
 /* A scale whose float32 reciprocal overflows (|s| <= 2^-128): the quantizer's codes saturate. */
 static bool tiny_scale(float s)
@@ -293,23 +294,115 @@ static void element_checked(const venc *e, int64_t K, int64_t n, int64_t k, floa
     *scale_bad = !(s <= ceiling);
 }
 
+/* ---- blocks written by scale_search (docs/FORMATS.md §16) ----
+ * The search (quant/search.c) keeps a block's codes round-to-nearest for its stored scale and zero
+ * point, but picks that scale for the least squared error, so it may exceed the round-to-nearest
+ * ceiling (grid up to 1.10x, the other sign's 2^(b-1)/(2^(b-1)-1)) and clip elements at the extreme
+ * codes by more than a step. Such a block fails the strict bound above and is judged again:
+ *   - interior codes: within half a step of the stored scale (as round to nearest);
+ *   - extreme codes: the element lies beyond its code or within half a step inside it (clipped:
+ *     code 0 means x/s + zp <= 0.5, code 2^b-1 means >= 2^b - 1.5), never inside by more;
+ *   - the block's squared error (decoded exactly as ONNX Runtime does) is at most that of the
+ *     round-to-nearest encoding of the same checkpoint block (the search's own guarantee).
+ * A scale with the wrong sign, a wrong zero point or a wrong layout moves interior codes by a step
+ * or more and fails the first rule; an inflated scale with codes not fitted to it fails the third.
+ * Blockwise int only (per-channel experts have no search). The round-to-nearest twin is quant/'s
+ * encoder: this bound trusts it, the strict bound (which every RTN export meets) does not. */
+static bool searched_block_ok(const venc *e, const float *x, int64_t K, int64_t n, int64_t b)
+{
+    int bs = e->block_size, bits = e->bits, qmax = (1 << bits) - 1;
+    if (e->kind != VENC_INT || bs < 16 || bs > 256 || (bs & (bs - 1)))
+        return false;
+    qb_params p = {.bits = bits, .block_size = bs, .symmetric = e->zero_points == NULL,
+                   .scale_type = e->elem_type == ONNX_FLOAT16    ? QSCALE_F16
+                                 : e->elem_type == ONNX_BFLOAT16 ? QSCALE_BF16
+                                                                 : QSCALE_F32};
+    uint8_t codes[256], zps[2] = {0, 0};
+    float rs[1];
+    uint16_t rh[1];
+    void *rscale = p.scale_type == QSCALE_F32 ? (void *)rs : (void *)rh;
+    if (qb_quantize_ref(x, 1, bs, &p, codes, rscale, zps, NULL))
+        return false; /* a non-finite element */
+    int64_t nb = K / bs;
+    const uint8_t *row = e->codes + n * (K * bits / 8);
+    float s = vx_load_float(e->scales, e->elem_type, (size_t)(n * nb + b));
+    float rsv = vx_load_float(rscale, e->elem_type, 0);
+    int zp = int_zero_point(e, K, n, b), rzp = p.symmetric ? 1 << (bits - 1) : (bits == 4 ? zps[0] & 0xf : zps[0]);
+    double half = 0.5 + ldexp(1.0, bits - 1 - 21), sse = 0.0, sse_rtn = 0.0;
+    if (!isfinite(s))
+        return false;
+    for (int i = 0; i < bs; i++) {
+        int64_t k = b * bs + i;
+        int q = int_code(row, k, bits), rq = int_code(codes, i, bits);
+        double y = (double)(float)((float)(q - zp) * s), ry = (double)(float)((float)(rq - rzp) * rsv);
+        double d = (double)x[i] - y, t = s != 0.0f ? d / (double)s : 0.0; /* code units */
+        if (s != 0.0f && ((q != 0 && q != qmax && fabs(t) > half) || (q == 0 && t > half) ||
+                          (q == qmax && t < -half)))
+            return false;
+        sse += d * d;
+        sse_rtn += ((double)x[i] - ry) * ((double)x[i] - ry);
+    }
+    return sse <= sse_rtn;
+}
+
+/* Does element (n, k)'s strict check fail anywhere in its block? (the reference paths) */
+static bool int_block_strict_fails(const venc *e, const float *x, int64_t K, int64_t n, int64_t b,
+                                   double ceiling)
+{
+    int bs = e->block_size;
+    double s = stored_scale(e, K, n, b * bs);
+    if (ceiling >= 0 && !(s <= ceiling))
+        return true;
+    for (int64_t k = b * bs; k < (b + 1) * bs; k++) {
+        double y, bound;
+        if (!isfinite(x[n * K + k]))
+            continue;
+        venc_element(e, K, n, k, x[n * K + k], &y, &bound);
+        if (!isfinite(y) || !(fabs(y - (double)x[n * K + k]) <= bound))
+            return true;
+    }
+    return false;
+}
+
+/* A block that fails the strict bound but meets the scale_search rules above. */
+static bool int_block_searched(const venc *e, const float *x, int64_t K, int64_t n, int64_t b,
+                               double ceiling)
+{
+    return e->kind == VENC_INT && int_block_strict_fails(e, x, K, n, b, ceiling) &&
+           searched_block_ok(e, x + n * K + b * e->block_size, K, n, b);
+}
+
+/* A searched block's element: its strict bound, widened to its own error where clipping put it
+ * beyond (the rules of searched_block_ok hold for it); the scale is not held to the ceiling. */
+static void searched_element(double y, float x, double *bound, bool *scale_bad)
+{
+    double d = fabs(y - (double)x);
+    *bound = d > *bound ? d : *bound;
+    *scale_bad = false;
+}
+
 bool venc_passes(const float *expected, int64_t N, int64_t K, const venc *e)
 {
     if (venc_check(e, N, K, NULL))
         return false;
     int64_t bs = scale_block(e, K);
     double ceiling = -1.0;
+    bool searched = false;
     for (int64_t n = 0; n < N; n++) {
         for (int64_t k = 0; k < K; k++) {
             float x = expected[n * K + k];
-            if (k % bs == 0 && e->kind != VENC_FLOAT)
+            if (k % bs == 0 && e->kind != VENC_FLOAT) {
                 ceiling = block_scale_ceiling(e, expected + n * K + k, bs);
+                searched = int_block_searched(e, expected, K, n, k / bs, ceiling);
+            }
             if (!isfinite(x))
                 continue;
             double y, bound;
             double y_scale = 0.0;
             bool scale_bad;
             element_checked(e, K, n, k, x, ceiling, &y, &bound, &scale_bad, &y_scale);
+            if (searched)
+                searched_element(y, x, &bound, &scale_bad);
             if (scale_bad || !isfinite(y) || !(fabs(y - (double)x) <= bound))
                 return false;
         }
@@ -358,11 +451,14 @@ int venc_compare_ref(const float *expected, int64_t N, int64_t K, const venc *e,
         return -1;
     int64_t bs = scale_block(e, K);
     double ceiling = -1.0;
+    bool searched = false;
     for (int64_t n = 0; n < N; n++) {
         for (int64_t k = 0; k < K; k++) {
             float x = expected[n * K + k];
-            if (k % bs == 0 && e->kind != VENC_FLOAT)
+            if (k % bs == 0 && e->kind != VENC_FLOAT) {
                 ceiling = block_scale_ceiling(e, expected + n * K + k, bs);
+                searched = int_block_searched(e, expected, K, n, k / bs, ceiling);
+            }
             if (!isfinite(x)) {
                 st->n_nonfinite++;
                 continue;
@@ -371,6 +467,8 @@ int venc_compare_ref(const float *expected, int64_t N, int64_t K, const venc *e,
             double scale = 0.0;
             bool scale_bad;
             element_checked(e, K, n, k, x, ceiling, &y, &bound, &scale_bad, &scale);
+            if (searched)
+                searched_element(y, x, &bound, &scale_bad);
             record_element(st, n, k, x, y, bound, scale_bad, scale, ceiling);
         }
     }
@@ -486,6 +584,14 @@ static void compare_int_rows(const float *x, int64_t N, int64_t K, const venc *e
             bool tiny = tiny_scale(s);
             double b_ext = sa * (tiny ? rel_tiny : rel_ext) + fl;
             double b_int = sa * (tiny ? rel_tiny : rel_int) + fl;
+            bool fails = bad; /* the strict bound first; a failing block may be a searched one */
+            for (int64_t k = b * bs; k < (b + 1) * bs && !fails; k++) {
+                int q = int_code(row, k, bits);
+                double y = (double)(float)((float)(q - zp) * s);
+                fails = isfinite(x[n * K + k]) &&
+                        !(fabs(y - (double)x[n * K + k]) <= ((q == 0 || q == qmax) ? b_ext : b_int));
+            }
+            bool searched = fails && searched_block_ok(e, xb, K, n, b);
             for (int64_t k = b * bs; k < (b + 1) * bs; k++) {
                 float xv = x[n * K + k];
                 if (!isfinite(xv)) {
@@ -494,8 +600,11 @@ static void compare_int_rows(const float *x, int64_t N, int64_t K, const venc *e
                 }
                 int q = bits == 4 ? (row[k >> 1] >> ((k & 1) << 2)) & 0xf : int_code(row, k, bits);
                 double y = (double)(float)((float)(q - zp) * s);
-                record_element(st, n, k, xv, y, (q == 0 || q == qmax) ? b_ext : b_int, bad, sa,
-                               ceiling);
+                double bound = (q == 0 || q == qmax) ? b_ext : b_int;
+                bool sbad = bad;
+                if (searched)
+                    searched_element(y, xv, &bound, &sbad);
+                record_element(st, n, k, xv, y, bound, sbad, sa, ceiling);
             }
         }
     }

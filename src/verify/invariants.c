@@ -394,7 +394,17 @@ static void check_qmoe_int(vctx *c, const onnx_node *n, int64_t bits, int64_t bs
                    (double)bits, 4);
     int64_t I = md->moe_intermediate_size > 0 ? md->moe_intermediate_size : md->intermediate_size;
     m2o_err why;
-    if (ort_qmoe_int_rule(c->cuda, (int)bs, md->hidden_size, I, &why))
+    /* no block_size (or <= 0): per-channel scales [E, N]; only the CUDA width rule applies */
+    int rule = 0;
+    if (bs > 0)
+        rule = ort_qmoe_int_rule(c->cuda, (int)bs, md->hidden_size, I, &why);
+    else if (c->cuda && (md->hidden_size % ORT_QMOE_CUDA_WIDTH_MULTIPLE || I % ORT_QMOE_CUDA_WIDTH_MULTIPLE))
+        rule = m2o_fail(&why, "the CUDA QMoE needs widths multiple of %d", ORT_QMOE_CUDA_WIDTH_MULTIPLE);
+    bool zp = (onnx_node_input_count(n) > QMOE_IN_FC1_ZERO_POINTS && onnx_node_input(n, QMOE_IN_FC1_ZERO_POINTS)[0]) ||
+              (onnx_node_input_count(n) > QMOE_IN_FC2_ZERO_POINTS && onnx_node_input(n, QMOE_IN_FC2_ZERO_POINTS)[0]);
+    if (!rule && zp)
+        rule = ort_qmoe_zero_point_rule(c->cuda, (int)bits, (int)bs, md->hidden_size, I, &why);
+    if (rule)
         verify_add_fault(c->r, VF_QMOE_ATTR, onnx_node_name(n), "%s: block_size %lld: %s",
                          onnx_node_name(n), (long long)bs, why.msg);
     int64_t prepacked = -1;

@@ -20,7 +20,11 @@ size_t expert_chunk_bytes(int64_t N, int64_t K, expert_enc enc, int bits, int bl
     case ENC_INT_SM80:
         return (size_t)(N * K * bits / 8);
     case ENC_INT_SCALES:
-        return (size_t)(N * (K / block_size)) * io;
+        return (size_t)(N * (block_size > 0 ? K / block_size : 1)) * io;
+    case ENC_INT_ZP: {
+        int64_t nb = block_size > 0 ? K / block_size : 1;
+        return (size_t)(N * (bits == 4 ? (nb + 1) / 2 : nb));
+    }
     case ENC_FP4:
         return (size_t)(N * K / 2);
     case ENC_FP4_SCALES:
@@ -41,7 +45,7 @@ qb_params expert_int_params(int bits, int block_size, int io_dtype)
 bool enc_is_fp4(expert_enc enc) { return enc == ENC_FP4 || enc == ENC_FP4_SCALES; }
 bool enc_is_int(expert_enc enc)
 {
-    return enc == ENC_INT_RAW || enc == ENC_INT_SM80 || enc == ENC_INT_SCALES;
+    return enc == ENC_INT_RAW || enc == ENC_INT_SM80 || enc == ENC_INT_SCALES || enc == ENC_INT_ZP;
 }
 
 expert_enc expert_scales_enc(expert_enc weights)
@@ -51,7 +55,7 @@ expert_enc expert_scales_enc(expert_enc weights)
 
 expert_enc expert_weights_enc(expert_enc enc)
 {
-    return enc == ENC_INT_SCALES ? ENC_INT_RAW : enc == ENC_FP4_SCALES ? ENC_FP4 : enc;
+    return enc == ENC_INT_SCALES || enc == ENC_INT_ZP ? ENC_INT_RAW : enc == ENC_FP4_SCALES ? ENC_FP4 : enc;
 }
 
 static bool enc_quantized(expert_enc enc) { return enc_is_int(enc) || enc_is_fp4(enc); }
@@ -63,8 +67,16 @@ static size_t code_bytes(const expert_encoder *x, int64_t rows, int64_t cols)
 
 size_t encoder_scale_bytes(const expert_encoder *x, int64_t rows, int64_t cols)
 {
-    return enc_is_fp4(x->enc) ? (size_t)(rows * cols / 32)
-                              : qb_scales_count(rows, cols, &x->p) * qscale_size(x->p.scale_type);
+    if (enc_is_fp4(x->enc))
+        return (size_t)(rows * cols / 32);
+    if (x->f.block_size <= 0) /* per channel: one scale per row */
+        return (size_t)rows * qscale_size(x->p.scale_type);
+    return qb_scales_count(rows, cols, &x->p) * qscale_size(x->p.scale_type);
+}
+
+size_t encoder_zp_row_bytes(const expert_encoder *x)
+{
+    return x->f.asymmetric ? qb_zero_points_bytes(1, x->K, &x->p) : 0;
 }
 
 void encoder_free(expert_encoder *x)
@@ -72,27 +84,31 @@ void encoder_free(expert_encoder *x)
     free(x->raw);
     free(x->band_raw);
     free(x->own_scales);
+    free(x->own_zps);
     free(x->pcodes);
     free(x->pscales);
 }
 
-int encoder_init(expert_encoder *x, expert_enc enc, int64_t N, int64_t K, int bits,
-                 int block_size, int io, void *weights, void *scales, int64_t panel_cols,
-                 m2o_err *err)
+int encoder_init(expert_encoder *x, expert_enc enc, int64_t N, int64_t K, const expert_qfmt *f,
+                 int io, void *weights, void *scales, void *zps, int64_t panel_cols, m2o_err *err)
 {
     *x = (expert_encoder){.enc = enc, .N = N, .K = K, .io = io, .weights = weights,
-                          .scales = scales, .p = expert_int_params(bits, block_size, io)};
+                          .scales = scales, .zps = zps, .f = *f,
+                          .p = expert_int_params(f->bits, f->block_size, io)};
+    x->p.symmetric = !f->asymmetric;
     if (!enc_quantized(enc))
         return 0;
     bool ok = true;
     bool whole_raw = enc == ENC_FP4 || enc == ENC_FP4_SCALES || enc == ENC_INT_SCALES ||
-                     (enc == ENC_INT_SM80 && panel_cols > 0);
+                     enc == ENC_INT_ZP || (enc == ENC_INT_SM80 && panel_cols > 0);
     if (whole_raw)
         ok = (x->raw = m2o_malloc(code_bytes(x, N, K), err)) != NULL;
     else if (enc == ENC_INT_SM80)
         ok = (x->band_raw = m2o_malloc(code_bytes(x, expert_band_rows(N, K), K), err)) != NULL;
     if (ok && !scales)
         ok = (x->scales = x->own_scales = m2o_malloc(encoder_scale_bytes(x, N, K), err)) != NULL;
+    if (ok && f->asymmetric && !zps)
+        ok = (x->zps = x->own_zps = m2o_malloc((size_t)N * encoder_zp_row_bytes(x), err)) != NULL;
     if (ok && panel_cols > 0)
         ok = (x->pcodes = m2o_malloc(code_bytes(x, N, panel_cols), err)) != NULL &&
              (x->pscales = m2o_malloc(encoder_scale_bytes(x, N, panel_cols), err)) != NULL;
@@ -107,12 +123,17 @@ static uint8_t *raw_codes(const expert_encoder *x)
     return x->enc == ENC_INT_RAW ? x->weights : x->raw;
 }
 
+/* rows x cols values → codes, scales and (asymmetric) zero points, by the format's method. */
 static int quantize(const expert_encoder *x, const float *w, int64_t rows, int64_t cols,
-                    uint8_t *codes, uint8_t *scales, m2o_err *err)
+                    uint8_t *codes, uint8_t *scales, uint8_t *zps, m2o_err *err)
 {
     if (enc_is_fp4(x->enc))
         return mxfp4_encode(w, rows, cols, codes, scales, err);
-    return qb_quantize(w, rows, cols, &x->p, codes, scales, NULL, err);
+    if (x->f.block_size <= 0)
+        return qc_quantize(w, rows, cols, x->p.bits, x->p.scale_type, codes, scales, err);
+    if (x->f.search)
+        return qb_quantize_search(w, rows, cols, &x->p, codes, scales, zps, err);
+    return qb_quantize(w, rows, cols, &x->p, codes, scales, zps, err);
 }
 
 int encoder_rows(expert_encoder *x, const float *w, int64_t n0, int64_t nr, m2o_err *err)
@@ -126,10 +147,11 @@ int encoder_rows(expert_encoder *x, const float *w, int64_t n0, int64_t nr, m2o_
     size_t at = code_bytes(x, n0, K);
     uint8_t *codes = x->band_raw ? x->band_raw : raw_codes(x) + at;
     uint8_t *scales = x->scales + encoder_scale_bytes(x, n0, K);
-    if (quantize(x, w, nr, K, codes, scales, err))
+    uint8_t *zps = x->zps ? x->zps + (size_t)n0 * encoder_zp_row_bytes(x) : NULL;
+    if (quantize(x, w, nr, K, codes, scales, zps, err))
         return -1;
     if (x->qerr)
-        wt_measure_encoded(enc_is_fp4(x->enc), &x->p, w, nr, K, codes, scales, x->qerr);
+        wt_measure_encoded(enc_is_fp4(x->enc), &x->p, w, nr, K, codes, scales, zps, x->qerr);
     if (x->band_raw) /* CUTLASS: rows n..n+I-1 pack into their own slice */
         return cutlass_sm80_pack(codes, nr, K, x->p.bits, x->weights + at, err);
     return 0;
@@ -170,10 +192,13 @@ int encoder_panel(expert_encoder *x, const float *w, int64_t k0, int64_t kp, m2o
             f32_to_dtype(w + n * kp, x->weights + (size_t)(n * K + k0) * io, (size_t)kp, x->io);
         return 0;
     }
-    if (quantize(x, w, N, kp, x->pcodes, x->pscales, err))
+    if (x->f.block_size <= 0 || x->f.asymmetric)
+        return m2o_fail(err, "internal: per-channel and asymmetric experts are encoded by rows");
+    if (quantize(x, w, N, kp, x->pcodes, x->pscales, NULL, err))
         return -1;
     if (x->qerr)
-        wt_measure_encoded(enc_is_fp4(x->enc), &x->p, w, N, kp, x->pcodes, x->pscales, x->qerr);
+        wt_measure_encoded(enc_is_fp4(x->enc), &x->p, w, N, kp, x->pcodes, x->pscales, NULL,
+                           x->qerr);
     size_t pc = code_bytes(x, 1, kp), ps = encoder_scale_bytes(x, 1, kp);
     size_t rc = code_bytes(x, 1, K), rs = encoder_scale_bytes(x, 1, K);
     size_t oc = code_bytes(x, 1, k0), os = encoder_scale_bytes(x, 1, k0);
@@ -191,13 +216,16 @@ int encoder_finish(expert_encoder *x, m2o_err *err)
     return 0;
 }
 
-int expert_encode(const float *w, int64_t N, int64_t K, expert_enc enc, int bits, int block_size,
-                  int io_dtype, void *out, m2o_err *err)
+int expert_encode_fmt(const float *w, int64_t N, int64_t K, expert_enc enc, const expert_qfmt *f,
+                      int io_dtype, void *out, m2o_err *err)
 {
     bool scales_only = enc == ENC_INT_SCALES || enc == ENC_FP4_SCALES;
+    bool zp_only = enc == ENC_INT_ZP;
+    if (zp_only && !f->asymmetric)
+        return m2o_fail(err, "internal: zero points of a symmetric format");
     expert_encoder x;
-    if (encoder_init(&x, enc, N, K, bits, block_size, io_dtype, scales_only ? NULL : out,
-                     scales_only ? out : NULL, 0, err))
+    if (encoder_init(&x, enc, N, K, f, io_dtype, scales_only || zp_only ? NULL : out,
+                     scales_only ? out : NULL, zp_only ? out : NULL, 0, err))
         return -1;
     int64_t R = expert_band_rows(N, K);
     int rc = 0;
@@ -207,4 +235,11 @@ int expert_encode(const float *w, int64_t N, int64_t K, expert_enc enc, int bits
         rc = encoder_finish(&x, err);
     encoder_free(&x);
     return rc;
+}
+
+int expert_encode(const float *w, int64_t N, int64_t K, expert_enc enc, int bits, int block_size,
+                  int io_dtype, void *out, m2o_err *err)
+{
+    expert_qfmt f = {.bits = bits, .block_size = block_size};
+    return expert_encode_fmt(w, N, K, enc, &f, io_dtype, out, err);
 }

@@ -101,7 +101,7 @@ static int check_overflow(const expert_layout *L, const expert_src *s, int64_t e
     }
     if (!enc_is_int(x->enc))
         return 0;
-    int bs = x->p.block_size;
+    int bs = x->f.block_size > 0 ? x->p.block_size : (int)pc->cols; /* per channel: one per row */
     int64_t nb = pc->cols / bs;
     const uint8_t *sc = pc->panel ? x->pscales
                                   : x->scales + encoder_scale_bytes(x, pc->first, x->K);
@@ -197,10 +197,10 @@ static int produce_bands(const expert_layout *L, const expert_src *s, int64_t e,
     return rc;
 }
 
-/* expert_produce that adds the encoding's error to acc (NULL: not measured). */
-static int produce_measured(const expert_src *s, int64_t e, expert_enc enc, int bits,
-                            int block_size, int io_dtype, bool allow_nonfinite, void *weights,
-                            void *scales, qerr_acc *acc, m2o_err *err)
+/* expert_produce_fmt that adds the encoding's error to acc (NULL: not measured). */
+static int produce_measured(const expert_src *s, int64_t e, expert_enc enc, const expert_qfmt *f,
+                            int io_dtype, bool allow_nonfinite, void *weights, void *scales,
+                            void *zero_points, qerr_acc *acc, m2o_err *err)
 {
     const expert_layout *L = expert_layout_of(s->kind);
     if (!L)
@@ -209,10 +209,13 @@ static int produce_measured(const expert_src *s, int64_t e, expert_enc enc, int 
     read_ahead(L, s, e + 1);
     if (L->fp4_passthrough && enc_is_fp4(enc))
         return L->fp4_passthrough(s, e, weights, scales, allow_nonfinite, err);
-    /* a scales encoding (weights NULL): quantized like the weights, codes dropped */
-    int64_t kp = L->read_panel ? panel_cols(s->K, enc_is_fp4(enc) ? 32 : block_size) : 0;
+    /* a scales encoding (weights NULL): quantized like the weights, codes dropped. Per-channel
+     * rows span all of K and 4-bit zero points pack two blocks a byte, so those formats are
+     * read in bands of whole rows even from an input-major source. */
+    bool by_rows = enc_is_int(enc) && (f->block_size <= 0 || f->asymmetric);
+    int64_t kp = L->read_panel && !by_rows ? panel_cols(s->K, enc_is_fp4(enc) ? 32 : f->block_size) : 0;
     expert_encoder x;
-    if (encoder_init(&x, enc, s->N, s->K, bits, block_size, io_dtype, weights, scales, kp, err))
+    if (encoder_init(&x, enc, s->N, s->K, f, io_dtype, weights, scales, zero_points, kp, err))
         return -1;
     x.qerr = acc;
     int rc = kp ? produce_panels(L, s, e, &x, kp, allow_nonfinite, err)
@@ -224,19 +227,28 @@ static int produce_measured(const expert_src *s, int64_t e, expert_enc enc, int 
     return rc;
 }
 
+int expert_produce_fmt(const expert_src *s, int64_t e, expert_enc enc, const expert_qfmt *f,
+                       int io_dtype, bool allow_nonfinite, void *weights, void *scales,
+                       void *zero_points, m2o_err *err)
+{
+    return produce_measured(s, e, enc, f, io_dtype, allow_nonfinite, weights, scales, zero_points,
+                            NULL, err);
+}
+
 int expert_produce(const expert_src *s, int64_t e, expert_enc enc, int bits, int block_size,
                    int io_dtype, bool allow_nonfinite, void *weights, void *scales, m2o_err *err)
 {
-    return produce_measured(s, e, enc, bits, block_size, io_dtype, allow_nonfinite, weights,
-                            scales, NULL, err);
+    expert_qfmt f = {.bits = bits, .block_size = block_size};
+    return expert_produce_fmt(s, e, enc, &f, io_dtype, allow_nonfinite, weights, scales, NULL, err);
 }
 
 /* ---- the producer attached to an expert initializer ---- */
 
 typedef struct experts_ctx {
     expert_src src;
-    expert_enc enc;  /* weights encoding, or a scales encoding for a scales-only tensor */
-    int bits, block_size, io;
+    expert_enc enc;  /* weights encoding, or a scales/zero-point encoding for that tensor alone */
+    expert_qfmt f;
+    int io;
     bool allow_nonfinite;
     qerr_acc *qerr;  /* one error slot per expert, or NULL (weights/qerr_track.h) */
 } experts_ctx;
@@ -244,24 +256,26 @@ typedef struct experts_ctx {
 static int produce_single(void *vctx, int64_t e, void *out, m2o_err *err)
 {
     const experts_ctx *c = vctx;
-    bool scales = c->enc == ENC_INT_SCALES || c->enc == ENC_FP4_SCALES;
-    return produce_measured(&c->src, e, c->enc, c->bits, c->block_size, c->io,
-                            c->allow_nonfinite, scales ? NULL : out, scales ? out : NULL,
+    bool scales = c->enc == ENC_INT_SCALES || c->enc == ENC_FP4_SCALES, zp = c->enc == ENC_INT_ZP;
+    return produce_measured(&c->src, e, c->enc, &c->f, c->io, c->allow_nonfinite,
+                            scales || zp ? NULL : out, scales ? out : NULL, zp ? out : NULL,
                             c->qerr ? &c->qerr[e] : NULL, err);
 }
 
-static int produce_pair(void *vctx, int64_t e, void *const *outs, m2o_err *err)
+/* weights, scales and (asymmetric) zero points of one expert from one quantization */
+static int produce_group(void *vctx, int64_t e, void *const *outs, m2o_err *err)
 {
     const experts_ctx *c = vctx;
-    return produce_measured(&c->src, e, c->enc, c->bits, c->block_size, c->io,
-                            c->allow_nonfinite, outs[0], outs[1], c->qerr ? &c->qerr[e] : NULL,
+    return produce_measured(&c->src, e, c->enc, &c->f, c->io, c->allow_nonfinite, outs[0],
+                            outs[1], c->f.asymmetric ? outs[2] : NULL, c->qerr ? &c->qerr[e] : NULL,
                             err);
 }
 
 /* The widths encoding `enc` (a weights encoding) needs of an [N, K] expert. */
-static int check_widths(const expert_src *src, expert_enc enc, int bits, int block_size, int io,
+static int check_widths(const expert_src *src, expert_enc enc, const expert_qfmt *f, int io,
                         m2o_err *err)
 {
+    int bits = f->bits, block_size = f->block_size;
     int64_t N = src->N, K = src->K;
     if (enc_is_fp4(enc)) {
         if (K % 32 || N % 2)
@@ -270,8 +284,11 @@ static int check_widths(const expert_src *src, expert_enc enc, int bits, int blo
                             src->what, (long long)K, (long long)N);
     } else if (enc != ENC_FLOAT) {
         qb_params p = expert_int_params(bits, block_size, io);
-        if (qb_check(N, K, &p, err))
+        if (block_size <= 0 ? qc_check(N, K, bits, err) : qb_check(N, K, &p, err))
             return m2o_wrap(err, "quantizing %s for QMoE", src->what);
+        if (block_size <= 0 && (f->asymmetric || f->search))
+            return m2o_fail(err, "%s: per-channel experts are symmetric round-to-nearest only",
+                            src->what);
         if (enc == ENC_INT_SM80 && K % 64)
             return m2o_fail(err, "%s: the CUTLASS SM80 layout needs the input width %lld to be "
                                  "a multiple of 64; use qmoe_weights_prepacked=0",
@@ -285,15 +302,15 @@ static int check_widths(const expert_src *src, expert_enc enc, int bits, int blo
 }
 
 /* Everything a producer of `enc` will rely on, checked before any bytes are written. */
-static int check_source(const expert_layout *L, const expert_src *src, expert_enc enc, int bits,
-                        int block_size, int io, m2o_err *err)
+static int check_source(const expert_layout *L, const expert_src *src, expert_enc enc,
+                        const expert_qfmt *f, int io, m2o_err *err)
 {
     if (src->E < 1 || src->E > EXPERT_MAX)
         return m2o_fail(err, "%s: %lld experts (supported: 1..%d)", src->what,
                         (long long)src->E, EXPERT_MAX);
     if (!L)
         return m2o_fail(err, "%s: unknown expert source kind", src->what);
-    if (L->check_dtypes(src, err) || check_widths(src, enc, bits, block_size, io, err))
+    if (L->check_dtypes(src, err) || check_widths(src, enc, f, io, err))
         return -1;
     bool halves = false;
     for (int64_t e = 0; e < src->E; e++)
@@ -304,34 +321,45 @@ static int check_source(const expert_layout *L, const expert_src *src, expert_en
     return 0;
 }
 
-int wt_experts(const expert_src *src, expert_enc enc, bool with_scales, int bits, int block_size,
-               const wt_opts *o, wt_producer *p, m2o_err *err)
+int wt_experts_fmt(const expert_src *src, expert_enc enc, bool with_scales, const expert_qfmt *f,
+                   const wt_opts *o, wt_producer *p, m2o_err *err)
 {
     if (with_scales && enc != ENC_INT_RAW && enc != ENC_INT_SM80 && enc != ENC_FP4)
         return m2o_fail(err, "%s: internal: encoding %d has no scales", src->what, (int)enc);
-    if (check_source(expert_layout_of(src->kind), src, expert_weights_enc(enc), bits, block_size,
-                     o->io, err))
+    if (f->asymmetric && (!enc_is_int(enc) || f->block_size <= 0))
+        return m2o_fail(err, "%s: internal: zero points need blockwise int experts", src->what);
+    if (check_source(expert_layout_of(src->kind), src, expert_weights_enc(enc), f, o->io, err))
         return -1;
     experts_ctx *c = m2o_malloc(sizeof *c, err);
     if (!c)
         return -1;
-    *c = (experts_ctx){.src = *src, .enc = enc, .bits = bits, .block_size = block_size,
-                       .io = o->io, .allow_nonfinite = o->allow_nonfinite};
+    *c = (experts_ctx){.src = *src, .enc = enc, .f = *f, .io = o->io,
+                       .allow_nonfinite = o->allow_nonfinite};
     int64_t N = src->N, K = src->K;
+    int bits = f->bits, bs = f->block_size;
     *p = (wt_producer){.ctx = c, .free_ctx = free, .n_chunks = src->E,
-                       .chunk_bytes = {expert_chunk_bytes(N, K, enc, bits, block_size, o->io)}};
+                       .chunk_bytes = {expert_chunk_bytes(N, K, enc, bits, bs, o->io)}};
     if (with_scales) {
-        p->group = produce_pair;
-        p->chunk_bytes[1] = expert_chunk_bytes(N, K, expert_scales_enc(enc), bits, block_size,
-                                               o->io);
+        p->group = produce_group;
+        p->chunk_bytes[1] = expert_chunk_bytes(N, K, expert_scales_enc(enc), bits, bs, o->io);
+        if (f->asymmetric)
+            p->chunk_bytes[2] = expert_chunk_bytes(N, K, ENC_INT_ZP, bits, bs, o->io);
     } else {
         p->one = produce_single;
     }
     if (enc == ENC_INT_RAW || enc == ENC_INT_SM80 || enc == ENC_FP4) { /* not scales alone */
-        p->qerr = &c->qerr;
-        p->qerr_fmt = (qerr_format){enc_is_fp4(enc) ? QERR_MXFP4 : QERR_INT,
-                                    enc_is_fp4(enc) ? 4 : bits, enc_is_fp4(enc) ? 32 : block_size,
-                                    true, expert_int_params(bits, block_size, o->io).scale_type};
+        bool fp4 = enc_is_fp4(enc);
+        p->qerr = &c->qerr; /* per channel: one block of K, as verify reports it */
+        p->qerr_fmt = (qerr_format){fp4 ? QERR_MXFP4 : QERR_INT, fp4 ? 4 : bits,
+                                    fp4 ? 32 : bs > 0 ? bs : (int)K, fp4 || !f->asymmetric,
+                                    expert_int_params(bits, bs, o->io).scale_type};
     }
     return 0;
+}
+
+int wt_experts(const expert_src *src, expert_enc enc, bool with_scales, int bits, int block_size,
+               const wt_opts *o, wt_producer *p, m2o_err *err)
+{
+    expert_qfmt f = {.bits = bits, .block_size = block_size};
+    return wt_experts_fmt(src, enc, with_scales, &f, o, p, err);
 }

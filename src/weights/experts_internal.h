@@ -62,13 +62,16 @@ typedef struct expert_encoder {
     int64_t N, K;
     int io;
     qb_params p;
+    expert_qfmt f;      /* block_size 0: per channel; asymmetric: zero points; search */
     uint8_t *weights;
     uint8_t *scales;
+    uint8_t *zps;       /* asymmetric: zero points [N][zrow], else NULL */
     uint8_t *raw;       /* raw codes [N][K*bits/8] of the whole expert, when they are not the
                          * output as they are: fp4 (transposed at the end), CUTLASS from panels
                          * (packed at the end), codes dropped for a scales encoding */
     uint8_t *band_raw;  /* CUTLASS from bands: one band's raw codes, packed band by band */
     uint8_t *own_scales; /* scales when they are not wanted */
+    uint8_t *own_zps;    /* zero points when they are not wanted */
     uint8_t *pcodes, *pscales; /* one panel's codes and scales before they are scattered */
     qerr_acc *qerr;     /* this expert's error sums, or NULL (weights/qerr_track.h) */
 } expert_encoder;
@@ -77,9 +80,8 @@ bool enc_is_fp4(expert_enc enc);
 bool enc_is_int(expert_enc enc);
 qb_params expert_int_params(int bits, int block_size, int io_dtype);
 /* panel_cols > 0: the expert will come as panels of that many columns, else as bands of rows. */
-int encoder_init(expert_encoder *x, expert_enc enc, int64_t N, int64_t K, int bits,
-                 int block_size, int io, void *weights, void *scales, int64_t panel_cols,
-                 m2o_err *err);
+int encoder_init(expert_encoder *x, expert_enc enc, int64_t N, int64_t K, const expert_qfmt *f,
+                 int io, void *weights, void *scales, void *zps, int64_t panel_cols, m2o_err *err);
 void encoder_free(expert_encoder *x);
 /* Rows [n0, n0 + nr) given as float32 [nr][K]. */
 int encoder_rows(expert_encoder *x, const float *w, int64_t n0, int64_t nr, m2o_err *err);
@@ -89,5 +91,7 @@ int encoder_panel(expert_encoder *x, const float *w, int64_t k0, int64_t kp, m2o
 int encoder_finish(expert_encoder *x, m2o_err *err);
 /* The scales of rows [0, rows) of `cols` columns, in bytes (the offset of row `rows`). */
 size_t encoder_scale_bytes(const expert_encoder *x, int64_t rows, int64_t cols);
+/* Zero-point bytes of one row of K columns (0 when symmetric). */
+size_t encoder_zp_row_bytes(const expert_encoder *x);
 
 #endif

@@ -20,7 +20,7 @@
 
 /* One producer and its chunk plan. Exactly one of one/group/scatter is set:
  *   one:     n_chunks chunks of chunk_bytes[0] (graph_add_streamed_initializer);
- *   group:   n_chunks chunks filling two initializers, chunk_bytes[0] and [1]
+ *   group:   n_chunks chunks filling two (or three) initializers, chunk_bytes[0], [1] (and [2])
  *            (graph_add_streamed_group);
  *   scatter: n_chunks jobs writing pieces of total_bytes (graph_add_scattered_initializer).
  * ctx belongs to whoever attaches the producer (free it with free_ctx). */
@@ -31,7 +31,7 @@ typedef struct wt_producer {
     void *ctx;
     void (*free_ctx)(void *ctx);
     int64_t n_chunks;
-    size_t chunk_bytes[2];
+    size_t chunk_bytes[3];   /* group: weights, scales, zero points (when asymmetric) */
     uint64_t total_bytes;
     /* A quantizing producer measures its error per chunk into (*qerr)[chunk] when the attacher
      * points *qerr at slots (weights/qerr_track.h); qerr NULL: nothing to measure. */

@@ -444,6 +444,8 @@ async function methodRows(work, fixture) {
   }
   for (const m of METHODS) {
     const ctlDir = join(work, `${fixture}-m-ctl`), out = join(work, `${fixture}-m-cuda`);
+    // a row that stopped early (a failed or not runnable conversion) may have left these behind
+    for (const d of [ctlDir, out]) rmSync(d, { recursive: true, force: true });
     const cpuErr = m.cudaOnly ? null : convert(input, ctlDir, methodArgs(m, 'cpu'));
     const cudaErr = convert(input, out, methodArgs(m, 'cuda'));
     const label = `${fixture} [${m.name}]`;

@@ -419,6 +419,18 @@ new_case mxfp4-on-cpu gpt-oss-tiny "moe_quant_type=mxfp4 with -e cpu"; std
 expect 2 mxfp4 cuda -- "${std[@]}" --extra_options moe_quant_type=mxfp4
 
 # Quantization options ONNX Runtime cannot run (docs/QUANTIZATION.md), refused before any output.
+new_case uint4-odd-blocks-cpu qwen3-moe-tiny "moe_quant_type=uint4, qmoe_block_size=128 on -e cpu: fc2 has 128/128 = 1 block a row (ONNX Runtime's CPU QMoE computes odd 4-bit zero-point counts wrongly)"; std
+expect 2 uint4 qmoe_block_size=128 "odd block count" wrongly -- "${std[@]}" --extra_options moe_quant_type=uint4 qmoe_block_size=128
+
+new_case uint-per-channel gpt-oss-tiny "moe_quant_type=uint8 with qmoe_block_size=0 (zero points with per-channel scales)"; std
+expect 2 uint8 "per channel" "zero points" -- "${std[@]}" --extra_options moe_quant_type=uint8 qmoe_block_size=0
+
+new_case per-channel-scale-search gpt-oss-tiny "qmoe_block_size=0 with scale_search=true"; std
+expect 2 qmoe_block_size=0 scale_search -- "${std[@]}" --extra_options qmoe_block_size=0 scale_search=true
+
+new_case quantize-bias-per-channel gpt-oss-tiny "qmoe_quantize_bias=true with qmoe_block_size=0"; std
+expect 2 qmoe_quantize_bias per-channel -- "${std[@]}" --extra_options qmoe_quantize_bias=true qmoe_block_size=0
+
 new_case dense-per-channel gpt-oss-tiny "block_size=0: MatMulNBits has no per-channel form"; std
 expect 2 block_size=0 MatMulNBits qmoe_block_size=0 -- "${std[@]}" --extra_options block_size=0
 

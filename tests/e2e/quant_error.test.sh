@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Per-tensor quantization error (build summary, --quant-report, verify --json): for exports that
 # quantize through each producer path (MatMulNBits, expert bands, input-major expert panels,
-# CUTLASS SM80, MXFP4 encoding), the build's report must name the same tensors as verify's
+# CUTLASS SM80, MXFP4 encoding, zero points, per channel, scale search), the build's report must name the same tensors as verify's
 # quantized entries, with the same format fields and the same rel_rms and max_abs within 1e-6
 # relative; the report must be byte-identical with --threads 1 and 3; -q must leave only the
 # one summary line, and the full output must show the grouped summary with the worst tensor.
@@ -54,7 +54,9 @@ console.log(bad.join("\n"));
 }
 
 for case in "qwen3-moe-tiny int4 cpu" "gpt-oss-bf16-tiny int4 cpu" "gpt-oss-tiny int4 cuda" \
-            "gpt-oss-bf16-tiny int4 cuda moe_quant_type=mxfp4" "qwen3_5-moe-tiny int4 cpu"; do
+            "gpt-oss-bf16-tiny int4 cuda moe_quant_type=mxfp4" "qwen3_5-moe-tiny int4 cpu" \
+            "qwen3-moe-tiny int4 cpu moe_quant_type=uint4" "gpt-oss-bf16-tiny int4 cpu moe_quant_type=uint8" \
+            "qwen3-moe-tiny int4 cpu qmoe_block_size=0" "gpt-oss-bf16-tiny int4 cuda scale_search=true"; do
     set -- $case
     name=$(echo "$case" | tr ' =' '__')
     extra=()

@@ -200,12 +200,14 @@ function sparseMoe(x, T, c, W, L, q4, qe) {
 }
 
 // Forward over ids (one prompt). quant: null (float), or
-// { linearBits: 4, expertBits: 4|8, block: 32 (linear layers), expertBlock: 32|64|128 (default block) }.
+// { linearBits: 4, expertBits: 4|8, block: 32 (linear layers), expertBlock: 32|64|128 (default block) },
+// or with expertQdq: (w [N, K], N, K) → the experts' decoded weights (another expert encoding).
 // Returns { logits: Float64Array [T, V], hidden: [Float64Array [T, H]] per layer boundary }.
 export function qwenMoeForward(tensors, cfgJson, ids, quant = null) {
   const c = qwenConfig(cfgJson), W = weightSource(tensors, c), T = ids.length, H = c.H;
   const q4 = quant ? (w, N, K) => qdqRows(w, N, K, quant.linearBits, quant.block) : (w) => w;
-  const qe = quant ? (w, N, K) => qdqRows(w, N, K, quant.expertBits, quant.expertBlock ?? quant.block) : (w) => w;
+  const qe = !quant ? (w) => w
+    : quant.expertQdq ?? ((w, N, K) => qdqRows(w, N, K, quant.expertBits, quant.expertBlock ?? quant.block));
   const emb = W.get('model.embed_tokens.weight');
   let h = new Float64Array(T * H);
   for (let t = 0; t < T; t++) for (let d = 0; d < H; d++) h[t * H + d] = emb[ids[t] * H + d];

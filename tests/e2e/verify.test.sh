@@ -32,7 +32,8 @@ for case in "gpt-oss-tiny int4 cpu" "gpt-oss-tiny int4 cuda" "gpt-oss-tiny fp16 
             "gpt-oss-tiny int4 cuda moe_quant_type=mxfp4" "gpt-oss-bf16-tiny int4 cpu" \
             "gpt-oss-bf16-tiny fp32 cpu" "qwen3-moe-tiny int4 cpu" "qwen2-moe-tiny int4 cpu" \
             "qwen2-moe-tiny int4 cuda" "qwen2-moe-tiny bf16 cuda" "qwen2-moe-tiny fp32 cpu" \
-            "qwen3_5-moe-tiny int4 cpu"; do
+            "qwen3_5-moe-tiny int4 cpu" "qwen3-moe-tiny int4 cpu moe_quant_type=uint4" \
+            "qwen3-moe-tiny int4 cpu qmoe_block_size=0" "gpt-oss-bf16-tiny int4 cuda scale_search=true"; do
     set -- $case
     name=$(echo "$case" | tr ' =' '__')
     out="$tmp/$name"
@@ -130,6 +131,7 @@ corrupt() {
     rm -rf "$dst"
 }
 set_f32() { "$poke" set "$dst/model.onnx" "$1" "$2" "${@:3}"; }
+
 G=gpt-oss-tiny_int4_cpu L0=model.layers.0
 corrupt inf-expert-scale "$G" error_bound "+Inf (float32 0x7f800000) as scale 100 of the layer-0 gate_up QMoE experts" -- \
     set_f32 $L0.moe.experts.gate_up_proj.scales 400 00 00 80 7f
@@ -153,6 +155,11 @@ corrupt garbage-expert-bias "$G" value_mismatch "expert down_proj bias element 5
     set_f32 $L0.moe.experts.down_proj.bias 20 00 00 80 3f
 corrupt garbage-int64-constant "$G" value_mismatch "the Reshape shape constant [-1, 8] holds [-1, 9]" -- \
     set_f32 "/model/constants/INT64/[-1, 8]" 8 09
+U4=qwen3-moe-tiny_int4_cpu_moe_quant_type_uint4
+corrupt zero-point-shifted "$U4" error_bound "uint4 experts: the first zero-point byte of layer 0's gate_up (blocks 0 and 1 of row 0) set to 0x00" -- \
+    set_f32 $L0.moe.experts.gate_up_proj.zero_points 0 00
+corrupt per-channel-scale-negative "qwen3-moe-tiny_int4_cpu_qmoe_block_size_0" error_bound "per-channel experts: layer 0 down_proj row 2's scale set to -0.01 (the builder's per-channel scales are positive)" -- \
+    set_f32 $L0.moe.experts.down_proj.scales 8 0a d7 23 bc
 corrupt missing-tokenizer "$G" folder_files "tokenizer.json deleted" -- rm "$tmp/corrupt-missing-tokenizer/tokenizer.json"
 corrupt graph-cycle "$G" graph_order "layer 0's input norm reads the o_proj output (a cycle)" -- \
     "$poke" rewire "$tmp/corrupt-graph-cycle/model.onnx" /model/layers.0/input_layernorm/SimplifiedLayerNorm 0 /model/layers.0/attn/o_proj/MatMul_Q4

@@ -110,7 +110,7 @@ static const bad_case BAD[] = {
     {{"-i", "x", "-o", "y", "-p", "int4", "-e", "cpu", "--extra_options", "frobnicate=1"}, "unknown extra option 'frobnicate'", "qmoe_block_size"},
     {{"-i", "x", "-o", "y", "-p", "int4", "-e", "cpu", "--extra_options", "int4_block_size=48"}, "int4_block_size=48", "16, 32, 64, 128, 256"},
     {{"-i", "x", "-o", "y", "-p", "int4", "-e", "cpu", "--extra_options", "int4_accuracy_level=5"}, "int4_accuracy_level=5", "0, 1, 2, 3, 4"},
-    {{"-i", "x", "-o", "y", "-p", "int4", "-e", "cpu", "--extra_options", "moe_quant_type=fp8"}, "moe_quant_type=fp8", "int4, int8, mxfp4"},
+    {{"-i", "x", "-o", "y", "-p", "int4", "-e", "cpu", "--extra_options", "moe_quant_type=fp8"}, "moe_quant_type=fp8", "int4, int8, uint4, uint8, mxfp4"},
     {{"-i", "x", "-o", "y", "-p", "int4", "-e", "cpu", "--extra_options", "moe_quant_type=mxfp4"}, "mxfp4", "no fp4 kernel"},
     {{"-i", "x", "-o", "y", "-p", "int4", "-e", "cuda", "--extra_options", "use_fp4_moe=true", "use_8bits_moe=true"}, "conflict", "use_8bits_moe"},
     {{"-i", "x", "-o", "y", "-p", "int4", "-e", "cuda", "--extra_options", "moe_quant_type=int8", "use_fp4_moe=true"}, "contradicts", "moe_quant_type"},

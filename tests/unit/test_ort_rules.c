@@ -36,3 +36,18 @@ TEST(head_size_and_head_counts)
     CHECK_EQ(ort_gqa_rule(1024, 8, 64, 64, &e), 0);
 }
 
+
+/* Zero points (uint4/uint8 experts): never with per-channel scales; 4-bit needs an even block
+ * count per row in fc1 (H / block) and fc2 (I / block) on both providers; 8-bit any count. */
+TEST(qmoe_zero_point_rule)
+{
+    m2o_err e = {{0}};
+    CHECK_EQ(ort_qmoe_zero_point_rule(false, 4, 32, 256, 128, &e), 0);
+    CHECK_EQ(ort_qmoe_zero_point_rule(true, 4, 64, 2880, 2880, &e), -1); /* 45 blocks a row */
+    CHECK_STR_CONTAINS(e.msg, "CUDA");
+    CHECK_EQ(ort_qmoe_zero_point_rule(false, 4, 128, 256, 128, &e), -1); /* fc2: 1 block */
+    CHECK_STR_CONTAINS(e.msg, "computes wrongly");
+    CHECK_EQ(ort_qmoe_zero_point_rule(false, 8, 128, 256, 128, &e), 0);
+    CHECK_EQ(ort_qmoe_zero_point_rule(true, 8, 0, 256, 128, &e), -1);
+    CHECK_STR_CONTAINS(e.msg, "per channel");
+}

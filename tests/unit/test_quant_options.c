@@ -296,8 +296,7 @@ TEST(not_yet_supported_is_refused_by_one_function)
         {"is_symmetric=false", "is_symmetric=false"}, {"algo_config=k_quant", "algo_config=k_quant"},
         {"algo_config=rtn", "algo_config=rtn"}, {"matmul_mixed_precision=last_matmul:int8", "matmul_mixed_precision"},
         {"nodes_to_exclude=/lm_head/MatMul", "nodes_to_exclude"}, {"op_types_to_quantize=MatMul/Gather", "op_types_to_quantize"},
-        {"qmoe_block_size=0", "qmoe_block_size=0"}, {"qmoe_block_size=-1", "qmoe_block_size=0"},
-        {"use_qdq=True", "use_qdq"}, {"scale_search=true", "scale_search"}, {"int8_budget=5%", "int8_budget"},
+        {"use_qdq=True", "use_qdq"}, {"int8_budget=5%", "int8_budget"},
         {"quant_config={\"weights\":{\"type\":\"int8\"}}", "int8/uint8"},
         {"quant_config={\"moe\":{\"type\":\"none\"}}", "moe.type=none"},
     };
@@ -315,6 +314,42 @@ TEST(not_yet_supported_is_refused_by_one_function)
                                                   "op_types_to_quantize=MatMul", "matmulnbits_weights_prepacked=0",
                                                   "scale_search=false", "moe_quant_type=int8")), 0);
     CHECK_EQ(quant_config_check_supported(&o.quant, &e), 0);
+}
+
+/* The expert side writes per-channel, uint4/uint8 and scale_search (flat and JSON spellings);
+ * the combinations it cannot write are refused by name. */
+TEST(expert_variants_are_accepted_and_their_impossible_combinations_refused)
+{
+    static const char *const OK[][2] = {
+        {"qmoe_block_size=0", NULL}, {"qmoe_block_size=-1", NULL}, {"scale_search=true", NULL},
+        {"moe_quant_type=uint4", "uint4"}, {"moe_quant_type=uint8", "uint8"},
+        {"quant_config={\"moe\":{\"type\":\"uint8\",\"block_size\":\"per_channel\"}}", NULL},
+    };
+    for (size_t i = 0; i < sizeof OK / sizeof OK[0]; i++) {
+        export_opts o;
+        m2o_err e = {{0}};
+        CHECK_MSG(build(&o, PREC_INT4, EP_CPU, &e, KV(OK[i][0])) == 0, "case %s: %s", OK[i][0], e.msg);
+        int rc = quant_config_check_supported(&o.quant, &e);
+        if (i == 5) { /* uint8 per channel: zero points with row-wise scales */
+            CHECK_EQ(rc, -1);
+            CHECK_STR_CONTAINS(e.msg, "per channel");
+            continue;
+        }
+        CHECK_MSG(rc == 0, "case %s: %s", OK[i][0], e.msg);
+    }
+    export_opts o;
+    m2o_err e = {{0}};
+    CHECK_EQ(build(&o, PREC_INT4, EP_CPU, &e, KV("moe_quant_type=uint4")), 0);
+    CHECK_EQ(o.quant.moe_type, QTYPE_UINT4);
+    CHECK(!at(&o, "experts.fc2", 0, 2, false).symmetric);
+    CHECK_EQ(at(&o, "experts.fc2", 0, 2, false).bits, 4);
+    CHECK_EQ(build(&o, PREC_INT4, EP_CPU, &e, KV("moe_quant_type=uint8", "use_8bits_moe=true")), 0);
+    CHECK_EQ(o.quant.moe_type, QTYPE_UINT8);
+    CHECK_EQ(build(&o, PREC_INT4, EP_CPU, &e, KV("qmoe_block_size=0", "scale_search=true")), 0);
+    CHECK_EQ(quant_config_check_supported(&o.quant, &e), -1);
+    CHECK_STR_CONTAINS(e.msg, "scale_search");
+    CHECK_EQ(build(&o, PREC_INT4, EP_CPU, &e, KV("moe_quant_type=uint16")), -1);
+    CHECK_STR_CONTAINS(e.msg, "int4, int8, uint4, uint8, mxfp4");
 }
 
 /* Through options_validate: the new names reach the fields the graph reads today. */

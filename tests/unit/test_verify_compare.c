@@ -385,3 +385,48 @@ TEST(fast_compare_matches_the_element_wise_reference)
     check_fast_equals_ref(w, N, K, &m, &bad);
     CHECK_EQ(bad, 0);
 }
+
+/* Blocks written by scale_search (FORMATS §16): they exceed the round-to-nearest scale ceiling and
+ * clip some elements by more than a step, and pass by the searched-block rules, through both the
+ * reference and the fast path; a flipped scale sign or a zero point off by one in such a block
+ * still fails (interior codes move by a step or more). Asymmetric 4-bit with zero points too. */
+TEST(searched_blocks_pass_and_their_sign_or_zero_point_bugs_fail)
+{
+    for (int asym = 0; asym <= 1; asym++) {
+        static float w[N * K], scales[N * NB];
+        static uint8_t codes[N * K / 2], zps[N * NB / 2], bad_zps[N * NB / 2];
+        fill(w, N * K, 23 + (uint32_t)asym);
+        qb_params p = {.bits = 4, .block_size = BS, .symmetric = !asym, .scale_type = QSCALE_F32};
+        CHECK_EQ(qb_quantize_search(w, N, K, &p, codes, scales, asym ? zps : NULL, NULL), 0);
+        venc e = {.kind = VENC_INT, .elem_type = ONNX_FLOAT, .codes = codes, .scales = scales,
+                  .zero_points = asym ? zps : NULL, .bits = 4, .block_size = BS};
+        vstats st, ref;
+        vstats_init(&st);
+        vstats_init(&ref);
+        CHECK_EQ(venc_compare(w, N, K, &e, &st, NULL), 0);
+        CHECK_EQ(venc_compare_ref(w, N, K, &e, &ref, NULL), 0);
+        CHECK_MSG(st.n_over == 0 && ref.n_over == 0, "asym %d: %lld / %lld over", asym,
+                  (long long)st.n_over, (long long)ref.n_over);
+        CHECK(venc_passes(w, N, K, &e));
+        /* the strict bound alone would not hold: some block's scale is above its ceiling */
+        qb_params q = p;
+        static float rtn_scales[N * NB];
+        static uint8_t rtn_codes[N * K / 2], rtn_zps[N * NB / 2];
+        CHECK_EQ(qb_quantize_ref(w, N, K, &q, rtn_codes, rtn_scales, asym ? rtn_zps : NULL, NULL), 0);
+        int above = 0;
+        for (int i = 0; i < N * NB; i++)
+            above += fabsf(scales[i]) > fabsf(rtn_scales[i]) * 1.0001f;
+        CHECK(above > 0);
+        if (!asym) {
+            float keep = scales[9];
+            scales[9] = -keep;
+            CHECK(!venc_passes(w, N, K, &e));
+            scales[9] = keep;
+        } else {
+            memcpy(bad_zps, zps, sizeof zps);
+            bad_zps[4] = (uint8_t)((bad_zps[4] & 0xf0) | (((bad_zps[4] & 0xf) + 1) & 0xf));
+            e.zero_points = bad_zps;
+            CHECK(!venc_passes(w, N, K, &e));
+        }
+    }
+}
