@@ -7,6 +7,7 @@
 #include "onnx/quant_stats.h"
 #include "quant/qerr.h"
 #include "verify/compare.h"
+#include "weights/qerr_track.h"
 
 /* 2 x 4, blocks of 2, 4-bit symmetric (zero point 8), float32 scales; every value worked out by
  * hand: row 0 decodes to 1, -0.5 | 0, 3 (scales 0.5, 1), row 1 to 0.25, 0 | 2, (NaN skipped)
@@ -74,6 +75,21 @@ TEST(mxfp4_exact_values)
     CHECK(a.sum_err2 == 31 * (d * d));
     CHECK(a.sum_ref2 == 31 * ((double)1.2f * 1.2f) + 36.0);
     CHECK(a.max_abs == d);
+}
+
+TEST(producer_hook_per_channel_is_one_block_per_row)
+{
+    /* block_size 0 (per channel): the hand matrix's rows as single blocks of 4, both scales
+     * 0.5: row 0 decodes 1, -0.5, 0 (0.25 rounds to q-8 = 0: error 0.25), 3; row 1 0, 0, 2,
+     * (NaN skipped) */
+    qb_params p = {.bits = 4, .block_size = 0, .symmetric = true, .scale_type = QSCALE_F32};
+    const float scales[2] = {0.5f, 0.5f};
+    const uint8_t codes[4] = {0x7A, 0xE8, 0x88, 0x0C};
+    qerr_acc a = {0};
+    wt_measure_encoded(false, &p, kW, 2, 4, codes, scales, NULL, &a);
+    CHECK_EQ(a.n, 7);
+    CHECK(a.sum_err2 == 0.0625 && a.max_abs == 0.25);
+    CHECK(a.sum_ref2 == 14.3125);
 }
 
 TEST(rel_rms_edges_and_merge)
