@@ -154,8 +154,8 @@ int qwen_moe_build_mlp(gb *b, int L, const char *input, gname *out, m2o_err *err
         swiglu_mlp *d = &x->dense;
         rc = load_mlp(b, L, "", b->md->intermediate_size, d, err);
         if (!rc)
-            rc = gb_mlp_swiglu(b, base.s, init.s, &d->gate, &d->up, &d->down,
-                               gb_quantize_linears(b), input, out, err);
+            rc = gb_mlp_swiglu(b, base.s, init.s, &d->gate, &d->up, &d->down, "mlp", L,
+                               input, out, err);
     }
     free(x);
     return rc;

@@ -77,8 +77,9 @@ int quant_parse_bool(const char *key, const char *v, bool *out, m2o_err *err);
 int quant_config_build(quant_flat *f, precision p, exec_provider ep, int io_dtype, quant_config *q,
                        m2o_err *err);
 
-/* Everything this build cannot write yet: any non-default value that would change the weights
- * or their layout. One function so it shrinks, case by case, as the graph wiring lands. */
+/* Everything this build cannot write yet (the MatMuls take every value since graph/linear.c asks
+ * quant_resolve; the embedding, QDQ, the CUDA prepack, int8_budget, per-channel and float experts
+ * remain). One function so it shrinks, case by case, as the graph wiring lands. */
 int quant_config_check_supported(const quant_config *q, m2o_err *err);
 
 /* ---- Per-tensor resolution ---- */

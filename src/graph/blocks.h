@@ -38,18 +38,18 @@ int gb_skip_rmsnorm(gb *b, const char *node, const char *weight_name, const st_t
                     float offset, const char *input, const char *skip, gname *out,
                     gname *residual, m2o_err *err);
 
-/* y = x W^T (+ bias). quantize: MatMulNBits (int4, opts block size and accuracy level), else a
- * MatMul with the io-dtype weight [K, N]. Names: node "{base}/MatMul" (or "{base}/MatMul_Q4"),
- * "{base}/Add"; initializers "{init}.MatMul.weight" (or ".weight_Q4" + ".weight_scales"),
- * "{init}.Add.bias". base "/model/layers.0/attn/o_proj", init "model.layers.0.attn.o_proj". */
-int gb_linear(gb *b, const char *base, const char *init, const linear_src *s, bool quantize,
-              const char *input, gname *out, m2o_err *err);
+/* y = x W^T (+ bias). role and layer (graph/quant_resolve.h: "attn.qkv", "mlp.down", "router",
+ * ...) decide through quant_resolve: MatMulNBits (4 or 8 bits, the resolved block size, accuracy
+ * level and method, zero points where the method writes them), else a MatMul with the io-dtype
+ * weight [K, N]. Names: node "{base}/MatMul" (or "{base}/MatMul_Q{bits}"), "{base}/Add";
+ * initializers "{init}.MatMul.weight" (or the MatMulNBits ones, linear.c), "{init}.Add.bias".
+ * base "/model/layers.0/attn/o_proj", init "model.layers.0.attn.o_proj". */
+int gb_linear(gb *b, const char *base, const char *init, const linear_src *s, const char *role,
+              int layer, const char *input, gname *out, m2o_err *err);
 
-/* Final projection to the graph output "logits" (float32: cast when the io dtype is not). */
-int gb_lm_head(gb *b, const linear_src *s, bool quantize, const char *input, m2o_err *err);
-
-/* True when linear layers are quantized (precision int4). */
-bool gb_quantize_linears(const gb *b);
+/* Final projection to the graph output "logits" (float32: cast when the io dtype is not);
+ * quantized as quant_resolve says for role "lm_head". */
+int gb_lm_head(gb *b, const linear_src *s, const char *input, m2o_err *err);
 
 /* ---- attention (attention.c) ---- */
 
@@ -84,10 +84,11 @@ int gqa_local_window_size(int window);
 /* ---- MLPs (mlp.c) ---- */
 
 /* Dense SwiGLU MLP: down(silu(gate(x)) * up(x)). Nodes under base ("/model/layers.0/mlp"),
- * initializers under init ("model.layers.0.mlp"): {base}/gate_proj, up_proj, down_proj. */
+ * initializers under init ("model.layers.0.mlp"): {base}/gate_proj, up_proj, down_proj.
+ * role_family "mlp" or "shared_expert" (roles "{family}.gate/up/down" of layer). */
 int gb_mlp_swiglu(gb *b, const char *base, const char *init, const linear_src *gate,
-                  const linear_src *up, const linear_src *down, bool quantize, const char *input,
-                  gname *out, m2o_err *err);
+                  const linear_src *up, const linear_src *down, const char *role_family,
+                  int layer, const char *input, gname *out, m2o_err *err);
 
 /* Shared expert beside the routed experts (Qwen2-MoE, Qwen3.5-MoE):
  * out = moe_out + sigmoid(x Wg^T) * mlp(x), with gate [1, H] (never quantized) and the MLP under

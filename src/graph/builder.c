@@ -20,6 +20,24 @@ gname gname_out(const char *node, int k)
     return gname_fmt("%s/output_%d", node, k);
 }
 
+/* The quantization request of an export_opts built without options_validate: what -p says, with
+ * the int4_* fields (symmetric MLAS int4, every MatMul role quantized). */
+static void legacy_quant(export_opts *o)
+{
+    quant_config *q = &o->quant;
+    bool int4 = o->precision == PREC_INT4;
+    q->weights_type = int4 ? QTYPE_INT4 : QTYPE_NONE;
+    q->block_size = o->int4_block_size;
+    q->symmetric = true;
+    q->method = QMETHOD_DEFAULT;
+    q->accuracy_level = o->int4_accuracy_level;
+    q->quantize_matmul = true;
+    q->moe_type = !int4 ? QTYPE_NONE
+                  : o->moe_quant_type == MOE_QUANT_MXFP4 ? QTYPE_MXFP4
+                  : o->moe_quant_type == MOE_QUANT_INT8  ? QTYPE_INT8 : QTYPE_INT4;
+    q->filled = true;
+}
+
 int gb_init(gb *b, graph *g, const model_desc *md, const st_checkpoint *ck, const export_opts *o,
             m2o_err *err)
 {
@@ -28,6 +46,9 @@ int gb_init(gb *b, graph *g, const model_desc *md, const st_checkpoint *ck, cons
     b->md = md;
     b->ck = ck;
     b->o = o;
+    b->q = *o;
+    if (!o->quant.filled)
+        legacy_quant(&b->q);
     b->io = o->io_dtype;
     if (ck && ckpt_count(ck) && !(b->used = m2o_calloc(ckpt_count(ck), sizeof *b->used, err)))
         return -1;

@@ -34,6 +34,9 @@ typedef struct gb {
     const model_desc *md;
     const st_checkpoint *ck;
     const export_opts *o;
+    /* o with its quant request filled: o->quant itself, or (an export_opts built by hand, without
+     * options_validate) the int4 body the int4_* fields describe. quant_resolve reads this. */
+    export_opts q;
     int io;                 /* io dtype: ONNX_FLOAT, ONNX_FLOAT16 or ONNX_BFLOAT16 */
 
     /* Values shared by all layers, set by gb_attention_mask() and gb_rotary_caches(). */

@@ -42,5 +42,5 @@ int gb_decoder(gb *b, const bool *kv_layer, float norm_offset, gb_layer_fn build
     if (b->o->exclude_lm_head)
         return 0;
     linear_src lm = {.n_parts = 1, .w = {head}};
-    return gb_lm_head(b, &lm, gb_quantize_linears(b), normed.s, err);
+    return gb_lm_head(b, &lm, normed.s, err);
 }

@@ -53,10 +53,13 @@ typedef struct quant_config {
     int matmulnbits_weights_prepacked; /* 0 raw, 1 SM80, 2 SM90 fpA_intB layout (CUDA) */
     bool use_qdq;              /* QDQ instead of MatMulNBits */
     /* moe2onnx additions (not in the builder) */
-    bool scale_search;         /* error-minimizing scale search instead of plain rounding */
+    bool scale_search;         /* int experts: error-minimizing scale search instead of plain rounding */
+    bool scale_search_matmul;  /* MatMuls: the same (scale_search=true or =matmul) */
     double int8_budget_percent;/* < 0: unset; else extra bytes as % of the int4 dense bytes */
     int64_t int8_budget_bytes; /* < 0: unset; else extra bytes allowed */
     bool from_json;            /* came from quant_config=JSON */
+    bool filled;               /* set by quant_config_build; false in an export_opts built by hand
+                                  (tests), which the graph reads through the int4_* fields */
 } quant_config;
 
 typedef struct export_opts {

@@ -1,12 +1,13 @@
-/* Linear layers: MatMul with a float weight, or MatMulNBits (int4 blockwise), plus bias. */
+/* Linear layers: MatMul with a float weight, or MatMulNBits (4- or 8-bit blockwise, with zero
+ * points where the method has them), plus bias. What each weight becomes is quant_resolve's
+ * answer for its role and layer (docs/QUANTIZATION.md). */
 #include "graph/blocks.h"
 
 #include <stdbool.h>
+#include <string.h>
 
-bool gb_quantize_linears(const gb *b)
-{
-    return b->o->precision == PREC_INT4;
-}
+#include "graph/quant_resolve.h"
+#include "graph/weights.h"
 
 static int check_linear(const linear_src *s, m2o_err *err)
 {
@@ -30,39 +31,83 @@ static int check_linear(const linear_src *s, m2o_err *err)
     return 0;
 }
 
+/* The MatMulNBits weight as tq describes it. Names as onnxruntime-genai's builder leaves them
+ * (ONNX Runtime's quantizers): the MLAS path (algo_config=default, and moe2onnx's scale search,
+ * same format) "{w}_Q{bits}", "{w}_scales", "{w}_zero_points"; the Neural Compressor path (rtn,
+ * k_quant) "{w}_Q{bits}G{bs}", "{w}_scale", "{w}_zp"; the node "{MatMul}_Q{bits}" either way. */
+typedef struct nbits_names {
+    gname w, scales, zp, node;
+} nbits_names;
+
+static wt_nbits_spec nbits_spec_of(const tensor_quant *t)
+{
+    wt_nbits_method m = t->method == QMETHOD_RTN       ? WT_NBITS_INC_RTN
+                        : t->method == QMETHOD_K_QUANT ? WT_NBITS_KQUANT
+                        : t->scale_search              ? WT_NBITS_SEARCH
+                                                       : WT_NBITS_MLAS;
+    return (wt_nbits_spec){.bits = t->bits, .block_size = t->block_size,
+                           .symmetric = t->symmetric, .method = m};
+}
+
+static nbits_names nbits_names_of(const char *base, const char *init, const wt_nbits_spec *q)
+{
+    nbits_names n;
+    bool inc = q->method == WT_NBITS_INC_RTN || q->method == WT_NBITS_KQUANT;
+    if (inc) {
+        n.w = gname_fmt("%s.MatMul.weight_Q%dG%d", init, q->bits, q->block_size);
+        n.scales = gname_fmt("%s.MatMul.weight_scale", init);
+        n.zp = gname_fmt("%s.MatMul.weight_zp", init);
+    } else {
+        n.w = gname_fmt("%s.MatMul.weight_Q%d", init, q->bits);
+        n.scales = gname_fmt("%s.MatMul.weight_scales", init);
+        n.zp = gname_fmt("%s.MatMul.weight_zero_points", init);
+    }
+    n.node = gname_fmt("%s/MatMul_Q%d", base, q->bits);
+    return n;
+}
+
+/* MatMulNBits(input) into mm_out (NULL: the node's own output name, returned in *out). */
+static int nbits_matmul(gb *b, const char *base, const char *init, const linear_src *s,
+                        const tensor_quant *t, const char *input, const char *mm_out,
+                        gname *out, m2o_err *err)
+{
+    wt_nbits_spec q = nbits_spec_of(t);
+    nbits_names nm = nbits_names_of(base, init, &q);
+    if (gb_add_nbits(b, nm.w.s, nm.scales.s, nm.zp.s, s, &q, err))
+        return -1;
+    *out = mm_out ? gname_fmt("%s", mm_out) : gname_out(nm.node.s, 0);
+    const char *in[4] = {input, nm.w.s, nm.scales.s, nm.zp.s};
+    const char *outs[1] = {out->s};
+    graph_node *n = graph_add_node(b->g, "MatMulNBits", "com.microsoft", nm.node.s,
+                                   wt_nbits_has_zero_points(&q) ? 4 : 3, in, 1, outs);
+    node_attr_int(n, "K", linear_src_k(s));
+    node_attr_int(n, "N", linear_src_n(s));
+    node_attr_int(n, "bits", q.bits);
+    node_attr_int(n, "block_size", q.block_size);
+    node_attr_int(n, "accuracy_level", t->accuracy_level);
+    return 0;
+}
+
 /* MatMul (or MatMulNBits) [+ Add]; the last node's output is named final_out when given. */
 static int linear_core(gb *b, const char *base, const char *init, const linear_src *s,
-                       bool quantize, const char *input, const char *final_out, gname *out,
-                       m2o_err *err)
+                       const tensor_quant *t, const char *input, const char *final_out,
+                       gname *out, m2o_err *err)
 {
     if (check_linear(s, err))
         return -1;
-    int64_t N = linear_src_n(s), K = linear_src_k(s);
+    int64_t N = linear_src_n(s);
     bool has_bias = s->bias[0] != NULL;
-    gname node, mm_out;
-    graph_node *n;
-    if (quantize) {
-        int bs = b->o->int4_block_size;
-        gname w = gname_fmt("%s.MatMul.weight_Q4", init);
-        gname sc = gname_fmt("%s.MatMul.weight_scales", init);
-        if (gb_add_nbits(b, w.s, sc.s, s, 4, bs, err))
+    const char *direct = final_out && !has_bias ? final_out : NULL;
+    gname mm_out;
+    if (t->kind == TQ_INT) {
+        if (nbits_matmul(b, base, init, s, t, input, direct, &mm_out, err))
             return -1;
-        node = gname_fmt("%s/MatMul_Q4", base);
-        mm_out = (final_out && !has_bias) ? gname_fmt("%s", final_out) : gname_out(node.s, 0);
-        const char *in[3] = {input, w.s, sc.s};
-        const char *outs[1] = {mm_out.s};
-        n = graph_add_node(b->g, "MatMulNBits", "com.microsoft", node.s, 3, in, 1, outs);
-        node_attr_int(n, "K", K);
-        node_attr_int(n, "N", N);
-        node_attr_int(n, "bits", 4);
-        node_attr_int(n, "block_size", bs);
-        node_attr_int(n, "accuracy_level", b->o->int4_accuracy_level);
     } else {
         gname w = gname_fmt("%s.MatMul.weight", init);
         if (gb_add_linear_t(b, w.s, s, err))
             return -1;
-        node = gname_fmt("%s/MatMul", base);
-        mm_out = (final_out && !has_bias) ? gname_fmt("%s", final_out) : gname_out(node.s, 0);
+        gname node = gname_fmt("%s/MatMul", base);
+        mm_out = direct ? gname_fmt("%s", direct) : gname_out(node.s, 0);
         const char *in[2] = {input, w.s};
         const char *outs[1] = {mm_out.s};
         graph_add_node(b->g, "MatMul", NULL, node.s, 2, in, 1, outs);
@@ -83,18 +128,40 @@ static int linear_core(gb *b, const char *base, const char *init, const linear_s
     return 0;
 }
 
-int gb_linear(gb *b, const char *base, const char *init, const linear_src *s, bool quantize,
-              const char *input, gname *out, m2o_err *err)
+/* quant_resolve for one MatMul of the graph; MXFP4 is an expert encoding only. */
+static int resolve_linear(const gb *b, const char *role, int layer, const char *base,
+                          tensor_quant *t, m2o_err *err)
 {
-    return linear_core(b, base, init, s, quantize, input, NULL, out, err);
+    int L = layer >= 0 ? layer : 0;
+    gname node = gname_fmt("%s/MatMul", base);
+    quant_site site = {.role = role, .layer = layer, .num_layers = b->md->num_layers,
+                       .linear_attn_layer = b->md->layer_type[L] == LAYER_LINEAR_ATTENTION,
+                       .node_name = node.s};
+    if (quant_resolve(&b->q, &site, t, err))
+        return -1;
+    if (t->kind == TQ_MXFP4)
+        return m2o_fail(err, "internal: %s resolved to MXFP4, which only experts take", base);
+    return 0;
 }
 
-int gb_lm_head(gb *b, const linear_src *s, bool quantize, const char *input, m2o_err *err)
+int gb_linear(gb *b, const char *base, const char *init, const linear_src *s, const char *role,
+              int layer, const char *input, gname *out, m2o_err *err)
 {
+    tensor_quant t;
+    if (resolve_linear(b, role, layer, base, &t, err))
+        return -1;
+    return linear_core(b, base, init, s, &t, input, NULL, out, err);
+}
+
+int gb_lm_head(gb *b, const linear_src *s, const char *input, m2o_err *err)
+{
+    tensor_quant t;
     gname out;
+    if (resolve_linear(b, "lm_head", -1, "/lm_head", &t, err))
+        return -1;
     if (b->io == ONNX_FLOAT)
-        return linear_core(b, "/lm_head", "lm_head", s, quantize, input, "logits", &out, err);
-    if (linear_core(b, "/lm_head", "lm_head", s, quantize, input, NULL, &out, err))
+        return linear_core(b, "/lm_head", "lm_head", s, &t, input, "logits", &out, err);
+    if (linear_core(b, "/lm_head", "lm_head", s, &t, input, NULL, &out, err))
         return -1;
     /* logits stay float32 whatever the io dtype, so sampling never sees rounded scores */
     const char *in[1] = {out.s};

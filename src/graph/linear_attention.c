@@ -249,11 +249,11 @@ static int gates(gb *b, const linear_attn_desc *d, const char *base, const char 
                  const char *input, gname *beta, gname *decay, m2o_err *err)
 {
     gname bo, ao, nb = gname_fmt("%s/b_proj", base), ni = gname_fmt("%s.b_proj", init);
-    if (gb_linear(b, nb.s, ni.s, &d->b, false, input, &bo, err))
+    if (gb_linear(b, nb.s, ni.s, &d->b, "linear_attn.in_proj_b", d->layer, input, &bo, err))
         return -1;
     nb = gname_fmt("%s/a_proj", base);
     ni = gname_fmt("%s.a_proj", init);
-    if (gb_linear(b, nb.s, ni.s, &d->a, false, input, &ao, err))
+    if (gb_linear(b, nb.s, ni.s, &d->a, "linear_attn.in_proj_a", d->layer, input, &ao, err))
         return -1;
     gname bf = to_f32(b, base, "b_proj/Cast", &bo), af = to_f32(b, base, "a_proj/Cast", &ao);
     *beta = unary(b, "Sigmoid", base, "beta/Sigmoid", bf.s);
@@ -295,17 +295,16 @@ int gb_linear_attention(gb *b, const linear_attn_desc *d, const char *input, gna
     int L = d->layer;
     if (linear_attn_check(d, b->md->hidden_size, err))
         return m2o_wrap(err, "layer %d (linear_attention)", L);
-    bool q4 = gb_quantize_linears(b);
     gname base = gname_fmt("/model/layers.%d/linear_attn", L);
     gname init = gname_fmt("model.layers.%d.linear_attn", L);
     add_state_io(b, d);
 
     gname qkv, z, nb = gname_fmt("%s/qkv_proj", base.s), ni = gname_fmt("%s.qkv_proj", init.s);
-    if (gb_linear(b, nb.s, ni.s, &d->qkv, q4, input, &qkv, err))
+    if (gb_linear(b, nb.s, ni.s, &d->qkv, "linear_attn.in_proj_qkv", L, input, &qkv, err))
         return -1;
     nb = gname_fmt("%s/z_proj", base.s);
     ni = gname_fmt("%s.z_proj", init.s);
-    if (gb_linear(b, nb.s, ni.s, &d->z, q4, input, &z, err))
+    if (gb_linear(b, nb.s, ni.s, &d->z, "linear_attn.in_proj_z", L, input, &z, err))
         return -1;
 
     gname qkv_f = to_f32(b, base.s, "qkv_proj/Cast", &qkv), q, k, v, beta, decay;
@@ -331,5 +330,5 @@ int gb_linear_attention(gb *b, const linear_attn_desc *d, const char *input, gna
         return -1;
     nb = gname_fmt("%s/out_proj", base.s);
     ni = gname_fmt("%s.out_proj", init.s);
-    return gb_linear(b, nb.s, ni.s, &d->out, q4, normed.s, out, err);
+    return gb_linear(b, nb.s, ni.s, &d->out, "linear_attn.out_proj", L, normed.s, out, err);
 }

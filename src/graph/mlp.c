@@ -9,17 +9,19 @@ static gname op2(gb *b, const char *op, const char *node, const char *x, const c
 }
 
 int gb_mlp_swiglu(gb *b, const char *base, const char *init, const linear_src *gate,
-                  const linear_src *up, const linear_src *down, bool quantize, const char *input,
-                  gname *out, m2o_err *err)
+                  const linear_src *up, const linear_src *down, const char *role_family,
+                  int layer, const char *input, gname *out, m2o_err *err)
 {
     gname g, u, nb, ni;
+    gname rg = gname_fmt("%s.gate", role_family), ru = gname_fmt("%s.up", role_family);
+    gname rd = gname_fmt("%s.down", role_family);
     nb = gname_fmt("%s/gate_proj", base);
     ni = gname_fmt("%s.gate_proj", init);
-    if (gb_linear(b, nb.s, ni.s, gate, quantize, input, &g, err))
+    if (gb_linear(b, nb.s, ni.s, gate, rg.s, layer, input, &g, err))
         return -1;
     nb = gname_fmt("%s/up_proj", base);
     ni = gname_fmt("%s.up_proj", init);
-    if (gb_linear(b, nb.s, ni.s, up, quantize, input, &u, err))
+    if (gb_linear(b, nb.s, ni.s, up, ru.s, layer, input, &u, err))
         return -1;
     /* silu(g) = g * sigmoid(g) */
     gname sig = op2(b, "Sigmoid", gname_fmt("%s/act_fn/Sigmoid", base).s, g.s, NULL);
@@ -27,7 +29,7 @@ int gb_mlp_swiglu(gb *b, const char *base, const char *init, const linear_src *g
     gname prod = op2(b, "Mul", gname_fmt("%s/Mul", base).s, act.s, u.s);
     nb = gname_fmt("%s/down_proj", base);
     ni = gname_fmt("%s.down_proj", init);
-    return gb_linear(b, nb.s, ni.s, down, quantize, prod.s, out, err);
+    return gb_linear(b, nb.s, ni.s, down, rd.s, layer, prod.s, out, err);
 }
 
 int gb_shared_expert(gb *b, int layer, const st_tensor *gate_w, const linear_src *gate,
@@ -40,12 +42,12 @@ int gb_shared_expert(gb *b, int layer, const st_tensor *gate_w, const linear_src
     gname base = gname_fmt("/model/layers.%d/shared_expert", layer);
     gname init = gname_fmt("model.layers.%d.shared_expert", layer);
     gname y, logit;
-    if (gb_mlp_swiglu(b, base.s, init.s, gate, up, down, gb_quantize_linears(b), input, &y, err))
+    if (gb_mlp_swiglu(b, base.s, init.s, gate, up, down, "shared_expert", layer, input, &y, err))
         return -1;
     linear_src g = {.n_parts = 1, .w = {gate_w}};
     gname gb_base = gname_fmt("/model/layers.%d/shared_expert_gate", layer);
     gname gb_init = gname_fmt("model.layers.%d.shared_expert_gate", layer);
-    if (gb_linear(b, gb_base.s, gb_init.s, &g, false, input, &logit, err))
+    if (gb_linear(b, gb_base.s, gb_init.s, &g, "shared_expert_gate", layer, input, &logit, err))
         return -1;
     gname sig = op2(b, "Sigmoid", gname_fmt("%s/Sigmoid", gb_base.s).s, logit.s, NULL);
     gname gated = op2(b, "Mul", gname_fmt("%s/Mul", gb_base.s).s, sig.s, y.s);

@@ -73,7 +73,7 @@ static int router(gb *b, const moe_desc *m, const char *input, gname *out, m2o_e
     gname base = gname_fmt("/model/layers.%d/moe/router", m->layer);
     gname init = gname_fmt("model.layers.%d.moe.router", m->layer);
     gname logits;
-    if (gb_linear(b, base.s, init.s, &m->router, false, input, &logits, err))
+    if (gb_linear(b, base.s, init.s, &m->router, "router", m->layer, input, &logits, err))
         return -1;
     int64_t shape[2] = {-1, m->num_experts};
     gname c = gb_const_i64(b, 1, 2, shape);

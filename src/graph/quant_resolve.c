@@ -187,7 +187,7 @@ static void resolve_dense(const quant_config *q, const quant_site *s, const stru
     t->symmetric = q->symmetric && qtype_signed(type);
     t->block_size = q->block_size;
     t->method = q->method;
-    t->scale_search = q->scale_search;
+    t->scale_search = q->scale_search_matmul;
     t->accuracy_level = ri->kind == RK_GATHER ? -1 : q->accuracy_level;
     t->prepacked = ri->kind != RK_GATHER && t->symmetric ? q->matmulnbits_weights_prepacked : 0;
     t->budget_candidate = ri->kind == RK_DENSE && t->bits == 4 && !strcmp(why, "default") &&

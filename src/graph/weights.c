@@ -101,23 +101,28 @@ int gb_add_linear_t(gb *b, const char *name, const linear_src *s, m2o_err *err)
     return 0;
 }
 
-int gb_add_nbits(gb *b, const char *codes_name, const char *scales_name, const linear_src *s,
-                 int bits, int block_size, m2o_err *err)
+int gb_add_nbits(gb *b, const char *codes_name, const char *scales_name, const char *zp_name,
+                 const linear_src *s, const wt_nbits_spec *spec, m2o_err *err)
 {
     wt_opts o = gb_weight_opts(b);
     wt_producer p;
-    if (wt_nbits(s, bits, block_size, &o, &p, err))
+    if (wt_nbits(s, spec, &o, &p, err))
         return -1;
-    int64_t N = linear_src_n(s), K = linear_src_k(s);
-    int64_t cdims[3] = {N, K / block_size, (int64_t)block_size * bits / 8};
-    int64_t sdims[1] = {N * (K / block_size)};
-    graph_stream_member m[2] = {
+    int64_t N = linear_src_n(s), K = linear_src_k(s), bs = spec->block_size;
+    int64_t cdims[3] = {N, K / bs, bs * spec->bits / 8};
+    int64_t sdims[1] = {N * (K / bs)};
+    /* zero points per row: ceil(blocks * bits / 8) bytes (4-bit: two blocks a byte) */
+    int64_t zdims[1] = {N * ((K / bs * spec->bits + 7) / 8)};
+    graph_stream_member m[3] = {
         {.name = codes_name, .elem_type = ONNX_UINT8, .ndim = 3, .dims = cdims,
          .chunk_bytes = p.chunk_bytes[0]},
         {.name = scales_name, .elem_type = b->io, .ndim = 1, .dims = sdims,
          .chunk_bytes = p.chunk_bytes[1]},
+        {.name = zp_name, .elem_type = ONNX_UINT8, .ndim = 1, .dims = zdims,
+         .chunk_bytes = p.chunk_bytes[2]},
     };
-    graph_add_streamed_group(b->g, 2, m, p.n_chunks, p.group, p.ctx, p.free_ctx);
+    graph_add_streamed_group(b->g, wt_nbits_has_zero_points(spec) ? 3 : 2, m, p.n_chunks,
+                             p.group, p.ctx, p.free_ctx);
     wt_track_quant_error(b->g, codes_name, &p);
     return 0;
 }

@@ -43,9 +43,10 @@ int gb_add_converted(gb *b, const char *name, const st_tensor *t, m2o_err *err);
 /* MatMul weight: the linear source transposed to [K, N] in the io dtype, streamed by K rows. */
 int gb_add_linear_t(gb *b, const char *name, const linear_src *s, m2o_err *err);
 
-/* MatMulNBits B [N, K/bs, bs*bits/8] uint8 and scales [N * K/bs] io dtype (symmetric, signed
- * scales, docs/FORMATS.md §4), streamed by output rows. */
-int gb_add_nbits(gb *b, const char *codes_name, const char *scales_name, const linear_src *s,
-                 int bits, int block_size, m2o_err *err);
+/* MatMulNBits B [N, K/bs, bs*bits/8] uint8, scales [N * K/bs] io dtype and, when the spec has
+ * them, zero points uint8 [N * ceil(K/bs * bits/8)] (docs/FORMATS.md §4), streamed by output
+ * rows. zp_name is ignored when the spec writes no zero points. */
+int gb_add_nbits(gb *b, const char *codes_name, const char *scales_name, const char *zp_name,
+                 const linear_src *s, const wt_nbits_spec *spec, m2o_err *err);
 
 #endif

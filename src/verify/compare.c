@@ -157,6 +157,27 @@ static int int_zero_point(const venc *e, int64_t K, int64_t n, int64_t b)
     return b % 2 ? z >> 4 : z & 0xf;
 }
 
+/* Scale ceiling factor and element rule for venc.any_method (docs/FORMATS.md §16). Measured on
+ * seeded Gaussian, heavy-tailed and uniform blocks of 16-256, 4 and 8 bits, float32 and float16
+ * scales: the largest stored scale over the MLAS ceiling is 1.07 (INC RTN symmetric, 16/15 by
+ * its formula), 1.11 (k_quant), 1.38 (scale search, 4-bit symmetric, blocks of 16). */
+#define ANY_METHOD_CEILING 1.5
+
+/* x was clipped at the edge of its block's grid: every method's grid holds 0 (the zero point is a
+ * code), so a clipped value decodes to the edge between 0 and x, same sign (or 0), smaller. */
+static inline bool clipped_toward_zero(double x, double y)
+{
+    return (y == 0.0 || (x > 0.0) == (y > 0.0)) && fabs(y) < fabs(x);
+}
+
+/* The any-method relative bound of every code: half a step, the scale's rounding to its type
+ * after the codes were computed (k_quant and INC RTN round the codes with the unrounded scale:
+ * up to 2^bits steps times the type's unit), and the float32 multiply by 1/s. */
+static inline double any_method_rel(int bits, double d)
+{
+    return 0.5 + ldexp(1.01 * d, bits) + ldexp(1.0, bits - 1 - 21);
+}
+
 void venc_element(const venc *e, int64_t K, int64_t n, int64_t k, float expected, double *decoded,
                   double *bound)
 {
@@ -183,12 +204,17 @@ void venc_element(const venc *e, int64_t K, int64_t n, int64_t k, float expected
         double s = vx_load_float(e->scales, e->elem_type, (size_t)(n * nb + b));
         *decoded = (double)(float)((float)(q - zp) * (float)s);
         double d = e->elem_type == ONNX_FLOAT ? ldexp(1.0, -24) : vx_type_unit(e->elem_type);
-        double rel = (q == 0 || q == qmax) ? 1.0 + ldexp(1.01 * d, bits)
-                                           : 0.5 + ldexp(1.0, bits - 1 - 21);
+        bool extreme = q == 0 || q == qmax;
+        double rel = e->any_method ? any_method_rel(bits, d)
+                     : extreme     ? 1.0 + ldexp(1.01 * d, bits)
+                                   : 0.5 + ldexp(1.0, bits - 1 - 21);
         if (tiny_scale((float)s)) /* 1/s overflows float32: codes saturate (see compare.h) */
             rel = ldexp(1.0 + ldexp(1.0, -20), bits);
         /* the same floor a rounded-to-zero (or subnormal) scale leaves, in code units */
         *bound = fabs(s) * rel + ldexp(type_floor(e->elem_type), bits - 1);
+        if (e->any_method && extreme && clipped_toward_zero(expected, *decoded) &&
+            fabs(*decoded - expected) > *bound)
+            *bound = fabs(*decoded - expected);
         return;
     }
     case VENC_MXFP4: {
@@ -239,6 +265,8 @@ static double block_scale_ceiling(const venc *e, const float *x, int64_t len)
     }
     double ref = e->zero_points ? (vmax - vmin) / (double)((1 << e->bits) - 1)
                                 : amax / (double)(1 << (e->bits - 1));
+    if (e->any_method)
+        ref *= ANY_METHOD_CEILING;
     return ref * (1.0 + 2.0 * vx_type_unit(e->elem_type)) + type_floor(e->elem_type);
 }
 
@@ -563,6 +591,17 @@ static void compare_float_rows(const float *x, int64_t N, int64_t K, const venc 
     }
 }
 
+/* The fast path's bound of one int element (venc_element's rule with the block constants). */
+static inline double int_element_bound(const venc *e, int q, int qmax, float x, double y,
+                                       double b_ext, double b_int)
+{
+    bool extreme = q == 0 || q == qmax;
+    double bound = extreme ? b_ext : b_int;
+    if (e->any_method && extreme && clipped_toward_zero(x, y) && fabs(y - (double)x) > bound)
+        bound = fabs(y - (double)x);
+    return bound;
+}
+
 static void compare_int_rows(const float *x, int64_t N, int64_t K, const venc *e, vstats *st)
 {
     int bits = e->bits, bs = e->block_size, qmax = (1 << bits) - 1;
@@ -570,6 +609,8 @@ static void compare_int_rows(const float *x, int64_t N, int64_t K, const venc *e
     bool f32 = e->elem_type == ONNX_FLOAT;
     double d = f32 ? ldexp(1.0, -24) : vx_type_unit(e->elem_type);
     double rel_ext = 1.0 + ldexp(1.01 * d, bits), rel_int = 0.5 + ldexp(1.0, bits - 1 - 21);
+    if (e->any_method)
+        rel_ext = rel_int = any_method_rel(bits, d);
     double rel_tiny = ldexp(1.0 + ldexp(1.0, -20), bits);
     double fl = ldexp(type_floor(e->elem_type), bits - 1);
     for (int64_t n = 0; n < N; n++) {
@@ -589,7 +630,7 @@ static void compare_int_rows(const float *x, int64_t N, int64_t K, const venc *e
                 int q = int_code(row, k, bits);
                 double y = (double)(float)((float)(q - zp) * s);
                 fails = isfinite(x[n * K + k]) &&
-                        !(fabs(y - (double)x[n * K + k]) <= ((q == 0 || q == qmax) ? b_ext : b_int));
+                        !(fabs(y - (double)x[n * K + k]) <= int_element_bound(e, q, qmax, x[n * K + k], y, b_ext, b_int));
             }
             bool searched = fails && searched_block_ok(e, xb, K, n, b);
             for (int64_t k = b * bs; k < (b + 1) * bs; k++) {
@@ -600,7 +641,7 @@ static void compare_int_rows(const float *x, int64_t N, int64_t K, const venc *e
                 }
                 int q = bits == 4 ? (row[k >> 1] >> ((k & 1) << 2)) & 0xf : int_code(row, k, bits);
                 double y = (double)(float)((float)(q - zp) * s);
-                double bound = (q == 0 || q == qmax) ? b_ext : b_int;
+                double bound = int_element_bound(e, q, qmax, xv, y, b_ext, b_int);
                 bool sbad = bad;
                 if (searched)
                     searched_element(y, xv, &bound, &sbad);

@@ -42,6 +42,12 @@ typedef struct venc {
     const void *scales;         /* INT: [N][K/bs] of elem_type; MXFP4: [N][K/32] E8M0 bytes */
     const uint8_t *zero_points; /* INT asymmetric: 4-bit [N][ceil(nb/2)], 8-bit [N][nb]; or NULL */
     int bits, block_size;       /* INT */
+    /* INT: the weight may come from any method moe2onnx writes for MatMulNBits (MLAS RTN, scale
+     * search, INC RTN, k_quant: docs/FORMATS.md §16), not only the MLAS rounding of experts:
+     * every code within half a step (plus the scale's rounding after the codes were chosen), an
+     * extreme code may also hold a value clipped toward zero, and the scale ceiling is 1.5 times
+     * the MLAS one. */
+    bool any_method;
 } venc;
 
 typedef struct vstats {

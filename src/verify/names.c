@@ -52,9 +52,11 @@ static const vname_rule kRules[] = {
      {"{p}layers.{L}.linear_attn.in_proj_qkv"}},
     {"/model/layers.%d/linear_attn/in_proj_z", VROLE_LINEAR,
      {"{p}layers.{L}.linear_attn.in_proj_z"}},
-    {"/model/layers.%d/linear_attn/in_proj_a", VROLE_KEEP_FLOAT,
+    /* in_proj_a/b stay float by default, but the linear_attn preset and overrides may quantize
+     * them as onnxruntime-genai's builder does (docs/QUANTIZATION.md) */
+    {"/model/layers.%d/linear_attn/in_proj_a", VROLE_LINEAR,
      {"{p}layers.{L}.linear_attn.in_proj_a"}},
-    {"/model/layers.%d/linear_attn/in_proj_b", VROLE_KEEP_FLOAT,
+    {"/model/layers.%d/linear_attn/in_proj_b", VROLE_LINEAR,
      {"{p}layers.{L}.linear_attn.in_proj_b"}},
     {"/model/layers.%d/linear_attn/out_proj", VROLE_LINEAR,
      {"{p}layers.{L}.linear_attn.out_proj"}},
@@ -63,9 +65,9 @@ static const vname_rule kRules[] = {
      {"{p}layers.{L}.linear_attn.in_proj_qkv"}},
     {"/model/layers.%d/linear_attn/z_proj", VROLE_LINEAR,
      {"{p}layers.{L}.linear_attn.in_proj_z"}},
-    {"/model/layers.%d/linear_attn/a_proj", VROLE_KEEP_FLOAT,
+    {"/model/layers.%d/linear_attn/a_proj", VROLE_LINEAR,
      {"{p}layers.{L}.linear_attn.in_proj_a"}},
-    {"/model/layers.%d/linear_attn/b_proj", VROLE_KEEP_FLOAT,
+    {"/model/layers.%d/linear_attn/b_proj", VROLE_LINEAR,
      {"{p}layers.{L}.linear_attn.in_proj_b"}},
     {"/lm_head", VROLE_LINEAR, {"lm_head|{p}embed_tokens"}},
 };

@@ -16,7 +16,7 @@
 typedef enum vrole {
     VROLE_LINEAR,      /* may be quantized (MatMulNBits) */
     VROLE_ROUTER,      /* must stay a float MatMul */
-    VROLE_KEEP_FLOAT,  /* shared_expert_gate, in_proj_a/b: must stay a float MatMul */
+    VROLE_KEEP_FLOAT,  /* shared_expert_gate: must stay a float MatMul */
 } vrole;
 
 /* The module path of a node: its name without the last component ("/model/layers.0/attn/

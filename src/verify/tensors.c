@@ -103,7 +103,8 @@ static int unit_encoding(const vplan *p, int64_t e, int64_t r0, int64_t nr, vscr
         }
         *v = (venc){.kind = VENC_INT, .elem_type = p->elem_type, .codes = codes,
                     .scales = p->scales + (size_t)e * p->s_stride + (size_t)(r0 * nb) * ssz,
-                    .bits = p->bits, .block_size = p->block_size};
+                    .bits = p->bits, .block_size = p->block_size,
+                    .any_method = !p->experts};
         if (p->zp) {
             int64_t zrow = (int64_t)(p->zp_stride / (size_t)N);
             v->zero_points = p->zp + (size_t)e * p->zp_stride + (size_t)(r0 * zrow);

@@ -1,6 +1,7 @@
 /* Producers of linear-layer weights from a stacked linear source (docs/FORMATS.md §11.2): the
  * MatMul weight transposed to [K, N], and MatMulNBits codes and scales (§4). */
 #include <stdlib.h>
+#include <string.h>
 
 #include "quant/quant.h"
 #include "weights/nonfinite.h"
@@ -208,12 +209,15 @@ int wt_linear_t(const linear_src *s, const wt_opts *o, wt_producer *p, m2o_err *
     return 0;
 }
 
-/* ---- MatMulNBits codes and scales ---- */
+/* ---- MatMulNBits codes, scales and zero points ---- */
 
 typedef struct nbits_ctx {
     linear_src s;
     int64_t N, K, rows_per_chunk;
     qb_params p;
+    wt_nbits_method method;
+    qscale_type source_type; /* INC RTN: the type ONNX Runtime takes max - min in (§4.11) */
+    bool zero_points;
     bool allow_nonfinite;
     qerr_acc *qerr; /* per-chunk error slots, or NULL (weights/qerr_track.h) */
 } nbits_ctx;
@@ -237,22 +241,69 @@ static int check_band_scales(const nbits_ctx *c, const uint8_t *scales, int64_t 
                                c->p.block_size, elem, err);
 }
 
-/* Rows [r0, r0 + m) into their codes and scales. The quantizer refuses non-finite weights
- * itself; only then is the band read again with the check, to name the tensor and element. */
+/* k_quant of a single row when the matrix has more: ONNX Runtime sums a one-block row of a
+ * many-row matrix left to right, of a one-row matrix pairwise (FORMATS §4.10), so the row is
+ * quantized beside a copy of itself and the first row's bytes kept. */
+static int kquant_lone_row(const nbits_ctx *c, const float *w, uint8_t *codes, uint8_t *scales,
+                           uint8_t *zp, m2o_err *err)
+{
+    size_t cb = qb_codes_bytes(1, c->K, &c->p), sb = qb_scales_count(1, c->K, &c->p) * qscale_size(c->p.scale_type);
+    size_t zb = qb_zero_points_bytes(1, c->K, &c->p);
+    float *w2 = m2o_malloc((size_t)(2 * c->K) * sizeof(float), err);
+    uint8_t *out = m2o_malloc(2 * (cb + sb + zb), err);
+    int rc = w2 && out ? 0 : -1;
+    if (!rc) {
+        memcpy(w2, w, (size_t)c->K * sizeof(float));
+        memcpy(w2 + c->K, w, (size_t)c->K * sizeof(float));
+        rc = kq_quantize(w2, 2, c->K, &c->p, out, out + 2 * cb, out + 2 * (cb + sb), err);
+    }
+    if (!rc) {
+        memcpy(codes, out, cb);
+        memcpy(scales, out + 2 * cb, sb);
+        memcpy(zp, out + 2 * (cb + sb), zb);
+    }
+    free(w2);
+    free(out);
+    return rc;
+}
+
+/* m rows of w through the tensor's method; every kernel works row by row, so a band's bytes
+ * are those of the whole matrix's rows. */
+static int nbits_quantize(const nbits_ctx *c, const float *w, int64_t m, uint8_t *codes,
+                          uint8_t *scales, uint8_t *zp, m2o_err *err)
+{
+    if (c->method == WT_NBITS_KQUANT && m == 1 && c->N > 1 && c->K == c->p.block_size)
+        return kquant_lone_row(c, w, codes, scales, zp, err);
+    switch (c->method) {
+    case WT_NBITS_SEARCH:
+        return qb_quantize_search(w, m, c->K, &c->p, codes, scales, zp, err);
+    case WT_NBITS_INC_RTN:
+        return rtn_inc_quantize(w, m, c->K, &c->p, c->source_type, codes, scales, zp, err);
+    case WT_NBITS_KQUANT:
+        return kq_quantize(w, m, c->K, &c->p, codes, scales, zp, err);
+    case WT_NBITS_MLAS:
+    default:
+        return qb_quantize(w, m, c->K, &c->p, codes, scales, zp, err);
+    }
+}
+
+/* Rows [r0, r0 + m) into their codes, scales (and zero points). The quantizer refuses
+ * non-finite weights itself; only then is the band read again with the check, to name the
+ * tensor and element. */
 static int nbits_band(const nbits_ctx *c, int64_t r0, int64_t m, float *w, uint8_t *codes,
-                      uint8_t *scales, m2o_err *err)
+                      uint8_t *scales, uint8_t *zp, m2o_err *err)
 {
     if (linear_read_rows(&c->s, r0, m, w, true, NULL, err))
         return -1;
-    if (qb_quantize(w, m, c->K, &c->p, codes, scales, NULL, err)) {
+    if (nbits_quantize(c, w, m, codes, scales, zp, err)) {
         linear_read_rows(&c->s, r0, m, w, false, int_format_name(c->p.bits), err);
         return -1;
     }
     return check_band_scales(c, scales, r0, m, err);
 }
 
-/* Codes (outs[0]) and scales (outs[1]) of rows [r0, r0 + rows_per_chunk) from one quantization,
- * a cache-sized band of rows at a time. */
+/* Codes (outs[0]), scales (outs[1]) and zero points (outs[2], when written) of rows
+ * [r0, r0 + rows_per_chunk) from one quantization, a cache-sized band of rows at a time. */
 static int produce_nbits(void *vctx, int64_t chunk, void *const *outs, m2o_err *err)
 {
     const nbits_ctx *c = vctx;
@@ -262,8 +313,8 @@ static int produce_nbits(void *vctx, int64_t chunk, void *const *outs, m2o_err *
     float *w = m2o_malloc((size_t)(band * K) * sizeof(float), err);
     if (!w)
         return -1;
-    uint8_t *codes = outs[0], *scales = outs[1];
-    size_t ss = qscale_size(c->p.scale_type);
+    uint8_t *codes = outs[0], *scales = outs[1], *zp = c->zero_points ? outs[2] : NULL;
+    size_t ss = qscale_size(c->p.scale_type), zrow = qb_zero_points_bytes(1, K, &c->p);
     /* this chunk's rows and the next chunk's start reading from disk now */
     int64_t ahead = r0 + 2 * nr <= c->N ? 2 * nr : c->N - r0;
     for_part_rows(&c->s, r0, ahead, ahead_part_rows, NULL, NULL);
@@ -272,19 +323,26 @@ static int produce_nbits(void *vctx, int64_t chunk, void *const *outs, m2o_err *
         int64_t m = nr - i < band ? nr - i : band;
         uint8_t *bc = codes + qb_codes_bytes(i, K, &c->p);
         uint8_t *bs = scales + qb_scales_count(i, K, &c->p) * ss;
-        rc = nbits_band(c, r0 + i, m, w, bc, bs, err);
+        uint8_t *bz = zp ? zp + (size_t)i * zrow : NULL;
+        rc = nbits_band(c, r0 + i, m, w, bc, bs, bz, err);
         if (!rc && c->qerr)
-            qerr_blockwise(w, m, K, &c->p, bc, bs, NULL, &c->qerr[chunk]);
+            qerr_blockwise(w, m, K, &c->p, bc, bs, bz, &c->qerr[chunk]);
     }
     for_part_rows(&c->s, r0, nr, release_part_rows, NULL, NULL);
     free(w);
     return rc;
 }
 
-int wt_nbits(const linear_src *s, int bits, int block_size, const wt_opts *o, wt_producer *p,
+bool wt_nbits_has_zero_points(const wt_nbits_spec *q)
+{
+    return !q->symmetric || q->method == WT_NBITS_KQUANT;
+}
+
+int wt_nbits(const linear_src *s, const wt_nbits_spec *spec, const wt_opts *o, wt_producer *p,
              m2o_err *err)
 {
-    qb_params q = {.bits = bits, .block_size = block_size, .symmetric = true,
+    bool zp = wt_nbits_has_zero_points(spec);
+    qb_params q = {.bits = spec->bits, .block_size = spec->block_size, .symmetric = !zp,
                    .scale_type = o->io == ONNX_FLOAT16    ? QSCALE_F16
                                  : o->io == ONNX_BFLOAT16 ? QSCALE_BF16
                                                           : QSCALE_F32};
@@ -294,15 +352,22 @@ int wt_nbits(const linear_src *s, int bits, int block_size, const wt_opts *o, wt
     if (qb_check(N, K, &q, err))
         return m2o_wrap(err, "quantizing %s to MatMulNBits", s->w[0]->name);
     size_t code_row = qb_codes_bytes(1, K, &q);
-    size_t scale_row = (size_t)(K / block_size) * onnx_dtype_size(o->io);
-    int64_t rpc = chunk_rows(N, code_row + scale_row, CHUNK_TARGET_BYTES);
+    size_t scale_row = (size_t)(K / spec->block_size) * onnx_dtype_size(o->io);
+    size_t zp_row = qb_zero_points_bytes(1, K, &q);
+    int64_t rpc = chunk_rows(N, code_row + scale_row + zp_row, CHUNK_TARGET_BYTES);
     nbits_ctx *c = m2o_calloc(1, sizeof *c, err);
     if (!c)
         return -1;
+    /* ONNX Runtime's INC RTN takes max - min in the weights' own type: the builder's model holds
+     * them in the io dtype (float16 on CUDA); bfloat16 has no such path there, float32 is used */
     *c = (nbits_ctx){.s = *s, .N = N, .K = K, .rows_per_chunk = rpc, .p = q,
+                     .method = spec->method, .zero_points = zp,
+                     .source_type = o->io == ONNX_FLOAT16 ? QSCALE_F16 : QSCALE_F32,
                      .allow_nonfinite = o->allow_nonfinite};
     *p = (wt_producer){.group = produce_nbits, .ctx = c, .free_ctx = free, .n_chunks = N / rpc,
-                       .chunk_bytes = {(size_t)rpc * code_row, (size_t)rpc * scale_row},
-                       .qerr = &c->qerr, .qerr_fmt = {QERR_INT, bits, block_size, true, q.scale_type}};
+                       .chunk_bytes = {(size_t)rpc * code_row, (size_t)rpc * scale_row,
+                                       (size_t)rpc * zp_row},
+                       .qerr = &c->qerr,
+                       .qerr_fmt = {QERR_INT, spec->bits, spec->block_size, !zp, q.scale_type}};
     return 0;
 }

@@ -72,9 +72,24 @@ int wt_converted(const st_tensor *t, const wt_opts *o, wt_producer *p, m2o_err *
 /* The linear source transposed to [K, N] in the io dtype (MatMul weight): scattered jobs, each
  * a band of source rows written into its columns. */
 int wt_linear_t(const linear_src *s, const wt_opts *o, wt_producer *p, m2o_err *err);
-/* MatMulNBits codes [N, K/bs, bs*bits/8] and scales [N * K/bs] (symmetric, signed scales,
- * docs/FORMATS.md §4): a group, each band of output rows quantized once for both. */
-int wt_nbits(const linear_src *s, int bits, int block_size, const wt_opts *o, wt_producer *p,
+/* How a MatMulNBits weight is quantized (docs/FORMATS.md §4): the MLAS blockwise quantizer
+ * (algo_config=default), moe2onnx's scale search (same format), ONNX Runtime's INC RTN
+ * (algo_config=rtn, §4.11) or k_quant (§4.10, always with zero points). */
+typedef enum wt_nbits_method {
+    WT_NBITS_MLAS, WT_NBITS_SEARCH, WT_NBITS_INC_RTN, WT_NBITS_KQUANT
+} wt_nbits_method;
+typedef struct wt_nbits_spec {
+    int bits;          /* 4 or 8 */
+    int block_size;    /* 16..256 */
+    bool symmetric;    /* false: unsigned codes with zero points */
+    wt_nbits_method method;
+} wt_nbits_spec;
+/* Does the spec write a zero-point tensor? (asymmetric, or k_quant) */
+bool wt_nbits_has_zero_points(const wt_nbits_spec *q);
+/* MatMulNBits codes [N, K/bs, bs*bits/8], scales [N * K/bs] (io dtype) and, when
+ * wt_nbits_has_zero_points, zero points uint8 [N * ceil(K/bs * bits / 8)] packed per row (§4
+ * step 8): a group, each band of output rows quantized once for all of them. */
+int wt_nbits(const linear_src *s, const wt_nbits_spec *spec, const wt_opts *o, wt_producer *p,
              m2o_err *err);
 
 /* ---- rotary caches (rope_cache.c) ---- */

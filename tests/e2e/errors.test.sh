@@ -464,6 +464,22 @@ expect 2 io_dtype=fp16 fp32 -- "${std[@]}" --extra_options 'quant_config={"io_dt
 new_case mixed-precision-float gpt-oss-tiny "matmul_mixed_precision with -p fp32 (nothing is quantized)"; std fp32
 expect 2 matmul_mixed_precision "-p int4" -- "${std[@]}" --extra_options matmul_mixed_precision=last_matmul:int8
 
+new_case scale-search-with-k-quant gpt-oss-tiny "scale_search=true with algo_config=k_quant_mixed (k_quant chooses its own scales)"; std
+expect 2 scale_search algo_config=k_quant_mixed "drop one" -- "${std[@]}" --extra_options scale_search=true algo_config=k_quant_mixed
+
+# Quantization values this build does not write yet (quant_config_check_supported).
+new_case embedding-override gpt-oss-tiny "quant_config override that quantizes the embedding (role embed)"; std
+expect 2 "weights.overrides[0]" embedding "not yet supported" -- "${std[@]}" --extra_options 'quant_config={"weights":{"overrides":[{"match":{"role":"embed"},"type":"int4"}]}}'
+
+new_case op-types-gather gpt-oss-tiny "op_types_to_quantize=MatMul/Gather (a 4-bit embedding)"; std
+expect 2 op_types_to_quantize "not yet supported" -- "${std[@]}" --extra_options op_types_to_quantize=MatMul/Gather
+
+new_case use-qdq gpt-oss-tiny "use_qdq=true (DequantizeLinear + MatMul)"; std
+expect 2 use_qdq "not yet supported" -- "${std[@]}" --extra_options use_qdq=true
+
+new_case matmulnbits-prepacked-cuda gpt-oss-tiny "matmulnbits_weights_prepacked=1 on CUDA (the fpA_intB layout is not written yet)"; std int4 cuda
+expect 2 matmulnbits_weights_prepacked=1 "not yet supported" -- "${std[@]}" --extra_options matmulnbits_weights_prepacked=1
+
 new_case int8-budget-no-unit gpt-oss-tiny "int8_budget=10 (no unit)"; std
 expect 2 int8_budget=10 "%" MB -- "${std[@]}" --extra_options int8_budget=10
 

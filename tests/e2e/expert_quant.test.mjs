@@ -99,9 +99,9 @@ const VARIANTS = [
   ['uint8', ['moe_quant_type=uint8'], (w, N, K) => qdqAsym(w, N, K, 8, 32)],
   ['per-channel-int4', ['qmoe_block_size=0'], (w, N, K) => qdqPerChannel(w, N, K, 4)],
   ['per-channel-int8', ['moe_quant_type=int8', 'qmoe_block_size=0'], (w, N, K) => qdqPerChannel(w, N, K, 8)],
-  ['search-int4', ['scale_search=true'], null, 'int4'],
-  ['search-int8', ['moe_quant_type=int8', 'scale_search=true'], null, 'int8'],
-  ['search-uint4', ['moe_quant_type=uint4', 'scale_search=true'], null, 'uint4'],
+  ['search-int4', ['scale_search=experts'], null, 'int4'],
+  ['search-int8', ['moe_quant_type=int8', 'scale_search=experts'], null, 'int8'],
+  ['search-uint4', ['moe_quant_type=uint4', 'scale_search=experts'], null, 'uint4'],
 ];
 // gpt-oss: no forward here. int4/int8 must match the fixtures' quantized references exactly; the
 // other variants must be within TOL_GPT x int8's distance from reference-int4 (int8 experts differ

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Per-tensor quantization error (build summary, --quant-report, verify --json): for exports that
 # quantize through each producer path (MatMulNBits, expert bands, input-major expert panels,
-# CUTLASS SM80, MXFP4 encoding, zero points, per channel, scale search), the build's report must name the same tensors as verify's
+# CUTLASS SM80, MXFP4 encoding, expert and MatMulNBits zero points, per channel, k_quant, INC
+# RTN, scale search, int8 MatMuls), the build's report must name the same tensors as verify's
 # quantized entries, with the same format fields and the same rel_rms and max_abs within 1e-6
 # relative; the report must be byte-identical with --threads 1 and 3; -q must leave only the
 # one summary line, and the full output must show the grouped summary with the worst tensor.
@@ -56,7 +57,11 @@ console.log(bad.join("\n"));
 for case in "qwen3-moe-tiny int4 cpu" "gpt-oss-bf16-tiny int4 cpu" "gpt-oss-tiny int4 cuda" \
             "gpt-oss-bf16-tiny int4 cuda moe_quant_type=mxfp4" "qwen3_5-moe-tiny int4 cpu" \
             "qwen3-moe-tiny int4 cpu moe_quant_type=uint4" "gpt-oss-bf16-tiny int4 cpu moe_quant_type=uint8" \
-            "qwen3-moe-tiny int4 cpu qmoe_block_size=0" "gpt-oss-bf16-tiny int4 cuda scale_search=true"; do
+            "qwen3-moe-tiny int4 cpu qmoe_block_size=0" "gpt-oss-bf16-tiny int4 cuda scale_search=true" \
+            "qwen3-moe-tiny int4 cpu is_symmetric=false" "qwen3-moe-tiny int4 cpu algo_config=k_quant" \
+            "qwen2-moe-tiny int4 cpu algo_config=rtn" "qwen2-moe-tiny int4 cpu scale_search=matmul" \
+            "qwen3_5-moe-tiny int4 cpu algo_config=k_quant_mixed" \
+            "qwen3-moe-tiny int4 cpu matmul_mixed_precision=last_matmul:int8"; do
     set -- $case
     name=$(echo "$case" | tr ' =' '__')
     extra=()

@@ -201,11 +201,12 @@ function sparseMoe(x, T, c, W, L, q4, qe) {
 
 // Forward over ids (one prompt). quant: null (float), or
 // { linearBits: 4, expertBits: 4|8, block: 32 (linear layers), expertBlock: 32|64|128 (default block) },
-// or with expertQdq: (w [N, K], N, K) → the experts' decoded weights (another expert encoding).
+// or with expertQdq: (w [N, K], N, K) → the experts' decoded weights (another expert encoding), and
+// linearQdq: (w, N, K) → the linear layers' decoded weights (another MatMul encoding).
 // Returns { logits: Float64Array [T, V], hidden: [Float64Array [T, H]] per layer boundary }.
 export function qwenMoeForward(tensors, cfgJson, ids, quant = null) {
   const c = qwenConfig(cfgJson), W = weightSource(tensors, c), T = ids.length, H = c.H;
-  const q4 = quant ? (w, N, K) => qdqRows(w, N, K, quant.linearBits, quant.block) : (w) => w;
+  const q4 = !quant ? (w) => w : quant.linearQdq ?? ((w, N, K) => qdqRows(w, N, K, quant.linearBits, quant.block));
   const qe = !quant ? (w) => w
     : quant.expertQdq ?? ((w, N, K) => qdqRows(w, N, K, quant.expertBits, quant.expertBlock ?? quant.block));
   const emb = W.get('model.embed_tokens.weight');

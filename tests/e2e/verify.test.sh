@@ -33,7 +33,9 @@ for case in "gpt-oss-tiny int4 cpu" "gpt-oss-tiny int4 cuda" "gpt-oss-tiny fp16 
             "gpt-oss-bf16-tiny fp32 cpu" "qwen3-moe-tiny int4 cpu" "qwen2-moe-tiny int4 cpu" \
             "qwen2-moe-tiny int4 cuda" "qwen2-moe-tiny bf16 cuda" "qwen2-moe-tiny fp32 cpu" \
             "qwen3_5-moe-tiny int4 cpu" "qwen3-moe-tiny int4 cpu moe_quant_type=uint4" \
-            "qwen3-moe-tiny int4 cpu qmoe_block_size=0" "gpt-oss-bf16-tiny int4 cuda scale_search=true"; do
+            "qwen3-moe-tiny int4 cpu qmoe_block_size=0" "gpt-oss-bf16-tiny int4 cuda scale_search=true" \
+            "qwen3-moe-tiny int4 cpu algo_config=k_quant" "qwen3_5-moe-tiny int4 cpu algo_config=k_quant_linear" \
+            "qwen2-moe-tiny int4 cpu scale_search=true"; do
     set -- $case
     name=$(echo "$case" | tr ' =' '__')
     out="$tmp/$name"
@@ -137,6 +139,9 @@ corrupt inf-expert-scale "$G" error_bound "+Inf (float32 0x7f800000) as scale 10
     set_f32 $L0.moe.experts.gate_up_proj.scales 400 00 00 80 7f
 corrupt huge-nbits-scale "$G" error_bound "1e30 as the first lm_head MatMulNBits scale" -- \
     set_f32 lm_head.MatMul.weight_scales 0 ca f2 49 71
+K=qwen3-moe-tiny_int4_cpu_algo_config_k_quant
+corrupt zero-points-lost "$K" error_bound "k_quant export: the first 4 lm_head MatMulNBits zero-point bytes (8 blocks) set to 0" -- \
+    set_f32 lm_head.MatMul.weight_zp 0 00 00 00 00
 corrupt garbage-embedding "$G" value_mismatch "embedding element 10 set to 1e30" -- \
     set_f32 model.embed_tokens.weight 40 ca f2 49 71
 corrupt garbage-cos-cache "$G" value_mismatch "cos_cache element 1000 set to 2.0" -- \

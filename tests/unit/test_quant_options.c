@@ -293,12 +293,11 @@ TEST(int8_budget_values)
 TEST(not_yet_supported_is_refused_by_one_function)
 {
     static const char *const CASES[][2] = {
-        {"is_symmetric=false", "is_symmetric=false"}, {"algo_config=k_quant", "algo_config=k_quant"},
-        {"algo_config=rtn", "algo_config=rtn"}, {"matmul_mixed_precision=last_matmul:int8", "matmul_mixed_precision"},
-        {"nodes_to_exclude=/lm_head/MatMul", "nodes_to_exclude"}, {"op_types_to_quantize=MatMul/Gather", "op_types_to_quantize"},
+        {"op_types_to_quantize=MatMul/Gather", "op_types_to_quantize"},
         {"use_qdq=True", "use_qdq"}, {"int8_budget=5%", "int8_budget"},
-        {"quant_config={\"weights\":{\"type\":\"int8\"}}", "int8/uint8"},
         {"quant_config={\"moe\":{\"type\":\"none\"}}", "moe.type=none"},
+        {"quant_config={\"weights\":{\"overrides\":[{\"match\":{\"op_type\":\"Gather\"},\"type\":\"int4\"}]}}",
+         "embedding"},
     };
     for (size_t i = 0; i < sizeof CASES / sizeof CASES[0]; i++) {
         export_opts o;
@@ -314,6 +313,50 @@ TEST(not_yet_supported_is_refused_by_one_function)
                                                   "op_types_to_quantize=MatMul", "matmulnbits_weights_prepacked=0",
                                                   "scale_search=false", "moe_quant_type=int8")), 0);
     CHECK_EQ(quant_config_check_supported(&o.quant, &e), 0);
+}
+
+/* What the graph writes for MatMuls now passes (graph/linear.c). */
+TEST(matmul_options_the_graph_writes_are_supported)
+{
+    static const char *const CASES[] = {
+        "is_symmetric=false", "algo_config=k_quant", "algo_config=rtn", "algo_config=k_quant_mixed",
+        "algo_config=rtn_last", "algo_config=k_quant_linear", "matmul_mixed_precision=last_matmul:int8",
+        "nodes_to_exclude=/lm_head/MatMul", "scale_search=true",
+        "quant_config={\"weights\":{\"type\":\"int8\"}}", "quant_config={\"weights\":{\"type\":\"uint8\"}}",
+        "quant_config={\"weights\":{\"type\":\"none\"}}",
+        "quant_config={\"weights\":{\"overrides\":[{\"match\":{\"role\":\"attn.*\"},\"type\":\"uint8\"}]}}",
+    };
+    for (size_t i = 0; i < sizeof CASES / sizeof CASES[0]; i++) {
+        export_opts o;
+        m2o_err e = {{0}};
+        CHECK_MSG(build(&o, PREC_INT4, EP_CPU, &e, KV(CASES[i])) == 0, "case %s: %s", CASES[i], e.msg);
+        CHECK_MSG(quant_config_check_supported(&o.quant, &e) == 0, "case %s: %s", CASES[i], e.msg);
+    }
+}
+
+/* scale_search refines the default method; with rtn or k_quant it would do nothing to MatMuls. */
+TEST(scale_search_with_an_inc_method_is_refused)
+{
+    export_opts o;
+    m2o_err e = {{0}};
+    CHECK_EQ(build(&o, PREC_INT4, EP_CPU, &e, KV("scale_search=true", "algo_config=rtn")), -1);
+    CHECK_STR_CONTAINS(e.msg, "scale_search=true and algo_config=rtn");
+    CHECK_EQ(build(&o, PREC_INT4, EP_CPU, &e,
+                   KV("quant_config={\"weights\":{\"scale_search\":true,\"method\":\"k_quant\"}}")), -1);
+    CHECK_STR_CONTAINS(e.msg, "weights.method=k_quant");
+    CHECK_EQ(build(&o, PREC_INT4, EP_CPU, &e, KV("scale_search=true", "algo_config=default")), 0);
+    CHECK(o.quant.scale_search && o.quant.scale_search_matmul);
+    /* one side only: "experts" leaves the MatMuls to their method (rtn here), "matmul" the experts */
+    CHECK_EQ(build(&o, PREC_INT4, EP_CPU, &e, KV("scale_search=experts", "algo_config=rtn")), 0);
+    CHECK(o.quant.scale_search && !o.quant.scale_search_matmul);
+    CHECK(!at(&o, "attn.o", 0, 2, false).scale_search);
+    CHECK(at(&o, "experts.fc1", 0, 2, false).scale_search);
+    CHECK_EQ(build(&o, PREC_INT4, EP_CPU, &e, KV("quant_config={\"weights\":{\"scale_search\":\"matmul\"}}")), 0);
+    CHECK(!o.quant.scale_search && o.quant.scale_search_matmul);
+    CHECK(at(&o, "attn.o", 0, 2, false).scale_search);
+    CHECK(!at(&o, "experts.fc1", 0, 2, false).scale_search);
+    CHECK_EQ(build(&o, PREC_INT4, EP_CPU, &e, KV("scale_search=both")), -1);
+    CHECK_STR_CONTAINS(e.msg, "true, false, experts, matmul");
 }
 
 /* The expert side writes per-channel, uint4/uint8 and scale_search (flat and JSON spellings);

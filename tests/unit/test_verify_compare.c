@@ -386,6 +386,93 @@ TEST(fast_compare_matches_the_element_wise_reference)
     CHECK_EQ(bad, 0);
 }
 
+/* MatMulNBits from any method (venc.any_method, docs/FORMATS.md §16): every method moe2onnx
+ * writes passes, clipping toward zero at an extreme code is allowed whatever its size, and the
+ * bugs verify exists for still fail: abs()'d scales, a missing zero point, a wrong nibble order,
+ * an interior code off by a step, a value pushed away from zero at an extreme code. */
+TEST(any_method_bound_accepts_every_method_and_still_catches_the_bugs)
+{
+    static float w[N * K];
+    static uint8_t codes[N * K], zp[N * NB], moved[N * K];
+    static float scales[N * NB];
+    int fails_tight = 0;
+    for (int m = 0; m < 4; m++) {
+        for (int bits = 4; bits <= 8; bits += 4) {
+            fill(w, N * K, 51 + (uint32_t)m);
+            for (int i = 0; i < N * K; i += 7)
+                w[i] *= 6.0f; /* heavy tails: search and k_quant clip */
+            for (int i = 0; i < BS; i++)
+                w[i] = 0.5f + 0.01f * (float)i; /* one block of one sign: INC/k_quant clip it */
+            bool sym = m == 1; /* search symmetric; the others asymmetric */
+            qb_params p = {.bits = bits, .block_size = BS, .symmetric = sym, .scale_type = QSCALE_F32};
+            m2o_err err = {{0}};
+            int rc = m == 0 ? rtn_inc_quantize(w, N, K, &p, QSCALE_F32, codes, scales, zp, &err)
+                     : m == 1 ? qb_quantize_search(w, N, K, &p, codes, scales, NULL, &err)
+                     : m == 2 ? kq_quantize(w, N, K, &p, codes, scales, zp, &err)
+                              : qb_quantize_search(w, N, K, &p, codes, scales, zp, &err);
+            CHECK_MSG(rc == 0, "%s", err.msg);
+            venc e = {.kind = VENC_INT, .elem_type = ONNX_FLOAT, .codes = codes, .scales = scales,
+                      .zero_points = sym ? NULL : zp, .bits = bits, .block_size = BS, .any_method = true};
+            CHECK_MSG(venc_passes(w, N, K, &e), "method %d bits %d", m, bits);
+            int bad = 0;
+            check_fast_equals_ref(w, N, K, &e, &bad);
+            CHECK_EQ(bad, 0);
+            venc tight = e;
+            tight.any_method = false;
+            fails_tight += !venc_passes(w, N, K, &tight);
+            venc nozp = e;
+            nozp.zero_points = sym ? zp : NULL;
+            if (!sym)
+                CHECK(!venc_passes(w, N, K, &nozp));
+            if (bits == 4) {
+                vx_swap_nibbles(codes, (size_t)(N * K / 2), moved);
+                venc sw = e;
+                sw.codes = moved;
+                CHECK(!venc_passes(w, N, K, &sw));
+            }
+        }
+    }
+    CHECK(fails_tight > 0); /* the MLAS-only rule would refuse some of these exports */
+    /* MLAS symmetric int4 (the default body): abs()'d scales fail under the loose rule too */
+    static q4 q;
+    make_q4(&q, 59);
+    static float absd[N * NB];
+    for (int i = 0; i < N * NB; i++)
+        absd[i] = fabsf(q.scales[i]);
+    venc good = int4_enc(q.codes, q.scales), bad = int4_enc(q.codes, absd);
+    good.any_method = bad.any_method = true;
+    CHECK(venc_passes(q.w, N, K, &good));
+    CHECK(!venc_passes(q.w, N, K, &bad));
+    /* an interior code one step off fails; an extreme code decoding away from zero fails */
+    memcpy(moved, q.codes, sizeof q.codes);
+    int interior = -1;
+    for (int k = 0; k < 2 * K && interior < 0; k++) {
+        int c = k % 2 ? moved[k / 2] >> 4 : moved[k / 2] & 15;
+        if (c > 2 && c < 13 && interior < 0)
+            interior = k;
+    }
+    CHECK(interior >= 0);
+    moved[interior / 2] = (uint8_t)(moved[interior / 2] + (interior % 2 ? 0x10 : 0x01));
+    venc off = int4_enc(moved, q.scales);
+    off.any_method = true;
+    CHECK(!venc_passes(q.w, N, K, &off));
+    /* a value clipped toward zero at an extreme code passes; pushed outward it fails */
+    static float w2[N * K];
+    memcpy(w2, q.w, sizeof w2);
+    int64_t at = -1;
+    for (int64_t k = 0; k < N * K && at < 0; k++) {
+        int c = k % 2 ? q.codes[k / 2] >> 4 : q.codes[k / 2] & 15;
+        if ((c == 0 || c == 15) && q.w[k] != 0.0f)
+            at = k;
+    }
+    CHECK(at >= 0);
+    w2[at] = q.w[at] * 3.0f; /* the decoded value is now far inside it: a clip toward zero (the
+                              * block's larger maximum only raises its scale ceiling) */
+    CHECK(venc_passes(w2, N, K, &good));
+    w2[at] = -q.w[at]; /* the decoded value is on the other side of zero: never a clip */
+    CHECK(!venc_passes(w2, N, K, &good));
+}
+
 /* Blocks written by scale_search (FORMATS §16): they exceed the round-to-nearest scale ceiling and
  * clip some elements by more than a step, and pass by the searched-block rules, through both the
  * reference and the fast path; a flipped scale sign or a zero point off by one in such a block

@@ -5,6 +5,11 @@
 
 #include "weights/experts_internal.h"
 #include "weights/nonfinite.h"
+#include "weights/producer.h"
+#include "quant/quant.h"
+
+#include <stdlib.h>
+#include <string.h>
 
 /* An F32 tensor whose element i holds base + i. */
 static st_tensor counting_tensor(const char *name, float *buf, int64_t n, float base)
@@ -141,4 +146,56 @@ TEST(e8m0_nan_scale_follows_the_same_policy)
     CHECK_EQ(check_e8m0_scales(sc, 4, 0, "s", "MXFP4", true, &err), -1);
     CHECK_STR_CONTAINS(err.msg, "byte 2 is 255, the E8M0 code for NaN, which MXFP4 cannot encode");
     CHECK_EQ(check_e8m0_scales(sc, 2, 0, "s", "MXFP4", false, &err), 0);
+}
+
+/* MatMulNBits producer (weights/linear.c): for every method, chunk by chunk and band by band it
+ * writes the bytes the kernel gives for the whole matrix at once — codes, scales and zero points
+ * at their row offsets; k_quant's lone last row of a one-block-per-row matrix (a band of one)
+ * summed as in the whole matrix (FORMATS §4.10). */
+static void check_nbits_producer(int64_t N, int64_t K, int bits, int bs, bool sym, wt_nbits_method m)
+{
+    float *w = malloc((size_t)(N * K) * sizeof(float));
+    uint32_t x = 12345;
+    for (int64_t i = 0; i < N * K; i++) {
+        x = x * 1664525u + 1013904223u;
+        w[i] = ((float)(x >> 8) / 16777216.0f - 0.3f) * 0.05f;
+    }
+    st_tensor t = {.name = "w", .dtype = ST_F32, .ndim = 2, .shape = {N, K}, .numel = N * K,
+                   .data = (const uint8_t *)w, .nbytes = (size_t)(N * K) * sizeof(float)};
+    linear_src s = {.n_parts = 1, .w = {&t}};
+    wt_nbits_spec spec = {.bits = bits, .block_size = bs, .symmetric = sym, .method = m};
+    wt_opts o = {.io = ONNX_FLOAT};
+    wt_producer p;
+    m2o_err err = {{0}};
+    CHECK_EQ(wt_nbits(&s, &spec, &o, &p, &err), 0);
+    bool zp = wt_nbits_has_zero_points(&spec);
+    qb_params q = {.bits = bits, .block_size = bs, .symmetric = !zp, .scale_type = QSCALE_F32};
+    size_t cb = qb_codes_bytes(N, K, &q), sb = qb_scales_count(N, K, &q) * 4, zb = qb_zero_points_bytes(N, K, &q);
+    uint8_t *want = calloc(cb + sb + zb + 1, 1), *got = calloc(cb + sb + zb + 1, 1);
+    int rc = m == WT_NBITS_SEARCH    ? qb_quantize_search(w, N, K, &q, want, want + cb, want + cb + sb, &err)
+             : m == WT_NBITS_INC_RTN ? rtn_inc_quantize(w, N, K, &q, QSCALE_F32, want, want + cb, want + cb + sb, &err)
+             : m == WT_NBITS_KQUANT  ? kq_quantize(w, N, K, &q, want, want + cb, want + cb + sb, &err)
+                                     : qb_quantize(w, N, K, &q, want, want + cb, want + cb + sb, &err);
+    CHECK_MSG(rc == 0, "%s", err.msg);
+    for (int64_t c = 0; c < p.n_chunks; c++) {
+        void *outs[3] = {got + c * p.chunk_bytes[0], got + cb + c * p.chunk_bytes[1],
+                         got + cb + sb + c * p.chunk_bytes[2]};
+        CHECK_MSG(p.group(p.ctx, c, outs, &err) == 0, "%s", err.msg);
+    }
+    CHECK_EQ(p.chunk_bytes[2] * (size_t)p.n_chunks, zb);
+    CHECK_MSG(!memcmp(want, got, cb + sb + zb), "method %d N %lld K %lld bits %d", (int)m, (long long)N,
+              (long long)K, bits);
+    p.free_ctx(p.ctx);
+    free(want);
+    free(got);
+    free(w);
+}
+
+TEST(nbits_producer_bands_equal_the_whole_matrix_for_every_method)
+{
+    for (int m = WT_NBITS_MLAS; m <= WT_NBITS_KQUANT; m++) {
+        check_nbits_producer(2049, 32, 4, 32, m != WT_NBITS_KQUANT, (wt_nbits_method)m);
+        check_nbits_producer(701, 96, 4, 32, false, (wt_nbits_method)m);
+        check_nbits_producer(701, 96, 8, 32, m == WT_NBITS_INC_RTN, (wt_nbits_method)m);
+    }
 }
