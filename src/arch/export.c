@@ -6,6 +6,7 @@
 #include "arch/family.h"
 #include "graph/builder.h"
 #include "onnx/genai_config.h"
+#include "onnx/quant_stats.h"
 
 static bool ends_with(const char *s, const char *suffix)
 {
@@ -91,6 +92,7 @@ int export_model_stats(const char *ckpt_dir, const model_desc *md, const st_chec
     graph *g = graph_new("main_graph");
     if (!g)
         return m2o_fail(err, "out of memory creating the graph");
+    graph_enable_quant_stats(g, wo && wo->quant_stats); /* only measured when reported */
     int rc = arch_build_graph_checked(md, ck, o, g, skipped, err);
     if (!rc)
         rc = graph_write(g, out_dir, wo, err);

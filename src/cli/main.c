@@ -12,6 +12,7 @@
 #include "cli/options.h"
 #include "cli/outdir.h"
 #include "cli/progress.h"
+#include "cli/quant_summary.h"
 #include "cli/sigbus.h"
 #include "cli/subcommands.h"
 
@@ -100,6 +101,9 @@ static int run_export(const build_args *a, const char *in_dir, const model_desc 
     wo.progress_user = &pr;
     wo.progress_chunks = true;
     wo.cancelled = interrupted;
+    quant_stats_table qstats = {0};
+    if (!a->quiet || a->quant_report) /* -q alone shows no error: nothing to measure */
+        wo.quant_stats = &qstats;
 
     size_t skipped = 0;
     int rc = export_model_stats(in_dir, md, ck, o, od.tmp_path, &wo, &skipped, err);
@@ -119,11 +123,16 @@ static int run_export(const build_args *a, const char *in_dir, const model_desc 
         char skip_note[96] = "";
         if (skipped) /* mtp head, vision tower: named in arch/export.c */
             snprintf(skip_note, sizeof skip_note, "; %zu checkpoint tensors left out on purpose", skipped);
+        if (!a->quiet)
+            quant_summary_print(&qstats, a->quant_report, stdout);
         printf("moe2onnx: wrote %s (%s, %s) in %.2f s; input %.2f GB at %.2f GB/s; peak RSS %.0f MB "
                "(anonymous %.0f MB)%s\n",
                od.final_path, md->model_type, a->precision, secs, in_gb, secs > 0 ? in_gb / secs : 0,
                (double)peak_rss_bytes() / 1048576.0, (double)peak_anon_bytes() / 1048576.0, skip_note);
     }
+    if (!rc && a->quant_report)
+        rc = quant_report_write(a->quant_report, &qstats, err);
+    quant_stats_table_free(&qstats);
     sigbus_guard_disarm();
     ckpt_close(ck);
     return rc;
@@ -143,7 +152,8 @@ static int cmd_build(int argc, char **argv)
     if (options_validate(&a, &o, &err))
         return fail(err.msg, 2);
     char in_dir[PATH_MAX];
-    if (options_input_dir(&a, in_dir, sizeof in_dir, &err))
+    if (options_input_dir(&a, in_dir, sizeof in_dir, &err) ||
+        (a.quant_report && quant_report_check_path(a.quant_report, &err)))
         return fail(err.msg, 2);
     model_desc md;
     if (config_load(in_dir, &md, &err) || options_check_model(&md, &err))

@@ -72,6 +72,11 @@ int build_args_parse(int argc, char **argv, build_args *a, m2o_err *err)
             i++;
         } else if (!strncmp(s, "--threads=", 10)) {
             if (parse_threads(s + 10, &a->threads, err)) return -1;
+        } else if (!strcmp(s, "--quant-report")) {
+            if (need_value(argc, argv, i, err)) return -1;
+            a->quant_report = argv[++i];
+        } else if (!strncmp(s, "--quant-report=", 15)) {
+            a->quant_report = s + 15;
         } else if (!strcmp(s, "-q") || !strcmp(s, "--quiet")) {
             a->quiet = true;
         } else if (!strcmp(s, "--overwrite")) {
@@ -431,6 +436,8 @@ void build_usage(FILE *f)
         "                              BOOL is true|false|True|False|1|0\n"
         "  --threads N                 worker threads (default: all cores)\n"
         "  -q, --quiet                 only the final summary line\n"
+        "  --quant-report FILE         write every quantized tensor's error (relative RMS, max abs,\n"
+        "                                format) as JSON to FILE\n"
         "  --overwrite                 replace an existing model in OUTPUT_DIR\n"
         "  --allow-nonfinite           pass NaN/Inf weights through instead of failing\n"
         "  -h, --help, --version\n",

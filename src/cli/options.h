@@ -27,6 +27,7 @@ typedef struct build_args {
     const char *extra[CLI_MAX_EXTRA]; /* KEY=VALUE */
     int threads;            /* 0 = all cores */
     bool quiet;
+    const char *quant_report; /* --quant-report FILE: per-tensor quantization error (JSON) */
     bool overwrite;
     bool allow_nonfinite;
     bool help;

@@ -2,6 +2,7 @@
 #include "graph/experts.h"
 
 #include "graph/weights.h"
+#include "weights/qerr_track.h"
 
 /* Declared shape and element type of one encoding's initializer (docs/FORMATS.md §8). */
 static int enc_shape(const gb *b, const expert_src *src, expert_enc enc, int bits,
@@ -48,6 +49,7 @@ int gb_add_experts(gb *b, const char *name, const expert_src *src, expert_enc en
     int64_t dims[3];
     int elem = enc_shape(b, src, enc, bits, block_size, dims);
     gb_attach_streamed(b, name, elem, 3, dims, &p);
+    wt_track_quant_error(b->g, name, &p);
     return 0;
 }
 
@@ -68,6 +70,7 @@ int gb_add_experts_quantized(gb *b, const char *weights_name, const char *scales
          .ndim = 3, .dims = sdims, .chunk_bytes = p.chunk_bytes[1]},
     };
     graph_add_streamed_group(b->g, 2, m, p.n_chunks, p.group, p.ctx, p.free_ctx);
+    wt_track_quant_error(b->g, weights_name, &p);
     return 0;
 }
 
@@ -90,5 +93,6 @@ int gb_add_experts_int(gb *b, const char *weights_name, const char *scales_name,
          .ndim = 3, .dims = zdims, .chunk_bytes = p.chunk_bytes[2]},
     };
     graph_add_streamed_group(b->g, f->asymmetric ? 3 : 2, m, p.n_chunks, p.group, p.ctx, p.free_ctx);
+    wt_track_quant_error(b->g, weights_name, &p);
     return 0;
 }

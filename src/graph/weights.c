@@ -1,6 +1,7 @@
 /* Declarations of the initializers made from checkpoint tensors; what fills them is in
  * src/weights/. */
 #include "graph/weights.h"
+#include "weights/qerr_track.h"
 
 #include <stdlib.h>
 
@@ -122,5 +123,6 @@ int gb_add_nbits(gb *b, const char *codes_name, const char *scales_name, const c
     };
     graph_add_streamed_group(b->g, wt_nbits_has_zero_points(spec) ? 3 : 2, m, p.n_chunks,
                              p.group, p.ctx, p.free_ctx);
+    wt_track_quant_error(b->g, codes_name, &p);
     return 0;
 }

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "onnx/graph_internal.h"
+#include "onnx/quant_stats.h"
 
 /* ---- arena ---- */
 
@@ -233,6 +234,7 @@ void graph_free(graph *g)
         return;
     for (size_t i = 0; i < g->n_inits; i++)
         graph_init_release_ctx(&g->inits[i]);
+    graph_quant_stats_free(g);
     free(g->nodes);
     free(g->inputs);
     free(g->outputs);

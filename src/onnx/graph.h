@@ -136,6 +136,9 @@ typedef struct graph_write_opts {
     bool progress_chunks;
     /* Polled between chunks; when it returns true the write stops with an error. May be NULL. */
     bool (*cancelled)(void *user);
+    /* When set, receives the quantization error of every measured tensor after a successful
+     * write (onnx/quant_stats.h; free with quant_stats_table_free). */
+    struct quant_stats_table *quant_stats;
 } graph_write_opts;
 
 void graph_write_opts_init(graph_write_opts *o);

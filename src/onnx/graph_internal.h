@@ -95,6 +95,9 @@ struct graph {
     size_t n_inits, cap_inits;
     bool has_error;          /* the first construction problem, reported by graph_check */
     char error[GRAPH_ERR_LEN];
+    struct graph_qstats *qstats; /* quantization error registry (quant_stats.c) */
+    bool qstats_incomplete;
+    bool qstats_on;          /* measure at all (graph_enable_quant_stats; off by default) */
 };
 
 /* Element count of dims (1 for a scalar); -1 when a dim is negative or the count overflows. */

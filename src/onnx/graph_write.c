@@ -19,6 +19,7 @@
 
 #include "common/threadpool.h"
 #include "onnx/graph_proto.h"
+#include "onnx/quant_stats.h"
 
 #define DATA_ALIGN 64
 /* Write-behind: writeback of the data file starts every WB_KICK bytes written; once more than
@@ -536,7 +537,7 @@ int graph_write(graph *g, const char *dir, const graph_write_opts *opts, m2o_err
     if (w.model_path && !plan(&w, err) && !write_data_file(&w, &created, err) &&
         !write_model_file(&w, ir_version, err)) {
         sync_dir(dir);
-        rc = 0;
+        rc = opts->quant_stats ? graph_quant_stats_collect(g, opts->quant_stats, err) : 0;
     }
     if (w.data_fd >= 0)
         close(w.data_fd);

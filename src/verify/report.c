@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "onnx/quant_stats.h"
 #include "verify/verify_internal.h"
 
 static const char *const kFaultNames[VF_COUNT] = {
@@ -183,6 +184,7 @@ void verify_print_table(const verify_report *r, bool all_rows, FILE *f)
         fprintf(f, "note: %s\n", r->notes[i]);
     for (size_t i = 0; i < r->n_faults; i++)
         fprintf(f, "fault [%s]: %s\n", vfault_code_name(r->faults[i].code), r->faults[i].msg);
+    verify_print_error_summary(r, f);
     char line[1200];
     verify_verdict_line(r, line, sizeof line);
     fprintf(f, "%s\n", line);
@@ -223,6 +225,8 @@ char *verify_report_json(const verify_report *r)
         add_num(o, "rel_rms_bound", t->rel_rms_bound);
         add_num(o, "max_abs", t->max_abs);
         add_num(o, "max_error_over_bound", t->max_ratio);
+        if (t->has_qfmt)
+            quant_entry_json(o, t->name, &t->qfmt, NULL);
         if (t->bit_exact_required)
             cJSON_AddBoolToObject(o, "bit_exact", t->bit_exact);
         cJSON_AddBoolToObject(o, "pass", t->pass);

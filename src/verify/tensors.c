@@ -247,6 +247,7 @@ static void finish_plan(vctx *c, const vplan *p)
     t->rel_rms_bound = vstats_rel_rms_bound(&p->st);
     t->max_abs = p->st.max_abs;
     t->max_ratio = p->st.max_ratio;
+    vtensor_set_qfmt(t, p);
     t->bit_exact = p->passthrough && p->diff_code_bytes == 0 && p->diff_scale_bytes == 0 &&
                    p->st.n_over == 0;
     t->pass = !p->diagnosed && p->st.n_over == 0 && (!p->passthrough || t->bit_exact);

@@ -20,6 +20,7 @@
 #include <stdio.h>
 
 #include "common/err.h"
+#include "quant/qerr.h"
 
 /* Stable fault codes (the JSON report's "code"; tests match them). */
 typedef enum vfault_code {
@@ -71,6 +72,8 @@ typedef struct vtensor {
     bool bit_exact_required; /* MXFP4 passthrough */
     bool bit_exact;          /* every code and scale byte identical to the checkpoint */
     bool pass;
+    bool has_qfmt;           /* qfmt describes the encoding (weight checks' rows) */
+    qerr_format qfmt;        /* kind, bits, block, symmetric, scale type (verify/quant_fields.c) */
 } vtensor;
 
 typedef struct verify_report {

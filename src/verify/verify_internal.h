@@ -40,6 +40,9 @@ void vmark_initializer(vctx *c, const onnx_tensor *t);
  * initializer (topological order, hence no cycle) (invariants.c). */
 void vcheck_graph_order(vctx *c);
 
+/* One line: the quantized tensors' mean and worst relative RMS error (quant_fields.c). */
+void verify_print_error_summary(const verify_report *r, FILE *f);
+
 /* Adds a tensor row; returns its index. */
 size_t verify_add_tensor(verify_report *r, const vtensor *t);
 

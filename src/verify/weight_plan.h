@@ -70,6 +70,9 @@ typedef struct vscratch {
  * weights), each with a report row; ps->p is allocated here (free it). */
 int vplan_weights(vctx *c, vplans *ps, m2o_err *err);
 
+/* The structured format of p's tensor, for the per-tensor error fields (quant_fields.c). */
+void vtensor_set_qfmt(vtensor *t, const vplan *p);
+
 /* Tries each known exporter bug against a failing unit (rows [r0, r0+nr) of expert e, expected
  * values in s->exp, v the encoding as declared); the first that explains the bytes is named in
  * res, else the error bound and its first element. */

@@ -146,9 +146,12 @@ int encoder_rows(expert_encoder *x, const float *w, int64_t n0, int64_t nr, m2o_
     }
     size_t at = code_bytes(x, n0, K);
     uint8_t *codes = x->band_raw ? x->band_raw : raw_codes(x) + at;
+    uint8_t *scales = x->scales + encoder_scale_bytes(x, n0, K);
     uint8_t *zps = x->zps ? x->zps + (size_t)n0 * encoder_zp_row_bytes(x) : NULL;
-    if (quantize(x, w, nr, K, codes, x->scales + encoder_scale_bytes(x, n0, K), zps, err))
+    if (quantize(x, w, nr, K, codes, scales, zps, err))
         return -1;
+    if (x->qerr)
+        wt_measure_encoded(enc_is_fp4(x->enc), &x->p, w, nr, K, codes, scales, zps, x->qerr);
     if (x->band_raw) /* CUTLASS: rows n..n+I-1 pack into their own slice */
         return cutlass_sm80_pack(codes, nr, K, x->p.bits, x->weights + at, err);
     return 0;
@@ -193,6 +196,9 @@ int encoder_panel(expert_encoder *x, const float *w, int64_t k0, int64_t kp, m2o
         return m2o_fail(err, "internal: per-channel and asymmetric experts are encoded by rows");
     if (quantize(x, w, N, kp, x->pcodes, x->pscales, NULL, err))
         return -1;
+    if (x->qerr)
+        wt_measure_encoded(enc_is_fp4(x->enc), &x->p, w, N, kp, x->pcodes, x->pscales, NULL,
+                           x->qerr);
     size_t pc = code_bytes(x, 1, kp), ps = encoder_scale_bytes(x, 1, kp);
     size_t rc = code_bytes(x, 1, K), rs = encoder_scale_bytes(x, 1, K);
     size_t oc = code_bytes(x, 1, k0), os = encoder_scale_bytes(x, 1, k0);

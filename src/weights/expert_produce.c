@@ -197,9 +197,10 @@ static int produce_bands(const expert_layout *L, const expert_src *s, int64_t e,
     return rc;
 }
 
-int expert_produce_fmt(const expert_src *s, int64_t e, expert_enc enc, const expert_qfmt *f,
-                       int io_dtype, bool allow_nonfinite, void *weights, void *scales,
-                       void *zero_points, m2o_err *err)
+/* expert_produce_fmt that adds the encoding's error to acc (NULL: not measured). */
+static int produce_measured(const expert_src *s, int64_t e, expert_enc enc, const expert_qfmt *f,
+                            int io_dtype, bool allow_nonfinite, void *weights, void *scales,
+                            void *zero_points, qerr_acc *acc, m2o_err *err)
 {
     const expert_layout *L = expert_layout_of(s->kind);
     if (!L)
@@ -216,6 +217,7 @@ int expert_produce_fmt(const expert_src *s, int64_t e, expert_enc enc, const exp
     expert_encoder x;
     if (encoder_init(&x, enc, s->N, s->K, f, io_dtype, weights, scales, zero_points, kp, err))
         return -1;
+    x.qerr = acc;
     int rc = kp ? produce_panels(L, s, e, &x, kp, allow_nonfinite, err)
                 : produce_bands(L, s, e, &x, allow_nonfinite, err);
     if (!rc && encoder_finish(&x, err))
@@ -223,6 +225,14 @@ int expert_produce_fmt(const expert_src *s, int64_t e, expert_enc enc, const exp
     L->release(s, e);
     encoder_free(&x);
     return rc;
+}
+
+int expert_produce_fmt(const expert_src *s, int64_t e, expert_enc enc, const expert_qfmt *f,
+                       int io_dtype, bool allow_nonfinite, void *weights, void *scales,
+                       void *zero_points, m2o_err *err)
+{
+    return produce_measured(s, e, enc, f, io_dtype, allow_nonfinite, weights, scales, zero_points,
+                            NULL, err);
 }
 
 int expert_produce(const expert_src *s, int64_t e, expert_enc enc, int bits, int block_size,
@@ -240,22 +250,25 @@ typedef struct experts_ctx {
     expert_qfmt f;
     int io;
     bool allow_nonfinite;
+    qerr_acc *qerr;  /* one error slot per expert, or NULL (weights/qerr_track.h) */
 } experts_ctx;
 
 static int produce_single(void *vctx, int64_t e, void *out, m2o_err *err)
 {
     const experts_ctx *c = vctx;
     bool scales = c->enc == ENC_INT_SCALES || c->enc == ENC_FP4_SCALES, zp = c->enc == ENC_INT_ZP;
-    return expert_produce_fmt(&c->src, e, c->enc, &c->f, c->io, c->allow_nonfinite,
-                              scales || zp ? NULL : out, scales ? out : NULL, zp ? out : NULL, err);
+    return produce_measured(&c->src, e, c->enc, &c->f, c->io, c->allow_nonfinite,
+                            scales || zp ? NULL : out, scales ? out : NULL, zp ? out : NULL,
+                            c->qerr ? &c->qerr[e] : NULL, err);
 }
 
 /* weights, scales and (asymmetric) zero points of one expert from one quantization */
 static int produce_group(void *vctx, int64_t e, void *const *outs, m2o_err *err)
 {
     const experts_ctx *c = vctx;
-    return expert_produce_fmt(&c->src, e, c->enc, &c->f, c->io, c->allow_nonfinite, outs[0],
-                              outs[1], c->f.asymmetric ? outs[2] : NULL, err);
+    return produce_measured(&c->src, e, c->enc, &c->f, c->io, c->allow_nonfinite, outs[0],
+                            outs[1], c->f.asymmetric ? outs[2] : NULL, c->qerr ? &c->qerr[e] : NULL,
+                            err);
 }
 
 /* The widths encoding `enc` (a weights encoding) needs of an [N, K] expert. */
@@ -333,6 +346,13 @@ int wt_experts_fmt(const expert_src *src, expert_enc enc, bool with_scales, cons
             p->chunk_bytes[2] = expert_chunk_bytes(N, K, ENC_INT_ZP, bits, bs, o->io);
     } else {
         p->one = produce_single;
+    }
+    if (enc == ENC_INT_RAW || enc == ENC_INT_SM80 || enc == ENC_FP4) { /* not scales alone */
+        bool fp4 = enc_is_fp4(enc);
+        p->qerr = &c->qerr; /* per channel: one block of K, as verify reports it */
+        p->qerr_fmt = (qerr_format){fp4 ? QERR_MXFP4 : QERR_INT, fp4 ? 4 : bits,
+                                    fp4 ? 32 : bs > 0 ? bs : (int)K, fp4 || !f->asymmetric,
+                                    expert_int_params(bits, bs, o->io).scale_type};
     }
     return 0;
 }

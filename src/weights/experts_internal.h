@@ -4,6 +4,7 @@
 
 #include "quant/quant.h"
 #include "weights/experts.h"
+#include "weights/qerr_track.h"
 #include "weights/reader.h"
 
 /* ---- source layouts (expert_layout.c) ---- */
@@ -72,6 +73,7 @@ typedef struct expert_encoder {
     uint8_t *own_scales; /* scales when they are not wanted */
     uint8_t *own_zps;    /* zero points when they are not wanted */
     uint8_t *pcodes, *pscales; /* one panel's codes and scales before they are scattered */
+    qerr_acc *qerr;     /* this expert's error sums, or NULL (weights/qerr_track.h) */
 } expert_encoder;
 
 bool enc_is_fp4(expert_enc enc);

@@ -219,6 +219,7 @@ typedef struct nbits_ctx {
     qscale_type source_type; /* INC RTN: the type ONNX Runtime takes max - min in (§4.11) */
     bool zero_points;
     bool allow_nonfinite;
+    qerr_acc *qerr; /* per-chunk error slots, or NULL (weights/qerr_track.h) */
 } nbits_ctx;
 
 /* Fails when a block scale of rows [r0, r0 + nr) overflowed its type, naming the checkpoint
@@ -320,9 +321,12 @@ static int produce_nbits(void *vctx, int64_t chunk, void *const *outs, m2o_err *
     int rc = 0;
     for (int64_t i = 0; i < nr && !rc; i += band) {
         int64_t m = nr - i < band ? nr - i : band;
-        rc = nbits_band(c, r0 + i, m, w, codes + qb_codes_bytes(i, K, &c->p),
-                        scales + qb_scales_count(i, K, &c->p) * ss,
-                        zp ? zp + (size_t)i * zrow : NULL, err);
+        uint8_t *bc = codes + qb_codes_bytes(i, K, &c->p);
+        uint8_t *bs = scales + qb_scales_count(i, K, &c->p) * ss;
+        uint8_t *bz = zp ? zp + (size_t)i * zrow : NULL;
+        rc = nbits_band(c, r0 + i, m, w, bc, bs, bz, err);
+        if (!rc && c->qerr)
+            qerr_blockwise(w, m, K, &c->p, bc, bs, bz, &c->qerr[chunk]);
     }
     for_part_rows(&c->s, r0, nr, release_part_rows, NULL, NULL);
     free(w);
@@ -362,6 +366,8 @@ int wt_nbits(const linear_src *s, const wt_nbits_spec *spec, const wt_opts *o, w
                      .allow_nonfinite = o->allow_nonfinite};
     *p = (wt_producer){.group = produce_nbits, .ctx = c, .free_ctx = free, .n_chunks = N / rpc,
                        .chunk_bytes = {(size_t)rpc * code_row, (size_t)rpc * scale_row,
-                                       (size_t)rpc * zp_row}};
+                                       (size_t)rpc * zp_row},
+                       .qerr = &c->qerr,
+                       .qerr_fmt = {QERR_INT, spec->bits, spec->block_size, !zp, q.scale_type}};
     return 0;
 }

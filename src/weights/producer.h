@@ -15,6 +15,7 @@
 #include "checkpoint/safetensors.h"
 #include "common/err.h"
 #include "onnx/graph.h"
+#include "quant/qerr.h"
 #include "weights/sources.h"
 
 /* One producer and its chunk plan. Exactly one of one/group/scatter is set:
@@ -32,6 +33,10 @@ typedef struct wt_producer {
     int64_t n_chunks;
     size_t chunk_bytes[3];   /* group: weights, scales, zero points (when asymmetric) */
     uint64_t total_bytes;
+    /* A quantizing producer measures its error per chunk into (*qerr)[chunk] when the attacher
+     * points *qerr at slots (weights/qerr_track.h); qerr NULL: nothing to measure. */
+    qerr_acc **qerr;
+    qerr_format qerr_fmt;
 } wt_producer;
 
 /* Settings every producer shares: the float type of the output (the io dtype) and

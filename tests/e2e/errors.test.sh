@@ -486,5 +486,11 @@ expect 2 int8_budget=10 "%" MB -- "${std[@]}" --extra_options int8_budget=10
 new_case bad-threads gpt-oss-tiny "--threads lots"
 expect 2 --threads -- -q --threads lots -i "$ck" -o "$out" -p int4 -e cpu
 
+new_case quant-report-no-folder gpt-oss-tiny "--quant-report in a folder that does not exist"; std
+expect 2 --quant-report no-such-dir -- "${std[@]}" --quant-report "$tmp/no-such-dir/report.json"
+
+new_case quant-report-folder gpt-oss-tiny "--quant-report naming a folder"; std
+expect 2 --quant-report folder -- "${std[@]}" --quant-report "$tmp"
+
 check_doc_table errors-catalogue
 finish
