@@ -85,10 +85,11 @@ static void print_budget(const i8b_report *r)
         printf(" (%.0f already spent by %d MatMuls placed at int8)", (double)r->placed8_bytes, r->n_placed8);
     if (!r->n_upgraded) {
         printf("; no MatMul upgraded: ");
-        if (!r->n_candidates)
+        if (!r->next[0])
             printf("no int4 MatMul is left to upgrade\n");
         else
-            printf("the cheapest of %d candidates needs %.0f bytes more\n", r->n_candidates, (double)r->cheapest);
+            printf("the first of %d candidates by error removed per byte, %s, needs %.0f bytes\n",
+                   r->n_candidates, r->next, (double)r->next_extra);
         return;
     }
     double rel_before = r->sum_sq > 0 ? sqrt(r->sse_before / r->sum_sq) : 0;

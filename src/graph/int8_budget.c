@@ -293,8 +293,6 @@ static void fill_costs(i8b_plan *p, const quant_config *q, int io)
         if (m->candidate) {
             r->n_candidates++;
             base += m->bytes4;
-            int64_t extra = m->bytes8 - m->bytes4;
-            r->cheapest = r->cheapest == 0 || extra < r->cheapest ? extra : r->cheapest;
         } else {
             r->n_placed8++;
             r->placed8_bytes += m->bytes8 - m->bytes4;
@@ -324,6 +322,14 @@ static int select_upgrades(i8b_plan *p, m2o_err *err)
         free(opt);
         free(take);
         return m2o_fail(err, "out of memory choosing the int8_budget upgrades");
+    }
+    const i8b_option *next = NULL; /* the best left out is the one that did not fit */
+    for (int k = 0; k < n; k++)
+        if (!take[k] && opt[k].gain > 0 && (!next || better(&opt[k], next) < 0))
+            next = &opt[k];
+    if (next) {
+        snprintf(r->next, sizeof r->next, "%s", next->name);
+        r->next_extra = next->extra;
     }
     for (int i = 0, k = 0; i < p->n; i++) {
         i8b_matmul *m = &p->mm[i];

@@ -53,7 +53,8 @@ typedef struct i8b_report {
     int64_t budget;      /* bytes allowed in all */
     int64_t placed8_bytes; /* extra bytes of the MatMuls presets/overrides put at int8 */
     int64_t spent;       /* extra bytes of the upgrades */
-    int64_t cheapest;    /* the smallest extra of one candidate (0 without candidates) */
+    char next[256];      /* the candidate that ended the selection ("" when all were taken) */
+    int64_t next_extra;  /* its extra bytes */
     double sse_before, sse_after, sum_sq; /* over the candidates */
     double seconds;      /* the measuring pass */
 } i8b_report;
