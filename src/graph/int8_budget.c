@@ -145,6 +145,7 @@ static int read_rows(const linear_src *s, int64_t r0, int64_t nr, float *out, m2
             int64_t lr = r0 - base, take = n_i - lr < nr ? n_i - lr : nr;
             if (tensor_read_f32(s->w[i], lr * K, take * K, out, err))
                 return -1;
+            wt_release_elems(s->w[i], lr * K, take * K); /* the pre-pass keeps no mapped pages */
             out += take * K;
             r0 += take;
             nr -= take;
