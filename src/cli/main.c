@@ -82,7 +82,8 @@ static void print_budget(const i8b_report *r)
         return;
     printf("moe2onnx: int8_budget: %.0f bytes", (double)r->budget);
     if (r->n_placed8)
-        printf(" (%.0f already spent by %d MatMuls placed at int8)", (double)r->placed8_bytes, r->n_placed8);
+        printf(" (%.0f already spent by %d MatMul%s placed at int8)", (double)r->placed8_bytes, r->n_placed8,
+               r->n_placed8 == 1 ? "" : "s");
     if (!r->n_upgraded) {
         printf("; no MatMul upgraded: ");
         if (!r->next[0])

@@ -7,7 +7,8 @@
 //      error and MatMulNBits bytes (codes + float32 scales), then the greedy rule (error removed
 //      per extra byte, ties by name, stop at the first that does not fit). The bits are read
 //      back from the model (onnx_poke nbits), and the data file grows by no more than the budget;
-//   4. every budget build passes `moe2onnx verify`, and ONNX Runtime's CPU logits are at least as
+//   4. MatMuls a preset puts at int8 spend the budget first;
+//   5. every budget build passes `moe2onnx verify`, and ONNX Runtime's CPU logits are at least as
 //      close to the float32 reference as the default build's (both accuracy_level=0; printed).
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -125,6 +126,18 @@ try {
     rmSync(body8, { recursive: true, force: true });
     rmSync(all8, { recursive: true, force: true });
 
+    if (fixture === 'qwen3-moe-tiny') {
+      // a preset's int8 MatMul spends the budget first: 30% of the 8 attention candidates' bytes
+      // (73728) minus the LM head's 65536 leaves less than the first upgrade needs
+      const out = join(tmp, `${fixture}-preset`);
+      r = build(src, out, [ACC0, 'int8_budget=30%', 'matmul_mixed_precision=last_matmul:int8']);
+      const bits = r.err ? {} : nbitsOf(out);
+      const eights = Object.keys(bits).filter((k) => bits[k] === 8);
+      const said = /int8_budget: 73728 bytes \(65536 already spent by 1 MatMul placed at int8\); no MatMul upgraded/.test(r.out);
+      report(!r.err && said && eights.join() === '/lm_head/MatMul', `${fixture} int8_budget=30% with last_matmul:int8`,
+             r.err ?? `${r.out.split('\n')[0]}; int8: ${eights.join(', ')}`);
+      rmSync(out, { recursive: true, force: true });
+    }
     for (const percent of [10, 30, 60]) {
       const name = `${fixture} int8_budget=${percent}%`;
       const out = join(tmp, `${fixture}-${percent}`);
