@@ -8,7 +8,8 @@
 //      per extra byte, ties by name, stop at the first that does not fit). The bits are read
 //      back from the model (onnx_poke nbits), and the data file grows by no more than the budget;
 //   4. MatMuls a preset puts at int8 spend the budget first;
-//   5. every budget build passes `moe2onnx verify`, and ONNX Runtime's CPU logits are at least as
+//   5. the same folder for any --threads;
+//   6. every budget build passes `moe2onnx verify`, and ONNX Runtime's CPU logits are at least as
 //      close to the float32 reference as the default build's (both accuracy_level=0; printed).
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -137,6 +138,16 @@ try {
       report(!r.err && said && eights.join() === '/lm_head/MatMul', `${fixture} int8_budget=30% with last_matmul:int8`,
              r.err ?? `${r.out.split('\n')[0]}; int8: ${eights.join(', ')}`);
       rmSync(out, { recursive: true, force: true });
+    }
+    {
+      // the measuring pass runs on --threads workers; the choice and the bytes must not depend on it
+      const one = join(tmp, `${fixture}-t1`), four = join(tmp, `${fixture}-t4`);
+      const e1 = run(BIN, ['-q', '--threads', '1', '-i', src, '-o', one, '-p', 'int4', '-e', 'cpu', '--extra_options', 'int8_budget=60%']).err;
+      const e4 = run(BIN, ['-q', '--threads', '4', '-i', src, '-o', four, '-p', 'int4', '-e', 'cpu', '--extra_options', 'int8_budget=60%']).err;
+      const same = !e1 && !e4 && folderHash(one) === folderHash(four);
+      report(same, `${fixture} int8_budget=60% --threads 1 == --threads 4`, e1 || e4 || (same ? 'byte-identical folders' : 'folders differ'));
+      rmSync(one, { recursive: true, force: true });
+      rmSync(four, { recursive: true, force: true });
     }
     for (const percent of [10, 30, 60]) {
       const name = `${fixture} int8_budget=${percent}%`;
