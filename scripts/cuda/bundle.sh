@@ -12,8 +12,8 @@ cd "$(dirname "$0")/../.."
 make -s all
 B=.carry/bundle
 rm -rf "$B" && mkdir -p "$B/lib"
-cp build/moe2onnx build/tools/onnx_poke "$B/"
-for lib in $(ldd build/moe2onnx build/tools/onnx_poke | awk '/libprotobuf-c|libcjson/ {print $3}' | sort -u); do
+cp build/moe2onnx build/tools/onnx_poke build/tools/zp_models "$B/"
+for lib in $(ldd build/moe2onnx build/tools/onnx_poke build/tools/zp_models | awk '/libprotobuf-c|libcjson/ {print $3}' | sort -u); do
     cp -L "$lib" "$B/lib/"
 done
 # the commit the binary was built from, for RESULTS.md (the device's copy has no git history)

@@ -134,50 +134,34 @@ static int qk_normed_projections(gb *b, const attn_desc *a, const char *input,
     return 0;
 }
 
-int gb_attention(gb *b, const attn_desc *a, const char *input, gname *out, m2o_err *err)
+/* The attention sinks initializer (gpt-oss), or an empty name. */
+static int add_sinks(gb *b, const attn_desc *a, gname *sinks, m2o_err *err)
+{
+    *sinks = (gname){{0}};
+    if (!a->sinks)
+        return 0;
+    int64_t nh = b->md->num_heads;
+    if (a->sinks->numel != nh)
+        return m2o_fail(err, "tensor %s: %lld elements, expected num_attention_heads %lld",
+                        a->sinks->name, (long long)a->sinks->numel, (long long)nh);
+    *sinks = gname_fmt("model.layers.%d.attn.sinks", a->layer);
+    return gb_add_small(b, sinks->s, 1, &a->sinks, 0.0f, 1, &nh, err);
+}
+
+/* The GroupQueryAttention node over packed qkv (or query, key, value); returns its output. */
+static gname gqa_node(gb *b, const attn_desc *a, const gname *qkv, const gname *key,
+                      const gname *value, const gname *sinks)
 {
     const model_desc *md = b->md;
     int L = a->layer;
-    int q_rows = a->q_gate ? 2 : 1; /* a gated q_proj also yields the output gate */
-    int64_t want_n = (int64_t)(q_rows * md->num_heads + 2 * md->num_kv_heads) * md->head_dim;
-    if (linear_src_n(&a->qkv) != want_n)
-        return m2o_fail(err, "layer %d: q/k/v projections give %lld rows, expected (%d x %d + 2 x "
-                             "%d heads) x head_dim %d = %lld",
-                        L, (long long)linear_src_n(&a->qkv), q_rows, md->num_heads,
-                        md->num_kv_heads, md->head_dim, (long long)want_n);
-    if (!b->seqlens_k.s[0] || !b->cos_cache.s[0])
-        return m2o_fail(err, "internal: gb_attention needs gb_attention_mask and "
-                             "gb_rotary_caches first");
-    gname qkv, key = {{0}}, value = {{0}}, gate = {{0}};
-    if (a->q_norm || a->k_norm || a->q_gate) {
-        if (qk_normed_projections(b, a, input, &qkv, &key, &value, &gate, err))
-            return -1;
-    } else {
-        gname base = gname_fmt("/model/layers.%d/attn/qkv_proj", L);
-        gname init = gname_fmt("model.layers.%d.attn.qkv_proj", L);
-        if (gb_linear(b, base.s, init.s, &a->qkv, "attn.qkv", L, input, &qkv, err))
-            return -1;
-    }
-
-    gname sinks = {{0}};
-    if (a->sinks) {
-        int64_t nh = md->num_heads;
-        if (a->sinks->numel != nh)
-            return m2o_fail(err, "tensor %s: %lld elements, expected num_attention_heads %lld",
-                            a->sinks->name, (long long)a->sinks->numel, (long long)nh);
-        sinks = gname_fmt("model.layers.%d.attn.sinks", L);
-        if (gb_add_small(b, sinks.s, 1, &a->sinks, 0.0f, 1, &nh, err))
-            return -1;
-    }
-
     gname past_k = gname_fmt("past_key_values.%d.key", L);
     gname past_v = gname_fmt("past_key_values.%d.value", L);
     gname pres_k = gname_fmt("present.%d.key", L);
     gname pres_v = gname_fmt("present.%d.value", L);
     gname node = gname_fmt("/model/layers.%d/attn/GroupQueryAttention", L);
     gname o0 = gname_out(node.s, 0);
-    const char *in[12] = {qkv.s, key.s, value.s, past_k.s, past_v.s, b->seqlens_k.s,
-                          b->total_seq_len.s, b->cos_cache.s, b->sin_cache.s, "", "", sinks.s};
+    const char *in[12] = {qkv->s, key->s, value->s, past_k.s, past_v.s, b->seqlens_k.s,
+                          b->total_seq_len.s, b->cos_cache.s, b->sin_cache.s, "", "", sinks->s};
     const char *outs[3] = {o0.s, pres_k.s, pres_v.s};
     graph_node *n = graph_add_node(b->g, "GroupQueryAttention", "com.microsoft", node.s,
                                    a->sinks ? 12 : 9, in, 3, outs);
@@ -192,7 +176,36 @@ int gb_attention(gb *b, const attn_desc *a, const char *input, gname *out, m2o_e
     if (a->window > 0 && gqa_window_sized_cache(b->o->ep))
         node_attr_int(n, "sliding_window_cache", 1);
     node_attr_float(n, "softcap", 0.0f);
+    return o0;
+}
 
+int gb_attention(gb *b, const attn_desc *a, const char *input, gname *out, m2o_err *err)
+{
+    const model_desc *md = b->md;
+    int L = a->layer;
+    int q_rows = a->q_gate ? 2 : 1; /* a gated q_proj also yields the output gate */
+    int64_t want_n = (int64_t)(q_rows * md->num_heads + 2 * md->num_kv_heads) * md->head_dim;
+    if (linear_src_n(&a->qkv) != want_n)
+        return m2o_fail(err, "layer %d: q/k/v projections give %lld rows, expected (%d x %d + 2 x "
+                             "%d heads) x head_dim %d = %lld",
+                        L, (long long)linear_src_n(&a->qkv), q_rows, md->num_heads,
+                        md->num_kv_heads, md->head_dim, (long long)want_n);
+    if (!b->seqlens_k.s[0] || !b->cos_cache.s[0])
+        return m2o_fail(err, "internal: gb_attention needs gb_attention_mask and "
+                             "gb_rotary_caches first");
+    gname qkv, key = {{0}}, value = {{0}}, gate = {{0}}, sinks;
+    if (a->q_norm || a->k_norm || a->q_gate) {
+        if (qk_normed_projections(b, a, input, &qkv, &key, &value, &gate, err))
+            return -1;
+    } else {
+        gname base = gname_fmt("/model/layers.%d/attn/qkv_proj", L);
+        gname init = gname_fmt("model.layers.%d.attn.qkv_proj", L);
+        if (gb_linear(b, base.s, init.s, &a->qkv, "attn.qkv", L, input, &qkv, err))
+            return -1;
+    }
+    if (add_sinks(b, a, &sinks, err))
+        return -1;
+    gname o0 = gqa_node(b, a, &qkv, &key, &value, &sinks);
     gname attn = a->q_gate ? apply_output_gate(b, L, o0.s, gate.s) : o0;
     gname base = gname_fmt("/model/layers.%d/attn/o_proj", L);
     gname init = gname_fmt("model.layers.%d.attn.o_proj", L);

@@ -22,4 +22,8 @@ timeout 150 python3 tests/cuda/transformers_precision.py "$M2O_TF_PRECISION" \
 # in time to write RESULTS.md (suite.mjs, "deadline"); its jobs run in parallel processes.
 export M2O_CUDA_DEADLINE_S=${M2O_CUDA_DEADLINE_S:-$((540 - SECONDS))}
 echo "setup took ${SECONDS} s; suite deadline ${M2O_CUDA_DEADLINE_S} s"
+# ONNX Runtime's CUDA kernels on single-op models with zero points (MatMulNBits, QMoE): what
+# they compute for each format, against float64 (docs/FORMATS.md §15 records it).
+M2O_ZP_EP=cuda M2O_ZP_MODELS=$B/zp_models "$NODE" tests/e2e/zero_points.test.mjs \
+    > "${OUT:-/tmp}/zero_points_cuda.txt" 2>&1 || true
 "$NODE" tests/cuda/suite.mjs

@@ -45,7 +45,7 @@ import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { closeModel, openModel, runModel } from '../e2e/lib/harness.mjs';
+import { closeModel, openModel, runModel, tensorToF32 } from '../e2e/lib/harness.mjs';
 import { readSafetensors } from '../e2e/lib/safetensors.mjs';
 import ort from 'onnxruntime-node';
 import { BIG, BIG_IDS, VARIANTS as QWEN3_5_LAYOUTS, forwardModel, makeBigCheckpoint, makeVariant } from '../e2e/qwen3_5_ref.mjs';
@@ -129,7 +129,7 @@ async function routerLogits(dir, ids) {
   try {
     const names = model.session.outputNames.filter((n) => n.endsWith('/moe/router/Reshape/output_0'));
     const layers = [];
-    await runModel(model, ids, { onStep: ({ results }) => { for (const n of names) layers.push(results[n].data); } });
+    await runModel(model, ids, { onStep: ({ results }) => { for (const n of names) layers.push(tensorToF32(results[n])); } });
     return layers;
   } finally {
     await closeModel(model);
@@ -400,15 +400,15 @@ async function qwen35BigRows(work) {
   await controlRows('qwen3_5 35B-A3B widths (random)', Q35_BIG, ctl, refOf, ids);
 }
 
-// Quantization methods (issue 18): each method's CUDA export against the same method's export
-// for the CPU (float32 io and arithmetic), run on the CPU provider. Same codes, same zero points;
-// only the scales' type (float16 on CUDA, float32 on the CPU) and the arithmetic differ, so the
-// floors are the float16 ones (and twice this checkpoint's float16 build, as for every int row).
-// What this proves is that ONNX Runtime's CUDA kernels read each format as its CPU kernels do —
-// the CPU export itself is checked against the float reference by the CPU tests
-// (tests/e2e/quant_methods.test.mjs, tests/e2e/expert_quant.test.mjs) and by `moe2onnx verify`.
-// A method ONNX Runtime's CUDA provider cannot run must be refused at conversion: such a row
-// passes only on a refusal naming the option (cudaRefused: the text the message must hold).
+// Quantization methods (issue 18). For each method, the CUDA export with raw expert weights
+// (qmoe_weights_prepacked=0) is run on the CPU provider: the same file, float16 io, the CPU
+// kernels (whose formats the CPU tests prove against float64 forward passes and `moe2onnx
+// verify`). That is the reference for the same file on the CUDA provider and for the default
+// (CUTLASS-prepacked) export, so only the arithmetic differs and the float16 floors apply (and
+// twice this checkpoint's float16 build, as for every int row). What this proves is that ONNX
+// Runtime's CUDA kernels read each format as its CPU kernels do. A method ONNX Runtime's CUDA
+// provider cannot run must be refused at conversion: such a row passes only on a refusal
+// naming the option (cudaRefused: the text the message must hold).
 const METHOD_BASE = ['int4_accuracy_level=0'];
 const METHODS = [
   { name: 'MatMulNBits asymmetric (zero points)', extra: ['is_symmetric=false', 'qmoe_block_size=32'] },
@@ -418,59 +418,60 @@ const METHODS = [
   { name: 'scale_search (MatMul and experts)', extra: ['scale_search=true', 'qmoe_block_size=32'] },
   { name: 'experts uint4 (zero points)', extra: ['moe_quant_type=uint4', 'qmoe_block_size=32'] },
   { name: 'experts uint8 (zero points)', extra: ['moe_quant_type=uint8', 'qmoe_block_size=32'] },
-  { name: 'experts uint4 raw (zero points)', extra: ['moe_quant_type=uint4', 'qmoe_block_size=32', 'qmoe_weights_prepacked=0'], cudaOnly: true },
   { name: 'experts int4 per-channel', extra: ['qmoe_block_size=0'] },
   { name: 'experts int8 per-channel', extra: ['moe_quant_type=int8', 'qmoe_block_size=0'] },
   { name: 'int8 MatMul body (quant_config)', json: { weights: { type: 'int8', accuracy_level: 0 }, moe: { block_size: 32 } } },
 ];
 const METHOD_FIXTURES = ['qwen3-moe-tiny', 'qwen2-moe-tiny', 'gpt-oss-tiny', 'qwen3_5-moe-tiny'];
-const methodArgs = (m, ep) => ['-p', 'int4', '-e', ep, '--extra_options',
-  ...(m.json ? [`quant_config=${JSON.stringify(m.json)}`] : [...METHOD_BASE, ...m.extra.filter((a) => ep === 'cuda' || !a.startsWith('qmoe_weights_prepacked'))])];
+function methodArgs(m, raw) {
+  const json = m.json && raw ? { ...m.json, moe: { ...m.json.moe, weights_prepacked: 0 } } : m.json;
+  return ['-p', 'int4', '-e', 'cuda', '--extra_options',
+          ...(json ? [`quant_config=${JSON.stringify(json)}`]
+                   : [...METHOD_BASE, ...m.extra, ...(raw ? ['qmoe_weights_prepacked=0'] : [])])];
+}
+
+// The float16 build of a checkpoint against its float32 reference, measured (not recorded):
+// the int rule's yardstick (intFloor).
+async function fp16Yardstick(work, fixture, input, cfg, ids) {
+  const floats = {}, f16 = join(work, `${fixture}-m-fp16`);
+  if (convert(input, f16, ['-p', 'fp16', '-e', 'cuda'])) return floats;
+  const fctl = await controls(work, `${fixture}-m`, input, ids, topK(cfg), ['fp32']);
+  const clear = fctl.fp32.margins.map((x) => x >= TIE_UNITS * UNIT.fp16);
+  const ref32 = readSafetensors(join(input, 'reference.safetensors')).logits.data;
+  const before = results.length;
+  await runBuild(fixture, fixture, { name: 'fp16', ep: 'cuda', arith: 'fp16', control: 'fp32' }, f16, ref32, ids, clear, floats);
+  results.splice(before);
+  rmSync(f16, { recursive: true, force: true });
+  return floats;
+}
 
 async function methodRows(work, fixture) {
   const input = join(FIXTURES, fixture);
   const cfg = JSON.parse(readFileSync(join(input, 'config.json'), 'utf8'));
   const ids = Array.from(readSafetensors(join(input, 'reference.safetensors')).input_ids.data, Number);
-  // the float16 build of this checkpoint, for the int rule (twice its error vs the float reference)
-  const floats = {};
-  const f16 = join(work, `${fixture}-m-fp16`);
-  const ref32 = readSafetensors(join(input, 'reference.safetensors')).logits.data;
-  if (EP === 'cuda' && !convert(input, f16, ['-p', 'fp16', '-e', 'cuda'])) {
-    const fctl = await controls(work, `${fixture}-m`, input, ids, topK(cfg), ['fp32']);
-    const clear = fctl.fp32.margins.map((x) => x >= TIE_UNITS * UNIT.fp16);
-    const rowsBefore = results.length;
-    await runBuild(fixture, fixture, { name: 'fp16', ep: 'cuda', arith: 'fp16', control: 'fp32' }, f16, ref32, ids, clear, floats);
-    results.splice(rowsBefore); // measured only as the yardstick here; the fixture job records it
-  }
+  const floats = EP === 'cuda' ? await fp16Yardstick(work, fixture, input, cfg, ids) : {};
   for (const m of METHODS) {
-    const ctlDir = join(work, `${fixture}-m-ctl`), out = join(work, `${fixture}-m-cuda`);
-    // a row that stopped early (a failed or not runnable conversion) may have left these behind
-    for (const d of [ctlDir, out]) rmSync(d, { recursive: true, force: true });
-    const cpuErr = m.cudaOnly ? null : convert(input, ctlDir, methodArgs(m, 'cpu'));
-    const cudaErr = convert(input, out, methodArgs(m, 'cuda'));
+    const rawDir = join(work, `${fixture}-m-raw`), preDir = join(work, `${fixture}-m-pre`);
     const label = `${fixture} [${m.name}]`;
+    const rawErr = convert(input, rawDir, methodArgs(m, true));
+    const preErr = convert(input, preDir, methodArgs(m, false));
     if (m.cudaRefused) { // known not to run on CUDA: the conversion must refuse it, naming the option
-      const ok = Boolean(cudaErr) && cudaErr.includes(m.cudaRefused);
-      record({ fixture: label, build: m.name, ep: 'cuda', ok, note: ok ? `refused at conversion, as it must be: ${cudaErr.replace(/^conversion failed \(exit \d+\): /, '')}` : `expected a refusal naming ${m.cudaRefused}, got ${cudaErr ?? 'an export'}` });
-      rmSync(out, { recursive: true, force: true });
-      continue;
+      const ok = Boolean(preErr) && preErr.includes(m.cudaRefused);
+      record({ fixture: label, build: m.name, ep: 'cuda', ok, note: ok ? `refused at conversion, as it must be: ${preErr.replace(/^conversion failed \(exit \d+\): /, '')}` : `expected a refusal naming ${m.cudaRefused}, got ${preErr ?? 'an export'}` });
+    } else if (rawErr || preErr) {
+      record({ fixture: label, build: m.name, ep: 'cuda', ok: false, note: rawErr ?? preErr });
+    } else {
+      // the raw export on the CPU provider: reference logits and router margins
+      const model = await openModel(rawDir, { sessionOptions: { executionProviders: ['cpu'] } });
+      let ref;
+      try { ref = (await runModel(model, ids)).logits; } finally { await closeModel(model); }
+      const margins = topkMargins(await routerLogits(rawDir, ids), ids.length, topK(cfg));
+      const clear = margins.map((x) => x >= TIE_UNITS * UNIT.fp16);
+      for (const [what, dir] of [['raw experts', rawDir], ['prepacked experts', preDir]])
+        if (runnable({ ep: 'cuda' }))
+          await runBuild(label, fixture, { name: `int ${m.name}, ${what}`, ep: 'cuda', arith: 'fp16', control: 'cpu' }, dir, ref, ids, clear, floats);
     }
-    if (cudaErr || cpuErr) {
-      record({ fixture: label, build: m.name, ep: 'cuda', ok: false, note: cudaErr ?? `CPU control: ${cpuErr}` });
-      continue;
-    }
-    if (!runnable({ ep: 'cuda' })) { rmSync(out, { recursive: true, force: true }); continue; }
-    // the CPU export of the same method gives the reference logits and the router margins
-    const ctlSrc = m.cudaOnly ? join(work, `${fixture}-m-ctl-prepacked`) : ctlDir;
-    if (m.cudaOnly && convert(input, ctlSrc, methodArgs({ ...m, extra: m.extra.filter((a) => !a.startsWith('qmoe_weights_prepacked')) }, 'cpu')))
-      { record({ fixture: label, build: m.name, ep: 'cuda', ok: false, note: 'CPU control failed' }); continue; }
-    const model = await openModel(ctlSrc, { sessionOptions: { executionProviders: ['cpu'] } });
-    let ref;
-    try { ref = (await runModel(model, ids)).logits; } finally { await closeModel(model); }
-    const margins = topkMargins(await routerLogits(ctlSrc, ids), ids.length, topK(cfg));
-    const clear = margins.map((x) => x >= TIE_UNITS * UNIT.fp16);
-    await runBuild(label, fixture, { name: `int ${m.name}`, ep: 'cuda', arith: 'fp16', control: 'method' }, out, ref, ids, clear, floats);
-    for (const d of [ctlDir, out, ctlSrc]) rmSync(d, { recursive: true, force: true });
+    for (const d of [rawDir, preDir]) rmSync(d, { recursive: true, force: true });
   }
 }
 

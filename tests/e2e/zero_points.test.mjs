@@ -116,9 +116,28 @@ function feeds(c) {
 // or "wrong" (runs, but max|diff| above half of max|ref|: 4-bit QMoE zero points of a matrix
 // with an odd block count per row).
 const REFUSAL = 'Only 2b and 4b quantization is supported for unpacked compute';
+// M2O_ZP_EP=cuda (the GPU machine, tests/cuda/run.sh): the same models on ONNX Runtime's CUDA
+// provider; each case's outcome there is printed ("probe"), as docs/FORMATS.md §15 records it.
+const EP = process.env.M2O_ZP_EP ?? 'cpu';
+
+async function probeCase(dir, c, ref) {
+  try {
+    const s = await ort.InferenceSession.create(join(dir, c.name, 'model.onnx'),
+                                                { executionProviders: [EP], logSeverityLevel: 4 });
+    const got = outValues((await s.run(feeds(c))).Y, c.f16);
+    await s.release();
+    const maxRef = Math.max(...ref.map(Math.abs));
+    let worst = 0;
+    for (let i = 0; i < ref.length; i++) worst = Math.max(worst, Math.abs(got[i] - ref[i]));
+    console.log(`probe ${EP} ${c.name}: runs; max|diff| ${(worst / maxRef).toExponential(2)} of max|ref|`);
+  } catch (e) {
+    console.log(`probe ${EP} ${c.name}: refused: ${String(e.message).split('\n')[0].slice(0, 200)}`);
+  }
+}
 
 async function runCase(dir, c) {
   const ref = c.op === 'MatMulNBits' ? refMatMulNBits(c) : refQmoe(c);
+  if (EP !== 'cpu') return probeCase(dir, c, ref);
   let got;
   try {
     const s = await ort.InferenceSession.create(join(dir, c.name, 'model.onnx'),

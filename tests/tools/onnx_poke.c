@@ -172,13 +172,26 @@ static bool ends_with(const char *s, const char *suffix)
     return a >= b && !strcmp(s + a - b, suffix);
 }
 
+/* The model's io dtype: that of its KV-cache inputs (float32 when it has none). */
+static int io_elem_type(const Onnx__GraphProto *g)
+{
+    for (size_t i = 0; i < g->n_input; i++) {
+        const Onnx__ValueInfoProto *v = g->input[i];
+        if (!strncmp(v->name, "past_key_values.", 16) && v->type && v->type->tensor_type)
+            return v->type->tensor_type->elem_type;
+    }
+    return ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT;
+}
+
 static int expose(Onnx__ModelProto *m, char **argv)
 {
     Onnx__GraphProto *g = m->graph;
-    int n = 0;
+    int n = 0, type = io_elem_type(g); /* the exposed values are activations: io dtype */
     for (size_t i = 0; i < g->n_node; i++)
         if (ends_with(g->node[i]->name, argv[4]) && g->node[i]->n_output) {
-            add_output(g, float_value(g->node[i]->output[0]));
+            Onnx__ValueInfoProto *v = float_value(g->node[i]->output[0]);
+            v->type->tensor_type->elem_type = type;
+            add_output(g, v);
             n++;
         }
     return n ? save(argv[3], m) : die("no node name ends in", argv[4]);

@@ -175,6 +175,7 @@ static graph *build_qmoe(int bits, int f16, int bs, int64_t I, int with_zp)
     node_attr_int(n, "normalize_routing_weights", 1);
     node_attr_int(n, "expert_weight_bits", bits);
     node_attr_int(n, "block_size", bs);
+    node_attr_int(n, "weights_prepacked", 0); /* raw layout: CUDA reads it too (the CPU ignores it) */
     return g;
 }
 
