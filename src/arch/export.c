@@ -62,29 +62,70 @@ int arch_build_graph(const model_desc *md, const st_checkpoint *ck, const export
     return arch_build_graph_checked(md, ck, o, g, NULL, err);
 }
 
-int arch_build_graph_checked(const model_desc *md, const st_checkpoint *ck, const export_opts *o,
-                             graph *g, size_t *skipped, m2o_err *err)
+/* One build; plan (int8_budget) is recorded into or applied, when given. */
+static int build_once(const model_desc *md, const st_checkpoint *ck, const export_opts *o, graph *g,
+                      size_t *skipped, i8b_plan *plan, m2o_err *err)
 {
     gb b;
     if (gb_init(&b, g, md, ck, o, err))
         return -1;
+    b.budget = plan;
     int rc = md->family->build_graph(&b, err);
-    if (!rc && b.used)
+    if (!rc && b.used && !(plan && plan->collecting))
         rc = check_unused(&b, skipped, err);
     gb_free(&b);
     return rc;
+}
+
+/* int8_budget: a first build into a scratch graph lists the MatMuls, the budget measures and
+ * chooses (graph/int8_budget.h), the second build writes them. */
+static int build_with_budget(const model_desc *md, const st_checkpoint *ck, const export_opts *o, graph *g,
+                             size_t *skipped, int threads, i8b_report *report, m2o_err *err)
+{
+    i8b_plan plan = {.collecting = true};
+    graph *scratch = graph_new("int8_budget_scan");
+    if (!scratch)
+        return m2o_fail(err, "out of memory creating the graph");
+    int rc = build_once(md, ck, o, scratch, NULL, &plan, err);
+    graph_free(scratch);
+    wt_opts wo = {.io = o->io_dtype, .allow_nonfinite = o->allow_nonfinite};
+    if (!rc)
+        rc = i8b_decide(&plan, &o->quant, &wo, threads, err);
+    plan.collecting = false;
+    if (!rc)
+        rc = build_once(md, ck, o, g, skipped, &plan, err);
+    if (!rc && report)
+        *report = plan.report;
+    i8b_plan_free(&plan);
+    return rc;
+}
+
+int arch_build_graph_report(const model_desc *md, const st_checkpoint *ck, const export_opts *o, graph *g,
+                            size_t *skipped, int threads, i8b_report *report, m2o_err *err)
+{
+    if (report)
+        memset(report, 0, sizeof *report);
+    if (o->quant.filled && i8b_requested(&o->quant))
+        return build_with_budget(md, ck, o, g, skipped, threads, report, err);
+    return build_once(md, ck, o, g, skipped, NULL, err);
+}
+
+int arch_build_graph_checked(const model_desc *md, const st_checkpoint *ck, const export_opts *o,
+                             graph *g, size_t *skipped, m2o_err *err)
+{
+    return arch_build_graph_report(md, ck, o, g, skipped, 0, NULL, err);
 }
 
 int export_model(const char *ckpt_dir, const model_desc *md, const st_checkpoint *ck,
                  const export_opts *o, const char *out_dir, const graph_write_opts *wo,
                  m2o_err *err)
 {
-    return export_model_stats(ckpt_dir, md, ck, o, out_dir, wo, NULL, err);
+    return export_model_stats(ckpt_dir, md, ck, o, out_dir, wo, NULL, NULL, err);
 }
 
 int export_model_stats(const char *ckpt_dir, const model_desc *md, const st_checkpoint *ck,
                        const export_opts *o, const char *out_dir, const graph_write_opts *wo,
-                       size_t *skipped, m2o_err *err)
+                       size_t *skipped, i8b_report *budget, m2o_err *err)
 {
     /* A missing or unsafe tokenizer is found before the conversion, not after it. */
     if (genai_check_tokenizer(ckpt_dir, err))
@@ -93,7 +134,7 @@ int export_model_stats(const char *ckpt_dir, const model_desc *md, const st_chec
     if (!g)
         return m2o_fail(err, "out of memory creating the graph");
     graph_enable_quant_stats(g, wo && wo->quant_stats); /* only measured when reported */
-    int rc = arch_build_graph_checked(md, ck, o, g, skipped, err);
+    int rc = arch_build_graph_report(md, ck, o, g, skipped, wo ? wo->threads : 0, budget, err);
     if (!rc)
         rc = graph_write(g, out_dir, wo, err);
     graph_free(g);

@@ -9,6 +9,7 @@
 #include "checkpoint/safetensors.h"
 #include "common/err.h"
 #include "graph/export_opts.h"
+#include "graph/int8_budget.h"
 #include "onnx/graph.h"
 
 /* Builds the decoder graph of md's family into g (no bytes are produced yet: expert and weight
@@ -22,14 +23,20 @@ int arch_build_graph(const model_desc *md, const st_checkpoint *ck, const export
 int arch_build_graph_checked(const model_desc *md, const st_checkpoint *ck, const export_opts *o,
                              graph *g, size_t *skipped, m2o_err *err);
 
+/* arch_build_graph_checked with int8_budget's pre-pass measuring on `threads` workers (<= 0: one
+ * per CPU); *report (may be NULL) says what the budget decided (report->active false without one). */
+int arch_build_graph_report(const model_desc *md, const st_checkpoint *ck, const export_opts *o, graph *g,
+                            size_t *skipped, int threads, i8b_report *report, m2o_err *err);
+
 /* Everything: arch_build_graph_checked, graph_write (with wo: threads, progress, cancellation),
  * genai_config.json, tokenizer files copied from ckpt_dir. */
 int export_model(const char *ckpt_dir, const model_desc *md, const st_checkpoint *ck,
                  const export_opts *o, const char *out_dir, const graph_write_opts *wo,
                  m2o_err *err);
-/* export_model that also reports how many checkpoint tensors were left out on purpose. */
+/* export_model that also reports how many checkpoint tensors were left out on purpose and what
+ * int8_budget decided (either may be NULL). */
 int export_model_stats(const char *ckpt_dir, const model_desc *md, const st_checkpoint *ck,
                        const export_opts *o, const char *out_dir, const graph_write_opts *wo,
-                       size_t *skipped, m2o_err *err);
+                       size_t *skipped, i8b_report *budget, m2o_err *err);
 
 #endif

@@ -1,5 +1,6 @@
 /* moe2onnx: command line entry. Subcommands: build (default), verify, synth. */
 #include <limits.h>
+#include <math.h>
 #include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
@@ -75,6 +76,32 @@ static void name_output_not_temp(m2o_err *err, const char *tmp_path, const char 
     snprintf(err->msg + used, sizeof err->msg - used, "%s%s", output, rest);
 }
 
+/* What int8_budget decided (graph/int8_budget.h), one line before the summary. */
+static void print_budget(const i8b_report *r)
+{
+    if (!r->active)
+        return;
+    printf("moe2onnx: int8_budget: %.0f bytes", (double)r->budget);
+    if (r->n_placed8)
+        printf(" (%.0f already spent by %d MatMul%s placed at int8)", (double)r->placed8_bytes, r->n_placed8,
+               r->n_placed8 == 1 ? "" : "s");
+    if (!r->n_upgraded) {
+        printf("; no MatMul upgraded: ");
+        if (!r->next[0])
+            printf("no int4 MatMul is left to upgrade\n");
+        else
+            printf("the first of %d candidates by error removed per byte, %s, needs %.0f bytes\n",
+                   r->n_candidates, r->next, (double)r->next_extra);
+        return;
+    }
+    double rel_before = r->sum_sq > 0 ? sqrt(r->sse_before / r->sum_sq) : 0;
+    double rel_after = r->sum_sq > 0 ? sqrt(r->sse_after / r->sum_sq) : 0;
+    printf("; %d of %d int4 MatMuls upgraded to int8 for %.0f bytes; their squared error %.4g -> %.4g "
+           "(-%.1f%%; relative RMS %.4g -> %.4g); measured in %.2f s\n",
+           r->n_upgraded, r->n_candidates, (double)r->spent, r->sse_before, r->sse_after,
+           r->sse_before > 0 ? 100.0 * (1 - r->sse_after / r->sse_before) : 0, rel_before, rel_after, r->seconds);
+}
+
 static int run_export(const build_args *a, const char *in_dir, const model_desc *md, const export_opts *o,
                       m2o_err *err)
 {
@@ -106,7 +133,8 @@ static int run_export(const build_args *a, const char *in_dir, const model_desc 
         wo.quant_stats = &qstats;
 
     size_t skipped = 0;
-    int rc = export_model_stats(in_dir, md, ck, o, od.tmp_path, &wo, &skipped, err);
+    i8b_report budget;
+    int rc = export_model_stats(in_dir, md, ck, o, od.tmp_path, &wo, &skipped, &budget, err);
     progress_finish(&pr);
     if (rc == 0 && g_interrupted)
         rc = m2o_fail(err, "interrupted");
@@ -123,8 +151,10 @@ static int run_export(const build_args *a, const char *in_dir, const model_desc 
         char skip_note[96] = "";
         if (skipped) /* mtp head, vision tower: named in arch/export.c */
             snprintf(skip_note, sizeof skip_note, "; %zu checkpoint tensors left out on purpose", skipped);
-        if (!a->quiet)
+        if (!a->quiet) {
+            print_budget(&budget);
             quant_summary_print(&qstats, a->quant_report, stdout);
+        }
         printf("moe2onnx: wrote %s (%s, %s) in %.2f s; input %.2f GB at %.2f GB/s; peak RSS %.0f MB "
                "(anonymous %.0f MB)%s\n",
                od.final_path, md->model_type, a->precision, secs, in_gb, secs > 0 ? in_gb / secs : 0,

@@ -803,7 +803,7 @@ int quant_config_check_supported(const quant_config *q, m2o_err *err)
     static const char *const TAIL = "not yet supported by this build (docs/QUANTIZATION.md); remove it";
     /* Written for MatMuls (graph/linear.c): int4/uint4/int8/uint8 bodies or none beside quantized
      * experts, every algo_config (base methods and legacy values), presets, nodes_to_exclude, JSON
-     * overrides, scale_search. What follows is not written yet. */
+     * overrides, scale_search, int8_budget (graph/int8_budget.c). What follows is not written yet. */
     if (q->weights_type != QTYPE_NONE && q->moe_type == QTYPE_NONE)
         return m2o_fail(err, "quant_config moe.type=none (float experts beside quantized MatMul weights): %s", TAIL);
     if (q->weights_type != QTYPE_NONE && (!q->quantize_matmul || q->quantize_gather))
@@ -819,7 +819,5 @@ int quant_config_check_supported(const quant_config *q, m2o_err *err)
         return m2o_fail(err, "extra option matmulnbits_weights_prepacked=%d: %s", q->matmulnbits_weights_prepacked, TAIL);
     if (q->use_qdq)
         return m2o_fail(err, "extra option use_qdq=true (QDQ instead of MatMulNBits): %s", TAIL);
-    if (q->int8_budget_percent > 0 || q->int8_budget_bytes > 0)
-        return m2o_fail(err, "extra option int8_budget: %s", TAIL);
     return 0;
 }

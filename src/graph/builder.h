@@ -50,6 +50,9 @@ typedef struct gb {
     /* used[i]: checkpoint tensor ckpt_tensor(ck, i) was looked up by the builder. A tensor no
      * block reads means the config does not describe the checkpoint (arch_check_unused). */
     bool *used;
+
+    /* int8_budget's plan (graph/int8_budget.h): NULL without a budget */
+    struct i8b_plan *budget;
 } gb;
 
 int gb_init(gb *b, graph *g, const model_desc *md, const st_checkpoint *ck, const export_opts *o,

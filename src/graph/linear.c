@@ -6,6 +6,7 @@
 #include <stdbool.h>
 #include <string.h>
 
+#include "graph/int8_budget.h"
 #include "graph/quant_resolve.h"
 #include "graph/weights.h"
 
@@ -39,7 +40,7 @@ typedef struct nbits_names {
     gname w, scales, zp, node;
 } nbits_names;
 
-static wt_nbits_spec nbits_spec_of(const tensor_quant *t)
+wt_nbits_spec gb_nbits_spec(const tensor_quant *t)
 {
     wt_nbits_method m = t->method == QMETHOD_RTN       ? WT_NBITS_INC_RTN
                         : t->method == QMETHOD_K_QUANT ? WT_NBITS_KQUANT
@@ -71,7 +72,7 @@ static int nbits_matmul(gb *b, const char *base, const char *init, const linear_
                         const tensor_quant *t, const char *input, const char *mm_out,
                         gname *out, m2o_err *err)
 {
-    wt_nbits_spec q = nbits_spec_of(t);
+    wt_nbits_spec q = gb_nbits_spec(t);
     nbits_names nm = nbits_names_of(base, init, &q);
     if (gb_add_nbits(b, nm.w.s, nm.scales.s, nm.zp.s, s, &q, err))
         return -1;
@@ -130,14 +131,14 @@ static int linear_core(gb *b, const char *base, const char *init, const linear_s
 
 /* quant_resolve for one MatMul of the graph; MXFP4 is an expert encoding only. */
 static int resolve_linear(const gb *b, const char *role, int layer, const char *base,
-                          tensor_quant *t, m2o_err *err)
+                          const linear_src *s, tensor_quant *t, m2o_err *err)
 {
     int L = layer >= 0 ? layer : 0;
     gname node = gname_fmt("%s/MatMul", base);
     quant_site site = {.role = role, .layer = layer, .num_layers = b->md->num_layers,
                        .linear_attn_layer = b->md->layer_type[L] == LAYER_LINEAR_ATTENTION,
                        .node_name = node.s};
-    if (quant_resolve(&b->q, &site, t, err))
+    if (quant_resolve(&b->q, &site, t, err) || (b->budget && i8b_on_matmul(b->budget, node.s, s, t, err)))
         return -1;
     if (t->kind == TQ_MXFP4)
         return m2o_fail(err, "internal: %s resolved to MXFP4, which only experts take", base);
@@ -148,7 +149,7 @@ int gb_linear(gb *b, const char *base, const char *init, const linear_src *s, co
               int layer, const char *input, gname *out, m2o_err *err)
 {
     tensor_quant t;
-    if (resolve_linear(b, role, layer, base, &t, err))
+    if (resolve_linear(b, role, layer, base, s, &t, err))
         return -1;
     return linear_core(b, base, init, s, &t, input, NULL, out, err);
 }
@@ -157,7 +158,7 @@ int gb_lm_head(gb *b, const linear_src *s, const char *input, m2o_err *err)
 {
     tensor_quant t;
     gname out;
-    if (resolve_linear(b, "lm_head", -1, "/lm_head", &t, err))
+    if (resolve_linear(b, "lm_head", -1, "/lm_head", s, &t, err))
         return -1;
     if (b->io == ONNX_FLOAT)
         return linear_core(b, "/lm_head", "lm_head", s, &t, input, "logits", &out, err);

@@ -14,7 +14,9 @@
  *       whose name ends in the suffix added as a float32 graph output (router logits);
  *   onnx_poke f32io MODEL.onnx OUT.onnx
  *       writes OUT.onnx whose bfloat16 graph inputs and outputs are float32, cast inside the
- *       graph (onnxruntime-node has no bfloat16 tensors).
+ *       graph (onnxruntime-node has no bfloat16 tensors);
+ *   onnx_poke nbits MODEL.onnx
+ *       prints "NODE BITS" for every MatMulNBits node, its "bits" attribute (int8_budget's test).
  * Exit 0 on success, 1 with one line on stderr otherwise. */
 #include <stdbool.h>
 #include <stdio.h>
@@ -271,19 +273,34 @@ static int f32io(Onnx__ModelProto *m, char **argv)
     return n_in + n_out ? save(argv[3], m) : die("no bfloat16 graph input or output in", argv[2]);
 }
 
+static int list_nbits(const Onnx__ModelProto *m)
+{
+    for (size_t i = 0; i < m->graph->n_node; i++) {
+        const Onnx__NodeProto *n = m->graph->node[i];
+        if (strcmp(n->op_type, "MatMulNBits"))
+            continue;
+        for (size_t a = 0; a < n->n_attribute; a++)
+            if (!strcmp(n->attribute[a]->name, "bits"))
+                printf("%s %lld\n", n->name, (long long)n->attribute[a]->i);
+    }
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     bool rename = argc == 5 && !strcmp(argv[1], "rename");
     bool view = (argc == 5 && !strcmp(argv[1], "expose")) || (argc == 4 && !strcmp(argv[1], "f32io"));
-    if (!rename && !view && (argc < 6 || (strcmp(argv[1], "set") && strcmp(argv[1], "rewire"))))
+    bool nbits = argc == 3 && !strcmp(argv[1], "nbits");
+    if (!rename && !view && !nbits && (argc < 6 || (strcmp(argv[1], "set") && strcmp(argv[1], "rewire"))))
         return die("usage: onnx_poke set MODEL INIT OFFSET HEX... | rewire MODEL NODE K FROM | "
-                   "rename MODEL INIT NEW | expose MODEL OUT SUFFIX | f32io MODEL OUT", NULL);
+                   "rename MODEL INIT NEW | expose MODEL OUT SUFFIX | f32io MODEL OUT | nbits MODEL", NULL);
     size_t len;
     unsigned char *buf = slurp(argv[2], &len);
     Onnx__ModelProto *m = buf ? onnx__model_proto__unpack(NULL, len, buf) : NULL;
     if (!m || !m->graph)
         return die("cannot read the model", argv[2]);
-    int rc = view                    ? (argv[1][0] == 'e' ? expose(m, argv) : f32io(m, argv))
+    int rc = nbits                   ? list_nbits(m)
+             : view                    ? (argv[1][0] == 'e' ? expose(m, argv) : f32io(m, argv))
              : rename                ? rename_init(argv[2], m, argv)
              : !strcmp(argv[1], "set") ? set_bytes(argv[2], m, argc, argv)
                                        : rewire(argv[2], m, argv);

@@ -294,7 +294,7 @@ TEST(not_yet_supported_is_refused_by_one_function)
 {
     static const char *const CASES[][2] = {
         {"op_types_to_quantize=MatMul/Gather", "op_types_to_quantize"},
-        {"use_qdq=True", "use_qdq"}, {"int8_budget=5%", "int8_budget"},
+        {"use_qdq=True", "use_qdq"},
         {"quant_config={\"moe\":{\"type\":\"none\"}}", "moe.type=none"},
         {"quant_config={\"weights\":{\"overrides\":[{\"match\":{\"op_type\":\"Gather\"},\"type\":\"int4\"}]}}",
          "embedding"},
@@ -321,7 +321,7 @@ TEST(matmul_options_the_graph_writes_are_supported)
     static const char *const CASES[] = {
         "is_symmetric=false", "algo_config=k_quant", "algo_config=rtn", "algo_config=k_quant_mixed",
         "algo_config=rtn_last", "algo_config=k_quant_linear", "matmul_mixed_precision=last_matmul:int8",
-        "nodes_to_exclude=/lm_head/MatMul", "scale_search=true",
+        "nodes_to_exclude=/lm_head/MatMul", "scale_search=true", "int8_budget=5%", "int8_budget=500MB",
         "quant_config={\"weights\":{\"type\":\"int8\"}}", "quant_config={\"weights\":{\"type\":\"uint8\"}}",
         "quant_config={\"weights\":{\"type\":\"none\"}}",
         "quant_config={\"weights\":{\"overrides\":[{\"match\":{\"role\":\"attn.*\"},\"type\":\"uint8\"}]}}",
