@@ -51,8 +51,10 @@ int i8b_select(const i8b_option *opt, int n, int64_t budget, bool *take, int64_t
     int taken = 0;
     for (int k = 0; k < n; k++) {
         const i8b_option *o = &opt[idx[k]];
-        if (!(o->gain > 0) || o->extra > budget - *spent)
-            break;
+        if (!(o->gain > 0))
+            break; /* the rest remove no error */
+        if (o->extra > budget - *spent)
+            continue; /* does not fit: a cheaper one further down may (greedy knapsack) */
         take[idx[k]] = true;
         *spent += o->extra;
         taken++;

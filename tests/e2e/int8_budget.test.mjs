@@ -5,12 +5,16 @@
 //   3. a middle budget on qwen3-moe-tiny upgrades exactly the MatMuls this test predicts on its
 //      own: every MatMul quantized at 4 and 8 bits as FORMATS §4 says (qdqRows), its squared
 //      error and MatMulNBits bytes (codes + float32 scales), then the greedy rule (error removed
-//      per extra byte, ties by name, stop at the first that does not fit). The bits are read
+//      per extra byte, ties by name, skip those that do not fit). The bits are read
 //      back from the model (onnx_poke nbits), and the data file grows by no more than the budget;
 //   4. MatMuls a preset puts at int8 spend the budget first;
 //   5. the same folder for any --threads;
-//   6. every budget build passes `moe2onnx verify`, and ONNX Runtime's CPU logits are at least as
-//      close to the float32 reference as the default build's (both accuracy_level=0; printed).
+//   6. every budget build passes `moe2onnx verify`; the upgraded MatMuls' squared weight error, as
+//      the build reports it, goes down (what the choice guarantees); ONNX Runtime's CPU logits stay
+//      within 1.5 x the default build's distance from the float32 reference (the limit of
+//      quant_methods.test.mjs; printed): on these random-weight models the logits do not follow the
+//      weight error monotonically — one q_proj upgraded on qwen3-moe-tiny moves them from 0.5146
+//      to 0.5163 of max|ref| — so "at least as close" would not be a property of the method.
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
@@ -81,7 +85,8 @@ function predictQwen3(src, percent) {
   const up = new Set();
   let spent = 0;
   for (const o of opts) {
-    if (!(o.gain > 0) || spent + o.extra > budget) break;
+    if (!(o.gain > 0)) break;
+    if (spent + o.extra > budget) continue;
     up.add(o.name);
     spent += o.extra;
   }
@@ -172,8 +177,11 @@ try {
       report(!v.err && verdict.startsWith('verify: PASS'), `${name} verify`, v.err ? `${verdict} (${v.err})` : verdict);
       const s = await logitsRatio(src, out);
       measured.push([fixture, `int8_budget=${percent}%`, s.ratio, `${up.length} upgraded`]);
-      report(s.finite && s.ratio <= base.ratio, `${name} logits`,
-             `max|Δ|/max|ref| ${s.ratio.toExponential(3)} vs default ${base.ratio.toExponential(3)}, min cos ${s.minCos.toFixed(6)}`);
+      report(s.finite && s.ratio <= 1.5 * base.ratio, `${name} logits`,
+             `max|Δ|/max|ref| ${s.ratio.toExponential(3)} vs default ${base.ratio.toExponential(3)} (limit 1.5 x), min cos ${s.minCos.toFixed(6)}`);
+      const e = /squared error ([0-9.e+-]+) -> ([0-9.e+-]+)/.exec(r.out);
+      report(up.length === 0 || (e && Number(e[2]) < Number(e[1])), `${name} weight error goes down`,
+             e ? `squared error ${e[1]} -> ${e[2]}` : 'no upgrade reported');
       rmSync(out, { recursive: true, force: true });
     }
   }

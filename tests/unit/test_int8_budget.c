@@ -29,18 +29,20 @@ TEST(an_upgrade_that_exactly_fills_the_budget_is_taken)
     CHECK_EQ(i8b_select(OPTS, N_OPTS, 50, take, &spent), 3);
     CHECK(take[0] && take[1] && take[2] && !take[3]);
     CHECK_EQ(spent, 50);
-    CHECK_EQ(i8b_select(OPTS, N_OPTS, 49, take, &spent), 2);
-    CHECK_EQ(spent, 20);
+    /* 49: B (30 more) does not fit after A and C, D (20) does */
+    CHECK_EQ(i8b_select(OPTS, N_OPTS, 49, take, &spent), 3);
+    CHECK(take[0] && !take[1] && take[2] && take[3]);
+    CHECK_EQ(spent, 40);
 }
 
-TEST(the_first_upgrade_that_does_not_fit_ends_the_selection)
+TEST(an_upgrade_that_does_not_fit_is_skipped_and_cheaper_ones_still_fill)
 {
-    /* after A and C (20 bytes), B needs 30 more: 50 > 45 ends it, though D (20) would fit */
+    /* after A and C (20 bytes), B needs 30 more: 50 > 45 skips it, and D (20) still fits */
     bool take[N_OPTS];
     int64_t spent;
-    CHECK_EQ(i8b_select(OPTS, N_OPTS, 45, take, &spent), 2);
-    CHECK(!take[3]);
-    CHECK_EQ(spent, 20);
+    CHECK_EQ(i8b_select(OPTS, N_OPTS, 45, take, &spent), 3);
+    CHECK(take[0] && !take[1] && take[2] && take[3]);
+    CHECK_EQ(spent, 40);
 }
 
 TEST(budget_edges_zero_and_everything)
