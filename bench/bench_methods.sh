@@ -71,6 +71,7 @@ echo "|---|---|---|---|"
 for preset in "gpt-oss-20b bf16" "qwen3-30b-a3b preset"; do
     set -- $preset
     dir=$(ckpt "$1" "$2") || exit 1
+    cat "$dir"/*.safetensors > /dev/null   # warm page cache: every method reads the same bytes
     base=""
     for m in "${methods[@]}"; do
         name=${m%%|*}; extra=${m#*|}
