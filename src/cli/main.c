@@ -102,6 +102,43 @@ static void print_budget(const i8b_report *r)
            r->sse_before > 0 ? 100.0 * (1 - r->sse_after / r->sse_before) : 0, rel_before, rel_after, r->seconds);
 }
 
+/* The writer's settings for this run: threads, progress, Ctrl-C, and the error table when it
+ * is shown or written (-q alone shows no error: nothing to measure then). */
+static void writer_options(const build_args *a, progress *pr, quant_stats_table *qstats,
+                           graph_write_opts *wo)
+{
+    graph_write_opts_init(wo);
+    wo->threads = a->threads;
+    wo->producer_version = M2O_VERSION;
+    wo->progress = progress_update;
+    wo->progress_user = pr;
+    wo->progress_chunks = true;
+    wo->cancelled = interrupted;
+    if (!a->quiet || a->quant_report)
+        wo->quant_stats = qstats;
+}
+
+/* The lines after a complete model: int8_budget's choice and the error table (unless -q), then
+ * the one-line summary. */
+static void print_summary(const build_args *a, const out_dir *od, const model_desc *md,
+                          const st_checkpoint *ck, const progress *pr, size_t skipped,
+                          const i8b_report *budget, const quant_stats_table *qstats)
+{
+    double secs = now_seconds() - pr->start;
+    double in_gb = (double)ckpt_total_bytes(ck) / 1e9;
+    char skip_note[96] = "";
+    if (skipped) /* mtp head, vision tower: named in arch/export.c */
+        snprintf(skip_note, sizeof skip_note, "; %zu checkpoint tensors left out on purpose", skipped);
+    if (!a->quiet) {
+        print_budget(budget);
+        quant_summary_print(qstats, a->quant_report, stdout);
+    }
+    printf("moe2onnx: wrote %s (%s, %s) in %.2f s; input %.2f GB at %.2f GB/s; peak RSS %.0f MB "
+           "(anonymous %.0f MB)%s\n",
+           od->final_path, md->model_type, a->precision, secs, in_gb, secs > 0 ? in_gb / secs : 0,
+           (double)peak_rss_bytes() / 1048576.0, (double)peak_anon_bytes() / 1048576.0, skip_note);
+}
+
 static int run_export(const build_args *a, const char *in_dir, const model_desc *md, const export_opts *o,
                       m2o_err *err)
 {
@@ -120,18 +157,9 @@ static int run_export(const build_args *a, const char *in_dir, const model_desc 
     }
     progress pr;
     progress_init(&pr, a->quiet, md->num_layers);
-    graph_write_opts wo;
-    graph_write_opts_init(&wo);
-    wo.threads = a->threads;
-    wo.producer_version = M2O_VERSION;
-    wo.progress = progress_update;
-    wo.progress_user = &pr;
-    wo.progress_chunks = true;
-    wo.cancelled = interrupted;
     quant_stats_table qstats = {0};
-    if (!a->quiet || a->quant_report) /* -q alone shows no error: nothing to measure */
-        wo.quant_stats = &qstats;
-
+    graph_write_opts wo;
+    writer_options(a, &pr, &qstats, &wo);
     size_t skipped = 0;
     i8b_report budget;
     int rc = export_model_stats(in_dir, md, ck, o, od.tmp_path, &wo, &skipped, &budget, err);
@@ -146,19 +174,7 @@ static int run_export(const build_args *a, const char *in_dir, const model_desc 
         if (g_interrupted)
             m2o_fail(err, "interrupted; nothing was written to %s", a->output);
     } else {
-        double secs = now_seconds() - pr.start;
-        double in_gb = (double)ckpt_total_bytes(ck) / 1e9;
-        char skip_note[96] = "";
-        if (skipped) /* mtp head, vision tower: named in arch/export.c */
-            snprintf(skip_note, sizeof skip_note, "; %zu checkpoint tensors left out on purpose", skipped);
-        if (!a->quiet) {
-            print_budget(&budget);
-            quant_summary_print(&qstats, a->quant_report, stdout);
-        }
-        printf("moe2onnx: wrote %s (%s, %s) in %.2f s; input %.2f GB at %.2f GB/s; peak RSS %.0f MB "
-               "(anonymous %.0f MB)%s\n",
-               od.final_path, md->model_type, a->precision, secs, in_gb, secs > 0 ? in_gb / secs : 0,
-               (double)peak_rss_bytes() / 1048576.0, (double)peak_anon_bytes() / 1048576.0, skip_note);
+        print_summary(a, &od, md, ck, &pr, skipped, &budget, &qstats);
     }
     if (!rc && a->quant_report)
         rc = quant_report_write(a->quant_report, &qstats, err);
