@@ -116,19 +116,9 @@ float qb_block_params(float vmin, float vmax, const qb_params *p, uint8_t *zp)
     return scale;
 }
 
-static void put_code(uint8_t *row, int64_t k, int bits, uint8_t q)
-{
-    if (bits == 8)
-        row[k] = q;
-    else if (k % 2 == 0)
-        row[k / 2] = (uint8_t)((row[k / 2] & 0xf0) | q);
-    else
-        row[k / 2] = (uint8_t)((row[k / 2] & 0x0f) | (q << 4));
-}
-
 static void put_zero_point(uint8_t *zrow, int64_t b, int bits, uint8_t zp)
 {
-    put_code(zrow, b, bits, zp); /* same packing as codes: even block in the low nibble */
+    qb_put_code(zrow, b, bits, zp); /* same packing as codes: even block in the low nibble */
 }
 
 int qb_quantize_rows_ref(const float *w, int64_t r0, int64_t r1, int64_t K, const qb_params *p,
@@ -170,7 +160,7 @@ int qb_quantize_rows_ref(const float *w, int64_t r0, int64_t r1, int64_t K, cons
                 /* NaN (0 times an infinite reciprocal of a subnormal scale) becomes 0, as the
                  * float-to-uint8 conversion of ONNX Runtime's x86 build makes it. */
                 q = !(q > 0.0f) ? 0.0f : (q > qmax ? qmax : q);
-                put_code(crow, b * bs + i, bits, (uint8_t)q);
+                qb_put_code(crow, b * bs + i, bits, (uint8_t)q);
             }
         }
     }

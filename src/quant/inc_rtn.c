@@ -43,16 +43,6 @@ static void store_scale_f64(void *scales, qscale_type t, int64_t i, double s)
         qscale_store(scales, t, i, f64_to_f32_odd(s));
 }
 
-static void put_code(uint8_t *row, int64_t i, int bits, uint8_t v)
-{
-    if (bits == 8)
-        row[i] = v;
-    else if (i % 2 == 0)
-        row[i / 2] = (uint8_t)((row[i / 2] & 0xf0) | v);
-    else
-        row[i / 2] = (uint8_t)((row[i / 2] & 0x0f) | (v << 4));
-}
-
 static uint8_t clamp_code(double t, double maxq)
 {
     t = rint(t);
@@ -115,9 +105,9 @@ int rtn_inc_quantize(const float *w, int64_t N, int64_t K, const qb_params *p,
             double scale = block_params(x, bs, p, source_type, maxq, &zp);
             store_scale_f64(scales, p->scale_type, n * blocks + b, scale);
             if (zrow)
-                put_code(zrow, b, bits, zp);
+                qb_put_code(zrow, b, bits, zp);
             for (int i = 0; i < bs; i++)
-                put_code(codes + n * row_bytes, b * bs + i, bits,
+                qb_put_code(codes + n * row_bytes, b * bs + i, bits,
                          clamp_code((double)x[i] / scale + (double)zp, maxq));
         }
     }

@@ -175,16 +175,6 @@ static float kq_block_params(const float *x, int bs, int bits, const kq_scratch 
     return scale;
 }
 
-static void put_nibble_or_byte(uint8_t *row, int64_t i, int bits, uint8_t v)
-{
-    if (bits == 8)
-        row[i] = v;
-    else if (i % 2 == 0)
-        row[i / 2] = (uint8_t)((row[i / 2] & 0xf0) | v);
-    else
-        row[i / 2] = (uint8_t)((row[i / 2] & 0x0f) | (v << 4));
-}
-
 /* Codes in float64 from the float32 scale: numpy divides the float32 data by the scale cast to
  * float64 and adds the zero point before rounding. */
 static void kq_block_codes(const float *x, int bs, int bits, float scale, uint8_t zp,
@@ -194,7 +184,7 @@ static void kq_block_codes(const float *x, int bs, int bits, float scale, uint8_
     for (int i = 0; i < bs; i++) {
         double t = rint((double)x[i] / ds + dz);
         uint8_t q = !(t > 0.0) ? 0 : (uint8_t)(t > maxq ? maxq : t);
-        put_nibble_or_byte(crow, k0 + i, bits, q);
+        qb_put_code(crow, k0 + i, bits, q);
     }
 }
 
@@ -253,7 +243,7 @@ static int kq_rows(const float *w, int64_t N, int64_t r0, int64_t r1, int64_t K,
             uint8_t zp;
             float scale = kq_block_params(wr + b * bs, bs, bits, &s, &zp);
             qscale_store(scales, p->scale_type, n * blocks + b, scale);
-            put_nibble_or_byte(zrow, b, bits, zp);
+            qb_put_code(zrow, b, bits, zp);
             kq_block_codes(wr + b * bs, bs, bits, scale, zp, codes + n * row_bytes, b * bs);
         }
     }

@@ -50,6 +50,18 @@ static inline float qscale_load(const void *scales, qscale_type t, int64_t i)
     }
 }
 
+/* Code (or zero point) k of a row: a byte for 8 bits; for 4 bits, even k in the low nibble
+ * (docs/FORMATS.md §4 step 7), the other nibble kept. */
+static inline void qb_put_code(uint8_t *row, int64_t k, int bits, uint8_t q)
+{
+    if (bits == 8)
+        row[k] = q;
+    else if (k % 2 == 0)
+        row[k / 2] = (uint8_t)((row[k / 2] & 0xf0) | q);
+    else
+        row[k / 2] = (uint8_t)((row[k / 2] & 0x0f) | (q << 4));
+}
+
 /* Scale and zero point of one block from its min and max, exactly as ONNX Runtime's
  * range2scale / range2scalezp (docs/FORMATS.md §4). Returns the unrounded float scale. */
 float qb_block_params(float vmin, float vmax, const qb_params *p, uint8_t *zp);
