@@ -18,6 +18,7 @@
 
 #include "arch/config_fields.h"
 #include "arch/family.h"
+#include "common/json_names.h"
 
 #define MAX_CONFIG_BYTES (16u * 1024 * 1024)
 
@@ -264,7 +265,7 @@ static int select_family(const cJSON *root, cfg_src *text, model_desc *d)
     const cJSON *mt = cJSON_GetObjectItemCaseSensitive(root, "model_type");
     if (!cJSON_IsString(mt))
         return m2o_fail(text->err, "%s: \"model_type\" is %s, expected one of the supported model "
-                        "types (%s)", text->what, mt ? cfg_type_name(mt) : "missing", supported);
+                        "types (%s)", text->what, mt ? json_type_name(mt) : "missing", supported);
     const char *t = mt->valuestring;
     bool vl = false;
     d->family = family_find(t, &vl);
@@ -281,7 +282,7 @@ static int select_family(const cJSON *root, cfg_src *text, model_desc *d)
     if (!cJSON_IsObject(text->obj))
         return m2o_fail(text->err, "%s: model_type %s needs a \"text_config\" object, found %s — "
                         "pass the model's own config.json", text->what, t,
-                        text->obj ? cfg_type_name(text->obj) : "none");
+                        text->obj ? json_type_name(text->obj) : "none");
     return cfg_check_unique_keys(text);
 }
 
@@ -290,7 +291,7 @@ static int parse_config_root(const cJSON *root, const char *what, model_desc *d,
     cfg_src top = {root, what, "", err};
     if (!cJSON_IsObject(root))
         return m2o_fail(err, "%s: config is %s, expected a JSON object — pass the model's "
-                        "config.json", what, cfg_type_name(root));
+                        "config.json", what, json_type_name(root));
     if (cfg_check_unique_keys(&top))
         return -1;
     cfg_src text = top;
@@ -316,7 +317,7 @@ static int parse_generation(const cJSON *root, const char *what, model_desc *d, 
     cfg_src g = {root, what, "", err};
     if (!cJSON_IsObject(root))
         return m2o_fail(err, "%s: generation config is %s, expected a JSON object — fix or remove "
-                        "generation_config.json", what, cfg_type_name(root));
+                        "generation_config.json", what, json_type_name(root));
     if (cfg_check_unique_keys(&g) || parse_tokens(&g, false, d) ||
         cfg_get_bool(&g, "do_sample", d->do_sample, &d->do_sample) ||
         cfg_get_int(&g, "top_k", false, d->top_k_sampling, &d->top_k_sampling) ||

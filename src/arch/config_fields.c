@@ -8,17 +8,7 @@
 #include <string.h>
 
 #include "arch/family.h"
-
-const char *cfg_type_name(const cJSON *j)
-{
-    if (cJSON_IsNull(j)) return "null";
-    if (cJSON_IsBool(j)) return "a boolean";
-    if (cJSON_IsNumber(j)) return "a number";
-    if (cJSON_IsString(j)) return "a string";
-    if (cJSON_IsArray(j)) return "an array";
-    if (cJSON_IsObject(j)) return "an object";
-    return "an unknown value";
-}
+#include "common/json_names.h"
 
 /* The value of key, or NULL when absent or null: transformers treats None as "use the default". */
 const cJSON *cfg_field(const cfg_src *s, const char *key)
@@ -36,7 +26,7 @@ int cfg_missing(const cfg_src *s, const char *key)
 int cfg_wrong_type(const cfg_src *s, const char *key, const char *want, const cJSON *j)
 {
     return m2o_fail(s->err, "%s: field \"%s%s\" must be %s, found %s — fix config.json", s->what,
-                    s->scope, key, want, cfg_type_name(j));
+                    s->scope, key, want, json_type_name(j));
 }
 
 static int cmp_key(const void *a, const void *b)
@@ -162,7 +152,7 @@ int cfg_layer_types(const cfg_src *s, model_desc *d)
         else
             return m2o_fail(s->err, "%s: \"%slayer_types\"[%d] is %s%s%s, expected full_attention, "
                             "sliding_attention or linear_attention", s->what, s->scope, i,
-                            cJSON_IsString(e) ? "\"" : cfg_type_name(e), t, cJSON_IsString(e) ? "\"" : "");
+                            cJSON_IsString(e) ? "\"" : json_type_name(e), t, cJSON_IsString(e) ? "\"" : "");
     }
     return 0;
 }
@@ -207,7 +197,7 @@ int cfg_sparse_step_layers(const cfg_src *s, model_desc *d)
         if (!cfg_json_integer(e, 0, d->num_layers - 1))
             return m2o_fail(s->err, "%s: \"mlp_only_layers\" holds %s, expected layer indices 0..%d — "
                             "fix config.json", s->what, cJSON_IsNumber(e) ? "an out-of-range index"
-                            : cfg_type_name(e), d->num_layers - 1);
+                            : json_type_name(e), d->num_layers - 1);
         d->sparse_layer[(int)e->valuedouble] = false;
     }
     return 0;

@@ -18,8 +18,6 @@ typedef struct cfg_src {
     m2o_err *err;
 } cfg_src;
 
-/* "null", "a number", ... for messages. */
-const char *cfg_type_name(const cJSON *j);
 /* The value of key, or NULL when absent or null: transformers treats None as "use the default". */
 const cJSON *cfg_field(const cfg_src *s, const char *key);
 int cfg_missing(const cfg_src *s, const char *key);

@@ -69,18 +69,6 @@ void st_format_shape(char *buf, size_t cap, const int64_t *shape, int ndim)
         snprintf(buf + n, cap - n, "]");
 }
 
-const char *st_json_type_name(const cJSON *j)
-{
-    if (!j) return "nothing";
-    if (cJSON_IsNull(j)) return "null";
-    if (cJSON_IsBool(j)) return "a boolean";
-    if (cJSON_IsNumber(j)) return "a number";
-    if (cJSON_IsString(j)) return "a string";
-    if (cJSON_IsArray(j)) return "an array";
-    if (cJSON_IsObject(j)) return "an object";
-    return "an unknown JSON value";
-}
-
 /* A JSON number that is a non-negative integer representable exactly. */
 static bool json_uint(const cJSON *j, uint64_t *out)
 {
@@ -213,7 +201,7 @@ static int entry_members(const cJSON *e, const char *what, const char *name, con
 {
     if (!cJSON_IsObject(e))
         return m2o_fail(err, "%s: tensor '%s': header entry is %s, not an object with dtype, "
-                        "shape and data_offsets — " CORRUPT, what, name, st_json_type_name(e));
+                        "shape and data_offsets — " CORRUPT, what, name, json_type_name(e));
     *jdt = *jshape = *joff = NULL;
     for (const cJSON *f = e->child; f; f = f->next) {
         const cJSON **slot = !strcmp(f->string, "dtype") ? jdt
@@ -234,7 +222,7 @@ static int parse_dtype(const cJSON *jdt, const char *what, const char *name, st_
 {
     if (!cJSON_IsString(jdt))
         return m2o_fail(err, "%s: tensor '%s': \"dtype\" is %s, expected a dtype name such as "
-                        "\"BF16\" — " CORRUPT, what, name, jdt ? st_json_type_name(jdt) : "missing");
+                        "\"BF16\" — " CORRUPT, what, name, jdt ? json_type_name(jdt) : "missing");
     if (dtype_from_name(jdt->valuestring, out))
         return m2o_fail(err, "%s: tensor '%s': unknown dtype \"%.40s\" (known: BOOL, U8, I8, U16, "
                         "I16, F16, BF16, U32, I32, F32, U64, I64, F64, F8_E4M3, F8_E5M2, F8_E8M0) — "
@@ -250,7 +238,7 @@ static int parse_shape(const cJSON *jshape, const char *what, const char *name, 
 {
     if (!cJSON_IsArray(jshape))
         return m2o_fail(err, "%s: tensor '%s': \"shape\" is %s, expected an array of sizes — " CORRUPT,
-                        what, name, jshape ? st_json_type_name(jshape) : "missing");
+                        what, name, jshape ? json_type_name(jshape) : "missing");
     int ndim = 0;
     uint64_t numel = 1;
     for (const cJSON *d = jshape->child; d; d = d->next) {
@@ -287,7 +275,7 @@ static int parse_offsets(const cJSON *joff, const char *what, const char *name, 
         !json_uint(joff->child->next, &en))
         return m2o_fail(err, "%s: tensor '%s': \"data_offsets\" must be [begin, end] with "
                         "non-negative integers, found %s — " CORRUPT, what, name,
-                        joff ? st_json_type_name(joff) : "nothing");
+                        joff ? json_type_name(joff) : "nothing");
     if (b > en)
         return m2o_fail(err, "%s: tensor '%s': data_offsets [%llu, %llu] end before they begin — "
                         CORRUPT, what, name, (unsigned long long)b, (unsigned long long)en);
@@ -327,11 +315,11 @@ static int parse_metadata(const cJSON *m, const char *what, m2o_err *err)
 {
     if (!cJSON_IsObject(m))
         return m2o_fail(err, "%s: __metadata__ is %s, expected an object of strings — " CORRUPT,
-                        what, st_json_type_name(m));
+                        what, json_type_name(m));
     for (const cJSON *kv = m->child; kv; kv = kv->next) {
         if (!cJSON_IsString(kv))
             return m2o_fail(err, "%s: __metadata__ key '%s' holds %s, expected a string — " CORRUPT,
-                            what, kv->string, st_json_type_name(kv));
+                            what, kv->string, json_type_name(kv));
     }
     return 0;
 }
@@ -490,7 +478,7 @@ int st_file_parse(const uint8_t *buf, size_t len, const char *what, st_file **ou
         return -1;
     if (!cJSON_IsObject(root)) {
         m2o_fail(err, "%s: header is %s, not a JSON object of tensors — the file is corrupt or not "
-                 "a safetensors file", what, st_json_type_name(root));
+                 "a safetensors file", what, json_type_name(root));
         cJSON_Delete(root);
         return -1;
     }

@@ -71,7 +71,7 @@ static int fill_index(st_index *ix, const cJSON *map, const char *what, m2o_err 
         if (!cJSON_IsString(e))
             return m2o_fail(err, "%s: weight_map entry for tensor '%s' is %s, expected a shard file "
                             "name — the index is corrupt; re-download it", what, e->string,
-                            st_json_type_name(e));
+                            json_type_name(e));
         if (!plain_file_name(e->valuestring))
             return m2o_fail(err, "%s: tensor '%s' maps to \"%.200s\", which is not a plain file name "
                             "in the checkpoint folder — the index is corrupt or unsafe", what,
@@ -123,13 +123,13 @@ int st_index_parse(const char *json, size_t len, const char *what, st_index **ou
     const cJSON *map = cJSON_GetObjectItemCaseSensitive(root, "weight_map");
     if (!cJSON_IsObject(root))
         m2o_fail(err, "%s: shard index is %s, expected a JSON object with \"weight_map\" — the "
-                 "index is corrupt; re-download it", what, st_json_type_name(root));
+                 "index is corrupt; re-download it", what, json_type_name(root));
     else if (meta && !cJSON_IsObject(meta) && !cJSON_IsNull(meta))
         m2o_fail(err, "%s: \"metadata\" is %s, expected an object — the index is corrupt; "
-                 "re-download it", what, st_json_type_name(meta));
+                 "re-download it", what, json_type_name(meta));
     else if (!cJSON_IsObject(map))
         m2o_fail(err, "%s: \"weight_map\" is %s, expected an object of tensor → shard file — the "
-                 "index is corrupt; re-download it", what, map ? st_json_type_name(map) : "missing");
+                 "index is corrupt; re-download it", what, map ? json_type_name(map) : "missing");
     else if ((ix = m2o_calloc(1, sizeof *ix, err)) && !fill_index(ix, map, what, err))
         rc = 0;
     cJSON_Delete(root);

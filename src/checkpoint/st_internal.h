@@ -8,6 +8,7 @@
 #include <stdbool.h>
 
 #include "checkpoint/safetensors.h"
+#include "common/json_names.h"
 
 /* Real headers are a few MB at most (~100k tensors); anything larger is garbage. */
 #define ST_MAX_HEADER_BYTES (100ull * 1024 * 1024)
@@ -28,8 +29,6 @@ struct st_file {
 
 /* "[2, 3]" into buf. */
 void st_format_shape(char *buf, size_t cap, const int64_t *shape, int ndim);
-/* "a string", "a number", ... for messages. */
-const char *st_json_type_name(const cJSON *j);
 /* Parses len bytes of JSON text (no NUL needed) naming `what` and `noun` in errors, with `fix`
  * as the advice; NULL on error. */
 cJSON *st_parse_json_text(const char *text, size_t len, const char *what, const char *noun,

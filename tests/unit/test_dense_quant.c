@@ -13,25 +13,18 @@
 #include "onnx/model_reader.h"
 #include "quant/quant.h"
 #include "test.h"
-#include "test_graph_util.h"
+#include "test_export.h"
 
 #define CHECK_STR_EQ(a, b) CHECK_MSG(!strcmp((a), (b)), "\"%s\" != \"%s\"", (a), (b))
-
-typedef struct exported {
-    char dir[512];
-    onnx_model *m;
-    st_checkpoint *ck;
-} exported;
 
 /* Exports qwen3-moe-tiny (-p int4 -e cpu) with `extra` as --extra_options, through
  * options_validate and options_resolve as the command line does. */
 static int export_with(const char *extra, exported *x, m2o_err *err)
 {
-    memset(x, 0, sizeof *x);
-    char src[512], path[600];
+    char src[512];
     snprintf(src, sizeof src, "%s/qwen3-moe-tiny", test_fixtures_dir());
-    if (!make_temp_dir(x->dir, sizeof x->dir))
-        return m2o_fail(err, "no temp dir");
+    if (exported_prepare(src, x, err))
+        return -1;
     /* extra: space-separated KEY=VALUE items, each its own argument as on the command line */
     char items[1024];
     snprintf(items, sizeof items, "%s", extra);
@@ -42,28 +35,10 @@ static int export_with(const char *extra, exported *x, m2o_err *err)
     if (argc == 9)
         argc = 8;
     build_args a;
-    export_opts o;
-    model_desc md;
-    graph_write_opts wo;
-    graph_write_opts_init(&wo);
-    wo.threads = 2;
-    snprintf(path, sizeof path, "%s/model.onnx", x->dir);
-    if (build_args_parse(argc, argv, &a, err) || options_validate(&a, &o, err) ||
-        config_load(src, &md, err) || options_resolve(&a, &md, &o, err) ||
-        ckpt_open(src, &x->ck, err) || export_model(src, &md, x->ck, &o, x->dir, &wo, err) ||
-        onnx_model_open(path, &x->m, err))
+    if (build_args_parse(argc, argv, &a, err) || options_validate(&a, &x->o, err) ||
+        options_resolve(&a, &x->md, &x->o, err))
         return -1;
-    return 0;
-}
-
-static void release(exported *x)
-{
-    if (x->m)
-        onnx_model_close(x->m);
-    if (x->ck)
-        ckpt_close(x->ck);
-    if (x->dir[0])
-        remove_temp_dir(x->dir);
+    return exported_write(src, x, err);
 }
 
 static const uint8_t *init_bytes(exported *x, const char *name, int elem, size_t *n)
@@ -139,7 +114,7 @@ TEST(default_int4_is_the_builders_symmetric_matmulnbits)
     CHECK_MSG(export_with("", &x, &e) == 0, "%s", e.msg);
     want w = {"/lm_head/MatMul_Q4", "lm_head.MatMul.weight_Q4", "lm_head.MatMul.weight_scales", NULL, 4, 0, true};
     check_matmul(&x, "lm_head.weight", &w, 4);
-    release(&x);
+    exported_release(&x);
 }
 
 TEST(asymmetric_writes_uint8_zero_points_packed_per_row)
@@ -150,7 +125,7 @@ TEST(asymmetric_writes_uint8_zero_points_packed_per_row)
     want w = {"/lm_head/MatMul_Q4", "lm_head.MatMul.weight_Q4", "lm_head.MatMul.weight_scales",
               "lm_head.MatMul.weight_zero_points", 4, 0, false};
     check_matmul(&x, "lm_head.weight", &w, 4);
-    release(&x);
+    exported_release(&x);
 }
 
 TEST(rtn_is_inc_rtn_with_the_neural_compressor_names)
@@ -160,12 +135,12 @@ TEST(rtn_is_inc_rtn_with_the_neural_compressor_names)
     CHECK_MSG(export_with("algo_config=rtn", &x, &e) == 0, "%s", e.msg);
     want w = {"/lm_head/MatMul_Q4", "lm_head.MatMul.weight_Q4G32", "lm_head.MatMul.weight_scale", NULL, 4, 2, true};
     check_matmul(&x, "lm_head.weight", &w, 4);
-    release(&x);
+    exported_release(&x);
     CHECK_MSG(export_with("algo_config=rtn is_symmetric=false", &x, &e) == 0, "%s", e.msg);
     want wa = {"/lm_head/MatMul_Q4", "lm_head.MatMul.weight_Q4G32", "lm_head.MatMul.weight_scale",
                "lm_head.MatMul.weight_zp", 4, 2, false};
     check_matmul(&x, "lm_head.weight", &wa, 4);
-    release(&x);
+    exported_release(&x);
 }
 
 TEST(k_quant_always_writes_zero_points)
@@ -176,7 +151,7 @@ TEST(k_quant_always_writes_zero_points)
     want w = {"/lm_head/MatMul_Q4", "lm_head.MatMul.weight_Q4G32", "lm_head.MatMul.weight_scale",
               "lm_head.MatMul.weight_zp", 4, 3, false};
     check_matmul(&x, "lm_head.weight", &w, 1);
-    release(&x);
+    exported_release(&x);
 }
 
 TEST(scale_search_keeps_the_default_format)
@@ -186,7 +161,7 @@ TEST(scale_search_keeps_the_default_format)
     CHECK_MSG(export_with("scale_search=true", &x, &e) == 0, "%s", e.msg);
     want w = {"/lm_head/MatMul_Q4", "lm_head.MatMul.weight_Q4", "lm_head.MatMul.weight_scales", NULL, 4, 1, true};
     check_matmul(&x, "lm_head.weight", &w, 4);
-    release(&x);
+    exported_release(&x);
 }
 
 TEST(int8_body_and_uint8)
@@ -197,13 +172,13 @@ TEST(int8_body_and_uint8)
     want w = {"/model/layers.0/attn/v_proj/MatMul_Q8", "model.layers.0.attn.v_proj.MatMul.weight_Q8",
               "model.layers.0.attn.v_proj.MatMul.weight_scales", NULL, 8, 0, true};
     check_matmul(&x, V0, &w, 4);
-    release(&x);
+    exported_release(&x);
     CHECK_MSG(export_with("quant_config={\"weights\":{\"type\":\"uint8\",\"symmetric\":false}}", &x, &e) == 0,
               "%s", e.msg);
     want wu = {"/lm_head/MatMul_Q8", "lm_head.MatMul.weight_Q8", "lm_head.MatMul.weight_scales",
                "lm_head.MatMul.weight_zero_points", 8, 0, false};
     check_matmul(&x, "lm_head.weight", &wu, 4);
-    release(&x);
+    exported_release(&x);
 }
 
 /* k_quant_mixed: the LM head and, of 2 layers, layer 0's v_proj in int8 (mixed_layers); the rest
@@ -223,7 +198,7 @@ TEST(k_quant_mixed_places_int8_where_the_presets_say)
     CHECK(onnx_model_find_node(x.m, "/model/layers.0/attn/q_proj/MatMul_Q4") != NULL);
     CHECK(onnx_model_find_node(x.m, "/model/layers.1/attn/v_proj/MatMul_Q4") != NULL);
     CHECK(onnx_model_find_node(x.m, "/model/layers.0/moe/router/MatMul") != NULL);
-    release(&x);
+    exported_release(&x);
 }
 
 TEST(nodes_to_exclude_and_a_float_body_keep_float_matmuls)
@@ -236,12 +211,12 @@ TEST(nodes_to_exclude_and_a_float_body_keep_float_matmuls)
     CHECK(onnx_model_find_node(x.m, "/lm_head/MatMul_Q4") == NULL);
     CHECK(onnx_model_find_node(x.m, "/model/layers.1/attn/o_proj/MatMul") != NULL);
     CHECK(onnx_model_find_node(x.m, "/model/layers.0/attn/o_proj/MatMul_Q4") != NULL);
-    release(&x);
+    exported_release(&x);
     CHECK_MSG(export_with("quant_config={\"weights\":{\"type\":\"none\"}}", &x, &e) == 0, "%s", e.msg);
     CHECK(onnx_model_find_node(x.m, "/lm_head/MatMul") != NULL);
     CHECK(onnx_model_find_node(x.m, "/model/layers.0/attn/v_proj/MatMul") != NULL);
     CHECK(onnx_model_find_node(x.m, "/model/layers.0/moe/QMoE") != NULL);
-    release(&x);
+    exported_release(&x);
 }
 
 

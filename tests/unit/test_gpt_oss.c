@@ -15,46 +15,18 @@
 #include "onnx/model_reader.h"
 #include "quant/quant.h"
 #include "test.h"
-#include "test_graph_util.h"
-
-typedef struct exported {
-    char dir[512];
-    onnx_model *m;
-    model_desc md;
-    st_checkpoint *ck;
-} exported;
+#include "test_export.h"
 
 static int export_fixture(const char *fixture, export_opts o, exported *x)
 {
     char src[512];
     m2o_err err = {{0}};
-    memset(x, 0, sizeof *x);
     snprintf(src, sizeof src, "%s/%s", test_fixtures_dir(), fixture);
-    if (!make_temp_dir(x->dir, sizeof x->dir))
-        return -1;
-    graph_write_opts wo;
-    graph_write_opts_init(&wo);
-    wo.threads = 2;
-    char path[600];
-    snprintf(path, sizeof path, "%s/model.onnx", x->dir);
-    if (config_load(src, &x->md, &err) || ckpt_open(src, &x->ck, &err) ||
-        export_model(src, &x->md, x->ck, &o, x->dir, &wo, &err) ||
-        onnx_model_open(path, &x->m, &err)) {
+    if (exported_convert(src, &o, x, &err)) {
         fprintf(stderr, "export %s: %s\n", fixture, err.msg);
         return -1;
     }
     return 0;
-}
-
-static void release(exported *x)
-{
-    if (x->m)
-        onnx_model_close(x->m);
-    if (x->ck)
-        ckpt_close(x->ck);
-    if (x->dir[0])
-        remove_temp_dir(x->dir);
-    memset(x, 0, sizeof *x);
 }
 
 static const void *init_data(exported *x, const char *name, int elem, int ndim, const int64_t *dims,
@@ -169,8 +141,8 @@ static void check_cuda_int(moe_quant q, int bits, int block, int prepacked)
     const onnx_value *logits = onnx_model_find_output(cuda.m, "logits");
     CHECK(past && onnx_value_elem_type(past) == ONNX_FLOAT16);
     CHECK(logits && onnx_value_elem_type(logits) == ONNX_FLOAT);
-    release(&cpu);
-    release(&cuda);
+    exported_release(&cpu);
+    exported_release(&cuda);
 }
 
 TEST(cuda_int4_prepacked_decodes_to_cpu_codes)
@@ -224,7 +196,7 @@ TEST(cuda_mxfp4_from_mxfp4_checkpoint_is_byte_exact_passthrough)
             CHECK_BYTES_EQ(s, scales->data, sb);
         }
     }
-    release(&x);
+    exported_release(&x);
 }
 
 TEST(cuda_mxfp4_from_bf16_encodes_checkpoint_floats)
@@ -262,7 +234,7 @@ TEST(cuda_mxfp4_from_bf16_encodes_checkpoint_floats)
         }
         free(f), free(want_c), free(want_s), free(codes);
     }
-    release(&x);
+    exported_release(&x);
 }
 
 /* Node names, and values produced by nodes, are unique over the whole exported graph. */
@@ -301,7 +273,7 @@ TEST(exported_names_are_unique)
     CHECK(!strcmp(onnx_node_input(g0, 11), "model.layers.0.attn.sinks"));
     CHECK(onnx_model_find_node(x.m, "/model/layers.1/attn/qkv_proj/MatMul_Q4") != NULL);
     CHECK(onnx_model_find_node(x.m, "/model/layers.0/moe/router/MatMul") != NULL); /* float */
-    release(&x);
+    exported_release(&x);
 }
 
 TEST(duplicate_name_is_a_build_error)
@@ -355,7 +327,7 @@ TEST(expert_bias_rounding_is_opt_in)
             CHECK(differs > 0); /* the rounding is visible on this checkpoint */
             CHECK_BYTES_EQ(got, qdq ? want : f, (size_t)(E * N) * sizeof(float));
             free(f), free(want), free(c), free(s);
-            release(&x);
+            exported_release(&x);
         }
     }
 }

@@ -19,56 +19,24 @@
 #include "common/half.h"
 #include "onnx/model_reader.h"
 #include "test.h"
-#include "test_graph_util.h"
+#include "test_export.h"
 
 static const char *FIXTURE = "qwen3_5-moe-tiny";
-
-typedef struct exported {
-    char dir[512];
-    onnx_model *m;
-    model_desc md;
-    st_checkpoint *ck;
-    export_opts o;
-    char *genai; /* genai_config.json text */
-} exported;
 
 /* Exports the fixture with the command-line options -p precision -e ep [extras]. */
 static int export_with(const char *prec, const char *ep, int n_extra, const char **extra,
                        exported *x, m2o_err *err)
 {
-    char src[512], path[600];
-    memset(x, 0, sizeof *x);
+    char src[512];
     snprintf(src, sizeof src, "%s/%s", test_fixtures_dir(), FIXTURE);
     build_args a = {.input = src, .output = "unused", .precision = prec, .ep = ep,
                     .n_extra = n_extra};
     for (int i = 0; i < n_extra; i++)
         a.extra[i] = extra[i];
-    if (!make_temp_dir(x->dir, sizeof x->dir))
-        return m2o_fail(err, "cannot make a temporary directory");
-    graph_write_opts wo;
-    graph_write_opts_init(&wo);
-    wo.threads = 2;
-    snprintf(path, sizeof path, "%s/model.onnx", x->dir);
-    if (config_load(src, &x->md, err) || ckpt_open(src, &x->ck, err) ||
-        options_validate(&a, &x->o, err) || options_resolve(&a, &x->md, &x->o, err) ||
-        export_model(src, &x->md, x->ck, &x->o, x->dir, &wo, err) ||
-        onnx_model_open(path, &x->m, err))
+    if (exported_prepare(src, x, err) || options_validate(&a, &x->o, err) ||
+        options_resolve(&a, &x->md, &x->o, err))
         return -1;
-    size_t n;
-    x->genai = (char *)read_whole(x->dir, "genai_config.json", &n);
-    return x->genai ? 0 : m2o_fail(err, "no genai_config.json written");
-}
-
-static void release(exported *x)
-{
-    if (x->m)
-        onnx_model_close(x->m);
-    if (x->ck)
-        ckpt_close(x->ck);
-    if (x->dir[0])
-        remove_temp_dir(x->dir);
-    free(x->genai);
-    memset(x, 0, sizeof *x);
+    return exported_write(src, x, err);
 }
 
 static const onnx_node *node(exported *x, const char *fmt, int L)
@@ -123,7 +91,7 @@ TEST(hybrid_interface_and_genai_config)
     m2o_err err = {{0}};
     int rc = export_with("fp32", "cpu", 0, NULL, &x, &err);
     if (rc)
-        release(&x);
+        exported_release(&x);
     CHECK_MSG(rc == 0, "%s", err.msg);
     /* KV cache for layer 3 only; states for 0..2, all float32 */
     int kv3 = input_type(&x, "past_key_values.3.key") == ONNX_FLOAT &&
@@ -151,7 +119,7 @@ TEST(hybrid_interface_and_genai_config)
                 strstr(g, "\"past_key_names\":\t\"past_key_values.%d.key\"") &&
                 strstr(g, "\"present_key_names\":\t\"present.%d.key\"") &&
                 strstr(g, "\"type\":\t\"qwen3_5_moe_text\"");
-    release(&x);
+    exported_release(&x);
     CHECK(kv3);
     CHECK(no_kv);
     CHECK(states);
@@ -168,7 +136,7 @@ TEST(gated_full_attention_and_norm_offsets)
     m2o_err err = {{0}};
     int rc = export_with("fp32", "cpu", 0, NULL, &x, &err);
     if (rc)
-        release(&x);
+        exported_release(&x);
     CHECK_MSG(rc == 0, "%s", err.msg);
     const onnx_node *gqa = node(&x, "/model/layers.%d/attn/GroupQueryAttention", 3);
     const onnx_node *split = node(&x, "/model/layers.%d/attn/q_gate/Split", 3);
@@ -199,7 +167,7 @@ TEST(gated_full_attention_and_norm_offsets)
     float kn_ck = ckpt_at(&x, "model.layers.3.self_attn.k_norm.weight", 63);
     float gn = init_at(&x, "model.layers.0.linear_attn.norm.weight", 3);
     float gn_ck = ckpt_at(&x, "model.layers.0.linear_attn.norm.weight", 3);
-    release(&x);
+    exported_release(&x);
     CHECK(gqa_ok);
     CHECK_EQ(nh, 4);
     CHECK_EQ(kvh, 2);
@@ -222,7 +190,7 @@ static void check_cuda(const char *prec, int n_extra, const char **extra, int io
     m2o_err err = {{0}};
     int rc = export_with(prec, "cuda", n_extra, extra, &x, &err);
     if (rc)
-        release(&x);
+        exported_release(&x);
     CHECK_MSG(rc == 0, "-p %s -e cuda: %s", prec, err.msg);
     const onnx_value *logits = onnx_model_find_output(x.m, "logits");
     int io_ok = input_type(&x, "past_key_values.3.key") == io && logits &&
@@ -268,7 +236,7 @@ static void check_cuda(const char *prec, int n_extra, const char **extra, int io
                                              !strcmp(qt, quant_type)
                                        : onnx_node_attr_int(moe, "weights_prepacked", &pre) &&
                                              pre == 1);
-    release(&x);
+    exported_release(&x);
     CHECK_MSG(io_ok, "-p %s: io dtype / float32 states", prec);
     CHECK_MSG(casts && to_in == ONNX_FLOAT && to_out == io, "-p %s: casts around the core", prec);
     CHECK(provider);
@@ -296,7 +264,7 @@ TEST(cuda_int4_experts_int4_int8_mxfp4)
     exported x;
     m2o_err err = {{0}};
     int rc = export_with("int4", "cuda", 1, bf16, &x, &err);
-    release(&x);
+    exported_release(&x);
     CHECK(rc != 0);
     CHECK_STR_CONTAINS(err.msg, "use_cuda_bf16");
     check_cuda("int4", 1, int8, ONNX_FLOAT16, 8, NULL);

@@ -22,44 +22,9 @@
 #include "onnx/model_reader.h"
 #include "quant/quant.h"
 #include "test.h"
-#include "test_graph_util.h"
+#include "test_export.h"
 
 enum { E = 8, H = 256, I = 128, S = 256, HD = 64, L_COUNT = 2 };
-
-typedef struct exported {
-    char dir[512];
-    onnx_model *m;
-    model_desc md;
-    st_checkpoint *ck;
-} exported;
-
-static int export_dir(const char *src, export_opts o, exported *x, m2o_err *err)
-{
-    memset(x, 0, sizeof *x);
-    if (!make_temp_dir(x->dir, sizeof x->dir))
-        return -1;
-    graph_write_opts wo;
-    graph_write_opts_init(&wo);
-    wo.threads = 2;
-    char path[600];
-    snprintf(path, sizeof path, "%s/model.onnx", x->dir);
-    if (config_load(src, &x->md, err) || ckpt_open(src, &x->ck, err) ||
-        export_model(src, &x->md, x->ck, &o, x->dir, &wo, err) ||
-        onnx_model_open(path, &x->m, err))
-        return -1;
-    return 0;
-}
-
-static void release(exported *x)
-{
-    if (x->m)
-        onnx_model_close(x->m);
-    if (x->ck)
-        ckpt_close(x->ck);
-    if (x->dir[0])
-        remove_temp_dir(x->dir);
-    memset(x, 0, sizeof *x);
-}
 
 /* Exports of the fixtures are shared by the tests (each costs seconds under Valgrind): cached by
  * (fixture, options) and removed at exit. */
@@ -70,7 +35,7 @@ static int g_cached;
 static void drop_cache(void)
 {
     for (int i = 0; i < g_cached; i++)
-        release(&g_cache[i].x);
+        exported_release(&g_cache[i].x);
     g_cached = 0;
 }
 
@@ -100,9 +65,9 @@ static exported *export_fixture(const char *fixture, export_opts o)
     char src[512];
     m2o_err err = {{0}};
     snprintf(src, sizeof src, "%s/%s", test_fixtures_dir(), fixture);
-    if (export_dir(src, o, &c->x, &err)) {
+    if (exported_convert(src, &o, &c->x, &err)) {
         fprintf(stderr, "export %s: %s\n", fixture, err.msg);
-        release(&c->x);
+        exported_release(&c->x);
         return NULL;
     }
     snprintf(c->fixture, sizeof c->fixture, "%s", fixture);
@@ -528,10 +493,11 @@ static void expect_failure(const char *fixture, const char *drop, const char *fr
     CHECK(write_variant(fixture, dir, drop, from, to) == 0);
     exported x;
     m2o_err err = {{0}};
-    int rc = export_dir(dir, opts(PREC_FP32, EP_CPU, MOE_QUANT_INT4, 32, 0), &x, &err);
+    export_opts o = opts(PREC_FP32, EP_CPU, MOE_QUANT_INT4, 32, 0);
+    int rc = exported_convert(dir, &o, &x, &err);
     char msg[sizeof err.msg];
     memcpy(msg, err.msg, sizeof msg);
-    release(&x);
+    exported_release(&x);
     remove_temp_dir(dir);
     CHECK_MSG(rc == -1, "%s without %s exported", fixture, drop ? drop : "(config change)");
     CHECK_STR_CONTAINS(msg, needle);
@@ -563,8 +529,9 @@ TEST(variant_writer_round_trip_exports)
     CHECK(write_variant("qwen2-moe-tiny", dir, NULL, NULL, NULL) == 0);
     exported x;
     m2o_err err = {{0}};
-    int rc = export_dir(dir, opts(PREC_FP32, EP_CPU, MOE_QUANT_INT4, 32, 0), &x, &err);
-    release(&x);
+    export_opts o = opts(PREC_FP32, EP_CPU, MOE_QUANT_INT4, 32, 0);
+    int rc = exported_convert(dir, &o, &x, &err);
+    exported_release(&x);
     remove_temp_dir(dir);
     CHECK_MSG(rc == 0, "%s", err.msg);
 }
