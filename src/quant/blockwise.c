@@ -175,16 +175,20 @@ int qb_quantize_ref(const float *w, int64_t N, int64_t K, const qb_params *p, ui
     return qb_quantize_rows_ref(w, 0, N, K, p, codes, scales, zero_points, err);
 }
 
+int qb_quantize_rows(const float *w, int64_t r0, int64_t r1, int64_t K, const qb_params *p,
+                     uint8_t *codes, void *scales, uint8_t *zero_points, m2o_err *err)
+{
+#if M2O_HAVE_X86
+    if (quant_use_avx2())
+        return qb_quantize_rows_avx2(w, r0, r1, K, p, codes, scales, zero_points, err);
+#endif
+    return qb_quantize_rows_ref(w, r0, r1, K, p, codes, scales, zero_points, err);
+}
+
 static int qb_rows(void *ctx, int64_t r0, int64_t r1, m2o_err *err)
 {
     const qb_job *j = ctx;
-#if M2O_HAVE_X86
-    if (quant_use_avx2())
-        return qb_quantize_rows_avx2(j->w, r0, r1, j->K, j->p, j->codes, j->scales,
-                                     j->zero_points, err);
-#endif
-    return qb_quantize_rows_ref(j->w, r0, r1, j->K, j->p, j->codes, j->scales, j->zero_points,
-                                err);
+    return qb_quantize_rows(j->w, r0, r1, j->K, j->p, j->codes, j->scales, j->zero_points, err);
 }
 
 int qb_quantize_mt(const float *w, int64_t N, int64_t K, const qb_params *p, uint8_t *codes,

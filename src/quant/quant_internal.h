@@ -70,6 +70,9 @@ float qb_block_params(float vmin, float vmax, const qb_params *p, uint8_t *zp);
  * whole-matrix buffers. Returns -1 with a message on a non-finite weight. */
 int qb_quantize_rows_ref(const float *w, int64_t r0, int64_t r1, int64_t K, const qb_params *p,
                          uint8_t *codes, void *scales, uint8_t *zero_points, m2o_err *err);
+/* The same rows through the AVX2 twin when the CPU has it (same bytes, same messages). */
+int qb_quantize_rows(const float *w, int64_t r0, int64_t r1, int64_t K, const qb_params *p,
+                     uint8_t *codes, void *scales, uint8_t *zero_points, m2o_err *err);
 /* For a 64-element run of K: table[j] = which source element lands at output slot j. */
 const uint8_t *cutlass_run_table(int bits);
 int cutlass_pack_rows_scalar(const uint8_t *raw, int64_t r0, int64_t r1, int64_t K, int bits,
@@ -98,6 +101,11 @@ void convert_bf16_to_f32_avx2(const uint16_t *src, float *dst, size_t n);
 void convert_f16_to_f32_avx2(const uint16_t *src, float *dst, size_t n);
 void convert_f32_to_f16_avx2(const float *src, uint16_t *dst, size_t n);
 void convert_f32_to_bf16_avx2(const float *src, uint16_t *dst, size_t n);
+/* The scale search's scoring sums (search.c, search_sums_ref) for n candidates, and its codes of
+ * one block at reciprocal scale r and zero point z (search.c, code_block). */
+void search_sums_avx2(const float *v, int bs, float qmax, const float *r, const int *zp, int n,
+                      float *vj, int32_t *jj);
+void search_codes_avx2(const float *v, int bs, float r, float z, float qmax, uint8_t *q);
 #endif
 
 /* numpy's float32 pairwise summation of a[0, n) (np.sum over a contiguous row; kquant.c). */

@@ -1,7 +1,7 @@
 /* Error-minimizing blockwise quantization in the *same* formats as the RTN kernel (docs/FORMATS.md §4):
  * the run time only computes (q - zp) * scale, so any scale, zero point and codes are valid and
  * a better choice costs nothing when the model runs. Per block:
- *   1. the RTN result (qb_quantize_rows_ref, byte for byte) is the first candidate, so the
+ *   1. the RTN result (qb_quantize_rows, the kernel's bytes) is the first candidate, so the
  *      search can never do worse than RTN on a block: a candidate replaces the current best only
  *      when its exact squared error (decoded exactly as qb_dequantize decodes it, with the scale
  *      already rounded to its storage type) is strictly lower;
@@ -14,8 +14,9 @@
  *   4. the best-scoring candidate (symmetric: of each sign) is refined twice (scale = s*, codes re-rounded) and every step
  *      is checked exactly against the best so far.
  * Deterministic (fixed grid, fixed order, ties keep the earlier candidate) and row-independent,
- * so the multi-threaded entry gives the same bytes as one thread. There is no SIMD twin yet:
- * this is a conversion-time option, measured in BENCHMARKS.md. */
+ * so the multi-threaded entry gives the same bytes as one thread. The scoring of step 3 is where
+ * the time goes; its AVX2 twin (search_avx2.c) scores eight candidates at once and gives the same
+ * bytes (the unit tests compare both paths). */
 #include "quant/quant_internal.h"
 
 #if defined(__clang__)
@@ -31,7 +32,7 @@
 /* Scale factors tried around the RTN scale: 4-bit 1.10 down to 0.60 in steps of 0.02 (clipping
  * pays off when a level is coarse); 8-bit 1.05 down to 0.80 in steps of 0.01 (the best scale
  * is close to RTN's). */
-enum { GRID_STEPS = 26, REFINE_ROUNDS = 2, MAX_BLOCK = 256 };
+enum { GRID_STEPS = 26, REFINE_ROUNDS = 2, MAX_BLOCK = 256, MAX_CANDIDATES = 3 * GRID_STEPS };
 
 static float grid_factor(int bits, int i)
 {
@@ -93,28 +94,73 @@ static bool code_block(const block_ctx *b, float s, int zp, uint8_t *q)
     if (s == 0.0f || !isfinite(s) || !isfinite(1.0f / s))
         return false;
     float r = 1.0f / s, z = (float)zp;
+#if M2O_HAVE_X86
+    if (quant_use_avx2()) {
+        search_codes_avx2(b->v, b->bs, r, z, b->qmax, q);
+        return true;
+    }
+#endif
     for (int i = 0; i < b->bs; i++)
         q[i] = (uint8_t)code_of(b->v[i], r, z, b->qmax);
     return true;
 }
 
-/* Least-squares score of scale s (raw) and zero point zp: sum(v j)^2 / sum(j^2), higher is
- * better (the error after the best rescaling is sum(v^2) minus it). -1 when unusable. */
-static double ls_score(const block_ctx *b, float s, int zp)
+/* sum(v j) and sum(j^2) of each candidate c of n: reciprocal scale r[c] and zero point zp[c],
+ * codes as code_of gives them, j = code - zp. Float sums in element order, one chain per
+ * candidate, so the AVX2 twin (search_sums_avx2: eight candidates per register, each lane still
+ * in element order) gives the same floats. */
+static void search_sums_ref(const float *v, int bs, float qmax, const float *r, const int *zp,
+                            int n, float *vj, int32_t *jj)
 {
-    s = round_scale(b->st, s);
-    if (s == 0.0f || !isfinite(s) || !isfinite(1.0f / s))
-        return -1.0;
-    /* float and int sums: this loop runs ~50 times per block, and the score only ranks
-     * candidates (the winner is then checked exactly in double) */
-    float r = 1.0f / s, z = (float)zp, vj = 0.0f;
-    int jj = 0;
-    for (int i = 0; i < b->bs; i++) {
-        int j = code_of(b->v[i], r, z, b->qmax) - zp;
-        vj += b->v[i] * (float)j;
-        jj += j * j;
+    for (int c = 0; c < n; c++) {
+        float z = (float)zp[c], sum_vj = 0.0f;
+        int32_t sum_jj = 0;
+        for (int i = 0; i < bs; i++) {
+            int j = code_of(v[i], r[c], z, qmax) - zp[c];
+            sum_vj += v[i] * (float)j;
+            sum_jj += j * j;
+        }
+        vj[c] = sum_vj;
+        jj[c] = sum_jj;
     }
-    return jj > 0 ? (double)vj * vj / jj : -1.0;
+}
+
+/* Least-squares scores of n raw scales s[] with zero points zp[]: sum(v j)^2 / sum(j^2), higher
+ * is better (the error after the best rescaling is sum(v^2) minus it); -1 for a scale the format
+ * cannot use. Float and int sums: they only rank candidates (the winner is then checked exactly
+ * in double), and this is where the search spends its time. */
+static void ls_scores(const block_ctx *b, const float *s, const int *zp, int n, double *score)
+{
+    float r[MAX_CANDIDATES], vj[MAX_CANDIDATES];
+    int32_t jj[MAX_CANDIDATES];
+    bool usable[MAX_CANDIDATES];
+    for (int c = 0; c < n; c++) {
+        float stored = round_scale(b->st, s[c]);
+        usable[c] = stored != 0.0f && isfinite(stored) && isfinite(1.0f / stored);
+        r[c] = usable[c] ? 1.0f / stored : 0.0f;
+    }
+#if M2O_HAVE_X86
+    if (quant_use_avx2())
+        search_sums_avx2(b->v, b->bs, b->qmax, r, zp, n, vj, jj);
+    else
+#endif
+        search_sums_ref(b->v, b->bs, b->qmax, r, zp, n, vj, jj);
+    for (int c = 0; c < n; c++)
+        score[c] = usable[c] && jj[c] > 0 ? (double)vj[c] * vj[c] / jj[c] : -1.0;
+}
+
+/* The first candidate with the highest score (ties keep the earlier one), or -1 when none
+ * scores above 0. */
+static int best_candidate(const double *score, int n)
+{
+    int pick = -1;
+    double top = -1.0;
+    for (int c = 0; c < n; c++)
+        if (score[c] > top) {
+            top = score[c];
+            pick = c;
+        }
+    return top > 0.0 ? pick : -1;
 }
 
 /* The least-squares scale of codes q at zero point zp, rounded to the storage type. */
@@ -162,23 +208,24 @@ static void offer_refined(const block_ctx *b, choice *best, float s, int zp)
 }
 
 /* Symmetric: zero point fixed at 2^(bits-1); scale s_rtn = -anchor / 2^(bits-1) sends the anchor
- * to code 0 (2^(bits-1) levels on its side); the opposite sign gives it 2^(bits-1) - 1. */
+ * to code 0 (2^(bits-1) levels on its side); the opposite sign gives it 2^(bits-1) - 1. The best
+ * of each sign is refined. */
 static void search_symmetric(const block_ctx *b, choice *best, float s_rtn, int zp)
 {
     const float other = -s_rtn * (float)zp / (float)(zp - 1);
-    for (int sign = 0; sign < 2; sign++) { /* the best of each sign is refined */
-        float best_s = 0.0f;
-        double best_score = -1.0;
+    float s[2 * GRID_STEPS];
+    int zps[2 * GRID_STEPS];
+    double score[2 * GRID_STEPS];
+    for (int sign = 0; sign < 2; sign++)
         for (int i = 0; i < GRID_STEPS; i++) {
-            float cand = (sign ? other : s_rtn) * grid_factor(b->bits, i);
-            double score = ls_score(b, cand, zp);
-            if (score > best_score) {
-                best_score = score;
-                best_s = cand;
-            }
+            s[sign * GRID_STEPS + i] = (sign ? other : s_rtn) * grid_factor(b->bits, i);
+            zps[sign * GRID_STEPS + i] = zp;
         }
-        if (best_score > 0.0)
-            offer_refined(b, best, best_s, zp);
+    ls_scores(b, s, zps, 2 * GRID_STEPS, score);
+    for (int sign = 0; sign < 2; sign++) {
+        int pick = best_candidate(score + sign * GRID_STEPS, GRID_STEPS);
+        if (pick >= 0)
+            offer_refined(b, best, s[sign * GRID_STEPS + pick], zp);
     }
 }
 
@@ -189,34 +236,33 @@ static int clamp_zp(float z, float qmax)
 }
 
 /* Asymmetric: range [min(min,0), max(max,0)] shrunk by each grid factor, the window placed to
- * keep the minimum, keep the maximum, or centred. */
+ * keep the minimum, keep the maximum, or centred (a zero point equal to an earlier one of the
+ * same scale is not tried twice). */
 static void search_asymmetric(const block_ctx *b, choice *best, float vmin, float vmax)
 {
     vmin = vmin < 0.0f ? vmin : 0.0f;
     vmax = vmax > 0.0f ? vmax : 0.0f;
     const float range = vmax - vmin;
-    float best_s = 0.0f;
-    int best_zp = 0;
-    double best_score = -1.0;
+    float s[MAX_CANDIDATES];
+    int zps[MAX_CANDIDATES], n = 0;
+    double score[MAX_CANDIDATES];
     for (int i = 0; i < GRID_STEPS; i++) {
-        float s = range * grid_factor(b->bits, i) / b->qmax;
-        if (!(s > 0.0f))
+        float si = range * grid_factor(b->bits, i) / b->qmax;
+        if (!(si > 0.0f))
             continue;
-        const int zps[3] = {clamp_zp(-vmin / s, b->qmax), clamp_zp(b->qmax - vmax / s, b->qmax),
-                            clamp_zp(0.5f * (b->qmax - (vmin + vmax) / s), b->qmax)};
+        const int z[3] = {clamp_zp(-vmin / si, b->qmax), clamp_zp(b->qmax - vmax / si, b->qmax),
+                          clamp_zp(0.5f * (b->qmax - (vmin + vmax) / si), b->qmax)};
         for (int c = 0; c < 3; c++) {
-            if ((c == 1 && zps[1] == zps[0]) || (c == 2 && (zps[2] == zps[0] || zps[2] == zps[1])))
+            if ((c == 1 && z[1] == z[0]) || (c == 2 && (z[2] == z[0] || z[2] == z[1])))
                 continue;
-            double score = ls_score(b, s, zps[c]);
-            if (score > best_score) {
-                best_score = score;
-                best_s = s;
-                best_zp = zps[c];
-            }
+            s[n] = si;
+            zps[n++] = z[c];
         }
     }
-    if (best_score > 0.0)
-        offer_refined(b, best, best_s, best_zp);
+    ls_scores(b, s, zps, n, score);
+    int pick = best_candidate(score, n);
+    if (pick >= 0)
+        offer_refined(b, best, s[pick], zps[pick]);
 }
 
 static int get_nibble_or_byte(const uint8_t *row, int64_t k, int bits)
@@ -275,7 +321,7 @@ static int search_rows(const float *w, int64_t r0, int64_t r1, int64_t K, const 
 {
     /* RTN first: it refuses non-finite weights with the usual message and lays out every byte
      * (zero-point padding included) that the search may then improve block by block. */
-    if (qb_quantize_rows_ref(w, r0, r1, K, p, codes, scales, zero_points, err))
+    if (qb_quantize_rows(w, r0, r1, K, p, codes, scales, zero_points, err))
         return -1;
     const int bs = p->block_size;
     const int64_t blocks = K / bs, row_bytes = K * p->bits / 8;

@@ -35,6 +35,25 @@ for f in gpt-oss-tiny gpt-oss-bf16-tiny qwen3-moe-tiny qwen2-moe-tiny qwen3_5-mo
              "$f/cuda-int4-moe8|$f|-p int4 -e cuda --extra_options moe_quant_type=int8"
              "$f/cuda-mxfp4|$f|-p int4 -e cuda --extra_options moe_quant_type=mxfp4")
 done
+# The quantization methods and placements of docs/QUANTIZATION.md, on every family (recorded with
+# the binary of f788397, before the scale search's AVX2 twin; the twin gives the same bytes).
+for f in gpt-oss-tiny gpt-oss-bf16-tiny qwen3-moe-tiny qwen2-moe-tiny qwen3_5-moe-tiny; do
+    BUILDS+=("$f/cpu-kquant|$f|-p int4 -e cpu --extra_options algo_config=k_quant"
+             "$f/cpu-kquant-mixed|$f|-p int4 -e cpu --extra_options algo_config=k_quant_mixed"
+             "$f/cpu-inc-rtn|$f|-p int4 -e cpu --extra_options algo_config=rtn"
+             "$f/cpu-asym-uint4|$f|-p int4 -e cpu --extra_options is_symmetric=false moe_quant_type=uint4"
+             "$f/cpu-search|$f|-p int4 -e cpu --extra_options scale_search=true"
+             "$f/cpu-search-asym-uint8|$f|-p int4 -e cpu --extra_options scale_search=true is_symmetric=false moe_quant_type=uint8"
+             "$f/cpu-int8-budget|$f|-p int4 -e cpu --extra_options int8_budget=10%"
+             "$f/cpu-moe-per-channel|$f|-p int4 -e cpu --extra_options qmoe_block_size=0"
+             "$f/cpu-mixed-presets|$f|-p int4 -e cpu --extra_options matmul_mixed_precision=last_matmul:int8,mixed_layers:int8")
+done
+for f in gpt-oss-tiny qwen3-moe-tiny; do
+    BUILDS+=("$f/cuda-kquant|$f|-p int4 -e cuda --extra_options algo_config=k_quant"
+             "$f/cuda-uint4-raw|$f|-p int4 -e cuda --extra_options moe_quant_type=uint4 qmoe_weights_prepacked=0"
+             "$f/cuda-search|$f|-p int4 -e cuda --extra_options scale_search=true")
+done
+BUILDS+=('qwen3-moe-tiny/cpu-quant-config|qwen3-moe-tiny|-p int4 -e cpu --extra_options quant_config={"weights":{"type":"uint4","block_size":64}}')
 
 actual=$tmp/actual
 : >"$actual"

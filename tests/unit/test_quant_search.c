@@ -3,6 +3,8 @@
  * reports), RTN bytes untouched where RTN is exact or the search is off, same bytes on any
  * thread count, zero-point packing, corner cases and refusals; plus the per-tensor error helper
  * and a hand-computed 8-bit asymmetric block. */
+#include <string.h>
+
 #include "test.h"
 #include "test_quant_rng.h"
 
@@ -88,6 +90,43 @@ TEST(search_is_never_worse_than_rtn_on_any_block)
                                   "search %.9g > rtn %.9g", bits, bs, sym, st, g, sb[g], sa[g]);
                     qout_free(&a);
                     qout_free(&b);
+                    free(w);
+                    combos++;
+                }
+    CHECK_EQ(combos, 60);
+}
+
+/* The AVX2 twin (search_avx2.c: scoring eight candidates per register, codes eight elements at
+ * a time) gives the scalar reference's bytes in every format, on blocks of every kind
+ * (heavy tails, zeros, constants, outliers, subnormal and huge scales). On a CPU without AVX2
+ * both runs are the reference and the test says so. */
+TEST(search_avx2_twin_gives_the_reference_bytes)
+{
+    if (strcmp(quant_dispatch_name(), "avx2") != 0)
+        fprintf(stderr, "note: no AVX2 on this CPU, the twin is not compared\n");
+    rng r = {11};
+    const int blocks[] = {16, 32, 64, 128, 256};
+    int combos = 0;
+    for (int bits = 4; bits <= 8; bits += 4)
+        for (int bi = 0; bi < 5; bi++)
+            for (int sym = 0; sym < 2; sym++)
+                for (int st = 0; st < 3; st++) {
+                    const int bs = blocks[bi];
+                    const int64_t N = 24, K = 4 * bs;
+                    qb_params p = {bits, bs, sym == 1, (qscale_type)st};
+                    float *w = malloc(sizeof(float) * (size_t)(N * K));
+                    fill_mixed(&r, w, N, K, bs);
+                    qout simd, ref;
+                    qout_alloc(&simd, N, K, &p);
+                    qout_alloc(&ref, N, K, &p);
+                    CHECK(quantize(w, N, K, &p, QB_METHOD_SEARCH, &simd, 2) == 0);
+                    quant_force_scalar(true);
+                    CHECK(quantize(w, N, K, &p, QB_METHOD_SEARCH, &ref, 1) == 0);
+                    quant_force_scalar(false);
+                    CHECK_MSG(qout_equal(&simd, &ref), "bits %d bs %d sym %d scale type %d: the "
+                              "AVX2 search differs from the reference", bits, bs, sym, st);
+                    qout_free(&simd);
+                    qout_free(&ref);
                     free(w);
                     combos++;
                 }
