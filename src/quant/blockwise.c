@@ -221,14 +221,10 @@ int qb_dequantize(const uint8_t *codes, const void *scales, const uint8_t *zero_
         for (int64_t b = 0; b < blocks; b++) {
             float scale = qscale_load(scales, p->scale_type, n * blocks + b);
             int zp = 1 << (bits - 1);
-            if (!p->symmetric) {
-                uint8_t z = zero_points[n * zrow_bytes + (bits == 4 ? b / 2 : b)];
-                zp = bits == 8 ? z : (b % 2 ? z >> 4 : z & 0xf);
-            }
-            for (int64_t k = b * bs; k < (b + 1) * bs; k++) {
-                int q = bits == 8 ? crow[k] : (k % 2 ? crow[k / 2] >> 4 : crow[k / 2] & 0xf);
-                out[n * K + k] = (float)(q - zp) * scale;
-            }
+            if (!p->symmetric)
+                zp = qb_get_code(zero_points + n * zrow_bytes, b, bits);
+            for (int64_t k = b * bs; k < (b + 1) * bs; k++)
+                out[n * K + k] = (float)(qb_get_code(crow, k, bits) - zp) * scale;
         }
     }
     return 0;

@@ -39,21 +39,6 @@ static int64_t cutlass_position(int64_t n, int64_t k, int64_t K, int bits)
     return (elem / 4) * 4 + kByteSlot8[elem % 4];
 }
 
-static int get_code(const uint8_t *buf, int64_t idx, int bits)
-{
-    return bits == 8 ? buf[idx] : (idx % 2 ? buf[idx / 2] >> 4 : buf[idx / 2] & 0xf);
-}
-
-static void set_code(uint8_t *buf, int64_t idx, int bits, int v)
-{
-    if (bits == 8)
-        buf[idx] = (uint8_t)v;
-    else if (idx % 2)
-        buf[idx / 2] = (uint8_t)((buf[idx / 2] & 0x0f) | (v << 4));
-    else
-        buf[idx / 2] = (uint8_t)((buf[idx / 2] & 0xf0) | v);
-}
-
 static int cutlass_check(const void *in, const void *out, int64_t N, int64_t K, int bits,
                          const char *what, m2o_err *err)
 {
@@ -83,8 +68,8 @@ int cutlass_sm80_pack_ref(const uint8_t *raw, int64_t N, int64_t K, int bits, ui
     memset(out, 0, (size_t)(N * K * bits / 8));
     for (int64_t n = 0; n < N; n++)
         for (int64_t k = 0; k < K; k++)
-            set_code(out, cutlass_position(n, k, K, bits), bits,
-                     get_code(raw, n * K + k, bits));
+            qb_put_code(out, cutlass_position(n, k, K, bits), bits,
+                        (uint8_t)qb_get_code(raw, n * K + k, bits));
     return 0;
 }
 

@@ -97,9 +97,7 @@ static int zero_point(const qb_params *p, const uint8_t *zrow, int64_t b)
 {
     if (p->symmetric || !zrow)
         return 1 << (p->bits - 1);
-    if (p->bits == 8)
-        return zrow[b];
-    return b % 2 ? zrow[b / 2] >> 4 : zrow[b / 2] & 0xf;
+    return qb_get_code(zrow, b, p->bits);
 }
 
 /* y[k - k0] for k in [k0, k1) of one block: (float)(q - zp) * s, as verify decodes. */

@@ -62,6 +62,12 @@ static inline void qb_put_code(uint8_t *row, int64_t k, int bits, uint8_t q)
         row[k / 2] = (uint8_t)((row[k / 2] & 0x0f) | (q << 4));
 }
 
+/* Code (or zero point) k of a row, as qb_put_code stores it. */
+static inline int qb_get_code(const uint8_t *row, int64_t k, int bits)
+{
+    return bits == 8 ? row[k] : (k % 2 ? row[k / 2] >> 4 : row[k / 2] & 0xf);
+}
+
 /* Scale and zero point of one block from its min and max, exactly as ONNX Runtime's
  * range2scale / range2scalezp (docs/FORMATS.md §4). Returns the unrounded float scale. */
 float qb_block_params(float vmin, float vmax, const qb_params *p, uint8_t *zp);

@@ -87,11 +87,17 @@ static double exact_sse(const block_ctx *b, const uint8_t *q, float s, int zp)
     return isfinite(sse) ? sse : HUGE_VAL;
 }
 
+/* A stored scale the format can use: not 0, finite, with a finite reciprocal. */
+static bool scale_usable(float s)
+{
+    return s != 0.0f && isfinite(s) && isfinite(1.0f / s);
+}
+
 /* Codes of the block for stored scale s and zero point zp; returns false for a scale the
  * format cannot use (0, non-finite, or a non-finite reciprocal). */
 static bool code_block(const block_ctx *b, float s, int zp, uint8_t *q)
 {
-    if (s == 0.0f || !isfinite(s) || !isfinite(1.0f / s))
+    if (!scale_usable(s))
         return false;
     float r = 1.0f / s, z = (float)zp;
 #if M2O_HAVE_X86
@@ -136,7 +142,7 @@ static void ls_scores(const block_ctx *b, const float *s, const int *zp, int n, 
     bool usable[MAX_CANDIDATES];
     for (int c = 0; c < n; c++) {
         float stored = round_scale(b->st, s[c]);
-        usable[c] = stored != 0.0f && isfinite(stored) && isfinite(1.0f / stored);
+        usable[c] = scale_usable(stored);
         r[c] = usable[c] ? 1.0f / stored : 0.0f;
     }
 #if M2O_HAVE_X86
@@ -265,21 +271,6 @@ static void search_asymmetric(const block_ctx *b, choice *best, float vmin, floa
         offer_refined(b, best, s[pick], zps[pick]);
 }
 
-static int get_nibble_or_byte(const uint8_t *row, int64_t k, int bits)
-{
-    return bits == 8 ? row[k] : (k % 2 ? row[k / 2] >> 4 : row[k / 2] & 0xf);
-}
-
-static void put_nibble_or_byte(uint8_t *row, int64_t k, int bits, int q)
-{
-    if (bits == 8)
-        row[k] = (uint8_t)q;
-    else if (k % 2 == 0)
-        row[k / 2] = (uint8_t)((row[k / 2] & 0xf0) | q);
-    else
-        row[k / 2] = (uint8_t)((row[k / 2] & 0x0f) | (q << 4));
-}
-
 /* Block b of row n: start from the RTN bytes already written, search, write back the winner. */
 static void search_block(const float *v, const qb_params *p, void *scales, int64_t sidx,
                          uint8_t *crow, int64_t k0, uint8_t *zrow, int64_t b)
@@ -288,9 +279,9 @@ static void search_block(const float *v, const qb_params *p, void *scales, int64
     const block_ctx ctx = {v, bs, bits, (float)((1 << bits) - 1), p->scale_type};
     choice best;
     best.scale = qscale_load(scales, p->scale_type, sidx);
-    best.zp = p->symmetric ? 1 << (bits - 1) : get_nibble_or_byte(zrow, b, bits);
+    best.zp = p->symmetric ? 1 << (bits - 1) : qb_get_code(zrow, b, bits);
     for (int i = 0; i < bs; i++)
-        best.q[i] = (uint8_t)get_nibble_or_byte(crow, k0 + i, bits);
+        best.q[i] = (uint8_t)qb_get_code(crow, k0 + i, bits);
     best.sse = exact_sse(&ctx, best.q, best.scale, best.zp);
     if (best.sse == 0.0)
         return; /* RTN is exact (all zeros, or values already on the grid) */
@@ -311,9 +302,9 @@ static void search_block(const float *v, const qb_params *p, void *scales, int64
         return;
     qscale_store(scales, p->scale_type, sidx, best.scale); /* already representable: exact */
     for (int i = 0; i < bs; i++)
-        put_nibble_or_byte(crow, k0 + i, bits, best.q[i]);
+        qb_put_code(crow, k0 + i, bits, best.q[i]);
     if (!p->symmetric)
-        put_nibble_or_byte(zrow, b, bits, best.zp);
+        qb_put_code(zrow, b, bits, (uint8_t)best.zp);
 }
 
 static int search_rows(const float *w, int64_t r0, int64_t r1, int64_t K, const qb_params *p,
