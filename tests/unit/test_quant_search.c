@@ -63,9 +63,11 @@ static void fill_mixed(rng *r, float *w, int64_t N, int64_t K, int bs)
     }
 }
 
-TEST(search_is_never_worse_than_rtn_on_any_block)
+/* Runs check on rows x (blocks_per_row blocks of fill_mixed) in every format: bits 4 and 8,
+ * blocks 16 to 256, symmetric or not, three scale types. Returns how many formats ran (60). */
+typedef void (*format_check)(const float *w, int64_t N, int64_t K, const qb_params *p);
+static int for_each_format(rng *r, int64_t rows, int blocks_per_row, format_check check)
 {
-    rng r = {7};
     const int blocks[] = {16, 32, 64, 128, 256};
     int combos = 0;
     for (int bits = 4; bits <= 8; bits += 4)
@@ -73,27 +75,56 @@ TEST(search_is_never_worse_than_rtn_on_any_block)
             for (int sym = 0; sym < 2; sym++)
                 for (int st = 0; st < 3; st++) {
                     const int bs = blocks[bi];
-                    const int64_t N = 6, K = 3 * bs;
+                    const int64_t K = (int64_t)blocks_per_row * bs;
                     qb_params p = {bits, bs, sym == 1, (qscale_type)st};
-                    float *w = malloc(sizeof(float) * (size_t)(N * K));
-                    fill_mixed(&r, w, N, K, bs);
-                    qout a, b;
-                    qout_alloc(&a, N, K, &p);
-                    qout_alloc(&b, N, K, &p);
-                    double sa[64], sb[64];
-                    CHECK(quantize(w, N, K, &p, QB_METHOD_RTN, &a, 1) == 0);
-                    CHECK(quantize(w, N, K, &p, QB_METHOD_SEARCH, &b, 1) == 0);
-                    block_sse(w, N, K, &p, &a, sa);
-                    block_sse(w, N, K, &p, &b, sb);
-                    for (int g = 0; g < N * K / bs; g++)
-                        CHECK_MSG(sb[g] <= sa[g], "bits %d bs %d sym %d scale type %d block %d: "
-                                  "search %.9g > rtn %.9g", bits, bs, sym, st, g, sb[g], sa[g]);
-                    qout_free(&a);
-                    qout_free(&b);
+                    float *w = malloc(sizeof(float) * (size_t)(rows * K));
+                    fill_mixed(r, w, rows, K, bs);
+                    check(w, rows, K, &p);
                     free(w);
                     combos++;
                 }
-    CHECK_EQ(combos, 60);
+    return combos;
+}
+
+static void check_never_worse(const float *w, int64_t N, int64_t K, const qb_params *p)
+{
+    const int bs = p->block_size;
+    qout a, b;
+    qout_alloc(&a, N, K, p);
+    qout_alloc(&b, N, K, p);
+    double sa[64], sb[64];
+    CHECK(quantize(w, N, K, p, QB_METHOD_RTN, &a, 1) == 0);
+    CHECK(quantize(w, N, K, p, QB_METHOD_SEARCH, &b, 1) == 0);
+    block_sse(w, N, K, p, &a, sa);
+    block_sse(w, N, K, p, &b, sb);
+    for (int g = 0; g < N * K / bs; g++)
+        CHECK_MSG(sb[g] <= sa[g], "bits %d bs %d sym %d scale type %d block %d: search %.9g > "
+                  "rtn %.9g", p->bits, bs, p->symmetric, (int)p->scale_type, g, sb[g], sa[g]);
+    qout_free(&a);
+    qout_free(&b);
+}
+
+TEST(search_is_never_worse_than_rtn_on_any_block)
+{
+    rng r = {7};
+    CHECK_EQ(for_each_format(&r, 6, 3, check_never_worse), 60);
+}
+
+static void check_twin_bytes(const float *w, int64_t N, int64_t K, const qb_params *p)
+{
+    qout simd, ref;
+    qout_alloc(&simd, N, K, p);
+    qout_alloc(&ref, N, K, p);
+    CHECK(quantize(w, N, K, p, QB_METHOD_SEARCH, &simd, 2) == 0);
+    quant_force_scalar(true);
+    int ref_rc = quantize(w, N, K, p, QB_METHOD_SEARCH, &ref, 1);
+    quant_force_scalar(false);
+    CHECK(ref_rc == 0);
+    CHECK_MSG(qout_equal(&simd, &ref), "bits %d bs %d sym %d scale type %d: the AVX2 search "
+              "differs from the reference", p->bits, p->block_size, p->symmetric,
+              (int)p->scale_type);
+    qout_free(&simd);
+    qout_free(&ref);
 }
 
 /* The AVX2 twin (search_avx2.c: scoring eight candidates per register, codes eight elements at
@@ -105,32 +136,7 @@ TEST(search_avx2_twin_gives_the_reference_bytes)
     if (strcmp(quant_dispatch_name(), "avx2") != 0)
         fprintf(stderr, "note: no AVX2 on this CPU, the twin is not compared\n");
     rng r = {11};
-    const int blocks[] = {16, 32, 64, 128, 256};
-    int combos = 0;
-    for (int bits = 4; bits <= 8; bits += 4)
-        for (int bi = 0; bi < 5; bi++)
-            for (int sym = 0; sym < 2; sym++)
-                for (int st = 0; st < 3; st++) {
-                    const int bs = blocks[bi];
-                    const int64_t N = 24, K = 4 * bs;
-                    qb_params p = {bits, bs, sym == 1, (qscale_type)st};
-                    float *w = malloc(sizeof(float) * (size_t)(N * K));
-                    fill_mixed(&r, w, N, K, bs);
-                    qout simd, ref;
-                    qout_alloc(&simd, N, K, &p);
-                    qout_alloc(&ref, N, K, &p);
-                    CHECK(quantize(w, N, K, &p, QB_METHOD_SEARCH, &simd, 2) == 0);
-                    quant_force_scalar(true);
-                    CHECK(quantize(w, N, K, &p, QB_METHOD_SEARCH, &ref, 1) == 0);
-                    quant_force_scalar(false);
-                    CHECK_MSG(qout_equal(&simd, &ref), "bits %d bs %d sym %d scale type %d: the "
-                              "AVX2 search differs from the reference", bits, bs, sym, st);
-                    qout_free(&simd);
-                    qout_free(&ref);
-                    free(w);
-                    combos++;
-                }
-    CHECK_EQ(combos, 60);
+    CHECK_EQ(for_each_format(&r, 24, 4, check_twin_bytes), 60);
 }
 
 /* Relative RMSE of method m over N x K values of one distribution, block 32, float16 scales. */
