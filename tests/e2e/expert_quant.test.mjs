@@ -43,7 +43,7 @@ import { join } from 'node:path';
 import { rowMetrics, summarize } from './lib/compare.mjs';
 import { closeModel, openModel, runModel } from './lib/harness.mjs';
 import { readSafetensors } from './lib/safetensors.mjs';
-import { qdqRows, qwenMoeForward } from './qwen_moe_ref.mjs';
+import { qdqAsym, qdqRows, qwenMoeForward, roundHalfEven } from './qwen_moe_ref.mjs';
 
 const FIXTURES = process.env.M2O_FIXTURES ?? 'tests/fixtures';
 const BIN = process.env.M2O_BIN ?? 'build/moe2onnx';
@@ -52,29 +52,6 @@ const EXACT = 2e-3;
 const f32 = Math.fround;
 
 // ---- the expert encodings, re-implemented (decoded weights of W [N, K]) ----
-const roundHalfAway = (x) => (x < 0 ? -Math.floor(-x + 0.5) : Math.floor(x + 0.5));
-function roundHalfEven(x) {
-  const r = Math.round(x);
-  return Math.abs(x % 1) === 0.5 && r % 2 !== 0 ? r - 1 : r;
-}
-// FORMATS §4 step 3 (MLAS asymmetric): range widened to include 0, scale (max - min) / qmax,
-// zero point round(-min / scale) clamped, codes round(v / scale + zp) clamped; float32 steps.
-function qdqAsym(w, N, K, bits, bs) {
-  const out = new Float32Array(w.length), qmax = (1 << bits) - 1;
-  for (let o = 0; o < N * K; o += bs) {
-    let vmin = 0, vmax = 0;
-    for (let j = 0; j < bs; j++) { vmin = Math.min(vmin, w[o + j]); vmax = Math.max(vmax, w[o + j]); }
-    const scale = f32(f32(vmax - vmin) / qmax);
-    const zf = scale !== 0 ? f32(0 - f32(vmin / scale)) : vmin;
-    const zp = zf < 0 ? 0 : zf > qmax ? qmax : roundHalfAway(zf);
-    const inv = scale !== 0 ? f32(1 / scale) : 0;
-    for (let j = 0; j < bs; j++) {
-      const q = Math.min(qmax, Math.max(0, roundHalfAway(f32(f32(w[o + j] * inv) + zp))));
-      out[o + j] = f32((q - zp) * scale);
-    }
-  }
-  return out;
-}
 // FORMATS §4.12 (the builder's per channel): scale max|w| / 2^(bits-1) (at least float32 eps),
 // codes round-half-even(w / scale) clamped to [-2^(bits-1), 2^(bits-1) - 1].
 function qdqPerChannel(w, N, K, bits) {

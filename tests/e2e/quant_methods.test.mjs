@@ -27,7 +27,7 @@ import { join } from 'node:path';
 import { checkLogits, rowMetrics, summarize } from './lib/compare.mjs';
 import { runModel } from './lib/harness.mjs';
 import { readSafetensors } from './lib/safetensors.mjs';
-import { qwenMoeForward } from './qwen_moe_ref.mjs';
+import { qdqAsym, qwenMoeForward, roundHalfEven } from './qwen_moe_ref.mjs';
 
 const FIXTURES = process.env.M2O_FIXTURES ?? 'tests/fixtures';
 const BIN = process.env.M2O_BIN ?? 'build/moe2onnx';
@@ -60,27 +60,6 @@ const EQUIVALENT = [
    ['quant_config={"weights":{"scale_search":true,"overrides":[{"match":{"name":"/lm_head/MatMul"},"exclude":true}]}}']],
 ];
 const f32 = Math.fround;
-const roundHalfAway = (x) => (x < 0 ? -Math.floor(-x + 0.5) : Math.floor(x + 0.5));
-const roundHalfEven = (x) => { const r = Math.round(x); return Math.abs(x % 1) === 0.5 && r % 2 ? r - 1 : r; };
-
-// MLAS asymmetric blockwise (FORMATS §4 step 3-5), float32 io: W [N, K] → dequantized.
-function qdqAsym(w, N, K, bits, bs) {
-  const out = new Float32Array(w.length), qmax = (1 << bits) - 1;
-  for (let o = 0; o < N * K; o += bs) {
-    let vmin = 0, vmax = 0;
-    for (let j = 0; j < bs; j++) { vmin = Math.min(vmin, w[o + j]); vmax = Math.max(vmax, w[o + j]); }
-    const scale = f32(f32(vmax - vmin) / qmax);
-    const z = scale === 0 ? vmin : f32(0 - f32(vmin / scale));
-    const zp = z < 0 ? 0 : z > qmax ? qmax : roundHalfAway(z);
-    const inv = scale !== 0 ? f32(1 / scale) : 0;
-    for (let j = 0; j < bs; j++) {
-      const q = Math.min(qmax, Math.max(0, roundHalfAway(f32(f32(w[o + j] * inv) + zp))));
-      out[o + j] = f32((q - zp) * scale);
-    }
-  }
-  return out;
-}
-
 // INC RTN symmetric (FORMATS §4.11): scale 2·max|w| / (2^bits − 1) in float64, codes around
 // 2^(bits−1) rounded half to even with that scale, stored scale float32.
 function qdqIncSym(w, N, K, bits, bs) {

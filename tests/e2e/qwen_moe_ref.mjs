@@ -17,10 +17,35 @@ import { readSafetensors } from './lib/safetensors.mjs';
 
 const f32 = Math.fround;
 
-// ---- docs/FORMATS.md §4: symmetric blockwise quantize → dequantize of W [N, K] (blocks along K) ----
-function roundHalfAway(x) {
+// ---- docs/FORMATS.md §4: blockwise quantize → dequantize of W [N, K] (blocks along K) ----
+export function roundHalfAway(x) {
   return x < 0 ? -Math.floor(-x + 0.5) : Math.floor(x + 0.5);
 }
+export function roundHalfEven(x) {
+  const r = Math.round(x);
+  return Math.abs(x % 1) === 0.5 && r % 2 !== 0 ? r - 1 : r;
+}
+
+// MLAS asymmetric (§4 steps 3-5): range widened to include 0, scale (max - min) / qmax, zero
+// point round(-min / scale) clamped, codes round(v / scale + zp) clamped; float32 steps.
+export function qdqAsym(w, N, K, bits, bs) {
+  const out = new Float32Array(w.length), qmax = (1 << bits) - 1;
+  for (let o = 0; o < N * K; o += bs) {
+    let vmin = 0, vmax = 0;
+    for (let j = 0; j < bs; j++) { vmin = Math.min(vmin, w[o + j]); vmax = Math.max(vmax, w[o + j]); }
+    const scale = f32(f32(vmax - vmin) / qmax);
+    const z = scale === 0 ? vmin : f32(0 - f32(vmin / scale));
+    const zp = z < 0 ? 0 : z > qmax ? qmax : roundHalfAway(z);
+    const inv = scale !== 0 ? f32(1 / scale) : 0;
+    for (let j = 0; j < bs; j++) {
+      const q = Math.min(qmax, Math.max(0, roundHalfAway(f32(f32(w[o + j] * inv) + zp))));
+      out[o + j] = f32((q - zp) * scale);
+    }
+  }
+  return out;
+}
+
+// Symmetric with signed scales (§4 steps 1-2), the default.
 
 export function qdqRows(w, N, K, bits, bs) {
   const out = new Float32Array(w.length);
@@ -45,7 +70,6 @@ export function qdqRows(w, N, K, bits, bs) {
   return out;
 }
 
-// Same with the blocks along N (columns of W [N, K]).
 export function qwenConfig(cfg) {
   const c = {
     type: cfg.model_type, H: cfg.hidden_size, layers: cfg.num_hidden_layers,
