@@ -193,14 +193,10 @@ static bool expert_bias_quant(vctx *c, const char *name, int *bits, int *block)
         for (size_t j = 0; j < onnx_node_input_count(n); j++) {
             if (strcmp(onnx_node_input(n, j), name))
                 continue;
-            int64_t b = 4, bs = 0;
-            const char *qt = "int";
-            onnx_node_attr_int(n, "expert_weight_bits", &b);
-            onnx_node_attr_int(n, "block_size", &bs);
-            onnx_node_attr_string(n, "quant_type", &qt);
-            *bits = (int)b;
-            *block = (int)bs;
-            return strcmp(qt, "fp4") != 0;
+            const vqmoe_attrs a = vqmoe_attrs_read(n);
+            *bits = (int)a.bits;
+            *block = (int)a.block_size;
+            return strcmp(a.quant_type, "fp4") != 0;
         }
     }
     return false;

@@ -427,20 +427,16 @@ static void check_moe_attrs(vctx *c, const onnx_node *n)
     check_routing(c, n, q);
     if (!q)
         return;
-    int64_t bits = 4, bs = 0;
-    const char *qt = "int";
-    onnx_node_attr_int(n, "expert_weight_bits", &bits);
-    onnx_node_attr_int(n, "block_size", &bs);
-    onnx_node_attr_string(n, "quant_type", &qt);
+    const vqmoe_attrs a = vqmoe_attrs_read(n);
     c->r->n_checks += 3;
-    if (!strcmp(qt, "fp4"))
-        check_qmoe_fp4(c, n, bs);
-    else if (!strcmp(qt, "int"))
-        check_qmoe_int(c, n, bits, bs);
+    if (!strcmp(a.quant_type, "fp4"))
+        check_qmoe_fp4(c, n, a.block_size);
+    else if (!strcmp(a.quant_type, "int"))
+        check_qmoe_int(c, n, a.bits, a.block_size);
     else
         verify_add_fault(c->r, VF_QMOE_ATTR, onnx_node_name(n),
                          "%s: quant_type \"%s\" is neither \"int\" nor \"fp4\"",
-                         onnx_node_name(n), qt);
+                         onnx_node_name(n), a.quant_type);
 }
 
 /* Exactly one MoE/QMoE per sparse layer. */

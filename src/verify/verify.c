@@ -233,3 +233,15 @@ int64_t vnumel(const onnx_tensor *t)
         n *= onnx_tensor_dims(t)[i];
     return n;
 }
+
+vqmoe_attrs vqmoe_attrs_read(const onnx_node *n)
+{
+    vqmoe_attrs a = {.bits = 4, .block_size = 0, .prepacked = -1, .quant_type = "int"};
+    if (!n)
+        return a;
+    onnx_node_attr_int(n, "expert_weight_bits", &a.bits);
+    onnx_node_attr_int(n, "block_size", &a.block_size);
+    onnx_node_attr_int(n, "weights_prepacked", &a.prepacked);
+    onnx_node_attr_string(n, "quant_type", &a.quant_type);
+    return a;
+}

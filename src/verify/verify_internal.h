@@ -24,6 +24,14 @@ typedef struct vctx {
 void vrelease_pages(const void *p, size_t len);
 /* Number of elements of an initializer. */
 int64_t vnumel(const onnx_tensor *t);
+/* A QMoE node's quantization attributes as the node declares them, ONNX Runtime's defaults where
+ * one is absent: expert_weight_bits 4, block_size 0 (one scale per row), quant_type "int",
+ * weights_prepacked -1 (all of them for n NULL: a float MoE node, whose attributes are not read). */
+typedef struct vqmoe_attrs {
+    int64_t bits, block_size, prepacked;
+    const char *quant_type;
+} vqmoe_attrs;
+vqmoe_attrs vqmoe_attrs_read(const onnx_node *n);
 
 int vcheck_graph(vctx *c, m2o_err *err);
 /* genai_config.json against the graph and config.json (invariants.c). */

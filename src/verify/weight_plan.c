@@ -187,15 +187,9 @@ typedef struct expert_enc {
  * attribute check (invariants.c) reports, so no plan is made. */
 static bool expert_encoding(const onnx_node *n, bool qmoe, int64_t K, expert_enc *q)
 {
-    const char *qt = "int";
-    *q = (expert_enc){.bits = 4, .bs = 0, .prepacked = -1};
-    if (qmoe) {
-        onnx_node_attr_int(n, "expert_weight_bits", &q->bits);
-        onnx_node_attr_int(n, "block_size", &q->bs);
-        onnx_node_attr_int(n, "weights_prepacked", &q->prepacked);
-        onnx_node_attr_string(n, "quant_type", &qt);
-    }
-    q->fp4 = qmoe && !strcmp(qt, "fp4");
+    const vqmoe_attrs a = vqmoe_attrs_read(qmoe ? n : NULL);
+    *q = (expert_enc){.bits = a.bits, .bs = a.block_size, .prepacked = a.prepacked};
+    q->fp4 = qmoe && !strcmp(a.quant_type, "fp4");
     if (q->fp4) {
         q->bits = 4;
         q->bs = 32;
